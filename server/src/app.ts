@@ -1,0 +1,70 @@
+import { openBroker } from './broker/index.js';
+import type { Config } from './config/index.js';
+import { openDatabase } from './db/index.js';
+import { startHttp } from './http/server.js';
+import { createLogger, type Logger } from './logger.js';
+import { buildServices, type Services } from './services.js';
+
+export interface App {
+  services: Services;
+  port: number;
+  /** `http://host:port` as seen from this machine. */
+  url: string;
+  close(): Promise<void>;
+}
+
+export interface AppOptions {
+  log?: Logger;
+  /** Serve HTTP and WebSocket (default); off for a worker-only process. */
+  serve?: boolean;
+}
+
+/**
+ * The composition root: config → database → broker → services → HTTP/WS server (+ worker).
+ * Nothing else opens connections; tests build the same app with other settings.
+ */
+export async function createApp(config: Config, options: AppOptions = {}): Promise<App> {
+  const log = options.log ?? createLogger({ level: config.logLevel });
+  if (config.jwt.generated) {
+    log.warn('JWT_SECRET is not set: using a random secret, so tokens will not survive a restart');
+  }
+  const closers: (() => Promise<void>)[] = [];
+  const closeAll = async () => {
+    for (const close of closers.reverse()) {
+      await close().catch((error: unknown) => log.error({ err: error }, 'error while closing'));
+    }
+  };
+  try {
+    const database = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir });
+    closers.push(() => database.close());
+    await database.migrate();
+    const broker = await openBroker({ url: config.redisUrl, prefix: config.redisPrefix });
+    closers.push(() => broker.close());
+    log.info(
+      { database: database.engine, broker: broker.engine },
+      `using ${database.engine === 'pglite' ? `embedded PostgreSQL in ${config.dataDir}` : 'PostgreSQL'} and ${broker.engine === 'memory' ? 'the in-process broker' : 'Redis'}`,
+    );
+    const services = buildServices({ config, log, database, broker });
+
+    let port = 0;
+    let url = '';
+    if (options.serve !== false) {
+      const http = await startHttp(services, { port: config.port, host: config.host });
+      closers.push(() => http.close());
+      port = http.port;
+      const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
+      url = `http://${host}:${port}`;
+    }
+
+    let closing: Promise<void> | null = null;
+    return {
+      services,
+      port,
+      url,
+      close: () => (closing ??= closeAll()),
+    };
+  } catch (error) {
+    await closeAll();
+    throw error;
+  }
+}

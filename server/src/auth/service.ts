@@ -1,0 +1,85 @@
+import { randomUUID } from 'node:crypto';
+import type { Broker } from '../broker/types.js';
+import type { Config } from '../config/index.js';
+import { RateLimited, Unauthorized } from '../errors.js';
+import type { UserService } from '../users/service.js';
+import { hashPassword, verifyPassword } from './passwords.js';
+import type { Login, Logout, Register, Tokens } from './schemas.js';
+import type { Sessions } from './sessions.js';
+import { type AuthUser, verifyAccessToken } from './tokens.js';
+
+const INVALID_LOGIN = 'Invalid username, email or password';
+
+export class AuthService {
+  /** Checked against when the user does not exist, so both failures cost one hash. */
+  private readonly dummyHash: Promise<string>;
+
+  constructor(
+    private readonly broker: Broker,
+    private readonly config: Config,
+    private readonly users: UserService,
+    private readonly sessions: Sessions,
+  ) {
+    this.dummyHash = hashPassword(randomUUID(), config.passwordHashCost);
+  }
+
+  async register(input: Register) {
+    const user = await this.users.create(input);
+    const tokens = await this.sessions.start(user);
+    return { user, tokens };
+  }
+
+  async login(input: Login, ip: string) {
+    const identifier = ('email' in input ? input.email : input.username).toLowerCase();
+    const keys = [`throttle:login:account:${identifier}`, `throttle:login:address:${ip}`] as const;
+    const { limits } = this.config;
+    const [accountFailures, addressFailures] = await Promise.all(keys.map((key) => this.broker.get(key)));
+    if (
+      Number(accountFailures ?? 0) >= limits.loginFailuresPerAccount ||
+      Number(addressFailures ?? 0) >= limits.loginFailuresPerAddress
+    ) {
+      const waits = await Promise.all(keys.map((key) => this.broker.ttlMs(key)));
+      const retryAfter = Math.max(1, Math.ceil(Math.max(...waits) / 1000));
+      throw new RateLimited(`Too many failed logins; try again in ${retryAfter} s`, retryAfter);
+    }
+
+    const record = await this.users.findCredentials(
+      'email' in input ? { email: input.email } : { username: input.username },
+    );
+    const valid = await verifyPassword(input.password, record?.passwordHash ?? (await this.dummyHash));
+    if (!record || !valid) {
+      const ttlMs = limits.loginWindowSeconds * 1000;
+      await Promise.all(keys.map((key) => this.broker.incr(key, { ttlMs })));
+      throw new Unauthorized(INVALID_LOGIN);
+    }
+    await this.broker.del(keys[0]);
+    const tokens = await this.sessions.start(record);
+    return { user: await this.users.me(record.id), tokens };
+  }
+
+  async refresh(refreshToken: string): Promise<{ tokens: Tokens }> {
+    const rotated = await this.sessions.rotate(refreshToken);
+    const user = rotated ? await this.users.findActive(rotated.userId) : null;
+    if (!rotated || !user) throw new Unauthorized('Invalid refresh token');
+    return { tokens: await this.sessions.issue(user, rotated.familyId) };
+  }
+
+  async logout(user: AuthUser, input: Logout): Promise<{ ok: true }> {
+    if (input.everywhere) {
+      await this.sessions.revokeAll(user.id);
+      return { ok: true };
+    }
+    const familyId = input.refreshToken
+      ? ((await this.sessions.familyOf(user.id, input.refreshToken)) ?? user.sessionId)
+      : user.sessionId;
+    await this.sessions.revokeFamily(user.id, familyId);
+    return { ok: true };
+  }
+
+  /** Verifies an access token and that its session has not been revoked since. */
+  async authenticate(token: string): Promise<AuthUser | null> {
+    const user = await verifyAccessToken(this.config.jwt, token);
+    if (!user || (await this.sessions.isRevoked(user))) return null;
+    return user;
+  }
+}

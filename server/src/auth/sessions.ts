@@ -1,0 +1,146 @@
+import { randomUUID } from 'node:crypto';
+import { and, eq, gt, isNull, ne } from 'drizzle-orm';
+import { sessions } from '../../../drizzle/schema.js';
+import type { Broker } from '../broker/types.js';
+import type { Config } from '../config/index.js';
+import type { Database } from '../db/index.js';
+import type { Logger } from '../logger.js';
+import type { Tokens } from './schemas.js';
+import { type AuthUser, hashRefreshToken, newRefreshToken, signAccessToken } from './tokens.js';
+
+/** Channel on which revocations travel, so open sockets on every instance lose authority. */
+export const REVOCATIONS_CHANNEL = 'auth:revoked';
+
+export interface Revocation {
+  userId: string;
+  /** One session family, or every session of the user when null. */
+  sessionId: string | null;
+}
+
+/**
+ * Refresh-token sessions. A login starts a family; each refresh rotates to a new row of the
+ * same family. Revocation is written to PostgreSQL (refresh tokens) and to the broker
+ * (access tokens still in their lifetime, and open sockets on every instance).
+ */
+export class Sessions {
+  constructor(
+    private readonly db: Database,
+    private readonly broker: Broker,
+    private readonly config: Config,
+    private readonly log: Logger,
+  ) {}
+
+  start(user: { id: string; username: string }): Promise<Tokens> {
+    return this.issue(user, randomUUID());
+  }
+
+  /**
+   * The conditional UPDATE lets exactly one caller rotate a token; presenting a token that was
+   * already rotated is a replay and revokes the whole family.
+   */
+  async rotate(refreshToken: string): Promise<{ userId: string; familyId: string } | null> {
+    const tokenHash = hashRefreshToken(refreshToken);
+    const [current] = await this.db
+      .update(sessions)
+      .set({ rotatedAt: new Date() })
+      .where(
+        and(
+          eq(sessions.tokenHash, tokenHash),
+          isNull(sessions.rotatedAt),
+          isNull(sessions.revokedAt),
+          gt(sessions.expiresAt, new Date()),
+        ),
+      )
+      .returning({ userId: sessions.userId, familyId: sessions.familyId });
+    if (current) return current;
+    const [seen] = await this.db
+      .select({ familyId: sessions.familyId, userId: sessions.userId, rotatedAt: sessions.rotatedAt })
+      .from(sessions)
+      .where(eq(sessions.tokenHash, tokenHash));
+    if (seen?.rotatedAt) {
+      this.log.warn(
+        { userId: seen.userId, sessionId: seen.familyId },
+        'rotated refresh token reused; session family revoked',
+      );
+      await this.revokeFamily(seen.userId, seen.familyId);
+    }
+    return null;
+  }
+
+  async familyOf(userId: string, refreshToken: string): Promise<string | null> {
+    const [row] = await this.db
+      .select({ familyId: sessions.familyId })
+      .from(sessions)
+      .where(and(eq(sessions.tokenHash, hashRefreshToken(refreshToken)), eq(sessions.userId, userId)));
+    return row?.familyId ?? null;
+  }
+
+  async revokeFamily(userId: string, familyId: string): Promise<void> {
+    await this.db
+      .update(sessions)
+      .set({ revokedAt: new Date() })
+      .where(and(eq(sessions.familyId, familyId), isNull(sessions.revokedAt)));
+    await this.broker.set(`revoked:session:${familyId}`, '1', { ttlMs: this.accessTtlMs });
+    await this.announce({ userId, sessionId: familyId });
+  }
+
+  /** Every session of the user, or every one but `keepFamilyId` (a password change). */
+  async revokeAll(userId: string, keepFamilyId?: string): Promise<void> {
+    if (keepFamilyId) {
+      const families = await this.db
+        .selectDistinct({ familyId: sessions.familyId })
+        .from(sessions)
+        .where(
+          and(eq(sessions.userId, userId), ne(sessions.familyId, keepFamilyId), isNull(sessions.revokedAt)),
+        );
+      for (const { familyId } of families) await this.revokeFamily(userId, familyId);
+      return;
+    }
+    const now = Date.now();
+    await this.db
+      .update(sessions)
+      .set({ revokedAt: new Date(now) })
+      .where(and(eq(sessions.userId, userId), isNull(sessions.revokedAt)));
+    await this.broker.set(`revoked:user:${userId}`, String(now), { ttlMs: this.accessTtlMs });
+    await this.announce({ userId, sessionId: null });
+  }
+
+  /** Whether an access token's session was revoked; fails open while the broker is down. */
+  async isRevoked(user: AuthUser): Promise<boolean> {
+    try {
+      const [family, everything] = await Promise.all([
+        this.broker.get(`revoked:session:${user.sessionId}`),
+        this.broker.get(`revoked:user:${user.id}`),
+      ]);
+      if (family) return true;
+      return everything !== null && Number(everything) >= user.issuedAt.getTime();
+    } catch (error) {
+      // Access tokens are short-lived; while the broker is down their signature is enough.
+      this.log.warn({ err: error }, 'revocation check skipped: broker unavailable');
+      return false;
+    }
+  }
+
+  private get accessTtlMs(): number {
+    return this.config.jwt.accessTtlSeconds * 1000;
+  }
+
+  private async announce(revocation: Revocation): Promise<void> {
+    await this.broker.publish(REVOCATIONS_CHANNEL, JSON.stringify(revocation)).catch((error: unknown) => {
+      this.log.warn({ err: error }, 'could not announce a revocation');
+    });
+  }
+
+  async issue(user: { id: string; username: string }, familyId: string): Promise<Tokens> {
+    const refreshToken = newRefreshToken();
+    await this.db.insert(sessions).values({
+      id: randomUUID(),
+      familyId,
+      userId: user.id,
+      tokenHash: hashRefreshToken(refreshToken),
+      expiresAt: new Date(Date.now() + this.config.jwt.refreshTtlSeconds * 1000),
+    });
+    const accessToken = await signAccessToken(this.config.jwt, user, familyId);
+    return { accessToken, refreshToken, expiresIn: this.config.jwt.accessTtlSeconds };
+  }
+}

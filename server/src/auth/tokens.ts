@@ -1,0 +1,70 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { errors, jwtVerify, SignJWT } from 'jose';
+
+export interface AuthUser {
+  id: string;
+  username: string;
+  /** The refresh-token family this access token was issued under. */
+  sessionId: string;
+  issuedAt: Date;
+  expiresAt: Date;
+}
+
+export interface TokenSettings {
+  secret: Uint8Array;
+  issuer: string;
+  audience: string;
+  accessTtlSeconds: number;
+}
+
+const ACCESS_TYPE = 'access';
+
+export async function signAccessToken(
+  settings: TokenSettings,
+  user: { id: string; username: string },
+  sessionId: string,
+): Promise<string> {
+  return new SignJWT({ typ: ACCESS_TYPE, sid: sessionId, name: user.username, ims: Date.now() })
+    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+    .setSubject(user.id)
+    .setIssuer(settings.issuer)
+    .setAudience(settings.audience)
+    .setIssuedAt()
+    .setExpirationTime(`${settings.accessTtlSeconds}s`)
+    .sign(settings.secret);
+}
+
+/** Verifies an access token; null for anything forged, expired, or not an access token. */
+export async function verifyAccessToken(settings: TokenSettings, token: string): Promise<AuthUser | null> {
+  try {
+    const { payload } = await jwtVerify(token, settings.secret, {
+      algorithms: ['HS256'],
+      issuer: settings.issuer,
+      audience: settings.audience,
+      requiredClaims: ['sub', 'exp', 'iat'],
+    });
+    if (payload.typ !== ACCESS_TYPE || typeof payload.sid !== 'string' || typeof payload.name !== 'string') {
+      return null;
+    }
+    return {
+      id: payload.sub as string,
+      username: payload.name,
+      sessionId: payload.sid,
+      // `iat` has whole seconds; `ims` orders a token against a revocation in the same second.
+      issuedAt: new Date(typeof payload.ims === 'number' ? payload.ims : (payload.iat ?? 0) * 1000),
+      expiresAt: new Date((payload.exp ?? 0) * 1000),
+    };
+  } catch (error) {
+    if (error instanceof errors.JOSEError || error instanceof TypeError) return null;
+    throw error;
+  }
+}
+
+/** Refresh tokens are opaque random strings; only their SHA-256 is stored. */
+export function newRefreshToken(): string {
+  return randomBytes(32).toString('base64url');
+}
+
+export function hashRefreshToken(token: string): string {
+  return createHash('sha256').update(token).digest('base64url');
+}

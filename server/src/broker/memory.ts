@@ -1,0 +1,445 @@
+import {
+  type AppendOptions,
+  type AppendResult,
+  type Broker,
+  type GroupInfo,
+  type PendingEntry,
+  type StreamEntry,
+  type StreamInfo,
+  type Unsubscribe,
+  compareStreamIds,
+} from './types.js';
+
+interface Group {
+  lastDeliveredId: string;
+  pending: Map<string, { consumer: string; deliveredAt: number; deliveries: number }>;
+}
+
+interface Stream {
+  entries: StreamEntry[];
+  lastId: string;
+  maxDeletedId: string;
+  groups: Map<string, Group>;
+  waiters: Set<() => void>;
+}
+
+interface KeyValue {
+  value: string;
+  expiresAt: number | null;
+}
+
+/**
+ * The single-process broker: the same semantics as Redis for everything Parley uses, held in
+ * memory. Handlers run on a later tick, as they would after a network hop, so no caller can
+ * come to rely on synchronous delivery.
+ */
+export class MemoryBroker implements Broker {
+  readonly engine = 'memory' as const;
+  private readonly channels = new Map<string, Set<(message: string) => void>>();
+  private readonly streams = new Map<string, Stream>();
+  private readonly keys = new Map<string, KeyValue>();
+  private readonly hashes = new Map<string, Map<string, string>>();
+  private readonly zsets = new Map<string, Map<string, number>>();
+  private lastMs = 0;
+  private lastSeq = 0;
+  private closed = false;
+
+  publish(channel: string, message: string): Promise<void> {
+    const handlers = this.channels.get(channel);
+    if (handlers) {
+      for (const handler of [...handlers]) setImmediate(() => handler(message));
+    }
+    return Promise.resolve();
+  }
+
+  subscribe(channel: string, onMessage: (message: string) => void): Promise<Unsubscribe> {
+    let handlers = this.channels.get(channel);
+    if (!handlers) {
+      handlers = new Set();
+      this.channels.set(channel, handlers);
+    }
+    // Wrap so the same function can be subscribed twice and removed once per subscription.
+    const handler = (message: string) => onMessage(message);
+    handlers.add(handler);
+    return Promise.resolve(() => {
+      handlers.delete(handler);
+      if (handlers.size === 0) this.channels.delete(channel);
+      return Promise.resolve();
+    });
+  }
+
+  append(stream: string, fields: Record<string, string>, options: AppendOptions = {}): Promise<AppendResult> {
+    if (options.unique) {
+      const held = this.readKey(options.unique.key);
+      if (held !== null) return Promise.resolve({ appended: false, existing: held });
+      this.keys.set(options.unique.key, {
+        value: options.unique.value,
+        expiresAt: Date.now() + options.unique.ttlMs,
+      });
+    }
+    const id = this.addEntry(stream, fields, options.maxLen);
+    if (options.pending) {
+      this.hashFor(options.pending.key).set(options.pending.field, `${id}|${options.pending.value}`);
+    }
+    return Promise.resolve({ appended: true, id });
+  }
+
+  appendToMany(
+    idStream: string,
+    streams: string[],
+    fields: Record<string, string>,
+    options: { maxLen: number; publish?: { channel: string; message: string } },
+  ): Promise<string> {
+    const id = this.addEntry(idStream, {}, 1);
+    for (const name of streams) this.addEntry(name, fields, options.maxLen, id);
+    if (options.publish) {
+      void this.publish(options.publish.channel, `${id}\n${options.publish.message}`);
+    }
+    return Promise.resolve(id);
+  }
+
+  rangeAfter(stream: string, afterId: string, count: number): Promise<StreamEntry[]> {
+    const entries = this.streams.get(stream)?.entries ?? [];
+    const out: StreamEntry[] = [];
+    for (const entry of entries) {
+      if (compareStreamIds(entry.id, afterId) > 0) {
+        out.push(copy(entry));
+        if (out.length >= count) break;
+      }
+    }
+    return Promise.resolve(out);
+  }
+
+  lastId(stream: string): Promise<string> {
+    return Promise.resolve(this.streams.get(stream)?.lastId ?? '0-0');
+  }
+
+  streamInfo(stream: string): Promise<StreamInfo> {
+    const s = this.streams.get(stream);
+    return Promise.resolve({
+      length: s?.entries.length ?? 0,
+      firstId: s?.entries[0]?.id ?? null,
+      lastId: s?.lastId ?? '0-0',
+      maxDeletedId: s?.maxDeletedId ?? '0-0',
+    });
+  }
+
+  trimBelow(stream: string, minId: string): Promise<number> {
+    const s = this.streams.get(stream);
+    if (!s) return Promise.resolve(0);
+    let removed = 0;
+    while (s.entries[0] && compareStreamIds(s.entries[0].id, minId) < 0) {
+      const entry = s.entries.shift();
+      if (entry) s.maxDeletedId = entry.id;
+      removed++;
+    }
+    return Promise.resolve(removed);
+  }
+
+  ensureGroup(stream: string, group: string): Promise<void> {
+    const s = this.streamFor(stream);
+    if (!s.groups.has(group)) s.groups.set(group, { lastDeliveredId: '0-0', pending: new Map() });
+    return Promise.resolve();
+  }
+
+  async readGroup(
+    stream: string,
+    group: string,
+    consumer: string,
+    options: { count: number; blockMs?: number; mode: 'new' | 'own'; afterId?: string },
+  ): Promise<StreamEntry[]> {
+    const s = this.streams.get(stream);
+    const g = s?.groups.get(group);
+    if (!s || !g) throw new Error(`NOGROUP No such key '${stream}' or consumer group '${group}'`);
+    if (options.mode === 'own') {
+      const after = options.afterId ?? '0-0';
+      const out: StreamEntry[] = [];
+      for (const entry of s.entries) {
+        const p = g.pending.get(entry.id);
+        if (p?.consumer === consumer && compareStreamIds(entry.id, after) > 0) {
+          out.push(copy(entry));
+          if (out.length >= options.count) break;
+        }
+      }
+      return out;
+    }
+    const deadline = Date.now() + (options.blockMs ?? 0);
+    for (;;) {
+      const out: StreamEntry[] = [];
+      for (const entry of s.entries) {
+        if (compareStreamIds(entry.id, g.lastDeliveredId) > 0) {
+          out.push(copy(entry));
+          if (out.length >= options.count) break;
+        }
+      }
+      if (out.length > 0) {
+        const now = Date.now();
+        for (const entry of out) {
+          g.pending.set(entry.id, { consumer, deliveredAt: now, deliveries: 1 });
+        }
+        g.lastDeliveredId = out[out.length - 1]?.id ?? g.lastDeliveredId;
+        return out;
+      }
+      const remaining = deadline - Date.now();
+      if (remaining <= 0 || this.closed) return [];
+      await new Promise<void>((resolve) => {
+        const wake = () => {
+          clearTimeout(timer);
+          s.waiters.delete(wake);
+          resolve();
+        };
+        const timer = setTimeout(wake, remaining);
+        s.waiters.add(wake);
+      });
+    }
+  }
+
+  ack(stream: string, group: string, ids: string[]): Promise<number> {
+    const g = this.streams.get(stream)?.groups.get(group);
+    let acked = 0;
+    for (const id of ids) if (g?.pending.delete(id)) acked++;
+    return Promise.resolve(acked);
+  }
+
+  pending(stream: string, group: string, count: number): Promise<PendingEntry[]> {
+    const g = this.streams.get(stream)?.groups.get(group);
+    if (!g) return Promise.resolve([]);
+    const now = Date.now();
+    const out = [...g.pending.entries()]
+      .sort(([a], [b]) => compareStreamIds(a, b))
+      .slice(0, count)
+      .map(([id, p]) => ({
+        id,
+        consumer: p.consumer,
+        idleMs: now - p.deliveredAt,
+        deliveries: p.deliveries,
+      }));
+    return Promise.resolve(out);
+  }
+
+  claimIdle(
+    stream: string,
+    group: string,
+    consumer: string,
+    minIdleMs: number,
+    count: number,
+  ): Promise<StreamEntry[]> {
+    const s = this.streams.get(stream);
+    const g = s?.groups.get(group);
+    if (!s || !g) return Promise.resolve([]);
+    const now = Date.now();
+    const out: StreamEntry[] = [];
+    for (const [id, p] of [...g.pending.entries()].sort(([a], [b]) => compareStreamIds(a, b))) {
+      if (out.length >= count) break;
+      if (now - p.deliveredAt < minIdleMs) continue;
+      const entry = s.entries.find((e) => e.id === id);
+      if (!entry) {
+        // Trimmed away while pending: Redis drops such entries from the PEL on claim.
+        g.pending.delete(id);
+        continue;
+      }
+      g.pending.set(id, { consumer, deliveredAt: now, deliveries: p.deliveries + 1 });
+      out.push(copy(entry));
+    }
+    return Promise.resolve(out);
+  }
+
+  groupInfo(stream: string, group: string): Promise<GroupInfo | null> {
+    const s = this.streams.get(stream);
+    const g = s?.groups.get(group);
+    if (!s || !g) return Promise.resolve(null);
+    const lag = s.entries.filter((e) => compareStreamIds(e.id, g.lastDeliveredId) > 0).length;
+    return Promise.resolve({ pending: g.pending.size, lag, lastDeliveredId: g.lastDeliveredId });
+  }
+
+  get(key: string): Promise<string | null> {
+    return Promise.resolve(this.readKey(key));
+  }
+
+  set(key: string, value: string, options: { ttlMs?: number; nx?: boolean } = {}): Promise<boolean> {
+    if (options.nx && this.readKey(key) !== null) return Promise.resolve(false);
+    this.keys.set(key, {
+      value,
+      expiresAt: options.ttlMs === undefined ? null : Date.now() + options.ttlMs,
+    });
+    return Promise.resolve(true);
+  }
+
+  del(...keys: string[]): Promise<number> {
+    let removed = 0;
+    for (const key of keys) {
+      const had =
+        this.readKey(key) !== null || this.hashes.has(key) || this.zsets.has(key) || this.streams.has(key);
+      this.keys.delete(key);
+      this.hashes.delete(key);
+      this.zsets.delete(key);
+      this.streams.delete(key);
+      if (had) removed++;
+    }
+    return Promise.resolve(removed);
+  }
+
+  incr(key: string, options: { ttlMs?: number } = {}): Promise<number> {
+    const current = this.readKey(key);
+    const next = (current === null ? 0 : Number(current)) + 1;
+    const existing = this.keys.get(key);
+    this.keys.set(key, {
+      value: String(next),
+      expiresAt:
+        current === null
+          ? options.ttlMs === undefined
+            ? null
+            : Date.now() + options.ttlMs
+          : (existing?.expiresAt ?? null),
+    });
+    return Promise.resolve(next);
+  }
+
+  incrExisting(key: string): Promise<number | null> {
+    if (this.readKey(key) === null) return Promise.resolve(null);
+    return this.incr(key);
+  }
+
+  ttlMs(key: string): Promise<number> {
+    if (this.readKey(key) === null) return Promise.resolve(-2);
+    const expiresAt = this.keys.get(key)?.expiresAt ?? null;
+    return Promise.resolve(expiresAt === null ? -1 : Math.max(0, expiresAt - Date.now()));
+  }
+
+  hget(key: string, field: string): Promise<string | null> {
+    return Promise.resolve(this.hashes.get(key)?.get(field) ?? null);
+  }
+
+  hgetall(key: string): Promise<Record<string, string>> {
+    return Promise.resolve(Object.fromEntries(this.hashes.get(key) ?? []));
+  }
+
+  hset(key: string, field: string, value: string): Promise<void> {
+    this.hashFor(key).set(field, value);
+    return Promise.resolve();
+  }
+
+  hdelIfPrefix(key: string, field: string, prefix: string): Promise<boolean> {
+    const hash = this.hashes.get(key);
+    const value = hash?.get(field);
+    if (!hash || value === undefined || !value.startsWith(`${prefix}|`)) return Promise.resolve(false);
+    hash.delete(field);
+    if (hash.size === 0) this.hashes.delete(key);
+    return Promise.resolve(true);
+  }
+
+  hdel(key: string, ...fields: string[]): Promise<number> {
+    const hash = this.hashes.get(key);
+    let removed = 0;
+    for (const field of fields) if (hash?.delete(field)) removed++;
+    if (hash?.size === 0) this.hashes.delete(key);
+    return Promise.resolve(removed);
+  }
+
+  zadd(key: string, score: number, member: string): Promise<void> {
+    let zset = this.zsets.get(key);
+    if (!zset) {
+      zset = new Map();
+      this.zsets.set(key, zset);
+    }
+    zset.set(member, score);
+    return Promise.resolve();
+  }
+
+  zrem(key: string, member: string): Promise<number> {
+    const zset = this.zsets.get(key);
+    const removed = zset?.delete(member) ? 1 : 0;
+    if (zset?.size === 0) this.zsets.delete(key);
+    return Promise.resolve(removed);
+  }
+
+  zremRangeByScore(key: string, max: number): Promise<number> {
+    const zset = this.zsets.get(key);
+    let removed = 0;
+    for (const [member, score] of zset ?? []) {
+      if (score <= max) {
+        zset?.delete(member);
+        removed++;
+      }
+    }
+    if (zset?.size === 0) this.zsets.delete(key);
+    return Promise.resolve(removed);
+  }
+
+  zcard(key: string): Promise<number> {
+    return Promise.resolve(this.zsets.get(key)?.size ?? 0);
+  }
+
+  ping(): Promise<boolean> {
+    return Promise.resolve(!this.closed);
+  }
+
+  close(): Promise<void> {
+    this.closed = true;
+    for (const s of this.streams.values()) for (const wake of [...s.waiters]) wake();
+    this.channels.clear();
+    return Promise.resolve();
+  }
+
+  private readKey(key: string): string | null {
+    const entry = this.keys.get(key);
+    if (!entry) return null;
+    if (entry.expiresAt !== null && entry.expiresAt <= Date.now()) {
+      this.keys.delete(key);
+      return null;
+    }
+    return entry.value;
+  }
+
+  private hashFor(key: string): Map<string, string> {
+    let hash = this.hashes.get(key);
+    if (!hash) {
+      hash = new Map();
+      this.hashes.set(key, hash);
+    }
+    return hash;
+  }
+
+  private streamFor(name: string): Stream {
+    let s = this.streams.get(name);
+    if (!s) {
+      s = { entries: [], lastId: '0-0', maxDeletedId: '0-0', groups: new Map(), waiters: new Set() };
+      this.streams.set(name, s);
+    }
+    return s;
+  }
+
+  private nextId(): string {
+    const now = Date.now();
+    if (now > this.lastMs) {
+      this.lastMs = now;
+      this.lastSeq = 0;
+    } else {
+      this.lastSeq++;
+    }
+    return `${this.lastMs}-${this.lastSeq}`;
+  }
+
+  private addEntry(
+    name: string,
+    fields: Record<string, string>,
+    maxLen: number | undefined,
+    id: string = this.nextId(),
+  ): string {
+    const s = this.streamFor(name);
+    s.entries.push({ id, fields: { ...fields } });
+    s.lastId = id;
+    if (maxLen !== undefined) {
+      while (s.entries.length > maxLen) {
+        const removed = s.entries.shift();
+        if (removed) s.maxDeletedId = removed.id;
+      }
+    }
+    for (const wake of [...s.waiters]) wake();
+    return id;
+  }
+}
+
+function copy(entry: StreamEntry): StreamEntry {
+  return { id: entry.id, fields: { ...entry.fields } };
+}

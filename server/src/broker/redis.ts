@@ -1,0 +1,439 @@
+import { Redis } from 'ioredis';
+import {
+  type AppendOptions,
+  type AppendResult,
+  type Broker,
+  BrokerUnavailableError,
+  type GroupInfo,
+  type PendingEntry,
+  type StreamEntry,
+  type StreamInfo,
+  type Unsubscribe,
+} from './types.js';
+
+// Claim the idempotency key, append, and record the pending copy in one step, so a crash can
+// never leave a claimed key without its message or a message without its pending copy.
+const APPEND = `
+if KEYS[2] ~= '' then
+  local held = redis.call('GET', KEYS[2])
+  if held then return {0, held} end
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+end
+local id
+if ARGV[1] ~= '' then
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 6))
+else
+  id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 6))
+end
+if KEYS[3] ~= '' then redis.call('HSET', KEYS[3], ARGV[4], id .. '|' .. ARGV[5]) end
+return {1, id}`;
+
+// One id from a one-entry stream, reused in every target stream: a single global order.
+const APPEND_MANY = `
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '1', '*', 'x', '1')
+for i = 2, #KEYS do
+  redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[1], id, unpack(ARGV, 4))
+end
+if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], id .. '\\n' .. ARGV[3]) end
+return id`;
+
+const HDEL_IF_PREFIX = `
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v and string.sub(v, 1, #ARGV[2] + 1) == ARGV[2] .. '|' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  return 1
+end
+return 0`;
+
+const INCR_EXISTING = `
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCR', KEYS[1]) end
+return false`;
+
+const INCR_WITH_TTL = `
+local v = redis.call('INCR', KEYS[1])
+if v == 1 and ARGV[1] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return v`;
+
+type RawEntry = [string, string[] | null];
+
+export interface RedisBrokerOptions {
+  url: string;
+  prefix?: string;
+  /** How long a command may wait for Redis before failing; sends must fail fast. */
+  commandTimeoutMs?: number;
+}
+
+export class RedisBroker implements Broker {
+  readonly engine = 'redis' as const;
+  private readonly prefix: string;
+  private readonly client: Redis;
+  private readonly subscriber: Redis;
+  private blocking: Redis | null = null;
+  private readonly handlers = new Map<string, Set<(message: string) => void>>();
+  private readonly commandTimeoutMs: number;
+
+  private constructor(options: RedisBrokerOptions) {
+    this.prefix = options.prefix ?? '';
+    this.commandTimeoutMs = options.commandTimeoutMs ?? 2000;
+    const common = {
+      lazyConnect: true,
+      // Without Redis a send must fail now, not wait in an unbounded queue.
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 1,
+      retryStrategy: (attempt: number) => Math.min(50 * 2 ** attempt, 2000),
+    };
+    this.client = new Redis(options.url, { ...common, commandTimeout: this.commandTimeoutMs });
+    // The subscriber keeps its subscriptions across reconnects (ioredis re-subscribes).
+    this.subscriber = new Redis(options.url, { ...common, enableOfflineQueue: true });
+    this.client.on('error', () => undefined);
+    this.subscriber.on('error', () => undefined);
+    this.subscriber.on('message', (channel: string, message: string) => {
+      const logical = channel.slice(this.prefix.length);
+      const set = this.handlers.get(logical);
+      if (set) for (const handler of [...set]) handler(message);
+    });
+  }
+
+  static async connect(options: RedisBrokerOptions): Promise<RedisBroker> {
+    const broker = new RedisBroker(options);
+    await broker.client.connect();
+    await broker.subscriber.connect();
+    return broker;
+  }
+
+  private k(name: string): string {
+    return this.prefix + name;
+  }
+
+  private async run<T>(operation: () => Promise<T>): Promise<T> {
+    if (this.client.status !== 'ready') {
+      throw new BrokerUnavailableError(`Redis is not reachable (${this.client.status})`);
+    }
+    try {
+      return await operation();
+    } catch (error) {
+      if (isConnectionError(error)) {
+        throw new BrokerUnavailableError('Redis is not reachable', { cause: error });
+      }
+      throw error;
+    }
+  }
+
+  async publish(channel: string, message: string): Promise<void> {
+    await this.run(() => this.client.publish(this.k(channel), message));
+  }
+
+  async subscribe(channel: string, onMessage: (message: string) => void): Promise<Unsubscribe> {
+    let set = this.handlers.get(channel);
+    const handler = (message: string) => onMessage(message);
+    if (!set) {
+      set = new Set();
+      this.handlers.set(channel, set);
+      set.add(handler);
+      await this.subscriber.subscribe(this.k(channel));
+    } else {
+      set.add(handler);
+    }
+    return async () => {
+      const current = this.handlers.get(channel);
+      if (!current) return;
+      current.delete(handler);
+      if (current.size === 0) {
+        this.handlers.delete(channel);
+        await this.subscriber.unsubscribe(this.k(channel)).catch(() => undefined);
+      }
+    };
+  }
+
+  async append(
+    stream: string,
+    fields: Record<string, string>,
+    options: AppendOptions = {},
+  ): Promise<AppendResult> {
+    const result = (await this.run(() =>
+      this.client.eval(
+        APPEND,
+        3,
+        this.k(stream),
+        options.unique ? this.k(options.unique.key) : '',
+        options.pending ? this.k(options.pending.key) : '',
+        options.maxLen === undefined ? '' : String(options.maxLen),
+        options.unique?.value ?? '',
+        String(options.unique?.ttlMs ?? 0),
+        options.pending?.field ?? '',
+        options.pending?.value ?? '',
+        ...Object.entries(fields).flat(),
+      ),
+    )) as [number, string];
+    return result[0] === 1 ? { appended: true, id: result[1] } : { appended: false, existing: result[1] };
+  }
+
+  async appendToMany(
+    idStream: string,
+    streams: string[],
+    fields: Record<string, string>,
+    options: { maxLen: number; publish?: { channel: string; message: string } },
+  ): Promise<string> {
+    return (await this.run(() =>
+      this.client.eval(
+        APPEND_MANY,
+        1 + streams.length,
+        this.k(idStream),
+        ...streams.map((s) => this.k(s)),
+        String(options.maxLen),
+        options.publish ? this.k(options.publish.channel) : '',
+        options.publish?.message ?? '',
+        ...Object.entries(fields).flat(),
+      ),
+    )) as string;
+  }
+
+  async rangeAfter(stream: string, afterId: string, count: number): Promise<StreamEntry[]> {
+    const raw = (await this.run(() =>
+      this.client.call('XRANGE', this.k(stream), `(${afterId}`, '+', 'COUNT', count),
+    )) as RawEntry[];
+    return toEntries(raw);
+  }
+
+  async lastId(stream: string): Promise<string> {
+    const raw = (await this.run(() =>
+      this.client.call('XREVRANGE', this.k(stream), '+', '-', 'COUNT', 1),
+    )) as RawEntry[];
+    return raw[0]?.[0] ?? (await this.streamInfo(stream)).lastId;
+  }
+
+  async streamInfo(stream: string): Promise<StreamInfo> {
+    try {
+      const raw = (await this.run(() => this.client.call('XINFO', 'STREAM', this.k(stream)))) as unknown[];
+      const info = pairs(raw);
+      const first = info['first-entry'] as RawEntry | null;
+      return {
+        length: Number(info.length),
+        firstId: first ? first[0] : null,
+        lastId: (info['last-generated-id'] as string | undefined) ?? '0-0',
+        maxDeletedId: (info['max-deleted-entry-id'] as string | undefined) ?? '0-0',
+      };
+    } catch (error) {
+      if (error instanceof Error && /no such key/i.test(error.message)) {
+        return { length: 0, firstId: null, lastId: '0-0', maxDeletedId: '0-0' };
+      }
+      throw error;
+    }
+  }
+
+  async trimBelow(stream: string, minId: string): Promise<number> {
+    return (await this.run(() => this.client.call('XTRIM', this.k(stream), 'MINID', minId))) as number;
+  }
+
+  async ensureGroup(stream: string, group: string): Promise<void> {
+    try {
+      await this.run(() => this.client.call('XGROUP', 'CREATE', this.k(stream), group, '0', 'MKSTREAM'));
+    } catch (error) {
+      if (!(error instanceof Error && error.message.includes('BUSYGROUP'))) throw error;
+    }
+  }
+
+  async readGroup(
+    stream: string,
+    group: string,
+    consumer: string,
+    options: { count: number; blockMs?: number; mode: 'new' | 'own'; afterId?: string },
+  ): Promise<StreamEntry[]> {
+    const args: (string | number)[] = ['GROUP', group, consumer, 'COUNT', options.count];
+    let connection = this.client;
+    if (options.mode === 'new' && options.blockMs) {
+      args.push('BLOCK', options.blockMs);
+      connection = await this.blockingConnection(options.blockMs);
+    }
+    args.push('STREAMS', this.k(stream), options.mode === 'new' ? '>' : (options.afterId ?? '0'));
+    const raw = (await this.run(() => connection.call('XREADGROUP', ...args))) as
+      [string, RawEntry[]][] | null;
+    return toEntries(raw?.[0]?.[1] ?? []);
+  }
+
+  async ack(stream: string, group: string, ids: string[]): Promise<number> {
+    if (ids.length === 0) return 0;
+    return (await this.run(() => this.client.call('XACK', this.k(stream), group, ...ids))) as number;
+  }
+
+  async pending(stream: string, group: string, count: number): Promise<PendingEntry[]> {
+    const raw = (await this.run(() =>
+      this.client.call('XPENDING', this.k(stream), group, '-', '+', count),
+    )) as [string, string, number, number][];
+    return raw.map(([id, consumer, idleMs, deliveries]) => ({
+      id,
+      consumer,
+      idleMs: Number(idleMs),
+      deliveries: Number(deliveries),
+    }));
+  }
+
+  async claimIdle(
+    stream: string,
+    group: string,
+    consumer: string,
+    minIdleMs: number,
+    count: number,
+  ): Promise<StreamEntry[]> {
+    const raw = (await this.run(() =>
+      this.client.call('XAUTOCLAIM', this.k(stream), group, consumer, minIdleMs, '0-0', 'COUNT', count),
+    )) as [string, RawEntry[], string[]?];
+    return toEntries(raw[1]);
+  }
+
+  async groupInfo(stream: string, group: string): Promise<GroupInfo | null> {
+    let raw: unknown[][];
+    try {
+      raw = (await this.run(() => this.client.call('XINFO', 'GROUPS', this.k(stream)))) as unknown[][];
+    } catch (error) {
+      if (error instanceof Error && /no such key/i.test(error.message)) return null;
+      throw error;
+    }
+    const info = raw.map(pairs).find((g) => g.name === group);
+    if (!info) return null;
+    const lastDeliveredId = String(info['last-delivered-id']);
+    let lag = info.lag === null || info.lag === undefined ? null : Number(info.lag);
+    if (lag === null) {
+      // Redis cannot always compute lag (after deletions); count what is left to deliver.
+      const rest = await this.rangeAfter(stream, lastDeliveredId, 100_000);
+      lag = rest.length;
+    }
+    return { pending: Number(info.pending), lag, lastDeliveredId };
+  }
+
+  get(key: string): Promise<string | null> {
+    return this.run(() => this.client.get(this.k(key)));
+  }
+
+  async set(key: string, value: string, options: { ttlMs?: number; nx?: boolean } = {}): Promise<boolean> {
+    const args: (string | number)[] = [this.k(key), value];
+    if (options.ttlMs !== undefined) args.push('PX', options.ttlMs);
+    if (options.nx) args.push('NX');
+    const result = await this.run(() => this.client.call('SET', ...args));
+    return result === 'OK';
+  }
+
+  del(...keys: string[]): Promise<number> {
+    if (keys.length === 0) return Promise.resolve(0);
+    return this.run(() => this.client.del(...keys.map((key) => this.k(key))));
+  }
+
+  async incr(key: string, options: { ttlMs?: number } = {}): Promise<number> {
+    return Number(
+      await this.run(() =>
+        this.client.eval(
+          INCR_WITH_TTL,
+          1,
+          this.k(key),
+          options.ttlMs === undefined ? '' : String(options.ttlMs),
+        ),
+      ),
+    );
+  }
+
+  async incrExisting(key: string): Promise<number | null> {
+    const result = await this.run(() => this.client.eval(INCR_EXISTING, 1, this.k(key)));
+    return result === null ? null : Number(result);
+  }
+
+  ttlMs(key: string): Promise<number> {
+    return this.run(() => this.client.pttl(this.k(key)));
+  }
+
+  hget(key: string, field: string): Promise<string | null> {
+    return this.run(() => this.client.hget(this.k(key), field));
+  }
+
+  hgetall(key: string): Promise<Record<string, string>> {
+    return this.run(() => this.client.hgetall(this.k(key)));
+  }
+
+  async hset(key: string, field: string, value: string): Promise<void> {
+    await this.run(() => this.client.hset(this.k(key), field, value));
+  }
+
+  async hdelIfPrefix(key: string, field: string, prefix: string): Promise<boolean> {
+    return (await this.run(() => this.client.eval(HDEL_IF_PREFIX, 1, this.k(key), field, prefix))) === 1;
+  }
+
+  hdel(key: string, ...fields: string[]): Promise<number> {
+    if (fields.length === 0) return Promise.resolve(0);
+    return this.run(() => this.client.hdel(this.k(key), ...fields));
+  }
+
+  async zadd(key: string, score: number, member: string): Promise<void> {
+    await this.run(() => this.client.zadd(this.k(key), score, member));
+  }
+
+  zrem(key: string, member: string): Promise<number> {
+    return this.run(() => this.client.zrem(this.k(key), member));
+  }
+
+  zremRangeByScore(key: string, max: number): Promise<number> {
+    return this.run(() => this.client.zremrangebyscore(this.k(key), '-inf', max));
+  }
+
+  zcard(key: string): Promise<number> {
+    return this.run(() => this.client.zcard(this.k(key)));
+  }
+
+  async ping(): Promise<boolean> {
+    try {
+      return (await this.run(() => this.client.ping())) === 'PONG';
+    } catch {
+      return false;
+    }
+  }
+
+  async close(): Promise<void> {
+    this.handlers.clear();
+    const connections = [this.client, this.subscriber, this.blocking].filter((c): c is Redis => c !== null);
+    await Promise.all(
+      connections.map(async (c) => {
+        try {
+          if (c.status === 'ready') await c.quit();
+          else c.disconnect();
+        } catch {
+          c.disconnect();
+        }
+      }),
+    );
+  }
+
+  private async blockingConnection(blockMs: number): Promise<Redis> {
+    if (!this.blocking) {
+      // A blocking read holds its connection, so it gets one of its own.
+      this.blocking = this.client.duplicate({ commandTimeout: blockMs + this.commandTimeoutMs });
+      this.blocking.on('error', () => undefined);
+      await this.blocking.connect();
+    }
+    if (this.blocking.status !== 'ready') {
+      throw new BrokerUnavailableError(`Redis is not reachable (${this.blocking.status})`);
+    }
+    return this.blocking;
+  }
+}
+
+function toEntries(raw: RawEntry[]): StreamEntry[] {
+  const out: StreamEntry[] = [];
+  for (const [id, flat] of raw) {
+    if (!flat) continue; // deleted while pending
+    const fields: Record<string, string> = {};
+    for (let i = 0; i + 1 < flat.length; i += 2) fields[flat[i] as string] = flat[i + 1] as string;
+    out.push({ id, fields });
+  }
+  return out;
+}
+
+function pairs(flat: unknown[]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (let i = 0; i + 1 < flat.length; i += 2) out[String(flat[i])] = flat[i + 1];
+  return out;
+}
+
+function isConnectionError(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  return /Connection is closed|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|Command timed out|isn't writeable|Reached the max retries/i.test(
+    error.message,
+  );
+}

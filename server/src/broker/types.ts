@@ -1,0 +1,148 @@
+/**
+ * What Parley needs from Redis, as one interface with two engines: `RedisBroker` (ioredis)
+ * for deployments and `MemoryBroker` for the single-process default. Both pass the same
+ * contract tests (`test/broker.contract.test.ts`).
+ *
+ * Every key, stream and channel name given here is logical: the engine adds its prefix.
+ * Stream entry ids are Redis ids (`<ms>-<n>`) in both engines and compare in that order.
+ */
+
+export interface StreamEntry {
+  id: string;
+  fields: Record<string, string>;
+}
+
+export interface PendingEntry {
+  id: string;
+  consumer: string;
+  idleMs: number;
+  deliveries: number;
+}
+
+export interface GroupInfo {
+  /** Entries delivered to the group and not yet acknowledged. */
+  pending: number;
+  /** Entries in the stream not yet delivered to the group. */
+  lag: number;
+  lastDeliveredId: string;
+}
+
+export interface StreamInfo {
+  length: number;
+  firstId: string | null;
+  lastId: string;
+  /** Highest id ever removed by trimming; `0-0` when nothing was removed. */
+  maxDeletedId: string;
+}
+
+export type AppendResult = { appended: true; id: string } | { appended: false; existing: string };
+
+export interface AppendOptions {
+  /** Cap the stream at about this many entries (only trims whole old entries). */
+  maxLen?: number;
+  /**
+   * Claim `key` with `value` (expiring after `ttlMs`) in the same atomic step; when the key is
+   * already held, nothing is appended and its current value is returned instead.
+   */
+  unique?: { key: string; value: string; ttlMs: number };
+  /** Store `<entry id>|<value>` in hash `key` under `field`, in the same atomic step. */
+  pending?: { key: string; field: string; value: string };
+}
+
+export type Unsubscribe = () => Promise<void>;
+
+export interface Broker {
+  readonly engine: 'redis' | 'memory';
+
+  // Pub/Sub: at-most-once, to every current subscriber of the channel on any instance.
+  publish(channel: string, message: string): Promise<void>;
+  subscribe(channel: string, onMessage: (message: string) => void): Promise<Unsubscribe>;
+
+  // Streams.
+  append(stream: string, fields: Record<string, string>, options?: AppendOptions): Promise<AppendResult>;
+  /**
+   * Appends one entry to each of `streams` under a single new id, taken from the monotonic
+   * `idStream`, then publishes `<id>\n<message>` on `channel` (when given); all atomically, so
+   * every stream sees ids in one global order.
+   */
+  appendToMany(
+    idStream: string,
+    streams: string[],
+    fields: Record<string, string>,
+    options: { maxLen: number; publish?: { channel: string; message: string } },
+  ): Promise<string>;
+  /** Entries with id strictly greater than `afterId`, oldest first. */
+  rangeAfter(stream: string, afterId: string, count: number): Promise<StreamEntry[]>;
+  /** The newest entry's id, or `0-0`. */
+  lastId(stream: string): Promise<string>;
+  streamInfo(stream: string): Promise<StreamInfo>;
+  /** Removes entries with id lower than `minId`; returns how many. */
+  trimBelow(stream: string, minId: string): Promise<number>;
+
+  // Consumer groups.
+  /** Creates the group (and the stream) if missing, starting from the first entry. */
+  ensureGroup(stream: string, group: string): Promise<void>;
+  /**
+   * `mode: 'new'` delivers entries never delivered to the group (waiting up to `blockMs`);
+   * `mode: 'own'` re-reads this consumer's pending entries (after `afterId`).
+   */
+  readGroup(
+    stream: string,
+    group: string,
+    consumer: string,
+    options: { count: number; blockMs?: number; mode: 'new' | 'own'; afterId?: string },
+  ): Promise<StreamEntry[]>;
+  ack(stream: string, group: string, ids: string[]): Promise<number>;
+  pending(stream: string, group: string, count: number): Promise<PendingEntry[]>;
+  /** Takes over entries idle for at least `minIdleMs` from any consumer (delivery count +1). */
+  claimIdle(
+    stream: string,
+    group: string,
+    consumer: string,
+    minIdleMs: number,
+    count: number,
+  ): Promise<StreamEntry[]>;
+  groupInfo(stream: string, group: string): Promise<GroupInfo | null>;
+
+  // Keys.
+  get(key: string): Promise<string | null>;
+  /** Returns false when `nx` is set and the key already exists. */
+  set(key: string, value: string, options?: { ttlMs?: number; nx?: boolean }): Promise<boolean>;
+  del(...keys: string[]): Promise<number>;
+  /** Increments; sets the expiry when the key is created. */
+  incr(key: string, options?: { ttlMs?: number }): Promise<number>;
+  /** Increments only an existing counter; null when it is missing. */
+  incrExisting(key: string): Promise<number | null>;
+  ttlMs(key: string): Promise<number>;
+  hget(key: string, field: string): Promise<string | null>;
+  hgetall(key: string): Promise<Record<string, string>>;
+  hset(key: string, field: string, value: string): Promise<void>;
+  /** Deletes `field` only while its value still starts with `<prefix>|`. */
+  hdelIfPrefix(key: string, field: string, prefix: string): Promise<boolean>;
+  hdel(key: string, ...fields: string[]): Promise<number>;
+
+  // Sorted sets (presence, rate windows).
+  zadd(key: string, score: number, member: string): Promise<void>;
+  zrem(key: string, member: string): Promise<number>;
+  zremRangeByScore(key: string, max: number): Promise<number>;
+  zcard(key: string): Promise<number>;
+
+  ping(): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+/** Compares two stream ids (`<ms>-<n>`) numerically. */
+export function compareStreamIds(a: string, b: string): number {
+  const [am = 0n, an = 0n] = a.split('-').map((part) => BigInt(part));
+  const [bm = 0n, bn = 0n] = b.split('-').map((part) => BigInt(part));
+  if (am !== bm) return am < bm ? -1 : 1;
+  if (an !== bn) return an < bn ? -1 : 1;
+  return 0;
+}
+
+export const STREAM_ID = /^\d{1,20}-\d{1,20}$/;
+
+/** Thrown when the broker cannot be reached; the API maps it to a clear, retryable error. */
+export class BrokerUnavailableError extends Error {
+  override name = 'BrokerUnavailableError';
+}

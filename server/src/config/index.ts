@@ -1,0 +1,202 @@
+import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
+
+/** A duration such as `15m`, `7d`, `30s`, `500ms` or a plain number of seconds. */
+const Duration = z
+  .string()
+  .trim()
+  .regex(/^\d+(ms|s|m|h|d)?$/, 'must be a duration such as 30s, 15m, 12h or 7d')
+  .transform((value) => {
+    const match = /^(\d+)(ms|s|m|h|d)?$/.exec(value);
+    const amount = Number(match?.[1]);
+    const unit = match?.[2] ?? 's';
+    const factor = { ms: 0.001, s: 1, m: 60, h: 3600, d: 86400 }[unit] ?? 1;
+    return amount * factor;
+  })
+  .refine((seconds) => seconds >= 1, 'must be at least one second');
+
+const Url = (protocols: string[]) =>
+  z
+    .string()
+    .trim()
+    .refine(
+      (value) => {
+        try {
+          return protocols.includes(new URL(value).protocol);
+        } catch {
+          return false;
+        }
+      },
+      `must be a URL starting with ${protocols.map((p) => `${p}//`).join(' or ')}`,
+    );
+
+const emptyAsUndefined = (value: unknown) => (value === '' ? undefined : value);
+
+export const EnvSchema = z.object({
+  NODE_ENV: z.preprocess(
+    emptyAsUndefined,
+    z.enum(['development', 'production', 'test']).default('development'),
+  ),
+  PORT: z.preprocess(emptyAsUndefined, z.coerce.number().int().min(0).max(65535).default(3000)),
+  HOST: z.preprocess(emptyAsUndefined, z.string().default('0.0.0.0')),
+  DATABASE_URL: z.preprocess(emptyAsUndefined, Url(['postgres:', 'postgresql:']).optional()),
+  REDIS_URL: z.preprocess(emptyAsUndefined, Url(['redis:', 'rediss:']).optional()),
+  JWT_SECRET: z.preprocess(
+    emptyAsUndefined,
+    z
+      .string()
+      .refine((s) => Buffer.byteLength(s) >= 32, 'must be at least 32 bytes long')
+      .optional(),
+  ),
+  JWT_ACCESS_TTL: z.preprocess(emptyAsUndefined, Duration.default(15 * 60)),
+  JWT_REFRESH_TTL: z.preprocess(emptyAsUndefined, Duration.default(7 * 86400)),
+  DATA_DIR: z.preprocess(emptyAsUndefined, z.string().default('./data')),
+  LOG_LEVEL: z.preprocess(
+    emptyAsUndefined,
+    z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  ),
+  CORS_ORIGINS: z.preprocess(
+    emptyAsUndefined,
+    z
+      .string()
+      .optional()
+      .transform((value) =>
+        (value ?? '')
+          .split(',')
+          .map((origin) => origin.trim())
+          .filter(Boolean),
+      ),
+  ),
+  PARLEY_WORKER: z.preprocess(emptyAsUndefined, z.enum(['on', 'off']).default('on')),
+});
+
+export type Env = z.infer<typeof EnvSchema>;
+
+export interface Limits {
+  /** Largest HTTP request body, in bytes. */
+  maxBodyBytes: number;
+  /** Most calls in one HTTP batch. */
+  maxBatchSize: number;
+  /** Largest WebSocket frame, in bytes. */
+  maxWsPayloadBytes: number;
+  /** Open WebSocket connections one user may hold across all instances. */
+  maxConnectionsPerUser: number;
+  /** Subscriptions one WebSocket connection may hold. */
+  maxSubscriptionsPerConnection: number;
+  /** Buffered bytes after which a socket that does not read is closed. */
+  maxSocketBufferBytes: number;
+  /** Failed logins per account, and per address, within `loginWindowSeconds`. */
+  loginFailuresPerAccount: number;
+  loginFailuresPerAddress: number;
+  loginWindowSeconds: number;
+  /** Messages one user may send within `sendWindowSeconds`. */
+  sendsPerUser: number;
+  sendWindowSeconds: number;
+}
+
+export interface Config {
+  env: Env['NODE_ENV'];
+  port: number;
+  host: string;
+  databaseUrl: string | undefined;
+  redisUrl: string | undefined;
+  /** Prefix for every Redis key and channel; lets several deployments or test runs share one Redis. */
+  redisPrefix: string;
+  jwt: {
+    secret: Uint8Array;
+    generated: boolean;
+    accessTtlSeconds: number;
+    refreshTtlSeconds: number;
+    issuer: string;
+    audience: string;
+  };
+  /** log2 of the scrypt cost N; 17 is OWASP's recommendation (128 MiB per hash). */
+  passwordHashCost: number;
+  dataDir: string;
+  logLevel: Env['LOG_LEVEL'];
+  corsOrigins: string[];
+  runWorker: boolean;
+  worker: {
+    batchSize: number;
+    blockMs: number;
+    claimIdleMs: number;
+    maxDeliveries: number;
+  };
+  limits: Limits;
+  version: string;
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+export const defaultLimits: Limits = {
+  maxBodyBytes: 1024 * 1024,
+  maxBatchSize: 50,
+  maxWsPayloadBytes: 64 * 1024,
+  maxConnectionsPerUser: 20,
+  maxSubscriptionsPerConnection: 4,
+  maxSocketBufferBytes: 4 * 1024 * 1024,
+  loginFailuresPerAccount: 10,
+  loginFailuresPerAddress: 50,
+  loginWindowSeconds: 15 * 60,
+  sendsPerUser: 600,
+  sendWindowSeconds: 60,
+};
+
+/**
+ * Reads the environment once. This is the only module that looks at `process.env`;
+ * everything else receives a `Config`.
+ */
+export function loadConfig(
+  source: Record<string, string | undefined> = process.env,
+  overrides: Partial<Omit<Config, 'jwt' | 'limits' | 'worker'>> & {
+    jwt?: Partial<Config['jwt']>;
+    limits?: Partial<Limits>;
+    worker?: Partial<Config['worker']>;
+  } = {},
+): Config {
+  const parsed = EnvSchema.safeParse(source);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((issue) => `  ${issue.path.join('.')}: ${issue.message}`);
+    throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
+  }
+  const env = parsed.data;
+  if (env.NODE_ENV === 'production' && !env.JWT_SECRET) {
+    throw new ConfigError(
+      'Invalid configuration:\n  JWT_SECRET: is required when NODE_ENV=production (at least 32 bytes)',
+    );
+  }
+  const secret = env.JWT_SECRET ? new TextEncoder().encode(env.JWT_SECRET) : new Uint8Array(randomBytes(32));
+  const base: Config = {
+    env: env.NODE_ENV,
+    port: env.PORT,
+    host: env.HOST,
+    databaseUrl: env.DATABASE_URL,
+    redisUrl: env.REDIS_URL,
+    redisPrefix: '',
+    jwt: {
+      secret,
+      generated: !env.JWT_SECRET,
+      accessTtlSeconds: env.JWT_ACCESS_TTL,
+      refreshTtlSeconds: env.JWT_REFRESH_TTL,
+      issuer: 'parley',
+      audience: 'parley',
+    },
+    passwordHashCost: 17,
+    dataDir: env.DATA_DIR,
+    logLevel: env.LOG_LEVEL,
+    corsOrigins: env.CORS_ORIGINS,
+    runWorker: env.PARLEY_WORKER === 'on',
+    worker: { batchSize: 500, blockMs: 1000, claimIdleMs: 30_000, maxDeliveries: 5 },
+    limits: defaultLimits,
+    version: '0.1.0',
+  };
+  return {
+    ...base,
+    ...overrides,
+    jwt: { ...base.jwt, ...overrides.jwt },
+    limits: { ...base.limits, ...overrides.limits },
+    worker: { ...base.worker, ...overrides.worker },
+  };
+}

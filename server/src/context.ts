@@ -1,0 +1,54 @@
+import type { IncomingMessage } from 'node:http';
+import { randomUUID } from 'node:crypto';
+import type { AuthUser } from './auth/tokens.js';
+import type { Services } from './services.js';
+
+export interface Context {
+  app: Services;
+  user: AuthUser | null;
+  /** The caller's address, for throttling. */
+  ip: string;
+  requestId: string;
+  /** Set for calls that arrive over a WebSocket: one value per connection. */
+  connectionId: string | null;
+}
+
+export function clientAddress(req: IncomingMessage): string {
+  return req.socket.remoteAddress ?? 'unknown';
+}
+
+/**
+ * One context for HTTP and WebSocket: the bearer token comes from the `Authorization` header,
+ * from `connectionParams.token` or from `?token=` on the WebSocket URL.
+ */
+export async function createContext(
+  app: Services,
+  opts: { req: IncomingMessage; info: { connectionParams: Record<string, string | undefined> | null } },
+  transport: 'http' | 'ws',
+): Promise<Context> {
+  const token = bearerToken(opts.req, opts.info.connectionParams, transport);
+  const user = token ? await app.auth.authenticate(token) : null;
+  return {
+    app,
+    user,
+    ip: clientAddress(opts.req),
+    requestId: randomUUID(),
+    connectionId: transport === 'ws' ? randomUUID() : null,
+  };
+}
+
+function bearerToken(
+  req: IncomingMessage,
+  connectionParams: Record<string, string | undefined> | null,
+  transport: 'http' | 'ws',
+): string | null {
+  const header = req.headers.authorization;
+  if (header?.startsWith('Bearer ')) return header.slice(7).trim() || null;
+  if (transport === 'ws') {
+    const fromParams = connectionParams?.token;
+    if (typeof fromParams === 'string' && fromParams) return fromParams;
+    const fromUrl = new URL(req.url ?? '/', 'http://localhost').searchParams.get('token');
+    if (fromUrl) return fromUrl;
+  }
+  return null;
+}

@@ -1,0 +1,133 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createHTTPHandler } from '@trpc/server/adapters/standalone';
+import { applyWSSHandler } from '@trpc/server/adapters/ws';
+import { WebSocketServer } from 'ws';
+import { createContext } from '../context.js';
+import { appRouter } from '../routers/_app.js';
+import type { Services } from '../services.js';
+
+export interface HttpSurface {
+  server: http.Server;
+  wss: WebSocketServer;
+  port: number;
+  /** Tells WebSocket clients to reconnect elsewhere, stops accepting, then closes. */
+  close(): Promise<void>;
+}
+
+/** Serves `/trpc` (HTTP), `/ws` (WebSocket), `/healthz` and `/readyz` on one port. */
+export async function startHttp(
+  app: Services,
+  options: { port: number; host: string },
+): Promise<HttpSurface> {
+  const { config, log } = app;
+
+  const onError = ({
+    error,
+    path,
+  }: {
+    error: { code: string; cause?: unknown; message: string };
+    path?: string;
+  }) => {
+    if (error.code === 'INTERNAL_SERVER_ERROR') {
+      log.error({ err: error.cause ?? error, path }, 'procedure failed');
+    }
+  };
+
+  const trpcHandler = createHTTPHandler({
+    router: appRouter,
+    basePath: '/trpc/',
+    maxBodySize: config.limits.maxBodyBytes,
+    maxBatchSize: config.limits.maxBatchSize,
+    createContext: (opts) => createContext(app, { req: opts.req, info: opts.info }, 'http'),
+    onError,
+  });
+
+  const server = http.createServer((req, res) => {
+    const url = req.url ?? '/';
+    const origin = req.headers.origin;
+    if (origin && config.corsOrigins.includes(origin)) {
+      res.setHeader('Access-Control-Allow-Origin', origin);
+      res.setHeader('Vary', 'Origin');
+      res.setHeader('Access-Control-Allow-Headers', 'authorization, content-type, trpc-accept');
+      res.setHeader('Access-Control-Allow-Methods', 'GET, POST, OPTIONS');
+      res.setHeader('Access-Control-Max-Age', '600');
+    }
+    if (req.method === 'OPTIONS') {
+      res.writeHead(204).end();
+      return;
+    }
+    if (url === '/trpc' || url.startsWith('/trpc/') || url.startsWith('/trpc?')) {
+      trpcHandler(req, res);
+      return;
+    }
+    if (url === '/healthz') {
+      res.writeHead(200, { 'content-type': 'text/plain' }).end('ok');
+      return;
+    }
+    if (url === '/readyz') {
+      void app.health.ready().then(
+        ({ db, redis }) => {
+          const ok = db && redis;
+          res
+            .writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' })
+            .end(ok ? 'ready' : `not ready: database ${db ? 'up' : 'down'}, broker ${redis ? 'up' : 'down'}`);
+        },
+        () => res.writeHead(503).end('not ready'),
+      );
+      return;
+    }
+    res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
+  });
+  server.keepAliveTimeout = 65_000;
+
+  const wss = new WebSocketServer({ noServer: true, maxPayload: config.limits.maxWsPayloadBytes });
+  const wsHandler = applyWSSHandler({
+    wss,
+    router: appRouter,
+    createContext: (opts) => createContext(app, { req: opts.req, info: opts.info }, 'ws'),
+    keepAlive: { enabled: true, pingMs: 30_000, pongWaitMs: 5_000 },
+    onError,
+  });
+  app.health.connections = () => wss.clients.size;
+
+  server.on('upgrade', (req, socket, head) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path !== '/ws') {
+      socket.end('HTTP/1.1 404 Not Found\r\n\r\n');
+      return;
+    }
+    const origin = req.headers.origin;
+    if (config.corsOrigins.length > 0 && origin && !config.corsOrigins.includes(origin)) {
+      socket.end('HTTP/1.1 403 Forbidden\r\n\r\n');
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, options.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+
+  return {
+    server,
+    wss,
+    port,
+    async close() {
+      wsHandler.broadcastReconnectNotification();
+      // Give clients a moment to read the notification before their sockets close.
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      for (const client of wss.clients) client.close(1012, 'server restarting');
+      await new Promise<void>((resolve) => wss.close(() => resolve()));
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      });
+    },
+  };
+}

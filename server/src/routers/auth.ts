@@ -1,0 +1,24 @@
+import { Logout, Refresh, Register, Login, Session, Tokens } from '../auth/schemas.js';
+import { Me } from '../users/schemas.js';
+import { z } from 'zod';
+import { authedProcedure, publicProcedure, router } from '../trpc.js';
+
+export const authRouter = router({
+  register: publicProcedure
+    .input(Register)
+    .output(Session)
+    .mutation(({ ctx, input }) => ctx.app.auth.register(input)),
+  login: publicProcedure
+    .input(Login)
+    .output(Session)
+    .mutation(({ ctx, input }) => ctx.app.auth.login(input, ctx.ip)),
+  refresh: publicProcedure
+    .input(Refresh)
+    .output(z.object({ tokens: Tokens }))
+    .mutation(({ ctx, input }) => ctx.app.auth.refresh(input.refreshToken)),
+  logout: authedProcedure
+    .input(Logout.optional())
+    .output(z.object({ ok: z.literal(true) }))
+    .mutation(({ ctx, input }) => ctx.app.auth.logout(ctx.user, input ?? {})),
+  me: authedProcedure.output(Me).query(({ ctx }) => ctx.app.users.me(ctx.user.id)),
+});

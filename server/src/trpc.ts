@@ -1,0 +1,50 @@
+import { initTRPC, TRPCError } from '@trpc/server';
+import superjson from 'superjson';
+import { z } from 'zod';
+import type { Context } from './context.js';
+import { DomainError, toTRPCError } from './errors.js';
+
+const t = initTRPC.context<Context>().create({
+  transformer: superjson,
+  errorFormatter({ shape, error, ctx }) {
+    const cause = error.cause;
+    const zodError = cause instanceof z.ZodError ? z.flattenError(cause) : null;
+    const field = cause instanceof DomainError && cause.field ? cause.field : null;
+    const showStack = ctx?.app.config.env === 'development';
+    const { stack: _stack, ...data } = shape.data;
+    return {
+      ...shape,
+      // A readable summary ("username: must be at least 3 characters") instead of raw JSON.
+      message: cause instanceof z.ZodError ? z.prettifyError(cause) : shape.message,
+      data: {
+        ...data,
+        ...(showStack && _stack ? { stack: _stack } : {}),
+        zodError: zodError ?? (field ? { formErrors: [], fieldErrors: { [field]: [error.message] } } : null),
+      },
+    };
+  },
+});
+
+/** Maps the domain error family to tRPC codes in one place; anything else stays a 500. */
+const mapErrors = t.middleware(async ({ next }) => {
+  const result = await next();
+  if (!result.ok && result.error.code === 'INTERNAL_SERVER_ERROR' && result.error.cause) {
+    throw toTRPCError(result.error.cause);
+  }
+  return result;
+});
+
+const requireUser = t.middleware(({ ctx, next }) => {
+  const user = ctx.user;
+  if (!user) throw new TRPCError({ code: 'UNAUTHORIZED', message: 'Not authenticated' });
+  // A WebSocket context lives as long as its connection; its token may expire meanwhile.
+  if (user.expiresAt.getTime() <= Date.now()) {
+    throw new TRPCError({ code: 'UNAUTHORIZED', message: 'Access token expired' });
+  }
+  return next({ ctx: { ...ctx, user } });
+});
+
+export const router = t.router;
+export const createCallerFactory = t.createCallerFactory;
+export const publicProcedure = t.procedure.use(mapErrors);
+export const authedProcedure = publicProcedure.use(requireUser);

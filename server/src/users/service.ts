@@ -1,0 +1,209 @@
+import { randomUUID } from 'node:crypto';
+import { and, asc, eq, gt, inArray, isNull, or, sql } from 'drizzle-orm';
+import { users } from '../../../drizzle/schema.js';
+import { hashPassword, verifyPassword } from '../auth/passwords.js';
+import type { Register } from '../auth/schemas.js';
+import type { Sessions } from '../auth/sessions.js';
+import type { AuthUser } from '../auth/tokens.js';
+import type { Database } from '../db/index.js';
+import { Conflict, Forbidden, Invalid, NotFound } from '../errors.js';
+import { decodeCursor, encodeCursor } from '../pagination.js';
+import type { ListUsers, Me, PublicUser, UpdateUser } from './schemas.js';
+
+/** Who is online right now, across every instance. */
+export interface OnlineLookup {
+  onlineAmong(userIds: string[]): Promise<Set<string>>;
+}
+
+type UserRow = typeof users.$inferSelect;
+
+const UNIQUE_VIOLATION = '23505';
+
+export class UserService {
+  /** Set once realtime is built; until then nobody is online. */
+  presence: OnlineLookup = { onlineAmong: () => Promise.resolve(new Set()) };
+
+  constructor(
+    private readonly db: Database,
+    private readonly sessions: Sessions,
+    private readonly passwordHashCost: number,
+  ) {}
+
+  async create(input: Register): Promise<Me> {
+    const passwordHash = await hashPassword(input.password, this.passwordHashCost);
+    try {
+      const [row] = await this.db
+        .insert(users)
+        .values({
+          id: randomUUID(),
+          email: input.email.toLowerCase(),
+          username: input.username,
+          displayName: input.displayName ?? input.username,
+          passwordHash,
+        })
+        .returning();
+      if (!row) throw new Error('insert returned no row');
+      return toMe(row, false);
+    } catch (error) {
+      const constraint = uniqueViolation(error);
+      if (constraint?.includes('username')) throw new Conflict('Username is taken', 'username');
+      if (constraint?.includes('email')) throw new Conflict('Email is already registered', 'email');
+      throw error;
+    }
+  }
+
+  async findCredentials(by: { email: string } | { username: string }) {
+    const [row] = await this.db
+      .select({ id: users.id, username: users.username, passwordHash: users.passwordHash })
+      .from(users)
+      .where(
+        and(
+          isNull(users.deletedAt),
+          'email' in by
+            ? eq(sql`lower(${users.email})`, by.email.toLowerCase())
+            : eq(sql`lower(${users.username})`, by.username.toLowerCase()),
+        ),
+      );
+    return row ?? null;
+  }
+
+  async findActive(id: string): Promise<UserRow | null> {
+    const [row] = await this.db
+      .select()
+      .from(users)
+      .where(and(eq(users.id, id), isNull(users.deletedAt)));
+    return row ?? null;
+  }
+
+  async me(id: string): Promise<Me> {
+    const row = await this.findActive(id);
+    if (!row) throw new NotFound('User');
+    const online = await this.presence.onlineAmong([id]);
+    return toMe(row, online.has(id));
+  }
+
+  async byId(id: string): Promise<PublicUser> {
+    const row = await this.findActive(id);
+    if (!row) throw new NotFound('User');
+    const online = await this.presence.onlineAmong([id]);
+    return toPublic(row, online.has(id));
+  }
+
+  async publicUsers(ids: string[]): Promise<Map<string, PublicUser>> {
+    if (ids.length === 0) return new Map();
+    const rows = await this.db.select().from(users).where(inArray(users.id, ids));
+    const online = await this.presence.onlineAmong(ids);
+    return new Map(rows.map((row) => [row.id, toPublic(row, online.has(row.id))]));
+  }
+
+  /** Prefix search on username or display name, in username order, keyset-paginated. */
+  async list(input: ListUsers): Promise<{ items: PublicUser[]; nextCursor: string | null }> {
+    const after = decodeCursor(input.cursor, ['username', 'id']);
+    const prefix = input.query ? `${escapeLike(input.query.toLowerCase())}%` : null;
+    const rows = await this.db
+      .select()
+      .from(users)
+      .where(
+        and(
+          isNull(users.deletedAt),
+          prefix
+            ? or(
+                sql`lower(${users.username}) like ${prefix}`,
+                sql`lower(${users.displayName}) like ${prefix}`,
+              )
+            : undefined,
+          after
+            ? or(
+                gt(sql`lower(${users.username})`, after.username),
+                and(eq(sql`lower(${users.username})`, after.username), gt(users.id, after.id)),
+              )
+            : undefined,
+        ),
+      )
+      .orderBy(asc(sql`lower(${users.username})`), asc(users.id))
+      .limit(input.limit + 1);
+    const pageRows = rows.slice(0, input.limit);
+    const online = await this.presence.onlineAmong(pageRows.map((row) => row.id));
+    const last = pageRows[pageRows.length - 1];
+    return {
+      items: pageRows.map((row) => toPublic(row, online.has(row.id))),
+      nextCursor:
+        rows.length > input.limit && last
+          ? encodeCursor({ username: last.username.toLowerCase(), id: last.id })
+          : null,
+    };
+  }
+
+  async update(user: AuthUser, input: UpdateUser): Promise<Me> {
+    const current = await this.findActive(user.id);
+    if (!current) throw new NotFound('User');
+    const changes: Partial<typeof users.$inferInsert> = { updatedAt: new Date() };
+    if (input.displayName !== undefined) changes.displayName = input.displayName;
+    if (input.password !== undefined) {
+      if (!(await verifyPassword(input.currentPassword ?? '', current.passwordHash))) {
+        throw new Forbidden('Current password is wrong');
+      }
+      changes.passwordHash = await hashPassword(input.password, this.passwordHashCost);
+    }
+    const [row] = await this.db.update(users).set(changes).where(eq(users.id, user.id)).returning();
+    if (!row) throw new NotFound('User');
+    // A new password ends every other session; this device keeps its own.
+    if (input.password !== undefined) await this.sessions.revokeAll(user.id, user.sessionId);
+    return this.me(row.id);
+  }
+
+  /**
+   * Deletes the account: its name and address are freed, every session ends, and the
+   * messages it sent stay readable in other people's conversations.
+   */
+  async delete(user: AuthUser, password: string): Promise<{ ok: true }> {
+    const current = await this.findActive(user.id);
+    if (!current) throw new NotFound('User');
+    if (!(await verifyPassword(password, current.passwordHash))) {
+      throw new Invalid('Password is wrong', 'password');
+    }
+    await this.db.update(users).set({ deletedAt: new Date() }).where(eq(users.id, user.id));
+    await this.sessions.revokeAll(user.id);
+    return { ok: true };
+  }
+
+  async touch(userId: string): Promise<{ lastSeenAt: Date }> {
+    const lastSeenAt = new Date();
+    const [row] = await this.db
+      .update(users)
+      .set({ lastSeenAt })
+      .where(and(eq(users.id, userId), isNull(users.deletedAt)))
+      .returning({ lastSeenAt: users.lastSeenAt });
+    if (!row) throw new NotFound('User');
+    return { lastSeenAt };
+  }
+}
+
+export function toPublic(row: UserRow, online: boolean): PublicUser {
+  return {
+    id: row.id,
+    username: row.username,
+    displayName: row.displayName,
+    lastSeenAt: row.lastSeenAt,
+    online,
+  };
+}
+
+function toMe(row: UserRow, online: boolean): Me {
+  return { ...toPublic(row, online), email: row.email, createdAt: row.createdAt };
+}
+
+function escapeLike(value: string): string {
+  return value.replace(/[\\%_]/g, (c) => `\\${c}`);
+}
+
+/** The name of the unique constraint a PostgreSQL error violated, if it is one. */
+export function uniqueViolation(error: unknown): string | null {
+  for (let e: unknown = error; e instanceof Error || (e && typeof e === 'object');) {
+    const candidate = e as { code?: string; constraint?: string; constraint_name?: string; cause?: unknown };
+    if (candidate.code === UNIQUE_VIOLATION) return candidate.constraint ?? candidate.constraint_name ?? '';
+    e = candidate.cause;
+    if (!e) break;
+  }
+  return null;
+}

@@ -1,0 +1,115 @@
+import { randomBytes } from 'node:crypto';
+import { Writable } from 'node:stream';
+import postgres from 'postgres';
+import { Redis } from 'ioredis';
+import { createApp, type App } from '../../server/src/app.js';
+import { type Config, loadConfig } from '../../server/src/config/index.js';
+import { createLogger } from '../../server/src/logger.js';
+
+/** The only place tests read the environment: which engines the suite runs against. */
+export const engines = {
+  databaseUrl: process.env.TEST_DATABASE_URL || undefined,
+  redisUrl: process.env.TEST_REDIS_URL || undefined,
+};
+export const onRealEngines = Boolean(engines.databaseUrl && engines.redisUrl);
+export const engineLabel = `${engines.databaseUrl ? 'postgres' : 'pglite'}+${engines.redisUrl ? 'redis' : 'memory'}`;
+
+type ConfigOverrides = Parameters<typeof loadConfig>[1];
+
+/**
+ * One isolated deployment for a test file: its own PostgreSQL database (or in-memory PGlite)
+ * and its own Redis key prefix. Several app instances can be started on it; `cleanup` drops
+ * the database and deletes the keys.
+ */
+export class TestDeployment {
+  readonly apps: App[] = [];
+  /** Every log line written by this deployment's apps, for checks on what is logged. */
+  readonly logLines: string[] = [];
+  private constructor(
+    readonly databaseUrl: string | undefined,
+    readonly redisUrl: string | undefined,
+    readonly redisPrefix: string,
+    private readonly databaseName: string | null,
+    readonly jwtSecret: string,
+  ) {}
+
+  static async create(): Promise<TestDeployment> {
+    const id = `${Date.now().toString(36)}${randomBytes(4).toString('hex')}`;
+    let databaseUrl: string | undefined;
+    let databaseName: string | null = null;
+    if (engines.databaseUrl) {
+      databaseName = `parley_test_${id}`;
+      const admin = postgres(engines.databaseUrl, { max: 1, onnotice: () => {} });
+      try {
+        await admin.unsafe(`create database "${databaseName}"`);
+      } finally {
+        await admin.end();
+      }
+      const url = new URL(engines.databaseUrl);
+      url.pathname = `/${databaseName}`;
+      databaseUrl = url.toString();
+    }
+    return new TestDeployment(
+      databaseUrl,
+      engines.redisUrl,
+      `test:${id}:`,
+      databaseName,
+      randomBytes(32).toString('hex'),
+    );
+  }
+
+  config(overrides: ConfigOverrides = {}): Config {
+    return loadConfig(
+      { NODE_ENV: 'test', JWT_SECRET: this.jwtSecret, LOG_LEVEL: 'info' },
+      {
+        port: 0,
+        host: '127.0.0.1',
+        dataDir: 'memory://',
+        databaseUrl: this.databaseUrl,
+        redisUrl: this.redisUrl,
+        redisPrefix: this.redisPrefix,
+        // Far below OWASP's cost, only so the suite stays fast; production uses 17.
+        passwordHashCost: 10,
+        ...overrides,
+      },
+    );
+  }
+
+  /** Starts one more instance of the app on this deployment's database and broker. */
+  async start(overrides: ConfigOverrides = {}): Promise<App> {
+    const lines = this.logLines;
+    const destination = new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        lines.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+        callback();
+      },
+    });
+    const config = this.config(overrides);
+    const app = await createApp(config, { log: createLogger({ level: config.logLevel, destination }) });
+    this.apps.push(app);
+    return app;
+  }
+
+  async cleanup(): Promise<void> {
+    await Promise.all(this.apps.map((app) => app.close()));
+    if (this.redisUrl) {
+      const redis = new Redis(this.redisUrl, { lazyConnect: true });
+      await redis.connect();
+      let cursor = '0';
+      do {
+        const [next, keys] = await redis.scan(cursor, 'MATCH', `${this.redisPrefix}*`, 'COUNT', 1000);
+        cursor = next;
+        if (keys.length > 0) await redis.del(...keys);
+      } while (cursor !== '0');
+      await redis.quit();
+    }
+    if (this.databaseName && engines.databaseUrl) {
+      const admin = postgres(engines.databaseUrl, { max: 1, onnotice: () => {} });
+      try {
+        await admin.unsafe(`drop database if exists "${this.databaseName}" with (force)`);
+      } finally {
+        await admin.end();
+      }
+    }
+  }
+}
