@@ -1,0 +1,40 @@
+import { z } from 'zod';
+import { Conversation } from '../conversations/schemas.js';
+import { Message } from '../messages/schemas.js';
+
+/** Everything the `events` subscription carries; see API.md "The event stream". */
+export const ParleyEvent = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('message.created'), message: Message }),
+  z.object({ type: z.literal('message.updated'), message: Message }),
+  z.object({ type: z.literal('message.deleted'), conversationId: z.string(), messageId: z.string() }),
+  z.object({ type: z.literal('conversation.upserted'), conversation: Conversation }),
+  z.object({ type: z.literal('conversation.removed'), conversationId: z.string() }),
+  z.object({
+    type: z.enum(['member.joined', 'member.left']),
+    conversationId: z.string(),
+    userId: z.string(),
+    by: z.string().nullable(),
+  }),
+  z.object({ type: z.literal('typing'), conversationId: z.string(), userId: z.string(), until: z.date() }),
+  z.object({ type: z.literal('read'), conversationId: z.string(), userId: z.string(), seq: z.number() }),
+  z.object({
+    type: z.literal('presence'),
+    userId: z.string(),
+    online: z.boolean(),
+    lastSeenAt: z.date().nullable(),
+  }),
+  z.object({ type: z.literal('resync') }),
+]);
+export type ParleyEvent = z.infer<typeof ParleyEvent>;
+
+/** Events that are not replayed on resume. */
+export const EPHEMERAL_EVENTS = new Set<ParleyEvent['type']>(['typing', 'presence']);
+
+/**
+ * How services hand events to the realtime layer. `publish` resolves once the event is in
+ * every recipient's durable log (ephemeral ones: once published) and on its way to every
+ * instance; a recipient's devices each get it once.
+ */
+export interface EventPublisher {
+  publish(recipients: readonly string[], event: ParleyEvent): Promise<void>;
+}
