@@ -22,7 +22,7 @@ describe('the fault proxy', () => {
     });
     redis.on('error', () => undefined);
     await redis.connect();
-    cleanups.push(async () => redis.disconnect());
+    cleanups.push(() => Promise.resolve(redis.disconnect()));
     const key = `test:proxy:${Date.now()}`;
     const direct = new Redis(redisUrl);
     cleanups.push(async () => {
