@@ -211,23 +211,30 @@ function contract(engine: Engine) {
       expect(ttl).toBeLessThanOrEqual(60_000);
     });
 
-    it('append with `pending` records `<id>|<value>` in the hash in the same step', async () => {
+    it('append with `pending` records `<id>|<value>` in each hash in the same step', async () => {
       const stream = fresh('stream');
       const hash = fresh('pending');
+      const other = fresh('pending');
       const result = await broker.append(
         stream,
         { body: 'x' },
-        { pending: { key: hash, field: 'msg-1', value: 'payload' } },
+        {
+          pending: [
+            { key: hash, field: 'msg-1', value: 'payload' },
+            { key: other, field: 'f', value: 'second copy' },
+          ],
+        },
       );
       if (!result.appended) throw new Error('expected an append');
       expect(await broker.hget(hash, 'msg-1')).toBe(`${result.id}|payload`);
+      expect(await broker.hgetall(other)).toEqual({ f: `${result.id}|second copy` });
       // A refused unique claim writes no pending copy either.
       const key = fresh('idem');
       await broker.append(stream, { body: 'v' }, { unique: { key, value: 'v', ttlMs: 10_000 } });
       const refused = await broker.append(
         stream,
         { body: 'w' },
-        { unique: { key, value: 'w', ttlMs: 10_000 }, pending: { key: hash, field: 'msg-2', value: 'p' } },
+        { unique: { key, value: 'w', ttlMs: 10_000 }, pending: [{ key: hash, field: 'msg-2', value: 'p' }] },
       );
       expect(refused.appended).toBe(false);
       expect(await broker.hget(hash, 'msg-2')).toBeNull();

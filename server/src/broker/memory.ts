@@ -79,8 +79,8 @@ export class MemoryBroker implements Broker {
       });
     }
     const id = this.addEntry(stream, fields, options.maxLen);
-    if (options.pending) {
-      this.hashFor(options.pending.key).set(options.pending.field, `${id}|${options.pending.value}`);
+    for (const write of options.pending ?? []) {
+      this.hashFor(write.key).set(write.field, `${id}|${write.value}`);
     }
     return Promise.resolve({ appended: true, id });
   }

@@ -28,14 +28,17 @@ end
 // Claim the idempotency key, append, and record the pending copy in one step, so a crash can
 // never leave a claimed key without its message or a message without its pending copy.
 const APPEND = `${TRIM}
-if KEYS[2] ~= '' then
-  local held = redis.call('GET', KEYS[2])
+if KEYS[1] ~= '' then
+  local held = redis.call('GET', KEYS[1])
   if held then return {0, held} end
-  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 end
-local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 6))
-if ARGV[1] ~= '' then trim(KEYS[1], tonumber(ARGV[1]), id) end
-if KEYS[3] ~= '' then redis.call('HSET', KEYS[3], ARGV[4], id .. '|' .. ARGV[5]) end
+local pending = tonumber(ARGV[4])
+local id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5 + pending * 2))
+if ARGV[1] ~= '' then trim(KEYS[2], tonumber(ARGV[1]), id) end
+for i = 1, pending do
+  redis.call('HSET', KEYS[2 + i], ARGV[3 + i * 2], id .. '|' .. ARGV[4 + i * 2])
+end
 return {1, id}`;
 
 // One id from a one-entry stream, reused in every target stream: a single global order.
@@ -178,18 +181,19 @@ export class RedisBroker implements Broker {
     fields: Record<string, string>,
     options: AppendOptions = {},
   ): Promise<AppendResult> {
+    const pending = options.pending ?? [];
     const result = (await this.run(() =>
       this.client.eval(
         APPEND,
-        3,
-        this.k(stream),
+        2 + pending.length,
         options.unique ? this.k(options.unique.key) : '',
-        options.pending ? this.k(options.pending.key) : '',
+        this.k(stream),
+        ...pending.map((write) => this.k(write.key)),
         options.maxLen === undefined ? '' : String(options.maxLen),
         options.unique?.value ?? '',
         String(options.unique?.ttlMs ?? 0),
-        options.pending?.field ?? '',
-        options.pending?.value ?? '',
+        String(pending.length),
+        ...pending.flatMap((write) => [write.field, write.value]),
         ...Object.entries(fields).flat(),
       ),
     )) as [number, string];

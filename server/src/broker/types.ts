@@ -45,8 +45,8 @@ export interface AppendOptions {
    * already held, nothing is appended and its current value is returned instead.
    */
   unique?: { key: string; value: string; ttlMs: number };
-  /** Store `<entry id>|<value>` in hash `key` under `field`, in the same atomic step. */
-  pending?: { key: string; field: string; value: string };
+  /** Store `<entry id>|<value>` in each hash `key` under `field`, in the same atomic step. */
+  pending?: { key: string; field: string; value: string }[];
 }
 
 export type Unsubscribe = () => Promise<void>;
