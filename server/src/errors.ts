@@ -65,8 +65,30 @@ export class Unavailable extends Error {
   override name = 'Unavailable';
 }
 
+/**
+ * A PostgreSQL "data exception" (SQLSTATE class 22): a value the database refused to store or
+ * compare, such as a NUL byte or a malformed UUID inside a forged cursor. The caller's data
+ * caused it, so it is their BAD_REQUEST, not the server's failure.
+ */
+function isDataException(error: unknown): boolean {
+  let current: unknown = error;
+  for (let depth = 0; depth < 5 && current instanceof Error; depth++) {
+    const code = (current as { code?: unknown }).code;
+    if (typeof code === 'string' && /^22[0-9A-Z]{3}$/.test(code)) return true;
+    current = current.cause;
+  }
+  return false;
+}
+
 export function toTRPCError(error: unknown): TRPCError {
   if (error instanceof TRPCError) return error;
+  if (isDataException(error)) {
+    return new TRPCError({
+      code: 'BAD_REQUEST',
+      message: 'The input holds a value that cannot be stored or compared',
+      cause: error,
+    });
+  }
   if (error instanceof DomainError) {
     return new TRPCError({ code: error.code, message: error.message, cause: error });
   }
