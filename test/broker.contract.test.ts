@@ -689,6 +689,21 @@ function contract(engine: Engine) {
       expect(await broker.zcard(key)).toBe(0);
       expect(await broker.zremRangeByScore(key, 100)).toBe(0);
     });
+
+    it('zrangeByScore lists members up to a score, lowest first, capped; zscores reads several', async () => {
+      const key = fresh('zset');
+      expect(await broker.zrangeByScore(key, 100, 10)).toEqual([]);
+      expect(await broker.zscores(key, [])).toEqual([]);
+      await broker.zadd(key, 30, 'c');
+      await broker.zadd(key, 10, 'a');
+      await broker.zadd(key, 20, 'b');
+      await broker.zadd(key, 20, 'bb');
+      await broker.zadd(key, 1.5, 'half');
+      expect(await broker.zrangeByScore(key, 20, 10)).toEqual(['half', 'a', 'b', 'bb']);
+      expect(await broker.zrangeByScore(key, 20, 2)).toEqual(['half', 'a']);
+      expect(await broker.zrangeByScore(key, 0, 10)).toEqual([]);
+      expect(await broker.zscores(key, ['a', 'missing', 'half', 'c'])).toEqual([10, null, 1.5, 30]);
+    });
   });
 
   describe('lifecycle', () => {

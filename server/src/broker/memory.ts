@@ -156,13 +156,11 @@ export class MemoryBroker implements Broker {
     if (options.mode === 'own') {
       const after = options.afterId ?? '0-0';
       const out: StreamEntry[] = [];
-      const now = Date.now();
       for (const entry of s.entries) {
         const p = g.pending.get(entry.id);
         if (p?.consumer === consumer && compareStreamIds(entry.id, after) > 0) {
-          // As in Redis, re-reading a pending entry is one more delivery.
-          p.deliveredAt = now;
-          p.deliveries++;
+          // As in Redis, re-reading a pending entry counts as another delivery.
+          g.pending.set(entry.id, { consumer, deliveredAt: Date.now(), deliveries: p.deliveries + 1 });
           out.push(copy(entry));
           if (out.length >= options.count) break;
         }
@@ -374,6 +372,17 @@ export class MemoryBroker implements Broker {
 
   zcard(key: string): Promise<number> {
     return Promise.resolve(this.zsets.get(key)?.size ?? 0);
+  }
+
+  zrangeByScore(key: string, max: number, count: number): Promise<string[]> {
+    const entries = [...(this.zsets.get(key) ?? [])].filter(([, score]) => score <= max);
+    entries.sort(([am, a], [bm, b]) => a - b || (am < bm ? -1 : am > bm ? 1 : 0));
+    return Promise.resolve(entries.slice(0, count).map(([member]) => member));
+  }
+
+  zscores(key: string, members: string[]): Promise<(number | null)[]> {
+    const zset = this.zsets.get(key);
+    return Promise.resolve(members.map((member) => zset?.get(member) ?? null));
   }
 
   ping(): Promise<boolean> {

@@ -106,14 +106,20 @@ export class RedisBroker implements Broker {
     this.commandTimeoutMs = options.commandTimeoutMs ?? 2000;
     const common = {
       lazyConnect: true,
-      // The replies parsed below have the RESP2 shapes (XREADGROUP: [[stream, entries]]).
+      // ioredis 6 speaks RESP3 by default, which reshapes stream and XINFO replies; the
+      // parsing here follows the RESP2 shapes that Redis documents for these commands.
       protocol: 2 as const,
       // Without Redis a send must fail now, not wait in an unbounded queue.
       enableOfflineQueue: false,
       maxRetriesPerRequest: 1,
       retryStrategy: (attempt: number) => Math.min(50 * 2 ** attempt, 2000),
     };
-    this.client = new Redis(options.url, { ...common, commandTimeout: this.commandTimeoutMs });
+    this.client = new Redis(options.url, {
+      ...common,
+      commandTimeout: this.commandTimeoutMs,
+      // Commands issued in the same tick share one round trip.
+      enableAutoPipelining: true,
+    });
     // The subscriber keeps its subscriptions across reconnects (ioredis re-subscribes).
     this.subscriber = new Redis(options.url, { ...common, enableOfflineQueue: true });
     this.client.on('error', () => undefined);
@@ -410,6 +416,18 @@ export class RedisBroker implements Broker {
 
   zcard(key: string): Promise<number> {
     return this.run(() => this.client.zcard(this.k(key)));
+  }
+
+  zrangeByScore(key: string, max: number, count: number): Promise<string[]> {
+    return this.run(() => this.client.zrangebyscore(this.k(key), '-inf', max, 'LIMIT', 0, count));
+  }
+
+  async zscores(key: string, members: string[]): Promise<(number | null)[]> {
+    if (members.length === 0) return [];
+    const scores = (await this.run(() => this.client.call('ZMSCORE', this.k(key), ...members))) as (
+      string | null
+    )[];
+    return scores.map((score) => (score === null ? null : Number(score)));
   }
 
   async ping(): Promise<boolean> {
