@@ -2,7 +2,8 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../server/src/app.js';
 import { appRouter } from '../server/src/routers/_app.js';
-import { signUp } from './support/client.js';
+import WebSocket from 'ws';
+import { signUp, wsUrl } from './support/client.js';
 import { TestDeployment, engineLabel } from './support/env.js';
 
 /**
@@ -17,7 +18,10 @@ let app: App;
 
 beforeAll(async () => {
   deployment = await TestDeployment.create();
-  app = await deployment.start();
+  // Limits that a burst of fuzzed subscriptions would otherwise reach first.
+  app = await deployment.start({
+    limits: { maxSubscriptionsPerConnection: 1000, maxConnectionsPerUser: 1000 },
+  });
 });
 afterAll(async () => {
   await deployment?.cleanup();
@@ -303,6 +307,81 @@ describe(`fuzzing every procedure's input over HTTP (${engineLabel})`, () => {
       if (procedure.inputs.length > 0) expect(invalidSeen).toBeGreaterThan(0);
       expect(Object.prototype).not.toHaveProperty('polluted');
       expect(Object.prototype).not.toHaveProperty('isAdmin');
+    },
+  );
+
+  it.each(
+    procedures()
+      .filter((p) => p.type === 'subscription')
+      .map((p) => [p.path, p] as const),
+  )(
+    '%s (over the WebSocket): never INTERNAL_SERVER_ERROR; an invalid input is BAD_REQUEST',
+    async (_path, procedure) => {
+      const user = await signUp(app.url);
+      const socket = new WebSocket(`${wsUrl(app.url)}?token=${user.tokens.accessToken}`);
+      await new Promise((resolve, reject) => {
+        socket.once('open', resolve);
+        socket.once('error', reject);
+      });
+      const answers = new Map<
+        number,
+        { error?: { json?: { data?: { code?: string } } }; result?: unknown }
+      >();
+      let changed: () => void = () => undefined;
+      socket.on('message', (data: Buffer) => {
+        const message = JSON.parse(data.toString('utf8')) as {
+          id: number;
+          error?: { json?: { data?: { code?: string } } };
+        };
+        if (!answers.has(message.id)) answers.set(message.id, message);
+        changed();
+      });
+      const answerTo = (id: number) =>
+        new Promise<{ error?: { json?: { data?: { code?: string } } } }>((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error(`no answer to ${id}`)), 5000);
+          const check = () => {
+            const answer = answers.get(id);
+            if (!answer) return;
+            clearTimeout(timer);
+            resolve(answer);
+          };
+          changed = check;
+          check();
+        });
+      let id = 0;
+      let invalidSeen = 0;
+      try {
+        await fc.assert(
+          fc.asyncProperty(inputFor(procedure), async (input) => {
+            const text = JSON.stringify({ json: input });
+            const seen = (JSON.parse(text) as { json?: unknown }).json;
+            const valid = procedure.inputs.every((schema) => schema.safeParse(seen).success);
+            // A frame over the payload limit closes the connection (1009); security.test.ts covers it.
+            fc.pre(text.length < app.services.config.limits.maxWsPayloadBytes - 1024);
+            id += 1;
+            socket.send(
+              JSON.stringify({
+                id,
+                method: 'subscription',
+                params: { path: procedure.path, input: JSON.parse(text) as unknown },
+              }),
+            );
+            const answer = await answerTo(id);
+            const detail = `${procedure.path} ${text.slice(0, 200)} → ${JSON.stringify(answer).slice(0, 300)}`;
+            expect(answer.error?.json?.data?.code, detail).not.toBe('INTERNAL_SERVER_ERROR');
+            if (!valid) {
+              invalidSeen++;
+              expect(answer.error?.json?.data?.code, detail).toBe('BAD_REQUEST');
+            }
+            socket.send(JSON.stringify({ id, method: 'subscription.stop' }));
+          }),
+          { numRuns: 40, endOnFailure: true },
+        );
+      } finally {
+        socket.close();
+        await user.close();
+      }
+      expect(invalidSeen).toBeGreaterThan(0);
     },
   );
 

@@ -87,6 +87,8 @@ export async function startHttp(
     router: appRouter,
     createContext: (opts) => createContext(app, { req: opts.req, info: opts.info }, 'ws', opts.res),
     keepAlive: { enabled: true, pingMs: 30_000, pongWaitMs: 5_000 },
+    // The same cap as over HTTP: one message must not start an unbounded number of calls.
+    maxBatchSize: config.limits.maxBatchSize,
     onError,
   });
   app.health.connections = () => wss.clients.size;

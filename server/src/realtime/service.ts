@@ -70,8 +70,15 @@ export class Realtime {
     if (connection && connection.subscriptions >= limits.maxSubscriptionsPerConnection) {
       throw new RateLimited('Too many subscriptions on this connection', 1);
     }
-    if ((await this.presence.connectionCount(user.id)) >= limits.maxConnectionsPerUser) {
-      throw new RateLimited('Too many connections for this user', 5);
+    // Counted before the first await: a burst of subscriptions must not all pass the check.
+    if (connection) connection.subscriptions += 1;
+    try {
+      if ((await this.presence.connectionCount(user.id)) >= limits.maxConnectionsPerUser) {
+        throw new RateLimited('Too many connections for this user', 5);
+      }
+    } catch (error) {
+      if (connection) connection.subscriptions -= 1;
+      throw error;
     }
 
     const queue: Delivery[] = [];
@@ -108,7 +115,6 @@ export class Realtime {
     );
     const onAbort = () => wake?.();
     signal?.addEventListener('abort', onAbort);
-    if (connection) connection.subscriptions += 1;
 
     try {
       await this.presence.connected(user.id, key);
