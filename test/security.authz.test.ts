@@ -234,7 +234,7 @@ describe(`authorization matrix (${engineLabel})`, () => {
     );
     expect(mentions(afterRemoval)).toEqual([]);
     expect(leavingTap.of('message.created').map((e) => e.message.content)).toEqual(['before removal']);
-    for (const t of [memberTap, outsiderTap, leavingTap]) t.stop();
+    await Promise.all([memberTap, outsiderTap, leavingTap].map((t) => t.stop()));
     await Promise.all([owner, member, outsider, leaving].map((client) => client.close()));
   });
 });

@@ -244,7 +244,7 @@ describe(`raw WebSocket abuse (${engineLabel})`, () => {
     // Another user is not affected by this one's connections.
     const other = await signUp(app.url);
     const theirs = await tap(other, app, other.user.id);
-    theirs.stop();
+    await theirs.stop();
     await other.close();
     for (const raw of [...sockets, extra]) raw.socket.close();
     await stillServing();

@@ -10,7 +10,6 @@ import {
   type StreamEntry,
   type StreamInfo,
   type Unsubscribe,
-  compareStreamIds,
 } from './types.js';
 
 // Redis records `max-deleted-entry-id` only for XDEL, not for trimming; resuming readers need
