@@ -1,4 +1,5 @@
 import { TRPCClientError } from '@trpc/client';
+import { Redis } from 'ioredis';
 import postgres from 'postgres';
 import { expect } from 'vitest';
 import type { App } from '../../server/src/app.js';
@@ -29,25 +30,45 @@ export class Scenario {
     readonly redis: FaultProxy,
     readonly sql: postgres.Sql,
     readonly broker: RedisBroker,
+    /** The Redis URL of this scenario's data (a database of its own, or the shared one). */
+    readonly redisUrl: string,
+    /** The key prefix apps of this scenario use. */
+    readonly redisPrefix: string,
+    private readonly ownRedisDb: boolean,
   ) {}
 
-  static async create(): Promise<Scenario> {
-    const { redisUrl } = faultEngines();
+  /**
+   * `ownRedisDb`: use an empty Redis database of its own with no key prefix, for scenarios that
+   * run `parley` processes, which (like any deployment) use unprefixed keys.
+   */
+  static async create(options: { ownRedisDb?: boolean } = {}): Promise<Scenario> {
+    const base = faultEngines().redisUrl;
     const deployment = await TestDeployment.create();
     const databaseUrl = deployment.databaseUrl;
     if (!databaseUrl) throw new Error('fault scenarios need PostgreSQL');
+    const redisUrl = options.ownRedisDb ? await emptyRedisDatabase(base) : base;
+    const redisPrefix = options.ownRedisDb ? '' : deployment.redisPrefix;
     const [pg, redis] = await Promise.all([FaultProxy.forUrl(databaseUrl), FaultProxy.forUrl(redisUrl)]);
     const sql = postgres(databaseUrl, { max: 2, onnotice: () => {} });
-    const broker = await RedisBroker.connect({ url: redisUrl, prefix: deployment.redisPrefix });
-    return new Scenario(deployment, pg, redis, sql, broker);
+    const broker = await RedisBroker.connect({ url: redisUrl, prefix: redisPrefix });
+    return new Scenario(
+      deployment,
+      pg,
+      redis,
+      sql,
+      broker,
+      redisUrl,
+      redisPrefix,
+      Boolean(options.ownRedisDb),
+    );
   }
 
   /** An app instance whose PostgreSQL and Redis connections go through the proxies. */
   start(overrides: Overrides = {}): Promise<App> {
-    const { redisUrl } = faultEngines();
     return this.deployment.start({
       databaseUrl: this.pg.rewrite(this.deployment.databaseUrl ?? ''),
-      redisUrl: this.redis.rewrite(redisUrl),
+      redisUrl: this.redis.rewrite(this.redisUrl),
+      redisPrefix: this.redisPrefix,
       ...overrides,
     });
   }
@@ -56,6 +77,11 @@ export class Scenario {
     this.pg.restore();
     this.redis.restore();
     await this.deployment.cleanup();
+    if (this.ownRedisDb) {
+      const redis = new Redis(this.redisUrl);
+      await redis.flushdb();
+      redis.disconnect();
+    }
     await this.broker.close();
     await this.sql.end({ timeout: 2 });
     await Promise.all([this.pg.close(), this.redis.close()]);
@@ -78,6 +104,19 @@ export class Scenario {
       timeoutMs,
     );
   }
+}
+
+/** A Redis database nobody uses (no keys), from the highest index down. */
+async function emptyRedisDatabase(base: string): Promise<string> {
+  for (let db = 15; db >= 8; db--) {
+    const url = new URL(base);
+    url.pathname = `/${db}`;
+    const redis = new Redis(url.toString());
+    const size = await redis.dbsize();
+    redis.disconnect();
+    if (size === 0) return url.toString();
+  }
+  throw new Error('no empty Redis database among 8-15 for a scenario of its own');
 }
 
 /** The tRPC error code of a failed call, or the error's message for anything else. */

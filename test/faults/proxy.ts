@@ -5,7 +5,12 @@ export type ProxyState = 'open' | 'paused' | 'cut';
 interface Link {
   client: net.Socket;
   upstream: net.Socket;
+  /** Bytes read but not forwarded because the proxy paused: delivered on restore. */
+  held: { to: net.Socket; chunk: Buffer }[];
 }
+
+/** `up`: client to server; `down`: server to client. */
+export type Direction = 'up' | 'down';
 
 /**
  * A TCP proxy a test can break on purpose, in the spirit of Toxiproxy: it sits between Parley
@@ -20,6 +25,11 @@ export class FaultProxy {
   private current: ProxyState = 'open';
   /** Connections accepted since the proxy started, for tests that check reconnects. */
   accepted = 0;
+  /**
+   * Sees every chunk before it is forwarded. Calling `pause()` from here holds that very chunk,
+   * which lets a test stop a conversation at an exact point (say, just before a COMMIT).
+   */
+  onForward: ((chunk: Buffer, direction: Direction) => void) | null = null;
 
   private constructor(
     private readonly server: net.Server,
@@ -86,6 +96,7 @@ export class FaultProxy {
   restore(): void {
     this.current = 'open';
     for (const link of this.links) {
+      for (const { to, chunk } of link.held.splice(0)) if (!to.destroyed) to.write(chunk);
       link.client.resume();
       link.upstream.resume();
     }
@@ -103,12 +114,12 @@ export class FaultProxy {
     }
     this.accepted++;
     const upstream = net.connect(this.target);
-    const link: Link = { client, upstream };
+    const link: Link = { client, upstream, held: [] };
     this.links.add(link);
     client.setNoDelay(true);
     upstream.setNoDelay(true);
-    this.forward(client, upstream);
-    this.forward(upstream, client);
+    this.forward(link, 'up');
+    this.forward(link, 'down');
     if (this.current === 'paused') {
       client.pause();
       upstream.pause();
@@ -129,9 +140,16 @@ export class FaultProxy {
     }
   }
 
-  /** Copies `from` to `to` with backpressure, so a paused reader really holds the bytes. */
-  private forward(from: net.Socket, to: net.Socket): void {
+  /** Copies one direction of a link with backpressure, so a paused reader really holds the bytes. */
+  private forward(link: Link, direction: Direction): void {
+    const [from, to] = direction === 'up' ? [link.client, link.upstream] : [link.upstream, link.client];
     from.on('data', (chunk: Buffer) => {
+      this.onForward?.(chunk, direction);
+      if (this.current !== 'open') {
+        link.held.push({ to, chunk });
+        from.pause();
+        return;
+      }
       if (to.destroyed) return;
       if (!to.write(chunk)) {
         from.pause();
