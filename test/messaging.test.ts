@@ -4,7 +4,7 @@ import type { App } from '../server/src/app.js';
 import { DEAD_LETTER_STREAM, MESSAGES_STREAM, PERSIST_GROUP } from '../server/src/messages/store.js';
 import { PersistenceWorker } from '../server/src/worker/persist.js';
 import { signUp } from './support/client.js';
-import { TestDeployment, engineLabel } from './support/env.js';
+import { TestDeployment, engineLabel, onRealEngines } from './support/env.js';
 import { expectCode } from './support/errors.js';
 
 let deployment: TestDeployment;
@@ -485,6 +485,48 @@ describe(`persistence worker (${engineLabel})`, () => {
       const stored = await rows(target, id);
       expect(stored.map((r) => r.seq)).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
       expect(new Set(stored.map((r) => r.id)).size).toBe(30);
+    } finally {
+      await local.cleanup();
+    }
+  });
+});
+
+describe.skipIf(!onRealEngines)(`PostgreSQL outage (${engineLabel}; needs PostgreSQL + Redis)`, () => {
+  it('keeps sends resolving while the database is unreachable, then writes each once', async () => {
+    const local = await TestDeployment.create();
+    try {
+      const target = await local.start({ worker: { blockMs: 50 } });
+      const [al, bo] = await Promise.all([signUp(target.url), signUp(target.url)]);
+      const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
+      const sent = [await al.api.message.send.mutate({ conversationId: id, content: 'before' })];
+      await drained(target);
+
+      await local.databaseDown();
+      try {
+        for (let i = 0; i < 20; i++) {
+          sent.push(
+            await (i % 2 ? al : bo).api.message.send.mutate({
+              conversationId: id,
+              content: `during ${i}`,
+              clientMessageId: `outage-${i}`,
+            }),
+          );
+        }
+        const health = await al.api.health.query();
+        expect(health).toMatchObject({ status: 'degraded', db: false, redis: true });
+        expect(health.worker.lag).toBeGreaterThan(0);
+        expect((await fetch(`${target.url}/readyz`)).status).toBe(503);
+      } finally {
+        await local.databaseUp();
+      }
+
+      await drained(target, 30_000);
+      const stored = await rows(target, id);
+      expect(stored.map((r) => r.id)).toEqual(sent.map((m) => m.id));
+      expect(stored.map((r) => r.seq)).toEqual(sent.map((_, i) => i + 1));
+      expect((await fetch(`${target.url}/readyz`)).status).toBe(200);
+      const dead = await target.services.broker.rangeAfter(DEAD_LETTER_STREAM, '0-0', 10);
+      expect(dead).toEqual([]);
     } finally {
       await local.cleanup();
     }
