@@ -361,6 +361,18 @@ describe(`messages (${engineLabel})`, () => {
     }
   });
 
+  it("keeps a deleted account's messages readable in other people's conversations", async () => {
+    const [al, bo] = await Promise.all([signUp(app.url), signUp(app.url)]);
+    const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
+    const sent = await al.api.message.send.mutate({ conversationId: id, content: 'goodbye' });
+    await al.api.user.delete.mutate({ password: al.password });
+    const history = await bo.api.message.list.query({ conversationId: id });
+    expect(history.items.map((m) => [m.id, m.senderUsername, m.content])).toEqual([
+      [sent.id, al.user.username, 'goodbye'],
+    ]);
+    await expect(bo.api.conversation.byId.query({ id })).resolves.toMatchObject({ id });
+  });
+
   it('counts unread messages from others after the read position, which never moves back', async () => {
     const [al, bo] = await Promise.all([signUp(app.url), signUp(app.url)]);
     const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
