@@ -60,10 +60,15 @@ function when(
   pattern: RegExp,
   then: () => void,
 ): Promise<void> {
-  return new Promise((resolve) => {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      proxy.onForward = null;
+      reject(new Error(`nothing matching ${String(pattern)} went ${direction} within 30 s`));
+    }, 30_000);
     proxy.onForward = (chunk, seen) => {
       if (seen !== direction || !pattern.test(chunk.toString('latin1'))) return;
       proxy.onForward = null;
+      clearTimeout(timer);
       then();
       resolve();
     };
@@ -75,7 +80,7 @@ describe('persistence worker killed', () => {
     const { scenario, id, recipients, resolved, send, worker, close } = await setUp();
     for (let i = 0; i < 40; i++) await send(`batch-${i}`);
     // Hold the batch's INSERT on its way to PostgreSQL, then kill the worker there.
-    const atInsert = when(scenario.pg, 'up', /insert into "messages"/i, () => scenario.pg.pause());
+    const atInsert = when(scenario.pg, 'up', /insert into "?messages"?/i, () => scenario.pg.pause());
     const first = worker();
     await atInsert;
     expect(await scenario.rows(id)).toEqual([]);
@@ -104,7 +109,7 @@ describe('persistence worker killed', () => {
     for (let i = 0; i < 40; i++) await send(`batch-${i}`);
     // From the batch's INSERT on, hold everything the worker says to Redis (its XACK comes
     // after the COMMIT), while PostgreSQL keeps flowing, so the transaction commits.
-    const atInsert = when(scenario.pg, 'up', /insert into "messages"/i, () => scenario.redis.pause());
+    const atInsert = when(scenario.pg, 'up', /insert into "?messages"?/i, () => scenario.redis.pause());
     const first = worker();
     await atInsert;
     await waitUntil(async () => (await scenario.rows(id)).length === 40, 'the batch was committed');
