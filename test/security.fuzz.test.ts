@@ -357,7 +357,7 @@ describe(`fuzzing every procedure's input over HTTP (${engineLabel})`, () => {
             const seen = (JSON.parse(text) as { json?: unknown }).json;
             const valid = procedure.inputs.every((schema) => schema.safeParse(seen).success);
             // A frame over the payload limit closes the connection (1009); security.test.ts covers it.
-            fc.pre(text.length < app.services.config.limits.maxWsPayloadBytes - 1024);
+            fc.pre(Buffer.byteLength(text) < app.services.config.limits.maxWsPayloadBytes - 1024);
             id += 1;
             socket.send(
               JSON.stringify({

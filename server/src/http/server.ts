@@ -29,9 +29,16 @@ export async function startHttp(
     error: { code: string; cause?: unknown; message: string };
     path?: string;
   }) => {
-    if (error.code === 'INTERNAL_SERVER_ERROR') {
-      log.error({ err: error.cause ?? error, path }, 'procedure failed');
+    if (error.code !== 'INTERNAL_SERVER_ERROR') return;
+    const cause = error.cause ?? error;
+    // A client breaking the WebSocket protocol (an oversized or malformed frame) is the client's
+    // fault, and `ws` has closed its socket already: not a failure of ours.
+    const code = (cause as { code?: unknown }).code;
+    if (!path && typeof code === 'string' && code.startsWith('WS_ERR_')) {
+      log.debug({ err: cause }, 'WebSocket protocol violation; connection closed');
+      return;
     }
+    log.error({ err: cause, path }, 'procedure failed');
   };
 
   const trpcHandler = createHTTPHandler({
