@@ -716,6 +716,28 @@ function contract(engine: Engine) {
     });
   });
 
+  describe('concurrency', () => {
+    it('answers a burst of concurrent script calls and plain commands, each with its own result', async () => {
+      const counter = fresh('counter');
+      const stream = fresh('stream');
+      const hash = fresh('hash');
+      const calls: Promise<unknown>[] = [];
+      for (let i = 0; i < 300; i++) {
+        calls.push(broker.incr(counter, { ttlMs: 60_000 }));
+        calls.push(broker.append(stream, { n: String(i) }, { maxLen: 50 }));
+        calls.push(broker.hset(hash, `f${i}`, `${i}-0|x`));
+        calls.push(broker.hdelIfPrefix(hash, `f${i - 1}`, `${i - 1}-0`));
+        calls.push(broker.incrExisting(fresh('missing')));
+        calls.push(broker.get(counter));
+      }
+      const results = await Promise.all(calls);
+      expect(results.filter((r) => r === null).length).toBeGreaterThanOrEqual(300);
+      expect(await broker.get(counter)).toBe('300');
+      expect((await broker.streamInfo(stream)).length).toBe(50);
+      expect(Object.keys(await broker.hgetall(hash))).toEqual(['f299']);
+    });
+  });
+
   describe('lifecycle', () => {
     it('ping answers true while open and false once closed', async () => {
       const own = await engine.open();

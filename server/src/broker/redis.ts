@@ -130,8 +130,10 @@ export class RedisBroker implements Broker {
     this.client = new Redis(options.url, {
       ...common,
       commandTimeout: this.commandTimeoutMs,
-      // Commands issued in the same tick share one round trip.
-      enableAutoPipelining: true,
+      // No auto-pipelining: with scripts defined as commands, ioredis can answer a pipeline with
+      // fewer results than calls and throw "results[i] is not iterable" outside any promise,
+      // which fails a send as an internal error or takes the process down (redis/ioredis#1931).
+      enableAutoPipelining: false,
     });
     // The subscriber keeps its subscriptions across reconnects (ioredis re-subscribes).
     this.subscriber = new Redis(options.url, { ...common, enableOfflineQueue: true });
