@@ -448,6 +448,43 @@ describe(`login throttling (${engineLabel})`, () => {
           await local.cleanup();
         }
       });
+
+      it('counts sends and connections per user on two instances together', async () => {
+        const local = await TestDeployment.create();
+        try {
+          const limits = { sendsPerUser: 4, sendWindowSeconds: 60, maxConnectionsPerUser: 2 };
+          const [one, two] = [await local.start({ limits }), await local.start({ limits })];
+          const al = await signUp(one.url);
+          const bo = await signUp(one.url);
+          const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
+          const onTwo = connect(two.url, al.tokens.accessToken);
+          for (let i = 0; i < 4; i++) {
+            await (i % 2 ? onTwo : al).api.message.send.mutate({ conversationId: id, content: `m${i}` });
+          }
+          await expectCode(
+            al.api.message.send.mutate({ conversationId: id, content: 'x' }),
+            'TOO_MANY_REQUESTS',
+          );
+          await expectCode(
+            onTwo.api.message.send.mutate({ conversationId: id, content: 'x' }),
+            'TOO_MANY_REQUESTS',
+          );
+
+          // One event stream on each instance is the limit; a third, on either, is refused.
+          const first = await tap(al, one, al.user.id);
+          const second = await tap(onTwo, one, al.user.id);
+          const third = connect(one.url, al.tokens.accessToken);
+          const errors: unknown[] = [];
+          const subscription = third.api.events.subscribe({}, { onError: (error) => errors.push(error) });
+          await expectEventually(() => Promise.resolve(errors.length > 0));
+          expect((errors[0] as { data?: { code?: string } }).data?.code).toBe('TOO_MANY_REQUESTS');
+          subscription.unsubscribe();
+          await Promise.all([first.stop(), second.stop()]);
+          await Promise.all([al.close(), bo.close(), onTwo.close(), third.close()]);
+        } finally {
+          await local.cleanup();
+        }
+      });
     },
   );
 });
