@@ -1,0 +1,59 @@
+import type { Tokens } from './types.js';
+
+/** Tokens as the client keeps them: with absolute times, so they survive a restart. */
+export interface StoredTokens {
+  accessToken: string;
+  refreshToken: string;
+  /** When the access token expires, in milliseconds since the epoch (this machine's clock). */
+  expiresAt: number;
+  /** When to refresh it; defaults to shortly before `expiresAt`. */
+  refreshAt?: number;
+}
+
+type MaybePromise<T> = T | Promise<T>;
+
+/**
+ * Where the client keeps its tokens between calls (and, for persistent storage, between
+ * runs). Each method may be synchronous or return a promise.
+ */
+export interface TokenStorage {
+  get(): MaybePromise<StoredTokens | null | undefined>;
+  set(tokens: StoredTokens): MaybePromise<void>;
+  clear(): MaybePromise<void>;
+}
+
+/** The default: tokens live as long as the client object. */
+export function memoryTokenStorage(initial: StoredTokens | null = null): TokenStorage {
+  let tokens = initial;
+  return {
+    get: () => tokens,
+    set: (next) => {
+      tokens = next;
+    },
+    clear: () => {
+      tokens = null;
+    },
+  };
+}
+
+/**
+ * Refresh when a quarter of the token's life is left, at most a minute early: a 15-minute token
+ * is renewed at 14 minutes, a 2-second one at 1.5 seconds.
+ */
+export function toStoredTokens(tokens: Tokens, now = Date.now()): StoredTokens {
+  const lifetime = Math.max(0, tokens.expiresIn * 1000);
+  return {
+    accessToken: tokens.accessToken,
+    refreshToken: tokens.refreshToken,
+    expiresAt: now + lifetime,
+    refreshAt: now + lifetime - Math.min(60_000, lifetime / 4),
+  };
+}
+
+export function isStoredTokens(value: Tokens | StoredTokens): value is StoredTokens {
+  return 'expiresAt' in value && typeof value.expiresAt === 'number';
+}
+
+export function refreshTime(tokens: StoredTokens): number {
+  return tokens.refreshAt ?? tokens.expiresAt - 30_000;
+}
