@@ -110,7 +110,7 @@ async function run(client: ParleyClient, url: string): Promise<number> {
         }
       })();
       await client.events.ready();
-      if (!values.json) console.error('Listening; Ctrl-C to stop.');
+      console.error('Listening; Ctrl-C to stop.');
       await Promise.race([stop, printing]);
       return 0;
     }

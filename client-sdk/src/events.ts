@@ -17,20 +17,18 @@ export interface EventStreamOptions {
   retryDelayMs: (attempt: number) => number;
 }
 
-/** Ids remembered to drop a repeated event; far more than a resume can overlap. */
-const REMEMBERED_IDS = 1000;
-
 /**
  * The one `events` subscription of a client, shared by every listener and iterator. It starts
- * on first use, follows the sign-in, resumes from the last event id after any reconnect, and
- * never delivers an event twice.
+ * on first use, follows the sign-in and resumes from the last event id after any reconnect, so
+ * that nothing is missed or repeated. (An event id is a position in the user's stream, which
+ * ephemeral events share with the durable event before them, so ids are not used to drop
+ * events here: the server's resume does not repeat any.)
  */
 export class EventStream implements AsyncIterable<ParleyEvent> {
   private readonly listeners = new Map<ParleyEventType | '*', Set<Listener>>();
   private readonly resyncListeners = new Set<() => void>();
   private readonly errorListeners = new Set<(error: unknown) => void>();
   private readonly sinks = new Set<Sink>();
-  private readonly seen = new Set<string>();
   private lastId: string | undefined;
   private subscription: { unsubscribe(): void } | null = null;
   private wanted = false;
@@ -176,7 +174,6 @@ export class EventStream implements AsyncIterable<ParleyEvent> {
   /** Forgets the position, for another user's stream. */
   reset(): void {
     this.lastId = undefined;
-    this.seen.clear();
   }
 
   /** Stops for good and ends every iterator. */
@@ -206,15 +203,7 @@ export class EventStream implements AsyncIterable<ParleyEvent> {
 
   private deliver(envelope: EventEnvelope): void {
     const { id, event } = unwrap(envelope);
-    if (id !== undefined) {
-      if (this.seen.has(id)) return;
-      this.seen.add(id);
-      if (this.seen.size > REMEMBERED_IDS) {
-        const oldest = this.seen.values().next();
-        if (!oldest.done) this.seen.delete(oldest.value);
-      }
-      this.lastId = id;
-    }
+    if (id !== undefined) this.lastId = id;
     if (event.type === 'resync') for (const listener of [...this.resyncListeners]) safely(listener);
     for (const key of [event.type, '*'] as const) {
       for (const listener of [...(this.listeners.get(key) ?? [])]) safely(() => listener(event, id));
