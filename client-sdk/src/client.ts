@@ -25,6 +25,11 @@ export interface ParleyClientOptions {
   sendRetry?: SendRetry;
   /** Delay before reconnect attempt `attempt` (0 is the first) of the socket and the event stream. */
   reconnectDelayMs?: (attempt: number) => number;
+  /**
+   * Resume the event stream after this event (`events.lastEventId` saved by an earlier run);
+   * if the server can no longer fill the gap, the stream starts with `resync`.
+   */
+  lastEventId?: string;
 }
 
 export interface ParleyClient {
@@ -138,6 +143,7 @@ export function createParleyClient(options: ParleyClientOptions): ParleyClient {
       return ok;
     },
     retryDelayMs: reconnectDelayMs,
+    lastEventId: options.lastEventId,
   });
 
   return {

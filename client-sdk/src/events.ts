@@ -15,6 +15,8 @@ export interface EventStreamOptions {
   /** Called when the server refuses the stream's token; resolves to whether to try again. */
   recover: () => Promise<boolean>;
   retryDelayMs: (attempt: number) => number;
+  /** Where to resume from, e.g. an id saved by an earlier run. */
+  lastEventId?: string;
 }
 
 /**
@@ -34,11 +36,15 @@ export class EventStream implements AsyncIterable<ParleyEvent> {
   private wanted = false;
   private closed = false;
   private failures = 0;
+  /** Set after renewing the token for the stream, until the server accepts it again. */
+  private renewedForStream = false;
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private readyWaiters: (() => void)[] = [];
   private isStarted = false;
 
-  constructor(private readonly options: EventStreamOptions) {}
+  constructor(private readonly options: EventStreamOptions) {
+    this.lastId = options.lastEventId;
+  }
 
   /** The id of the last event delivered; the stream resumes after it. */
   get lastEventId(): string | undefined {
@@ -67,7 +73,10 @@ export class EventStream implements AsyncIterable<ParleyEvent> {
     return () => this.resyncListeners.delete(handler);
   }
 
-  /** Errors the stream recovers from by itself (it keeps retrying), for logging. */
+  /**
+   * Errors the stream recovers from by itself, for logging: an expired token (renewed, then the
+   * stream resumes), a refused or failed subscription (tried again with a growing delay).
+   */
   onError(handler: (error: unknown) => void): () => void {
     this.errorListeners.add(handler);
     return () => this.errorListeners.delete(handler);
@@ -150,6 +159,7 @@ export class EventStream implements AsyncIterable<ParleyEvent> {
       onStarted: () => {
         this.isStarted = true;
         this.failures = 0;
+        this.renewedForStream = false;
         for (const resolve of this.readyWaiters.splice(0)) resolve();
       },
       onData: (envelope) => this.deliver(envelope),
@@ -215,8 +225,11 @@ export class EventStream implements AsyncIterable<ParleyEvent> {
     this.subscription = null;
     this.isStarted = false;
     if (this.closed) return;
-    if (errorCode(error) === 'UNAUTHORIZED') {
-      // The token expired under the stream: renew it and carry on from the last event.
+    this.report(error);
+    if (errorCode(error) === 'UNAUTHORIZED' && !this.renewedForStream) {
+      // The token expired under the stream: renew it once and carry on from the last event.
+      // Refused again straight after, the stream waits like after any other error.
+      this.renewedForStream = true;
       this.options.recover().then(
         (ok) => {
           if (ok) this.start();
@@ -228,7 +241,6 @@ export class EventStream implements AsyncIterable<ParleyEvent> {
       );
       return;
     }
-    this.report(error);
     if (errorCode(error) === 'BAD_REQUEST' && this.lastId !== undefined) {
       // The server cannot resume from our position: start afresh and tell the app to refetch.
       this.reset();

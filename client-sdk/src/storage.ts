@@ -37,11 +37,12 @@ export function memoryTokenStorage(initial: StoredTokens | null = null): TokenSt
 }
 
 /**
- * Refresh when a quarter of the token's life is left, at most a minute early: a 15-minute token
- * is renewed at 14 minutes, a 2-second one at 1.5 seconds.
+ * Token expiry is counted in whole seconds, so a token may expire up to a second before
+ * `expiresIn` says: that second is taken off. Refresh when a quarter of the rest is left, at most
+ * a minute early: a 15-minute token is renewed after 14 minutes, a 2-second one after 0.75 s.
  */
 export function toStoredTokens(tokens: Tokens, now = Date.now()): StoredTokens {
-  const lifetime = Math.max(0, tokens.expiresIn * 1000);
+  const lifetime = Math.max(0, tokens.expiresIn * 1000 - 1000);
   return {
     accessToken: tokens.accessToken,
     refreshToken: tokens.refreshToken,
