@@ -107,7 +107,7 @@ describe(`@parley/client sessions (${engineLabel})`, () => {
     expect(results.every((me) => me.id === user.user.id)).toBe(true);
     expect(refreshes()).toBe(1);
     // Had two refreshes used the same refresh token, the server would have revoked the session.
-    await expect(parley.api.user.touch.mutate()).resolves.toMatchObject({ lastSeenAt: expect.any(Date) });
+    expect((await parley.api.user.touch.mutate()).lastSeenAt).toBeInstanceOf(Date);
   });
 
   it('refreshes before a call when the token is about to expire, once for concurrent calls', async () => {
@@ -119,7 +119,11 @@ describe(`@parley/client sessions (${engineLabel})`, () => {
       refreshAt: Date.now() - 1,
     };
     const { parley, refreshes } = client({ tokens: stale });
-    await Promise.all([parley.api.auth.me.query(), parley.api.auth.me.query(), parley.api.user.touch.mutate()]);
+    await Promise.all([
+      parley.api.auth.me.query(),
+      parley.api.auth.me.query(),
+      parley.api.user.touch.mutate(),
+    ]);
     expect(refreshes()).toBe(1);
     expect(parley.tokens?.accessToken).not.toBe(stale.accessToken);
   });
@@ -127,7 +131,9 @@ describe(`@parley/client sessions (${engineLabel})`, () => {
   it('treats a refused login as an answer, not as a stale token', async () => {
     const user = await signUpRaw();
     const { parley, changes } = client();
-    const error = await parley.login({ username: user.username, password: 'wrong password' }).catch((e: unknown) => e);
+    const error = await parley
+      .login({ username: user.username, password: 'wrong password' })
+      .catch((e: unknown) => e);
     expect(errorCode(error)).toBe('UNAUTHORIZED');
     expect(changes).toEqual([]);
   });
@@ -150,13 +156,16 @@ describe(`@parley/client sessions (${engineLabel})`, () => {
 
   it('keeps tokens in the storage it is given, sync or async', async () => {
     let saved: StoredTokens | null = null;
+    // Asynchronous, as browser or keychain storage would be.
     const storage = {
-      get: async () => saved,
-      set: async (tokens: StoredTokens) => {
+      get: () => Promise.resolve(saved),
+      set: (tokens: StoredTokens) => {
         saved = tokens;
+        return Promise.resolve();
       },
-      clear: async () => {
+      clear: () => {
         saved = null;
+        return Promise.resolve();
       },
     };
     const input = credentials();

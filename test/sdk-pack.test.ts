@@ -31,7 +31,9 @@ async function sh(command: string, args: string[], cwd: string, env: Record<stri
     return await run(command, args, { cwd, env: { ...clean, ...env }, maxBuffer: 16 * 1024 * 1024 });
   } catch (error) {
     const { stdout, stderr } = error as { stdout?: string; stderr?: string };
-    throw new Error(`${command} ${args.join(' ')} failed:\n${stdout ?? ''}\n${stderr ?? ''}`, { cause: error });
+    throw new Error(`${command} ${args.join(' ')} failed:\n${stdout ?? ''}\n${stderr ?? ''}`, {
+      cause: error,
+    });
   }
 }
 
@@ -150,7 +152,9 @@ describe(`@parley/client as a packed package (${engineLabel})`, () => {
           const target = path.resolve(path.dirname(file), specifier);
           expect(target.startsWith(installedDir + path.sep), `${file}: ${specifier}`).toBe(true);
         } else if (!specifier.startsWith('node:')) {
-          const name = specifier.startsWith('@') ? specifier.split('/').slice(0, 2).join('/') : specifier.split('/')[0];
+          const name = specifier.startsWith('@')
+            ? specifier.split('/').slice(0, 2).join('/')
+            : specifier.split('/')[0];
           expect(Object.keys(manifest.dependencies), `${file}: ${specifier}`).toContain(name);
         }
       }
@@ -205,8 +209,15 @@ describe(`@parley/client as a packed package (${engineLabel})`, () => {
 
     // Someone else puts the command-line user in a group.
     const alice = createParleyClient({ url: app.url });
-    await alice.register({ username: `${username}_a`, email: `${username}_a@example.test`, password: 'correct horse battery' });
-    const group = await alice.api.conversation.createGroup.mutate({ name: 'cli', memberIds: [cliUserId ?? ''] });
+    await alice.register({
+      username: `${username}_a`,
+      email: `${username}_a@example.test`,
+      password: 'correct horse battery',
+    });
+    const group = await alice.api.conversation.createGroup.mutate({
+      name: 'cli',
+      memberIds: [cliUserId ?? ''],
+    });
 
     const tail = spawn(bin, ['tail', '--json', ...common], { cwd: projectDir });
     let out = '';
@@ -215,8 +226,15 @@ describe(`@parley/client as a packed package (${engineLabel})`, () => {
     tail.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
     const exited = new Promise<number | null>((resolve) => tail.on('exit', resolve));
     try {
-      await waitFor(() => err.includes('Listening'), () => `tail did not start: ${err}`);
-      const send = await sh(bin, ['send', group.id, 'hello', 'from', 'the', 'terminal', ...common], projectDir);
+      await waitFor(
+        () => err.includes('Listening'),
+        () => `tail did not start: ${err}`,
+      );
+      const send = await sh(
+        bin,
+        ['send', group.id, 'hello', 'from', 'the', 'terminal', ...common],
+        projectDir,
+      );
       expect(send.stdout).toMatch(/^[0-9a-f-]{36} #\d+ /);
       await alice.api.message.send.mutate({ conversationId: group.id, content: 'hello back' });
       await waitFor(

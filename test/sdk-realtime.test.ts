@@ -42,7 +42,10 @@ describe(`@parley/client event stream across token refreshes (${engineLabel})`, 
     const changes: AuthChange[] = [];
     const reader = await sdkUser(app, clients, { WebSocket, onAuthChange: (change) => changes.push(change) });
     const writer = await sdkUser(app, clients);
-    const group = await writer.api.conversation.createGroup.mutate({ name: 'refresh', memberIds: [reader.id] });
+    const group = await writer.api.conversation.createGroup.mutate({
+      name: 'refresh',
+      memberIds: [reader.id],
+    });
 
     const received: Message[] = [];
     const errors: unknown[] = [];

@@ -35,10 +35,15 @@ function fail(message) {
 }
 
 // 1. Compile: the SDK's JavaScript and declarations, and the server's declarations.
-const base = ts.getParsedCommandLineOfConfigFile(path.join(repoDir, 'tsconfig.json'), {}, {
-  ...ts.sys,
-  onUnRecoverableConfigFileDiagnostic: (diagnostic) => fail(ts.flattenDiagnosticMessageText(diagnostic.messageText, '\n')),
-});
+const base = ts.getParsedCommandLineOfConfigFile(
+  path.join(repoDir, 'tsconfig.json'),
+  {},
+  {
+    ...ts.sys,
+    onUnRecoverableConfigFileDiagnostic: (diagnostic) =>
+      fail(ts.flattenDiagnosticMessageText(diagnostic.messageText, '\n')),
+  },
+);
 const options = {
   ...base.options,
   noEmit: false,
@@ -67,7 +72,8 @@ const specifierPattern = /(?:\bfrom\s+|\bimport\s*\(\s*|\bimport\s+)(['"])([^'"]
 const specifiers = (text) => [...text.matchAll(specifierPattern)].map((match) => match[2]);
 const packageOf = (specifier) =>
   specifier.startsWith('@') ? specifier.split('/').slice(0, 2).join('/') : specifier.split('/')[0];
-const declarationFor = (from, specifier) => path.resolve(path.dirname(from), specifier).replace(/\.js$/, '.d.ts');
+const declarationFor = (from, specifier) =>
+  path.resolve(path.dirname(from), specifier).replace(/\.js$/, '.d.ts');
 
 const kept = new Map();
 const queue = [routerDeclaration];
@@ -77,7 +83,7 @@ while (queue.length > 0) {
   if (file === contextDeclaration) {
     kept.set(
       file,
-      '/** The server\'s per-call context. Clients never see it, so it is opaque here. */\nexport type Context = object;\n',
+      "/** The server's per-call context. Clients never see it, so it is opaque here. */\nexport type Context = object;\n",
     );
     continue;
   }
@@ -117,7 +123,8 @@ for (const [file, original] of outputs) {
     if (!specifier.startsWith('.')) {
       const name = packageOf(specifier);
       if (specifier.startsWith('node:') || name === 'typescript') {
-        if (file.endsWith('.js') && !nodeOnly.has(relativeFile)) fail(`${relativeFile} imports "${specifier}"`);
+        if (file.endsWith('.js') && !nodeOnly.has(relativeFile))
+          fail(`${relativeFile} imports "${specifier}"`);
         continue;
       }
       if (!dependencies.has(name)) fail(`${relativeFile} imports "${specifier}", which is not a dependency`);
@@ -126,10 +133,12 @@ for (const [file, original] of outputs) {
     // Declarations that reach into the server's source now point at the copies in dist/server/.
     const source = path.resolve(path.dirname(toSourcePath(file)), specifier);
     const target = toDist(source);
-    if (!target.startsWith(distDir + path.sep)) fail(`${relativeFile} imports "${specifier}" outside the package`);
+    if (!target.startsWith(distDir + path.sep))
+      fail(`${relativeFile} imports "${specifier}" outside the package`);
     let relative = path.relative(path.dirname(file), target).split(path.sep).join('/');
     if (!relative.startsWith('.')) relative = `./${relative}`;
-    if (relative !== specifier) text = text.split(`'${specifier}'`).join(`'${relative}'`).split(`"${specifier}"`).join(`"${relative}"`);
+    if (relative !== specifier)
+      text = text.split(`'${specifier}'`).join(`'${relative}'`).split(`"${specifier}"`).join(`"${relative}"`);
     const resolved = target.replace(/\.js$/, file.endsWith('.d.ts') ? '.d.ts' : '.js');
     if (!outputs.has(resolved)) fail(`${relativeFile} imports "${relative}", which is not in the package`);
   }

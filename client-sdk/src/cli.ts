@@ -50,13 +50,13 @@ async function main(): Promise<number> {
   const url = values.url ?? process.env.PARLEY_URL ?? saved.url ?? 'http://localhost:3000';
   const client = createParleyClient({ url, storage: fileTokenStorage(tokenFile) });
   try {
-    return await run(client, url);
+    return await run(client, url, command);
   } finally {
     await client.close();
   }
 }
 
-async function run(client: ParleyClient, url: string): Promise<number> {
+async function run(client: ParleyClient, url: string, command: string): Promise<number> {
   switch (command) {
     case 'login': {
       const password = values.password ?? process.env.PARLEY_PASSWORD ?? (await prompt('Password: '));
@@ -122,7 +122,7 @@ async function run(client: ParleyClient, url: string): Promise<number> {
 class UsageError extends Error {}
 
 function need(value: string | undefined, what: string): string {
-  if (!value) throw new UsageError(`${command} needs ${what}`);
+  if (!value) throw new UsageError(`${command ?? 'this command'} needs ${what}`);
   return value;
 }
 
@@ -204,7 +204,9 @@ main().then(
       process.exit(2);
     }
     const code = errorCode(error);
-    console.error(`parley-chat: ${code ? `${code}: ` : ''}${error instanceof Error ? error.message : String(error)}`);
+    console.error(
+      `parley-chat: ${code ? `${code}: ` : ''}${error instanceof Error ? error.message : String(error)}`,
+    );
     process.exit(1);
   },
 );

@@ -137,6 +137,7 @@ export function createParleyClient(options: ParleyClientOptions): ParleyClient {
   const events: EventStream = new EventStream({
     api: () => api,
     signedIn: () => session.current !== null,
+    loaded: session.ready,
     recover: async () => {
       const ok = await session.recover(socket.token);
       if (ok) socket.renew(session.accessToken);

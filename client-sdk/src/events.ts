@@ -12,6 +12,8 @@ export interface EventStreamOptions {
   api: () => ParleyApi;
   /** Whether the client is signed in; the stream runs only then. */
   signedIn: () => boolean;
+  /** Settles once stored tokens have been read, so that `signedIn()` is meaningful. */
+  loaded: Promise<void>;
   /** Called when the server refuses the stream's token; resolves to whether to try again. */
   recover: () => Promise<boolean>;
   retryDelayMs: (attempt: number) => number;
@@ -41,9 +43,18 @@ export class EventStream implements AsyncIterable<ParleyEvent> {
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private readyWaiters: (() => void)[] = [];
   private isStarted = false;
+  private loaded = false;
 
   constructor(private readonly options: EventStreamOptions) {
     this.lastId = options.lastEventId;
+    // Listeners may come before the stored tokens are read: start then if someone is waiting.
+    options.loaded.then(
+      () => {
+        this.loaded = true;
+        if (this.wanted) this.start();
+      },
+      (error: unknown) => this.report(error),
+    );
   }
 
   /** The id of the last event delivered; the stream resumes after it. */
@@ -152,7 +163,8 @@ export class EventStream implements AsyncIterable<ParleyEvent> {
   /** (Re)starts the subscription when someone listens and the client is signed in. */
   start(): void {
     this.wanted = true;
-    if (this.closed || this.subscription || this.retryTimer || !this.options.signedIn()) return;
+    if (this.closed || !this.loaded || this.subscription || this.retryTimer || !this.options.signedIn())
+      return;
     const input = this.lastId === undefined ? {} : { lastEventId: this.lastId };
     this.isStarted = false;
     this.subscription = this.options.api().events.subscribe(input, {

@@ -67,7 +67,11 @@ export function sessionLink(options: SessionLinkOptions): TRPCLink<AppRouter> {
           );
         };
 
-        const handle = (error: Parameters<typeof observer.error>[0], token: string | null, sent: Operation) => {
+        const handle = (
+          error: Parameters<typeof observer.error>[0],
+          token: string | null,
+          sent: Operation,
+        ) => {
           if (
             errorCode(error) === 'UNAUTHORIZED' &&
             !recovered &&
@@ -81,7 +85,12 @@ export function sessionLink(options: SessionLinkOptions): TRPCLink<AppRouter> {
             );
             return;
           }
-          if (idempotent && isNetworkFailure(error) && attempt < options.sendRetry.attempts && !op.signal?.aborted) {
+          if (
+            idempotent &&
+            isNetworkFailure(error) &&
+            attempt < options.sendRetry.attempts &&
+            !op.signal?.aborted
+          ) {
             const { baseDelayMs, maxDelayMs } = options.sendRetry;
             const delay = Math.min(maxDelayMs, baseDelayMs * 2 ** (attempt - 1));
             timer = setTimeout(run, delay / 2 + (Math.random() * delay) / 2);

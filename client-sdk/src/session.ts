@@ -1,5 +1,11 @@
 import { errorCode } from './errors.js';
-import { isStoredTokens, refreshTime, type StoredTokens, type TokenStorage, toStoredTokens } from './storage.js';
+import {
+  isStoredTokens,
+  refreshTime,
+  type StoredTokens,
+  type TokenStorage,
+  toStoredTokens,
+} from './storage.js';
 import type { Me, Tokens } from './types.js';
 
 /** What changed about the client's sign-in; passed to `onAuthChange`. */

@@ -79,7 +79,7 @@ export class Socket {
       static readonly CLOSED = 3;
       constructor(url: string) {
         const Implementation = resolved();
-        return new Implementation(url) as DeferredWebSocket;
+        return new Implementation(url);
       }
     }
     const WebSocketClass = options.WebSocket ?? builtIn ?? DeferredWebSocket;

@@ -1,6 +1,10 @@
 import WebSocket from 'ws';
 import type { App } from '../../server/src/app.js';
-import { createParleyClient, type ParleyClient, type ParleyClientOptions } from '../../client-sdk/src/index.js';
+import {
+  createParleyClient,
+  type ParleyClient,
+  type ParleyClientOptions,
+} from '../../client-sdk/src/index.js';
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -51,9 +55,10 @@ export async function sdkUser(
   app: App,
   track: ParleyClient[],
   options: Partial<ParleyClientOptions> = {},
-): Promise<ParleyClient & { id: string }> {
+): Promise<ParleyClient & { id: string; username: string; password: string }> {
   const client = createParleyClient({ url: app.url, ...options });
   track.push(client);
-  const me = await client.register(newUser());
-  return Object.assign(client, { id: me.id });
+  const credentials = newUser();
+  const me = await client.register(credentials);
+  return Object.assign(client, { id: me.id, username: credentials.username, password: credentials.password });
 }
