@@ -108,8 +108,8 @@ export class EventStream implements AsyncIterable<ParleyEvent> {
   }
 
   /**
-   * Resolves once the server has accepted the subscription, starting it if needed. Events
-   * published after this are delivered.
+   * Resolves once the server has accepted the subscription (its `started` answer), starting it
+   * if needed. After a reconnect nothing is missed, since the stream resumes from `lastEventId`.
    */
   ready(): Promise<void> {
     this.start();
