@@ -3,7 +3,7 @@ import type { App } from '../server/src/app.js';
 import { createParleyClient, isNetworkFailure, type ParleyClient } from '../client-sdk/src/index.js';
 import { TestDeployment, engineLabel } from './support/env.js';
 import { DroppingProxy } from './support/proxy.js';
-import { newUser } from './support/sdk.js';
+import { newUser, sleep } from './support/sdk.js';
 
 let deployment: TestDeployment;
 let app: App;
@@ -96,6 +96,30 @@ describe(`@parley/client sends (${engineLabel})`, () => {
       .catch((e: unknown) => e);
     expect(isNetworkFailure(error)).toBe(true);
     expect(proxy.count('/trpc/conversation.createGroup') - before).toBe(1);
+  });
+
+  it('over the WebSocket, sends cut off with the connection are retried and stored once each', async () => {
+    const client = createParleyClient({
+      url: proxy.url,
+      mutationsOverSocket: true,
+      sendRetry: { attempts: 8, baseDelayMs: 20, maxDelayMs: 200 },
+    });
+    clients.push(client);
+    await client.register(newUser('socket_sender'));
+    const group = await client.api.conversation.createGroup.mutate({ name: 'cuts', memberIds: [] });
+    const sent = [];
+    // Cut every connection at a slightly different moment of each send: before it goes out,
+    // while it is on the wire, or after the server has stored it.
+    for (let i = 0; i < 6; i++) {
+      const sending = client.api.message.send.mutate({ conversationId: group.id, content: `cut ${i}` });
+      await sleep(i * 3);
+      proxy.cutAll();
+      sent.push(await sending);
+    }
+    const { items } = await client.api.message.list.query({ conversationId: group.id, limit: 100 });
+    const stored = items.filter((message) => message.content.startsWith('cut '));
+    expect(stored.map((message) => message.id).sort()).toEqual(sent.map((message) => message.id).sort());
+    expect(new Set(stored.map((message) => message.content)).size).toBe(6);
   });
 
   it('does not retry a send the server refused', async () => {

@@ -1,6 +1,6 @@
 import { createTRPCClient, httpBatchLink, splitLink, wsLink } from '@trpc/client';
 import superjson from 'superjson';
-import { EventStream } from './events.js';
+import { EventStream, type ParleyEvents } from './events.js';
 import { type SendRetry, sessionLink } from './links.js';
 import type { AppRouter } from './router.js';
 import { type AuthChange, Session } from './session.js';
@@ -40,7 +40,7 @@ export interface ParleyClient {
   /** The current tokens, or null when signed out. */
   readonly tokens: StoredTokens | null;
   /** The event stream: `events.on('message.created', …)`, `for await (const e of events)`. */
-  readonly events: EventStream;
+  readonly events: ParleyEvents;
   login(input: LoginInput): Promise<Me>;
   register(input: RegisterInput): Promise<Me>;
   /** Ends this session on the server (or all of them with `everywhere`) and forgets the tokens. */

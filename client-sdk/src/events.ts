@@ -21,6 +21,27 @@ export interface EventStreamOptions {
   lastEventId?: string;
 }
 
+/** The event stream as an app sees it (`client.events`). */
+export interface ParleyEvents extends AsyncIterable<ParleyEvent> {
+  /** The id of the last event delivered; the stream resumes after it. */
+  readonly lastEventId: string | undefined;
+  /** Calls `handler` for every event of `type`; returns a function that stops it. */
+  on<T extends ParleyEventType>(type: T, handler: (event: ParleyEventOf<T>) => void): () => void;
+  /** Calls `handler` for every event, with its id. */
+  onAny(handler: (event: ParleyEvent, id: string | undefined) => void): () => void;
+  /** Called when the server could not fill a gap: refetch what you show with queries. */
+  onResync(handler: () => void): () => void;
+  /** Errors the stream recovered from by itself, for logging. */
+  onError(handler: (error: unknown) => void): () => void;
+  /** The next event of `type` (and matching `filter`, if given). */
+  once<T extends ParleyEventType>(
+    type: T,
+    filter?: (event: ParleyEventOf<T>) => boolean,
+  ): Promise<ParleyEventOf<T>>;
+  /** Resolves once the server has accepted the subscription, starting it if needed. */
+  ready(): Promise<void>;
+}
+
 /**
  * The one `events` subscription of a client, shared by every listener and iterator. It starts
  * on first use, follows the sign-in and resumes from the last event id after any reconnect, so
@@ -28,7 +49,7 @@ export interface EventStreamOptions {
  * ephemeral events share with the durable event before them, so ids are not used to drop
  * events here: the server's resume does not repeat any.)
  */
-export class EventStream implements AsyncIterable<ParleyEvent> {
+export class EventStream implements ParleyEvents {
   private readonly listeners = new Map<ParleyEventType | '*', Set<Listener>>();
   private readonly resyncListeners = new Set<() => void>();
   private readonly errorListeners = new Set<(error: unknown) => void>();

@@ -1,4 +1,4 @@
-import type { Operation, TRPCLink } from '@trpc/client';
+import { type Operation, TRPCClientError, type TRPCLink } from '@trpc/client';
 import { observable } from '@trpc/server/observable';
 import { errorCode, isNetworkFailure } from './errors.js';
 import type { AppRouter } from './router.js';
@@ -63,7 +63,8 @@ export function sessionLink(options: SessionLinkOptions): TRPCLink<AppRouter> {
                 },
               });
             },
-            (error: unknown) => observer.error(error as never),
+            (error: unknown) =>
+              observer.error(TRPCClientError.from(error instanceof Error ? error : new Error(String(error)))),
           );
         };
 
