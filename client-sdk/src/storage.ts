@@ -38,16 +38,18 @@ export function memoryTokenStorage(initial: StoredTokens | null = null): TokenSt
 
 /**
  * Token expiry is counted in whole seconds, so a token may expire up to a second before
- * `expiresIn` says: that second is taken off. Refresh when a quarter of the rest is left, at most
- * a minute early: a 15-minute token is renewed after 14 minutes, a 2-second one after 0.75 s.
+ * `expiresIn` says: that second is taken off. The refresh comes a quarter of the rest early, at
+ * most a minute and, for short-lived tokens, up to five seconds but never before halfway: a
+ * 15-minute token is renewed after 14 minutes, a 2-second one after half a second.
  */
 export function toStoredTokens(tokens: Tokens, now = Date.now()): StoredTokens {
   const lifetime = Math.max(0, tokens.expiresIn * 1000 - 1000);
+  const early = Math.min(60_000, Math.max(lifetime / 4, Math.min(lifetime / 2, 5_000)));
   return {
     accessToken: tokens.accessToken,
     refreshToken: tokens.refreshToken,
     expiresAt: now + lifetime,
-    refreshAt: now + lifetime - Math.min(60_000, lifetime / 4),
+    refreshAt: now + lifetime - early,
   };
 }
 
