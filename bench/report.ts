@@ -148,10 +148,10 @@ export function renderTable(results: BenchResults): string {
   ].join('\n');
 }
 
-export function renderMarkdown(results: BenchResults, chartFile: string): string {
+export function renderMarkdown(results: BenchResults, chartFile: string, title = '# Benchmark results'): string {
   const m = results.machine;
   const out: string[] = [
-    `# Benchmark results`,
+    title,
     '',
     `- Run: ${results.startedAt} → ${results.finishedAt}`,
     `- Command: \`${results.command}\``,
@@ -164,18 +164,21 @@ export function renderMarkdown(results: BenchResults, chartFile: string): string
     '',
     ...ratioLines(results).map((line) => `- ${line}`),
     '',
-    '## Targets',
+    '#### Targets',
     '',
     ...targetLines(results).map((line) => `- ${line}`),
     '',
-    '## Latency against load',
+    '#### Latency against load',
     '',
     `![p99 latency against offered load](${chartFile})`,
     '',
   ];
   for (const result of results.servers) {
-    out.push(`### ${LABELS[result.server]}`, '');
+    out.push(`#### ${LABELS[result.server]}`, '');
     if (result.error) out.push(`Error: ${result.error}`, '');
+    if (result.machineBusyBeforePercent !== null) {
+      out.push(`Machine CPU busy just before the runs (clients connected, idle): ${Math.round(result.machineBusyBeforePercent)}% of one core.`, '');
+    }
     if (result.curve.length > 0) {
       out.push(
         '| sends/client/s | offered deliveries/s | deliveries/s | loss | dup | errors | p50 ms | p99 ms | max ms | server CPU % | generator CPU % | machine CPU % | load avg | passed |',
@@ -284,4 +287,16 @@ export function renderChart(results: BenchResults): string {
     '',
   );
   return parts.join('\n');
+}
+
+const DOCS_BEGIN = '<!-- bench:begin -->';
+const DOCS_END = '<!-- bench:end -->';
+
+/** Replaces the generated section of docs/PERFORMANCE.md; the prose around it is kept. */
+export function replaceDocsSection(document: string, results: BenchResults): string {
+  const begin = document.indexOf(DOCS_BEGIN);
+  const end = document.indexOf(DOCS_END);
+  if (begin < 0 || end < begin) return document;
+  const section = renderMarkdown(results, '../bench/results/latest.svg', '### Latest run');
+  return `${document.slice(0, begin + DOCS_BEGIN.length)}\n\n${section}\n${document.slice(end)}`;
 }

@@ -60,6 +60,8 @@ export interface ServerResult {
   server: ServerName;
   error: string | null;
   w1: StepResult | null;
+  /** Busy CPU of the machine (% of one core) just before the measured runs, clients connected and idle. */
+  machineBusyBeforePercent: number | null;
   /** W1 and every saturation step, in order of offered load. */
   curve: StepResult[];
   /** Highest deliveries/s of a passing step. */

@@ -4,6 +4,7 @@
  */
 import { createApp } from '../../server/src/app.js';
 import { loadConfig } from '../../server/src/config/index.js';
+import { MESSAGES_STREAM, PERSIST_GROUP } from '../../server/src/messages/store.js';
 import { announceReady, gcHandler, serveCalls } from '../lib/children.js';
 
 const env = process.env;
@@ -38,5 +39,36 @@ process.once('SIGTERM', () => {
 
 serveCalls({
   ...gcHandler,
+  /** How far the persistence group is behind the message stream. */
+  async groupLag() {
+    const info = await app.services.broker.groupInfo(MESSAGES_STREAM, PERSIST_GROUP);
+    return info ? { lag: info.lag, pending: info.pending } : null;
+  },
+  /**
+   * Sends `count` messages through the message service (the code behind `message.send`, minus
+   * the transport), round-robin over `senders`, 64 at a time.
+   */
+  async fillBacklog({ count, senders }: { count: number; senders: { token: string; conversationId: string }[] }) {
+    const users = await Promise.all(
+      senders.map(async (sender) => {
+        const user = await app.services.auth.authenticate(sender.token);
+        if (!user) throw new Error('a backlog sender could not authenticate');
+        return { user, conversationId: sender.conversationId };
+      }),
+    );
+    const content = 'backlog '.repeat(12).trim();
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: 64 }, async () => {
+        while (next < count) {
+          const n = next++;
+          const sender = users[n % users.length];
+          if (!sender) return;
+          await app.services.messages.send(sender.user, { conversationId: sender.conversationId, content });
+        }
+      }),
+    );
+    return { sent: count };
+  },
 });
 announceReady({ port: app.port });
