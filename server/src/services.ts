@@ -5,6 +5,15 @@ import type { Config } from './config/index.js';
 import type { Database, DatabaseHandle } from './db/index.js';
 import { HealthService } from './health.js';
 import type { Logger } from './logger.js';
+import { Memberships } from './conversations/membership.js';
+import { ConversationService } from './conversations/service.js';
+import { MessageService } from './messages/service.js';
+import { MessageStore } from './messages/store.js';
+import type { EventPublisher } from './realtime/events.js';
+import { Hub } from './realtime/hub.js';
+import { Presence } from './realtime/presence.js';
+import { BrokerEventPublisher } from './realtime/publisher.js';
+import { Realtime } from './realtime/service.js';
 import { UserService } from './users/service.js';
 
 /** Everything a procedure may call; built once per app by `buildServices`. */
@@ -17,6 +26,12 @@ export interface Services {
   auth: AuthService;
   users: UserService;
   health: HealthService;
+  memberships: Memberships;
+  store: MessageStore;
+  events: EventPublisher;
+  messages: MessageService;
+  conversations: ConversationService;
+  realtime: Realtime;
 }
 
 export function buildServices(deps: {
@@ -31,5 +46,28 @@ export function buildServices(deps: {
   const users = new UserService(db, sessions, config.passwordHashCost);
   const auth = new AuthService(broker, config, users, sessions);
   const health = new HealthService(database, broker, config.version);
-  return { config, log, db, broker, sessions, auth, users, health };
+  const memberships = new Memberships(db);
+  const store = new MessageStore(db, broker);
+  const events = new BrokerEventPublisher(broker, config.limits.eventLogLength);
+  const messages = new MessageService(store, memberships, events, broker, config.limits, log);
+  const conversations = new ConversationService(db, store, memberships, messages, events, broker);
+  const presence = new Presence(broker, memberships, users, events, config.presence, log);
+  users.presence = presence;
+  const realtime = new Realtime(broker, new Hub(broker, log), presence, config, log);
+  return {
+    config,
+    log,
+    db,
+    broker,
+    sessions,
+    auth,
+    users,
+    health,
+    memberships,
+    store,
+    events,
+    messages,
+    conversations,
+    realtime,
+  };
 }
