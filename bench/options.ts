@@ -24,7 +24,7 @@ Phases:
   --backlog N            Parley: messages in the backlog the worker drains (default 200000, 0 = skip)
   --capacity N           idle authenticated subscribers per server (default 10000, 0 = skip)
   --quick                smoke run: 100 clients, 5 s, no saturation, backlog 5000, capacity 500
-  --quiet-wait S         wait up to S seconds for the machine to be idle before each server (default 120)
+  --quiet-wait S         wait up to S seconds for the machine to be idle before each server (default 30)
   --cpu-prof             write a CPU profile of the Parley server to bench/results/tmp/
 
 Engines: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres, used to create
@@ -130,7 +130,7 @@ export function parseOptions(argv: string[], env: Record<string, string | undefi
     capacity: positiveInt('--capacity', values.capacity, quick ? 500 : 10_000, 0, 10_000),
     quick,
     cpuProf: values['cpu-prof'] ?? false,
-    quietWaitS: positiveInt('--quiet-wait', values['quiet-wait'], quick ? 0 : 120, 0, 600),
+    quietWaitS: positiveInt('--quiet-wait', values['quiet-wait'], quick ? 0 : 30, 0, 600),
     databaseUrl: env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres',
     redisUrl: env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379',
   };

@@ -148,7 +148,11 @@ export function renderTable(results: BenchResults): string {
   ].join('\n');
 }
 
-export function renderMarkdown(results: BenchResults, chartFile: string, title = '# Benchmark results'): string {
+export function renderMarkdown(
+  results: BenchResults,
+  chartFile: string,
+  title = '# Benchmark results',
+): string {
   const m = results.machine;
   const out: string[] = [
     title,
@@ -177,7 +181,10 @@ export function renderMarkdown(results: BenchResults, chartFile: string, title =
     out.push(`#### ${LABELS[result.server]}`, '');
     if (result.error) out.push(`Error: ${result.error}`, '');
     if (result.machineBusyBeforePercent !== null) {
-      out.push(`Machine CPU busy just before the runs (clients connected, idle): ${Math.round(result.machineBusyBeforePercent)}% of one core.`, '');
+      out.push(
+        `Machine CPU busy just before the runs (clients connected, idle): ${Math.round(result.machineBusyBeforePercent)}% of one core.`,
+        '',
+      );
     }
     if (result.curve.length > 0) {
       out.push(

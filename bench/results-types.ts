@@ -15,6 +15,8 @@ export interface StepResult {
   received: number;
   loss: number;
   duplicates: number;
+  /** Deliveries of messages from an earlier step that arrived during this one. */
+  strays: number;
   latencyMs: LatencySummary;
   serverCpuPercent: number;
   serverRssPeakMB: number;

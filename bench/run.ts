@@ -220,6 +220,7 @@ async function runStep(
     received: sum((part) => part.received),
     loss,
     duplicates,
+    strays: sum((part) => part.strays),
     latencyMs,
     serverCpuPercent: usage.cpuPercent,
     serverRssPeakMB: usage.rssPeakMB,
@@ -236,6 +237,21 @@ async function runStep(
 }
 
 /**
+ * Waits (at most 30 s) until the server is nearly idle, so one step's backlog does not spill into
+ * the next step's figures.
+ */
+async function settle(server: ServerProcess): Promise<void> {
+  await sleep(1000);
+  const deadline = performance.now() + 30_000;
+  while (performance.now() < deadline) {
+    const monitor = new ProcMonitor(server.pid);
+    await sleep(500);
+    if (monitor.stop().cpuPercent < 15) return;
+  }
+  log(`${server.name}: still busy 30 s after the step`);
+}
+
+/**
  * Other programs share this machine; waits (bounded) until it is nearly idle before a server's
  * measured runs, and returns the busy CPU seen last (in % of one core) for the record.
  */
@@ -247,7 +263,10 @@ async function waitForQuiet(name: string): Promise<number> {
     await sleep(1000);
     busy = monitor.stop().busyPercent;
     if (busy <= QUIET_PERCENT || performance.now() >= deadline) break;
-    if (attempt === 0) log(`${name}: machine busy (${Math.round(busy)}% CPU) before the run; waiting up to ${options.quietWaitS} s`);
+    if (attempt === 0)
+      log(
+        `${name}: machine busy (${Math.round(busy)}% CPU) before the run; waiting up to ${options.quietWaitS} s`,
+      );
   }
   return busy;
 }
@@ -256,7 +275,7 @@ function describeStep(step: StepResult): string {
   const l = step.latencyMs;
   return (
     `${step.ratePerClient.toFixed(2)}/client/s: ${Math.round(step.sendsPerS)} sends/s, ` +
-    `${Math.round(step.deliveriesPerS)} deliveries/s, loss ${step.loss}, dup ${step.duplicates}, errors ${step.errors}, ` +
+    `${Math.round(step.deliveriesPerS)} deliveries/s, loss ${step.loss}, dup ${step.duplicates}, late ${step.strays}, errors ${step.errors}, ` +
     `p50 ${l.p50.toFixed(1)} p99 ${l.p99.toFixed(1)} max ${l.max.toFixed(1)} ms, server CPU ${Math.round(step.serverCpuPercent)}%, ` +
     `generator CPU ${Math.round(step.generatorCpuPercent)}%, machine CPU ${Math.round(step.machineCpuPercent)}%, loop delay p99 ${step.generatorLoopDelayP99Ms.toFixed(1)} ` +
     `max ${step.generatorLoopDelayMaxMs.toFixed(1)} ms, schedule lag max ${step.scheduleLagMaxMs.toFixed(1)} ms` +
@@ -269,7 +288,8 @@ function describeStep(step: StepResult): string {
 
 async function benchLoad(name: ServerName, result: ServerResult): Promise<void> {
   const adapter = await loadAdapter(name);
-  const server = await startServer(name, { profile: name === 'parley' && options.cpuProf });
+  const server = await startServer(name);
+  const profiling = name === 'parley' && options.cpuProf;
   let generators: Child[] = [];
   try {
     log(`${name}: preparing ${options.clients} clients`);
@@ -278,6 +298,7 @@ async function benchLoad(name: ServerName, result: ServerResult): Promise<void> 
       count: options.clients,
       groupSize: options.groupSize,
       jwtSecret,
+      server,
     });
     const started = await startGenerators(server, name, specs, options.generators, 120_000);
     generators = started.generators;
@@ -292,19 +313,26 @@ async function benchLoad(name: ServerName, result: ServerResult): Promise<void> 
     await runStep(server, generators, options.clients, options.rate, Math.min(3, options.durationS), 0);
     await sleep(1000);
 
+    await settle(server);
+    if (profiling) await server.call('startProfile');
     const w1 = await runStep(server, generators, options.clients, options.rate, options.durationS, 10);
+    if (profiling) {
+      const file = new URL(`parley-w1-${runId}.cpuprofile`, tmpDir).pathname;
+      await server.call('stopProfile', { file });
+      log(`parley: CPU profile of the W1 run written to ${file} (summary: npx tsx bench/profile.ts ${file})`);
+    }
     log(`${name}: W1 ${describeStep(w1)}`);
     result.w1 = w1;
     result.curve.push(w1);
 
     if (options.saturation) {
       // Up by half each step until p99 passes the limit or anything is lost; if W1 itself fails,
-      // step down instead to find a rate that passes.
-      const factor = w1.passed ? 1.5 : 1 / 1.5;
+      // halve the rate instead until a step passes.
+      const factor = w1.passed ? 1.5 : 0.5;
       let rate = options.rate;
       for (let step = 0; step < options.maxSteps; step++) {
         rate *= factor;
-        await sleep(2000);
+        await settle(server);
         const point = await runStep(server, generators, options.clients, rate, options.stepDurationS, 0);
         log(`${name}: step ${step + 1} ${describeStep(point)}`);
         result.curve.push(point);
@@ -335,6 +363,7 @@ async function benchCapacity(name: ServerName): Promise<CapacityResult> {
       count: options.capacity,
       groupSize: options.groupSize,
       jwtSecret,
+      server,
     });
     await server.call('gc');
     await sleep(1000);
@@ -396,17 +425,21 @@ async function benchBacklog(): Promise<BacklogResult> {
     }
     const before = await count();
     const started = performance.now();
-    worker = await startServer('parley', { worker: true, serve: false });
+    worker = await startServer('parley', { worker: true, serve: false, profile: options.cpuProf });
     let firstSeen: { at: number; rows: number } | null = null;
     let rows = before;
+    let lag: { lag: number; pending: number } | null = null;
     const deadline = started + 300_000;
-    while (rows - before < options.backlog && performance.now() < deadline) {
+    // Done when the rows are in and the group has nothing undelivered or unacknowledged.
+    while (performance.now() < deadline) {
       await sleep(50);
       rows = await count();
       if (!firstSeen && rows > before) firstSeen = { at: performance.now(), rows };
+      if (rows - before < options.backlog) continue;
+      lag = await worker.call<{ lag: number; pending: number } | null>('groupLag');
+      if (lag && lag.lag === 0 && lag.pending === 0) break;
     }
     const finished = performance.now();
-    const lag = await worker.call<{ lag: number; pending: number } | null>('groupLag');
     const written = rows - before;
     const steady = firstSeen ? (rows - firstSeen.rows) / ((finished - firstSeen.at) / 1000) : 0;
     const result: BacklogResult = {

@@ -25,58 +25,15 @@ function httpApi(url: string, token: string | null): Api {
   });
 }
 
-/** Runs `task` over `items` with at most `lanes` in flight. */
-async function inLanes<T, R>(
-  items: T[],
-  lanes: number,
-  task: (item: T, index: number) => Promise<R>,
-): Promise<R[]> {
-  const out: R[] = new Array<R>(items.length);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: lanes }, async () => {
-      while (next < items.length) {
-        const index = next++;
-        out[index] = await task(items[index] as T, index);
-      }
-    }),
-  );
-  return out;
-}
-
 export const parleyClient: ClientAdapter = {
-  async prepare({ url, count, groupSize }) {
-    const anonymous = httpApi(url, null);
-    const tag = randomBytes(3).toString('hex');
-    const accounts = await inLanes(
-      Array.from({ length: count }, (_, i) => i),
-      100,
-      async (i) => {
-        const { user, tokens } = await anonymous.auth.register.mutate({
-          email: `bench_${tag}_${i}@bench.test`,
-          username: `b${tag}_${i}`,
-          password: 'bench password',
-        });
-        return { userId: user.id, token: tokens.accessToken };
-      },
-    );
-    const groups = Array.from({ length: Math.ceil(count / groupSize) }, (_, g) =>
-      accounts.slice(g * groupSize, (g + 1) * groupSize),
-    );
-    const conversationIds = await inLanes(groups, 20, async (members, g) => {
-      const [owner, ...others] = members;
-      if (!owner) throw new Error('empty group');
-      const conversation = await httpApi(url, owner.token).conversation.createGroup.mutate({
-        name: `bench ${g}`,
-        memberIds: others.map((member) => member.userId),
-      });
-      return conversation.id;
+  async prepare({ count, groupSize, server }) {
+    // Accounts come from the server's own services (see `createAccounts` in
+    // bench/servers/parley.ts): registering 10,000 users over HTTP would take minutes.
+    return server.call<ClientSpec[]>('createAccounts', {
+      count,
+      groupSize,
+      tag: randomBytes(3).toString('hex'),
     });
-    return accounts.map((account, index): ClientSpec => ({
-      index,
-      conversationId: conversationIds[Math.floor(index / groupSize)] ?? '',
-      token: account.token,
-    }));
   },
 
   async connect(url, spec, transport, onMessage) {
@@ -115,7 +72,7 @@ export const parleyClient: ClientAdapter = {
         return message.id;
       },
       async close() {
-        (subscription as { unsubscribe(): void } | null)?.unsubscribe();
+        subscription?.unsubscribe();
         await wsClient.close();
       },
     };
@@ -127,6 +84,12 @@ export const parleyClient: ClientAdapter = {
  * path, spread over conversations of ten.
  */
 export async function fillBacklog(server: Child & { url: string }, count: number): Promise<void> {
-  const senders = await parleyClient.prepare({ url: server.url, count: 100, groupSize: 10, jwtSecret: '' });
+  const senders = await parleyClient.prepare({
+    url: server.url,
+    count: 100,
+    groupSize: 10,
+    jwtSecret: '',
+    server,
+  });
   await server.call('fillBacklog', { count, senders }, 600_000);
 }

@@ -1,3 +1,4 @@
+import type { Child } from '../lib/children.js';
 /** What the load generator needs from a client library, whichever server it talks to. */
 
 export type Transport = 'ws' | 'http';
@@ -22,6 +23,8 @@ export interface PrepareContext {
   groupSize: number;
   /** Secret the Socket.IO server verifies handshake tokens with. */
   jwtSecret: string;
+  /** The server process, for setup work it offers in-process (Parley: creating accounts). */
+  server: Child;
 }
 
 export interface ClientAdapter {

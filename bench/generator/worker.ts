@@ -55,6 +55,8 @@ export interface RunResult {
   received: number;
   loss: number;
   duplicates: number;
+  /** Deliveries of messages sent in an earlier step (counted as lost there). */
+  strays: number;
   latency: HistogramData;
   /** How late the generator issued sends against their schedule. */
   scheduleLagMaxMs: number;
@@ -93,6 +95,7 @@ const inFlight = new Map<number, InFlight>();
 let nextMessageId = 1;
 let latency = new Histogram();
 let duplicates = 0;
+let strays = 0;
 let received = 0;
 
 function onDelivery(recipientPosition: number, content: string): void {
@@ -100,8 +103,8 @@ function onDelivery(recipientPosition: number, content: string): void {
   const id = Number.parseInt(content.slice(0, content.indexOf('|')), 10);
   const message = inFlight.get(id);
   if (!message) {
-    // Completed messages leave the map, so anything arriving for them is a repeat.
-    duplicates += 1;
+    // Sent in an earlier step and arriving only now: late, not repeated.
+    strays += 1;
     return;
   }
   if (recipientPosition === message.senderPosition) return; // the sender's own copy (Parley syncs devices)
@@ -150,6 +153,7 @@ async function run(params: RunParams): Promise<RunResult> {
   const groupSize = setup.groupSize;
   latency = new Histogram();
   duplicates = 0;
+  strays = 0;
   received = 0;
   inFlight.clear();
   const persistLag = new Histogram();
@@ -278,6 +282,7 @@ async function run(params: RunParams): Promise<RunResult> {
     received,
     loss: expected - gotForAcked,
     duplicates,
+    strays,
     latency: latency.toJSON(),
     scheduleLagMaxMs,
     loopDelayP99Ms: loopDelay.percentile(99) / 1e6,
