@@ -23,7 +23,7 @@ Phases:
   --max-steps N          saturation steps at most (default 8)
   --backlog N            Parley: messages in the backlog the worker drains (default 200000, 0 = skip)
   --capacity N           idle authenticated subscribers per server (default 10000, 0 = skip)
-  --quick                smoke run: 100 clients, 5 s, no saturation, backlog 5000, capacity 500
+  --quick                smoke run: 100 clients, 3 s, no saturation, backlog 2000, capacity 300
   --quiet-wait S         wait up to S seconds for the machine to be idle before each server (default 30)
   --cpu-prof             write a CPU profile of the Parley server to bench/results/tmp/
 
@@ -112,7 +112,7 @@ export function parseOptions(argv: string[], env: Record<string, string | undefi
     clients: Math.floor(clients / groupSize) * groupSize,
     groupSize,
     rate: positiveInt('--rate', values.rate ?? env.BENCH_RATE, 2, 0.01, 1000),
-    durationS: positiveInt('--duration', values.duration ?? env.BENCH_DURATION, quick ? 5 : 20, 1, 600),
+    durationS: positiveInt('--duration', values.duration ?? env.BENCH_DURATION, quick ? 3 : 20, 1, 600),
     messageSize: positiveInt(
       '--message-size',
       values['message-size'] ?? env.BENCH_MESSAGE_SIZE,
@@ -126,8 +126,8 @@ export function parseOptions(argv: string[], env: Record<string, string | undefi
     saturation: !quick && !values['no-saturation'],
     stepDurationS: positiveInt('--step-duration', values['step-duration'], 8, 1, 120),
     maxSteps: positiveInt('--max-steps', values['max-steps'], 8, 1, 20),
-    backlog: positiveInt('--backlog', values.backlog, quick ? 5000 : 200_000, 0, 1_000_000),
-    capacity: positiveInt('--capacity', values.capacity, quick ? 500 : 10_000, 0, 10_000),
+    backlog: positiveInt('--backlog', values.backlog, quick ? 2000 : 200_000, 0, 1_000_000),
+    capacity: positiveInt('--capacity', values.capacity, quick ? 300 : 10_000, 0, 10_000),
     quick,
     cpuProf: values['cpu-prof'] ?? false,
     quietWaitS: positiveInt('--quiet-wait', values['quiet-wait'], quick ? 0 : 30, 0, 600),

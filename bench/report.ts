@@ -26,12 +26,23 @@ const HEADER = [
   'p99 ms',
   'max ms',
   'server CPU %',
+  'server CPU µs per delivery',
   'server RSS MB',
   'persist p50/p99 ms',
   'saturation deliveries/s',
   'KB per idle subscriber',
   'backlog rows/s',
 ];
+
+/**
+ * CPU per delivery from the busiest passing step (W1 if none passed): the server's cost per
+ * message, which other load on the machine changes far less than latency.
+ */
+function cpuPerDelivery(result: ServerResult): string {
+  const passing = result.curve.filter((point) => point.passed && point.serverCpuUsPerDelivery !== null);
+  const point = passing.sort((a, b) => b.deliveriesPerS - a.deliveriesPerS)[0] ?? result.w1;
+  return point?.serverCpuUsPerDelivery == null ? '–' : point.serverCpuUsPerDelivery.toFixed(0);
+}
 
 function row(result: ServerResult): string[] {
   const w1 = result.w1;
@@ -47,6 +58,7 @@ function row(result: ServerResult): string[] {
     ms(w1?.latencyMs.p99),
     ms(w1?.latencyMs.max),
     int(w1?.serverCpuPercent),
+    cpuPerDelivery(result),
     int(w1?.serverRssPeakMB),
     w1?.persistLagMs ? `${ms(w1.persistLagMs.p50)} / ${ms(w1.persistLagMs.p99)}` : '–',
     int(result.saturationDeliveriesPerS),
@@ -56,7 +68,7 @@ function row(result: ServerResult): string[] {
 }
 
 function ratio(a: number | null | undefined, b: number | null | undefined): string {
-  if (a == null || b == null || b === 0) return '–';
+  if (a == null || b == null || !Number.isFinite(a) || !Number.isFinite(b) || b === 0) return '–';
   return `${(a / b).toFixed(2)}×`;
 }
 
@@ -70,7 +82,7 @@ function ratioLines(results: BenchResults): string[] {
     if (!other) continue;
     lines.push(
       `Parley vs ${SHORT[peer]}: W1 p99 ${ratio(parley.w1?.latencyMs.p99, other.w1?.latencyMs.p99)}, ` +
-        `W1 server CPU ${ratio(parley.w1?.serverCpuPercent, other.w1?.serverCpuPercent)}, ` +
+        `server CPU per delivery ${ratio(Number(cpuPerDelivery(parley)), Number(cpuPerDelivery(other)))}, ` +
         `saturation deliveries/s ${ratio(parley.saturationDeliveriesPerS, other.saturationDeliveriesPerS)}, ` +
         `memory per idle subscriber ${ratio(parley.capacity?.bytesPerConnection, other.capacity?.bytesPerConnection)}`,
     );
@@ -188,12 +200,12 @@ export function renderMarkdown(
     }
     if (result.curve.length > 0) {
       out.push(
-        '| sends/client/s | offered deliveries/s | deliveries/s | loss | dup | errors | p50 ms | p99 ms | max ms | server CPU % | generator CPU % | machine CPU % | load avg | passed |',
-        '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|',
+        '| sends/client/s | offered deliveries/s | deliveries/s | loss | dup | late | errors | p50 ms | p99 ms | max ms | server CPU % | server loop busy % | server CPU µs/delivery | generator CPU % | machine CPU % | load avg | passed |',
+        '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|',
       );
       for (const point of result.curve) {
         out.push(
-          `| ${point.ratePerClient.toFixed(2)} | ${int(point.offeredDeliveriesPerS)} | ${int(point.deliveriesPerS)} | ${point.loss} | ${point.duplicates} | ${point.errors} | ${ms(point.latencyMs.p50)} | ${ms(point.latencyMs.p99)} | ${ms(point.latencyMs.max)} | ${int(point.serverCpuPercent)} | ${int(point.generatorCpuPercent)} | ${int(point.machineCpuPercent)} | ${point.loadAverage.toFixed(1)} | ${point.passed ? 'yes' : 'no'} |`,
+          `| ${point.ratePerClient.toFixed(2)} | ${int(point.offeredDeliveriesPerS)} | ${int(point.deliveriesPerS)} | ${point.loss} | ${point.duplicates} | ${point.strays} | ${point.errors} | ${ms(point.latencyMs.p50)} | ${ms(point.latencyMs.p99)} | ${ms(point.latencyMs.max)} | ${int(point.serverCpuPercent)} | ${point.serverLoopBusyPercent == null ? '–' : int(point.serverLoopBusyPercent)} | ${point.serverCpuUsPerDelivery?.toFixed(0) ?? '–'} | ${int(point.generatorCpuPercent)} | ${int(point.machineCpuPercent)} | ${point.loadAverage.toFixed(1)} | ${point.passed ? 'yes' : 'no'} |`,
         );
       }
       out.push('');

@@ -20,6 +20,13 @@ export interface StepResult {
   latencyMs: LatencySummary;
   serverCpuPercent: number;
   serverRssPeakMB: number;
+  /** Share of the window the server's event loop was busy; near 100% means it was the bottleneck. */
+  serverLoopBusyPercent: number;
+  /**
+   * Server CPU time per delivery, in microseconds: what a delivery costs, much less sensitive to
+   * other load on the machine than latency is.
+   */
+  serverCpuUsPerDelivery: number | null;
   generatorCpuPercent: number;
   /** Whole machine (both cores = 200%): server, generator, Redis, PostgreSQL and anything else. */
   machineCpuPercent: number;

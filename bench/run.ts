@@ -183,6 +183,7 @@ async function runStep(
     drainMs: 5000,
     persistSampleEvery,
   };
+  const loopBefore = await server.call<{ idle: number; active: number }>('loop');
   const monitor = new ProcMonitor(server.pid);
   const system = new SystemMonitor();
   const parts = await Promise.all(
@@ -190,6 +191,9 @@ async function runStep(
   );
   const usage = monitor.stop();
   const machine = system.stop();
+  const loopAfter = await server.call<{ idle: number; active: number }>('loop');
+  const loopActive = loopAfter.active - loopBefore.active;
+  const loopTotal = loopActive + loopAfter.idle - loopBefore.idle;
   const latency = new Histogram();
   const persist = new Histogram();
   let hasPersist = false;
@@ -204,6 +208,7 @@ async function runStep(
   const windowS = Math.max(...parts.map((part) => part.windowMs)) / 1000;
   const latencyMs = summarize(latency);
   const errors = sum((part) => part.errors);
+  const received = sum((part) => part.received);
   const loss = sum((part) => part.loss);
   const duplicates = sum((part) => part.duplicates);
   return {
@@ -211,19 +216,21 @@ async function runStep(
     offeredSendsPerS: clients * ratePerClient,
     offeredDeliveriesPerS: clients * ratePerClient * (options.groupSize - 1),
     sendsPerS: sum((part) => part.acked) / windowS,
-    deliveriesPerS: sum((part) => part.received) / windowS,
+    deliveriesPerS: received / windowS,
     attempted: sum((part) => part.attempted),
     acked: sum((part) => part.acked),
     errors,
     firstError: parts.find((part) => part.firstError)?.firstError ?? null,
     expected: sum((part) => part.expected),
-    received: sum((part) => part.received),
+    received,
     loss,
     duplicates,
     strays: sum((part) => part.strays),
     latencyMs,
     serverCpuPercent: usage.cpuPercent,
+    serverCpuUsPerDelivery: received > 0 ? (usage.cpuSeconds / received) * 1e6 : null,
     serverRssPeakMB: usage.rssPeakMB,
+    serverLoopBusyPercent: loopTotal > 0 ? (loopActive / loopTotal) * 100 : 0,
     generatorCpuPercent: sum((part) => part.generatorCpuPercent),
     machineCpuPercent: machine.busyPercent,
     loadAverage: machine.loadAverage,
@@ -276,7 +283,8 @@ function describeStep(step: StepResult): string {
   return (
     `${step.ratePerClient.toFixed(2)}/client/s: ${Math.round(step.sendsPerS)} sends/s, ` +
     `${Math.round(step.deliveriesPerS)} deliveries/s, loss ${step.loss}, dup ${step.duplicates}, late ${step.strays}, errors ${step.errors}, ` +
-    `p50 ${l.p50.toFixed(1)} p99 ${l.p99.toFixed(1)} max ${l.max.toFixed(1)} ms, server CPU ${Math.round(step.serverCpuPercent)}%, ` +
+    `p50 ${l.p50.toFixed(1)} p99 ${l.p99.toFixed(1)} max ${l.max.toFixed(1)} ms, server CPU ${Math.round(step.serverCpuPercent)}% ` +
+    `(${step.serverCpuUsPerDelivery?.toFixed(0) ?? '–'} µs per delivery, event loop busy ${Math.round(step.serverLoopBusyPercent)}%), ` +
     `generator CPU ${Math.round(step.generatorCpuPercent)}%, machine CPU ${Math.round(step.machineCpuPercent)}%, loop delay p99 ${step.generatorLoopDelayP99Ms.toFixed(1)} ` +
     `max ${step.generatorLoopDelayMaxMs.toFixed(1)} ms, schedule lag max ${step.scheduleLagMaxMs.toFixed(1)} ms` +
     (step.persistLagMs
@@ -310,7 +318,14 @@ async function benchLoad(name: ServerName, result: ServerResult): Promise<void> 
     }
     result.machineBusyBeforePercent = await waitForQuiet(name);
     log(`${name}: ${options.clients} clients connected; warming up`);
-    await runStep(server, generators, options.clients, options.rate, Math.min(3, options.durationS), 0);
+    await runStep(
+      server,
+      generators,
+      options.clients,
+      options.rate,
+      options.quick ? 1 : Math.min(3, options.durationS),
+      0,
+    );
     await sleep(1000);
 
     await settle(server);
@@ -326,17 +341,22 @@ async function benchLoad(name: ServerName, result: ServerResult): Promise<void> 
     result.curve.push(w1);
 
     if (options.saturation) {
-      // Up by half each step until p99 passes the limit or anything is lost; if W1 itself fails,
-      // halve the rate instead until a step passes.
-      const factor = w1.passed ? 1.5 : 0.5;
-      let rate = options.rate;
+      // Bracket the highest passing rate: up by half while steps pass, halve while they fail,
+      // then split the bracket (geometric mean) until it is within 20%; at most --max-steps steps.
+      let lo = w1.passed ? options.rate : null;
+      let hi = w1.passed ? null : options.rate;
       for (let step = 0; step < options.maxSteps; step++) {
-        rate *= factor;
+        let rate: number;
+        if (lo === null && hi !== null) rate = hi / 2;
+        else if (hi === null && lo !== null) rate = lo * 1.5;
+        else if (lo !== null && hi !== null && hi / lo > 1.2) rate = Math.sqrt(lo * hi);
+        else break;
         await settle(server);
         const point = await runStep(server, generators, options.clients, rate, options.stepDurationS, 0);
         log(`${name}: step ${step + 1} ${describeStep(point)}`);
         result.curve.push(point);
-        if (w1.passed ? !point.passed : point.passed) break;
+        if (point.passed) lo = rate;
+        else hi = rate;
       }
       result.curve.sort((a, b) => a.offeredDeliveriesPerS - b.offeredDeliveriesPerS);
     }
@@ -366,7 +386,7 @@ async function benchCapacity(name: ServerName): Promise<CapacityResult> {
       server,
     });
     await server.call('gc');
-    await sleep(1000);
+    await sleep(options.quick ? 200 : 1000);
     await server.call('gc');
     const before = readProc(server.pid).rssBytes;
     const started = performance.now();
@@ -375,7 +395,7 @@ async function benchCapacity(name: ServerName): Promise<CapacityResult> {
     const connectSeconds = (performance.now() - started) / 1000;
     const connected = gen.connected.reduce((total, part) => total + part.connected, 0);
     const failed = gen.connected.reduce((total, part) => total + part.failed, 0);
-    await sleep(3000);
+    await sleep(options.quick ? 500 : 3000);
     await server.call('gc');
     await sleep(500);
     await server.call('gc');

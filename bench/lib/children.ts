@@ -171,8 +171,16 @@ export function announceReady(info: Record<string, unknown>): void {
   process.send?.({ kind: 'ready', info });
 }
 
-/** Common handlers every server child offers: a full GC before a memory reading. */
+/**
+ * Common handlers every server child offers: a full GC before a memory reading, and the event
+ * loop's busy/idle time (busy near 100% while the process gets less than a core means other
+ * processes are taking the CPU it needs).
+ */
 export const gcHandler = {
+  loop: () => {
+    const { idle, active } = performance.eventLoopUtilization();
+    return { idle, active };
+  },
   gc: () => {
     const collect = (globalThis as { gc?: () => void }).gc;
     collect?.();

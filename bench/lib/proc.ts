@@ -25,6 +25,8 @@ export function readProc(pid: number): ProcSample {
 export interface ProcUsage {
   /** Average CPU over the window, in % of one core (200% = both cores of this machine). */
   cpuPercent: number;
+  /** CPU time used over the window, in seconds. */
+  cpuSeconds: number;
   rssPeakMB: number;
   rssEndMB: number;
 }
@@ -55,6 +57,7 @@ export class ProcMonitor {
     this.peak = Math.max(this.peak, end.rssBytes);
     return {
       cpuPercent: ((end.cpuSeconds - this.startSample.cpuSeconds) / seconds) * 100,
+      cpuSeconds: end.cpuSeconds - this.startSample.cpuSeconds,
       rssPeakMB: this.peak / 2 ** 20,
       rssEndMB: end.rssBytes / 2 ** 20,
     };
