@@ -25,7 +25,8 @@ Phases:
   --capacity N           idle authenticated subscribers per server (default 10000, 0 = skip)
   --quick                smoke run: 100 clients, 3 s, no saturation, backlog 2000, capacity 300
   --quiet-wait S         wait up to S seconds for the machine to be idle before each server (default 30)
-  --cpu-prof             write a CPU profile of the Parley server to bench/results/tmp/
+  --cpu-prof             CPU profiles of the Parley server (W1 run) and worker (backlog) in bench/results/tmp/
+  --heap-prof            sampled live allocations of Parley's idle subscribers in bench/results/tmp/
 
 Engines: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres, used to create
 and drop a fresh database per run), BENCH_REDIS_URL (default redis://127.0.0.1:6379).`;
@@ -46,6 +47,7 @@ export interface Options {
   capacity: number;
   quick: boolean;
   cpuProf: boolean;
+  heapProf: boolean;
   quietWaitS: number;
   databaseUrl: string;
   redisUrl: string;
@@ -85,6 +87,7 @@ export function parseOptions(argv: string[], env: Record<string, string | undefi
       capacity: { type: 'string' },
       quick: { type: 'boolean' },
       'cpu-prof': { type: 'boolean' },
+      'heap-prof': { type: 'boolean' },
       'quiet-wait': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -130,6 +133,7 @@ export function parseOptions(argv: string[], env: Record<string, string | undefi
     capacity: positiveInt('--capacity', values.capacity, quick ? 300 : 10_000, 0, 10_000),
     quick,
     cpuProf: values['cpu-prof'] ?? false,
+    heapProf: values['heap-prof'] ?? false,
     quietWaitS: positiveInt('--quiet-wait', values['quiet-wait'], quick ? 0 : 30, 0, 600),
     databaseUrl: env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres',
     redisUrl: env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379',

@@ -1,8 +1,9 @@
 /**
  * Summarises a V8 `.cpuprofile` (from `npm run bench -- --cpu-prof`): where the server's CPU
- * time goes, by function (self time) and by package.
+ * time goes, by function (self time) and by package. Given a `.heapprofile` (sampled
+ * allocations still live, from `--heap-prof-subscribers`), the same for retained memory.
  *
- *   npx tsx bench/profile.ts bench/results/tmp/CPU.<...>.cpuprofile [top]
+ *   npx tsx bench/profile.ts bench/results/tmp/<file>.cpuprofile [top]
  */
 import { readFileSync } from 'node:fs';
 
@@ -23,7 +24,17 @@ if (!file) {
   process.exit(64);
 }
 const top = Number(topArg ?? 30);
-const profile = JSON.parse(readFileSync(file, 'utf8')) as Profile;
+interface HeapNode {
+  callFrame: ProfileNode['callFrame'];
+  selfSize: number;
+  children: HeapNode[];
+}
+const raw = JSON.parse(readFileSync(file, 'utf8')) as Profile | { head: HeapNode };
+if ('head' in raw) {
+  summariseHeap(raw.head);
+  process.exit(0);
+}
+const profile = raw;
 const byId = new Map(profile.nodes.map((node) => [node.id, node]));
 const selfUs = new Map<number, number>();
 profile.samples.forEach((id, i) => selfUs.set(id, (selfUs.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)));
@@ -79,3 +90,32 @@ for (const [name, us] of [...functions].sort((a, b) => b[1] - a[1]).slice(0, top
 console.log('\ninclusive time, Parley / tRPC / superjson functions:');
 for (const [name, us] of [...inclusive].sort((a, b) => b[1] - a[1]).slice(0, top))
   console.log(`  ${pct(us)}  ${name}`);
+
+function summariseHeap(head: HeapNode): void {
+  const bytesByFunction = new Map<string, number>();
+  const bytesByPackage = new Map<string, number>();
+  const inclusiveBytes = new Map<string, number>();
+  let totalBytes = 0;
+  const walk = (node: HeapNode, stack: string[]) => {
+    const { functionName, url, lineNumber } = node.callFrame;
+    const place = where(url);
+    const name = `${functionName || '(anonymous)'}  ${place}${url ? `:${lineNumber + 1}` : ''}`;
+    const here = place.startsWith('parley:') || place.startsWith('@trpc') ? [...stack, name] : stack;
+    if (node.selfSize > 0) {
+      totalBytes += node.selfSize;
+      bytesByFunction.set(name, (bytesByFunction.get(name) ?? 0) + node.selfSize);
+      const pkg = place.startsWith('parley:') ? 'parley' : place;
+      bytesByPackage.set(pkg, (bytesByPackage.get(pkg) ?? 0) + node.selfSize);
+      for (const frame of new Set(here)) inclusiveBytes.set(frame, (inclusiveBytes.get(frame) ?? 0) + node.selfSize);
+    }
+    for (const child of node.children) walk(child, here);
+  };
+  walk(head, []);
+  const share = (bytes: number) => `${((bytes / totalBytes) * 100).toFixed(1).padStart(5)}%  ${(bytes / 2 ** 20).toFixed(1).padStart(6)} MB`;
+  console.log(`live sampled allocations: ${(totalBytes / 2 ** 20).toFixed(1)} MB\n\nby package:`);
+  for (const [name, bytes] of [...bytesByPackage].sort((a, b) => b[1] - a[1]).slice(0, 12)) console.log(`  ${share(bytes)}  ${name}`);
+  console.log('\nby allocating function:');
+  for (const [name, bytes] of [...bytesByFunction].sort((a, b) => b[1] - a[1]).slice(0, top)) console.log(`  ${share(bytes)}  ${name}`);
+  console.log('\ninclusive, Parley / tRPC functions on the allocating stack:');
+  for (const [name, bytes] of [...inclusiveBytes].sort((a, b) => b[1] - a[1]).slice(0, top)) console.log(`  ${share(bytes)}  ${name}`);
+}

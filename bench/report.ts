@@ -35,12 +35,16 @@ const HEADER = [
 ];
 
 /**
- * CPU per delivery from the busiest passing step (W1 if none passed): the server's cost per
- * message, which other load on the machine changes far less than latency.
+ * CPU per delivery at the busiest step the server kept up with (nothing lost, repeated or
+ * refused, whatever the latency): the server's cost per message under load, which other load
+ * on the machine changes far less than latency.
  */
 function cpuPerDelivery(result: ServerResult): string {
-  const passing = result.curve.filter((point) => point.passed && point.serverCpuUsPerDelivery !== null);
-  const point = passing.sort((a, b) => b.deliveriesPerS - a.deliveriesPerS)[0] ?? result.w1;
+  const keptUp = result.curve.filter(
+    (point) =>
+      point.loss === 0 && point.duplicates === 0 && point.errors === 0 && point.serverCpuUsPerDelivery != null,
+  );
+  const point = keptUp.sort((a, b) => b.deliveriesPerS - a.deliveriesPerS)[0] ?? result.w1;
   return point?.serverCpuUsPerDelivery == null ? '–' : point.serverCpuUsPerDelivery.toFixed(0);
 }
 

@@ -389,6 +389,8 @@ async function benchCapacity(name: ServerName): Promise<CapacityResult> {
     await sleep(options.quick ? 200 : 1000);
     await server.call('gc');
     const before = readProc(server.pid).rssBytes;
+    const heapProfiling = name === 'parley' && options.heapProf;
+    if (heapProfiling) await server.call('startHeapSampling');
     const started = performance.now();
     const gen = await startGenerators(server, name, specs, 1, 180_000);
     generators = gen.generators;
@@ -400,6 +402,11 @@ async function benchCapacity(name: ServerName): Promise<CapacityResult> {
     await sleep(500);
     await server.call('gc');
     const after = readProc(server.pid).rssBytes;
+    if (heapProfiling) {
+      const file = new URL(`parley-subscribers-${runId}.heapprofile`, tmpDir).pathname;
+      await server.call('stopHeapSampling', { file });
+      log(`parley: live allocations of the idle subscribers written to ${file} (npx tsx bench/profile.ts ${file})`);
+    }
     const capacity: CapacityResult = {
       target: options.capacity,
       connected,
@@ -579,11 +586,6 @@ try {
 results.finishedAt = new Date().toISOString();
 const json = `${JSON.stringify(results, null, 2)}\n`;
 writeFileSync(new URL(`run-${runId}.json`, tmpDir), json);
-// A smoke run never replaces the figures the documentation points at.
-const outName = options.quick ? 'quick' : 'latest';
-writeFileSync(new URL(`${outName}.json`, resultsDir), json);
-writeFileSync(new URL(`${outName}.md`, resultsDir), renderMarkdown(results, `${outName}.svg`));
-writeFileSync(new URL(`${outName}.svg`, resultsDir), renderChart(results));
 // docs/PERFORMANCE.md reports the standard run (all defaults); its figures are written there by
 // this code only.
 const standard =
@@ -597,6 +599,11 @@ const standard =
   options.saturation &&
   options.backlog === 200_000 &&
   options.capacity === 10_000;
+// Only the standard run replaces the figures the documentation points at.
+const outName = options.quick ? 'quick' : standard ? 'latest' : 'custom';
+writeFileSync(new URL(`${outName}.json`, resultsDir), json);
+writeFileSync(new URL(`${outName}.md`, resultsDir), renderMarkdown(results, `${outName}.svg`));
+writeFileSync(new URL(`${outName}.svg`, resultsDir), renderChart(results));
 const docs = new URL('../docs/PERFORMANCE.md', import.meta.url);
 if (standard && existsSync(docs)) {
   writeFileSync(docs, replaceDocsSection(readFileSync(docs, 'utf8'), results));

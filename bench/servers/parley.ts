@@ -73,6 +73,16 @@ serveCalls({
     await post('Profiler.setSamplingInterval', { interval: 500 });
     await post('Profiler.start');
   },
+  /** Sampled allocations still live at the stop (what idle subscribers retain). */
+  async startHeapSampling() {
+    await post('HeapProfiler.enable');
+    await post('HeapProfiler.startSampling', { samplingInterval: 4096 });
+  },
+  async stopHeapSampling({ file }: { file: string }) {
+    const { profile } = (await post('HeapProfiler.stopSampling')) as { profile: unknown };
+    writeFileSync(file, JSON.stringify(profile));
+    return file;
+  },
   async stopProfile({ file }: { file: string }) {
     const { profile } = (await post('Profiler.stop')) as { profile: unknown };
     writeFileSync(file, JSON.stringify(profile));
