@@ -46,7 +46,7 @@ export function buildServices(deps: {
   const users = new UserService(db, sessions, config.passwordHashCost);
   const auth = new AuthService(broker, config, users, sessions);
   const health = new HealthService(database, broker, config.version);
-  const memberships = new Memberships(db);
+  const memberships = new Memberships(db, broker);
   const store = new MessageStore(db, broker);
   const events = new BrokerEventPublisher(broker, config.limits.eventLogLength);
   const messages = new MessageService(store, memberships, events, broker, config.limits, log);
