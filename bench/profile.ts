@@ -106,16 +106,21 @@ function summariseHeap(head: HeapNode): void {
       bytesByFunction.set(name, (bytesByFunction.get(name) ?? 0) + node.selfSize);
       const pkg = place.startsWith('parley:') ? 'parley' : place;
       bytesByPackage.set(pkg, (bytesByPackage.get(pkg) ?? 0) + node.selfSize);
-      for (const frame of new Set(here)) inclusiveBytes.set(frame, (inclusiveBytes.get(frame) ?? 0) + node.selfSize);
+      for (const frame of new Set(here))
+        inclusiveBytes.set(frame, (inclusiveBytes.get(frame) ?? 0) + node.selfSize);
     }
     for (const child of node.children) walk(child, here);
   };
   walk(head, []);
-  const share = (bytes: number) => `${((bytes / totalBytes) * 100).toFixed(1).padStart(5)}%  ${(bytes / 2 ** 20).toFixed(1).padStart(6)} MB`;
+  const share = (bytes: number) =>
+    `${((bytes / totalBytes) * 100).toFixed(1).padStart(5)}%  ${(bytes / 2 ** 20).toFixed(1).padStart(6)} MB`;
   console.log(`live sampled allocations: ${(totalBytes / 2 ** 20).toFixed(1)} MB\n\nby package:`);
-  for (const [name, bytes] of [...bytesByPackage].sort((a, b) => b[1] - a[1]).slice(0, 12)) console.log(`  ${share(bytes)}  ${name}`);
+  for (const [name, bytes] of [...bytesByPackage].sort((a, b) => b[1] - a[1]).slice(0, 12))
+    console.log(`  ${share(bytes)}  ${name}`);
   console.log('\nby allocating function:');
-  for (const [name, bytes] of [...bytesByFunction].sort((a, b) => b[1] - a[1]).slice(0, top)) console.log(`  ${share(bytes)}  ${name}`);
+  for (const [name, bytes] of [...bytesByFunction].sort((a, b) => b[1] - a[1]).slice(0, top))
+    console.log(`  ${share(bytes)}  ${name}`);
   console.log('\ninclusive, Parley / tRPC functions on the allocating stack:');
-  for (const [name, bytes] of [...inclusiveBytes].sort((a, b) => b[1] - a[1]).slice(0, top)) console.log(`  ${share(bytes)}  ${name}`);
+  for (const [name, bytes] of [...inclusiveBytes].sort((a, b) => b[1] - a[1]).slice(0, top))
+    console.log(`  ${share(bytes)}  ${name}`);
 }

@@ -35,17 +35,12 @@ const HEADER = [
 ];
 
 /**
- * CPU per delivery at the busiest step the server kept up with (nothing lost, repeated or
- * refused, whatever the latency): the server's cost per message under load, which other load
- * on the machine changes far less than latency.
+ * Server CPU per delivery at W1, the same load for every server: what a delivery costs, which
+ * other load on the machine changes far less than latency.
  */
 function cpuPerDelivery(result: ServerResult): string {
-  const keptUp = result.curve.filter(
-    (point) =>
-      point.loss === 0 && point.duplicates === 0 && point.errors === 0 && point.serverCpuUsPerDelivery != null,
-  );
-  const point = keptUp.sort((a, b) => b.deliveriesPerS - a.deliveriesPerS)[0] ?? result.w1;
-  return point?.serverCpuUsPerDelivery == null ? '–' : point.serverCpuUsPerDelivery.toFixed(0);
+  const value = result.w1?.serverCpuUsPerDelivery;
+  return value == null ? '–' : value.toFixed(0);
 }
 
 function row(result: ServerResult): string[] {

@@ -405,7 +405,9 @@ async function benchCapacity(name: ServerName): Promise<CapacityResult> {
     if (heapProfiling) {
       const file = new URL(`parley-subscribers-${runId}.heapprofile`, tmpDir).pathname;
       await server.call('stopHeapSampling', { file });
-      log(`parley: live allocations of the idle subscribers written to ${file} (npx tsx bench/profile.ts ${file})`);
+      log(
+        `parley: live allocations of the idle subscribers written to ${file} (npx tsx bench/profile.ts ${file})`,
+      );
     }
     const capacity: CapacityResult = {
       target: options.capacity,
