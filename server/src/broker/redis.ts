@@ -108,6 +108,18 @@ export class RedisBroker implements Broker {
       // Commands issued in the same tick share one round trip.
       enableAutoPipelining: true,
     });
+    // Every script is defined before the first command: an auto-pipeline already queued when a
+    // script is defined lacks it, and the call fails with "pipeline[name] is not a function".
+    for (const [name, lua] of Object.entries({
+      parleyAppend: APPEND,
+      parleyAppendMany: APPEND_MANY,
+      parleyIncrWithTtl: INCR_WITH_TTL,
+      parleyIncrExisting: INCR_EXISTING,
+      parleyHdelIfPrefix: HDEL_IF_PREFIX,
+      parleyHdelIfPrefixMany: HDEL_IF_PREFIX_MANY,
+    })) {
+      this.client.defineCommand(name, { lua });
+    }
     // The subscriber keeps its subscriptions across reconnects (ioredis re-subscribes).
     this.subscriber = new Redis(options.url, { ...common, enableOfflineQueue: true });
     this.client.on('error', () => undefined);
