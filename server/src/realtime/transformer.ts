@@ -34,7 +34,7 @@ function metaInWrapper(event: object, inner: Serialized): Serialized['meta'] {
     const values = Object.fromEntries(
       Object.entries(inner.meta.values ?? {}).map(([path, annotation]) => [`data.${path}`, annotation]),
     );
-    meta = { ...inner.meta, values } as Serialized['meta'];
+    meta = { ...inner.meta, values };
     if (meta) sharedJson.add(meta);
   }
   wrappedMeta.set(event, meta);
@@ -64,7 +64,7 @@ export const transformer = {
       }
       const meta = metaInWrapper(wrapper.data, inner);
       const json = { id: wrapper.id, data: inner.json };
-      return meta ? ({ json, meta } as Serialized) : ({ json } as Serialized);
+      return meta ? { json, meta } : { json };
     }
     return superjson.serialize(value);
   },
