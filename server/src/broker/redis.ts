@@ -135,6 +135,18 @@ export class RedisBroker implements Broker {
       // which fails a send as an internal error or takes the process down (redis/ioredis#1931).
       enableAutoPipelining: false,
     });
+    // Every script is defined before the first command: an auto-pipeline already queued when a
+    // script is defined lacks it, and the call fails with "pipeline[name] is not a function".
+    for (const [name, lua] of Object.entries({
+      parleyAppend: APPEND,
+      parleyAppendMany: APPEND_MANY,
+      parleyIncrWithTtl: INCR_WITH_TTL,
+      parleyIncrExisting: INCR_EXISTING,
+      parleyHdelIfPrefix: HDEL_IF_PREFIX,
+      parleyHdelIfPrefixMany: HDEL_IF_PREFIX_MANY,
+    })) {
+      this.client.defineCommand(name, { lua });
+    }
     // The subscriber keeps its subscriptions across reconnects (ioredis re-subscribes).
     this.subscriber = new Redis(options.url, { ...common, enableOfflineQueue: true });
     this.client.on('error', () => undefined);
