@@ -1,6 +1,6 @@
 import superjson from 'superjson';
 import { describe, expect, it } from 'vitest';
-import { frameEncoder, shareEvent, transformer } from '../server/src/realtime/transformer.js';
+import { shareEvent, transformer } from '../server/src/realtime/transformer.js';
 
 const event = () => ({
   type: 'message.created' as const,
@@ -37,26 +37,5 @@ describe('event transformer', () => {
     const value = { at: new Date(5), list: [1, 2] };
     expect(transformer.serialize(value)).toEqual(superjson.serialize(value));
     expect(transformer.deserialize(transformer.serialize(value))).toEqual(value);
-  });
-});
-
-describe('frame encoder', () => {
-  it('writes a frame carrying a shared event exactly as JSON.stringify would', () => {
-    const shared = shareEvent(event());
-    for (const id of ['e.1-0', 'e.2-0']) {
-      const frame = {
-        id: 7,
-        jsonrpc: undefined,
-        result: { type: 'data', id, data: transformer.serialize({ id, data: shared }) },
-      };
-      expect(frameEncoder.encode(frame)).toBe(JSON.stringify(frame));
-      expect(JSON.parse(frameEncoder.encode(frame))).toEqual(JSON.parse(JSON.stringify(frame)));
-    }
-  });
-
-  it('writes any other frame with JSON.stringify and reads text frames', () => {
-    const frame = { id: 1, result: { type: 'data', data: { json: { a: [1, null, 'x'] } } } };
-    expect(frameEncoder.encode(frame)).toBe(JSON.stringify(frame));
-    expect(frameEncoder.decode('{"a":1}')).toEqual({ a: 1 });
   });
 });

@@ -4,7 +4,6 @@ import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import { applyWSSHandler } from '@trpc/server/adapters/ws';
 import { WebSocketServer } from 'ws';
 import { createContext } from '../context.js';
-import { frameEncoder } from '../realtime/transformer.js';
 import { appRouter } from '../routers/_app.js';
 import type { Services } from '../services.js';
 
@@ -88,7 +87,6 @@ export async function startHttp(
     router: appRouter,
     createContext: (opts) => createContext(app, { req: opts.req, info: opts.info }, 'ws', opts.res),
     keepAlive: { enabled: true, pingMs: 30_000, pongWaitMs: 5_000 },
-    experimental_encoder: frameEncoder,
     onError,
   });
   app.health.connections = () => wss.clients.size;
