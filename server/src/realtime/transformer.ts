@@ -31,7 +31,6 @@ function metaInWrapper(event: object, inner: Serialized): Serialized['meta'] {
       Object.entries(inner.meta.values ?? {}).map(([path, annotation]) => [`data.${path}`, annotation]),
     );
     meta = { ...inner.meta, values };
-    if (meta) sharedJson.add(meta);
   }
   wrappedMeta.set(event, meta);
   return meta;
