@@ -1,6 +1,7 @@
 import superjson from 'superjson';
 import { describe, expect, it } from 'vitest';
-import { frameEncoder, shareEvent, transformer } from '../server/src/realtime/transformer.js';
+import { compareStreamIds } from '../server/src/broker/types.js';
+import { shareEvent, transformer } from '../server/src/realtime/transformer.js';
 
 const event = () => ({
   type: 'message.created' as const,
@@ -40,23 +41,26 @@ describe('event transformer', () => {
   });
 });
 
-describe('frame encoder', () => {
-  it('writes a frame carrying a shared event exactly as JSON.stringify would', () => {
-    const shared = shareEvent(event());
-    for (const id of ['e.1-0', 'e.2-0']) {
-      const frame = {
-        id: 7,
-        jsonrpc: undefined,
-        result: { type: 'data', id, data: transformer.serialize({ id, data: shared }) },
-      };
-      expect(frameEncoder.encode(frame)).toBe(JSON.stringify(frame));
-      expect(JSON.parse(frameEncoder.encode(frame))).toEqual(JSON.parse(JSON.stringify(frame)));
+describe('stream ids', () => {
+  it('compare numerically, part by part', () => {
+    const ordered = [
+      '0-0',
+      '0-1',
+      '9-0',
+      '10-0',
+      '10-2',
+      '10-10',
+      '1795318107917-0',
+      '1795318107917-11',
+      '18446744073709551615-0',
+    ];
+    for (let i = 0; i < ordered.length; i++) {
+      for (let j = 0; j < ordered.length; j++) {
+        expect(
+          Math.sign(compareStreamIds(ordered[i] ?? '', ordered[j] ?? '')),
+          `${ordered[i]} vs ${ordered[j]}`,
+        ).toBe(Math.sign(i - j));
+      }
     }
-  });
-
-  it('writes any other frame with JSON.stringify and reads text frames', () => {
-    const frame = { id: 1, result: { type: 'data', data: { json: { a: [1, null, 'x'] } } } };
-    expect(frameEncoder.encode(frame)).toBe(JSON.stringify(frame));
-    expect(frameEncoder.decode('{"a":1}')).toEqual({ a: 1 });
   });
 });

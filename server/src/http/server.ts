@@ -4,7 +4,6 @@ import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import { applyWSSHandler } from '@trpc/server/adapters/ws';
 import { WebSocketServer } from 'ws';
 import { createContext } from '../context.js';
-import { frameEncoder } from '../realtime/transformer.js';
 import { appRouter } from '../routers/_app.js';
 import type { Services } from '../services.js';
 
@@ -97,7 +96,6 @@ export async function startHttp(
     keepAlive: { enabled: true, pingMs: 30_000, pongWaitMs: 5_000 },
     // The same cap as over HTTP: one message must not start an unbounded number of calls.
     maxBatchSize: config.limits.maxBatchSize,
-    experimental_encoder: frameEncoder,
     onError,
   });
   app.health.connections = () => wss.clients.size;

@@ -7,9 +7,6 @@ const shared = new WeakSet<object>();
 const serialized = new WeakMap<object, Serialized>();
 /** The serialized `meta` of a shared event as it appears inside tRPC's `{ id, data }` wrapper. */
 const wrappedMeta = new WeakMap<object, Serialized['meta']>();
-/** Parts of frames that are the same for every recipient, and their JSON text once computed. */
-const sharedJson = new WeakSet<object>();
-const jsonText = new WeakMap<object, string>();
 
 /** Marks an event that several subscriptions will send, so it is serialized only once. */
 export function shareEvent<T extends object>(event: T): T {
@@ -21,7 +18,6 @@ function once(value: object): Serialized {
   let result = serialized.get(value);
   if (!result) {
     result = superjson.serialize(value);
-    if (typeof result.json === 'object' && result.json !== null) sharedJson.add(result.json);
     serialized.set(value, result);
   }
   return result;
@@ -35,7 +31,6 @@ function metaInWrapper(event: object, inner: Serialized): Serialized['meta'] {
       Object.entries(inner.meta.values ?? {}).map(([path, annotation]) => [`data.${path}`, annotation]),
     );
     meta = { ...inner.meta, values };
-    if (meta) sharedJson.add(meta);
   }
   wrappedMeta.set(event, meta);
   return meta;
@@ -70,48 +65,5 @@ export const transformer = {
   },
   deserialize<T>(payload: Serialized): T {
     return superjson.deserialize<T>(payload);
-  },
-};
-
-/** JSON text of a frame, reusing the text of parts shared by every recipient. */
-function stringify(value: unknown): string {
-  if (typeof value !== 'object' || value === null) return JSON.stringify(value) ?? 'null';
-  if (sharedJson.has(value)) {
-    let text = jsonText.get(value);
-    if (text === undefined) {
-      text = JSON.stringify(value);
-      jsonText.set(value, text);
-    }
-    return text;
-  }
-  if (Array.isArray(value))
-    return `[${value.map((item: unknown) => (item === undefined ? 'null' : stringify(item))).join(',')}]`;
-  if (typeof (value as { toJSON?: unknown }).toJSON === 'function') return JSON.stringify(value);
-  const parts: string[] = [];
-  for (const [key, item] of Object.entries(value)) {
-    if (item === undefined || typeof item === 'function') continue;
-    parts.push(`${JSON.stringify(key)}:${stringify(item)}`);
-  }
-  return `{${parts.join(',')}}`;
-}
-
-/** Whether a frame carries an event shared with other recipients (`result.data.json.data`). */
-function carriesSharedEvent(frame: unknown): boolean {
-  const data = (frame as { result?: { data?: { json?: { data?: unknown } } } } | null)?.result?.data?.json
-    ?.data;
-  return typeof data === 'object' && data !== null && sharedJson.has(data);
-}
-
-/**
- * The WebSocket encoder: JSON text frames, as tRPC's default, but a frame that carries a
- * fanned-out event is assembled from that event's JSON text, computed once per instance.
- */
-export const frameEncoder = {
-  encode(frame: unknown): string {
-    return carriesSharedEvent(frame) ? stringify(frame) : JSON.stringify(frame);
-  },
-  decode(data: string | ArrayBuffer | Uint8Array): unknown {
-    if (typeof data !== 'string') throw new Error('Parley uses text frames');
-    return JSON.parse(data);
   },
 };
