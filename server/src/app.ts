@@ -24,7 +24,7 @@ export interface AppOptions {
  * Nothing else opens connections; tests build the same app with other settings.
  */
 export async function createApp(config: Config, options: AppOptions = {}): Promise<App> {
-  const log = options.log ?? createLogger({ level: config.logLevel });
+  const log = options.log ?? createLogger({ level: config.logLevel, pretty: config.logFormat === 'pretty' });
   if (config.jwt.generated) {
     log.warn('JWT_SECRET is not set: using a random secret, so tokens will not survive a restart');
   }

@@ -5,6 +5,7 @@ import type { Config } from './config/index.js';
 import type { Database, DatabaseHandle } from './db/index.js';
 import { HealthService } from './health.js';
 import type { Logger } from './logger.js';
+import { createMetrics, type Metrics } from './metrics.js';
 import { UserService } from './users/service.js';
 
 /** Everything a procedure may call; built once per app by `buildServices`. */
@@ -17,6 +18,7 @@ export interface Services {
   auth: AuthService;
   users: UserService;
   health: HealthService;
+  metrics: Metrics;
 }
 
 export function buildServices(deps: {
@@ -31,5 +33,6 @@ export function buildServices(deps: {
   const users = new UserService(db, sessions, config.passwordHashCost);
   const auth = new AuthService(broker, config, users, sessions);
   const health = new HealthService(database, broker, config.version);
-  return { config, log, db, broker, sessions, auth, users, health };
+  const metrics = createMetrics({ broker });
+  return { config, log, db, broker, sessions, auth, users, health, metrics };
 }

@@ -55,6 +55,8 @@ export const EnvSchema = z.object({
     emptyAsUndefined,
     z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   ),
+  /** `pretty` needs the optional `pino-pretty` package; JSON is used without it. */
+  LOG_FORMAT: z.preprocess(emptyAsUndefined, z.enum(['json', 'pretty']).optional()),
   CORS_ORIGINS: z.preprocess(
     emptyAsUndefined,
     z
@@ -114,6 +116,8 @@ export interface Config {
   passwordHashCost: number;
   dataDir: string;
   logLevel: Env['LOG_LEVEL'];
+  /** JSON lines (default) or human-readable output (default in development). */
+  logFormat: 'json' | 'pretty';
   corsOrigins: string[];
   runWorker: boolean;
   worker: {
@@ -146,7 +150,8 @@ export const defaultLimits: Limits = {
 
 /**
  * Reads the environment once. This is the only module that looks at `process.env`;
- * everything else receives a `Config`.
+ * everything else receives a `Config`. `fileValues` (from `parley --config`) use the same
+ * variable names and count only where the environment leaves a variable unset or empty.
  */
 export function loadConfig(
   source: Record<string, string | undefined> = process.env,
@@ -155,8 +160,13 @@ export function loadConfig(
     limits?: Partial<Limits>;
     worker?: Partial<Config['worker']>;
   } = {},
+  fileValues: Record<string, string> = {},
 ): Config {
-  const parsed = EnvSchema.safeParse(source);
+  const merged: Record<string, string | undefined> = { ...fileValues };
+  for (const [key, value] of Object.entries(source)) {
+    if (value !== undefined && value !== '') merged[key] = value;
+  }
+  const parsed = EnvSchema.safeParse(merged);
   if (!parsed.success) {
     const lines = parsed.error.issues.map((issue) => `  ${issue.path.join('.')}: ${issue.message}`);
     throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
@@ -186,6 +196,7 @@ export function loadConfig(
     passwordHashCost: 17,
     dataDir: env.DATA_DIR,
     logLevel: env.LOG_LEVEL,
+    logFormat: env.LOG_FORMAT ?? (env.NODE_ENV === 'development' ? 'pretty' : 'json'),
     corsOrigins: env.CORS_ORIGINS,
     runWorker: env.PARLEY_WORKER === 'on',
     worker: { batchSize: 500, blockMs: 1000, claimIdleMs: 30_000, maxDeliveries: 5 },

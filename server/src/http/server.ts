@@ -5,6 +5,7 @@ import { applyWSSHandler } from '@trpc/server/adapters/ws';
 import { WebSocketServer } from 'ws';
 import { createContext } from '../context.js';
 import { appRouter } from '../routers/_app.js';
+import { routeOf } from '../metrics.js';
 import type { Services } from '../services.js';
 
 export interface HttpSurface {
@@ -15,22 +16,27 @@ export interface HttpSurface {
   close(): Promise<void>;
 }
 
-/** Serves `/trpc` (HTTP), `/ws` (WebSocket), `/healthz` and `/readyz` on one port. */
+/** Serves `/trpc` (HTTP), `/ws` (WebSocket), `/healthz`, `/readyz` and `/metrics` on one port. */
 export async function startHttp(
   app: Services,
   options: { port: number; host: string },
 ): Promise<HttpSurface> {
-  const { config, log } = app;
+  const { config, log, metrics } = app;
 
   const onError = ({
     error,
     path,
+    ctx,
   }: {
     error: { code: string; cause?: unknown; message: string };
     path?: string;
+    ctx?: { requestId: string; user: { id: string } | null };
   }) => {
     if (error.code === 'INTERNAL_SERVER_ERROR') {
-      log.error({ err: error.cause ?? error, path }, 'procedure failed');
+      log.error(
+        { err: error.cause ?? error, path, requestId: ctx?.requestId, userId: ctx?.user?.id },
+        'procedure failed',
+      );
     }
   };
 
@@ -45,6 +51,12 @@ export async function startHttp(
 
   const server = http.createServer((req, res) => {
     const url = req.url ?? '/';
+    const started = performance.now();
+    res.once('finish', () => {
+      const labels = { method: req.method ?? 'GET', route: routeOf(url), status: String(res.statusCode) };
+      metrics.httpRequests.inc(labels);
+      metrics.httpDuration.observe(labels, (performance.now() - started) / 1000);
+    });
     const origin = req.headers.origin;
     if (origin && config.corsOrigins.includes(origin)) {
       res.setHeader('Access-Control-Allow-Origin', origin);
@@ -63,6 +75,16 @@ export async function startHttp(
     }
     if (url === '/healthz') {
       res.writeHead(200, { 'content-type': 'text/plain' }).end('ok');
+      return;
+    }
+    if (url === '/metrics') {
+      void metrics.registry.metrics().then(
+        (body) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(body),
+        (error: unknown) => {
+          log.error({ err: error }, 'metrics collection failed');
+          res.writeHead(500, { 'content-type': 'text/plain' }).end('metrics unavailable');
+        },
+      );
       return;
     }
     if (url === '/readyz') {
@@ -90,18 +112,28 @@ export async function startHttp(
     onError,
   });
   app.health.connections = () => wss.clients.size;
+  wss.on('connection', (ws) => {
+    metrics.wsConnections.inc();
+    ws.once('close', () => metrics.wsConnections.dec());
+  });
 
   server.on('upgrade', (req, socket, head) => {
     const path = (req.url ?? '/').split('?')[0];
+    // Counted here: an upgrade request never reaches the request handler's `finish`.
+    const count = (status: string) =>
+      metrics.httpRequests.inc({ method: req.method ?? 'GET', route: routeOf(path ?? '/'), status });
     if (path !== '/ws') {
+      count('404');
       socket.end('HTTP/1.1 404 Not Found\r\n\r\n');
       return;
     }
     const origin = req.headers.origin;
     if (config.corsOrigins.length > 0 && origin && !config.corsOrigins.includes(origin)) {
+      count('403');
       socket.end('HTTP/1.1 403 Forbidden\r\n\r\n');
       return;
     }
+    count('101');
     wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
   });
 
