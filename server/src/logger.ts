@@ -72,9 +72,10 @@ function isQueryError(value: unknown): value is QueryError {
  */
 function serializeError(error: unknown): unknown {
   if (!(error instanceof Error)) return error;
-  const serialized = pino.stdSerializers.err(error) as unknown as Record<string, unknown>;
-  let message = String(serialized.message ?? '');
-  let stack = String(serialized.stack ?? '');
+  const serialized = pino.stdSerializers.err(error);
+  // Typed as strings, but an error built by hand may lack either.
+  let message = typeof serialized.message === 'string' ? serialized.message : '';
+  let stack = typeof serialized.stack === 'string' ? serialized.stack : '';
   for (let current: unknown = error, depth = 0; current && depth < 10; depth++) {
     if (isQueryError(current) && current.params.length > 0) {
       const listed = `params: ${String(current.params)}`;
@@ -85,7 +86,7 @@ function serializeError(error: unknown): unknown {
   }
   serialized.message = scrubText(message);
   serialized.stack = scrubText(stack);
-  if ('params' in serialized) serialized.params = '[redacted]';
+  if ('params' in serialized) (serialized as unknown as Record<string, unknown>).params = '[redacted]';
   return serialized;
 }
 
@@ -110,7 +111,7 @@ export function createLogger(options: {
     destination = pino.transport({
       target,
       options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,service' },
-    }) as pino.DestinationStream;
+    });
   }
   return pino(
     {
