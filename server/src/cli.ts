@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import { createApp } from './app.js';
 import { type Config, ConfigError, EnvSchema, loadConfig } from './config/index.js';
 import { openDatabase } from './db/index.js';
+import { startOpsHttp } from './http/ops.js';
 import { createLogger } from './logger.js';
 
 const HELP = `Usage: parley <command> [options]
@@ -100,10 +101,20 @@ async function serve(config: Config, mode: 'start' | 'worker', noWorker: boolean
   const log = createLogger({ level: config.logLevel, pretty: config.logFormat === 'pretty' });
   const runWorker = mode === 'worker' || (!noWorker && config.runWorker);
   const app = await createApp({ ...config, runWorker }, { log, serve: mode === 'start' });
+  let ops: Awaited<ReturnType<typeof startOpsHttp>> | null = null;
   if (mode === 'start') {
     log.info({ url: app.url, worker: runWorker }, `Parley listening on ${app.url}`);
   } else {
-    log.info('persistence worker running');
+    try {
+      ops = await startOpsHttp(app.services, { port: config.port, host: config.host });
+    } catch (error) {
+      await app.close();
+      throw error;
+    }
+    log.info(
+      { port: ops.port },
+      `persistence worker running; /healthz, /readyz and /metrics on port ${ops.port}`,
+    );
   }
   const signal = await new Promise<string>((resolve) => {
     process.once('SIGTERM', () => resolve('SIGTERM'));
@@ -119,6 +130,7 @@ async function serve(config: Config, mode: 'start' | 'worker', noWorker: boolean
   process.once('SIGINT', force);
   const deadline = setTimeout(force, SHUTDOWN_DEADLINE_MS);
   deadline.unref();
+  await ops?.close();
   await app.close();
   clearTimeout(deadline);
   log.info('stopped');

@@ -6,6 +6,7 @@ import { WebSocketServer } from 'ws';
 import { createContext } from '../context.js';
 import { appRouter } from '../routers/_app.js';
 import { routeOf } from '../metrics.js';
+import { countRequest, handleOpsRequest } from './ops.js';
 import type { Services } from '../services.js';
 
 export interface HttpSurface {
@@ -51,12 +52,7 @@ export async function startHttp(
 
   const server = http.createServer((req, res) => {
     const url = req.url ?? '/';
-    const started = performance.now();
-    res.once('finish', () => {
-      const labels = { method: req.method ?? 'GET', route: routeOf(url), status: String(res.statusCode) };
-      metrics.httpRequests.inc(labels);
-      metrics.httpDuration.observe(labels, (performance.now() - started) / 1000);
-    });
+    countRequest(app, req, res);
     const origin = req.headers.origin;
     if (origin && config.corsOrigins.includes(origin)) {
       res.setHeader('Access-Control-Allow-Origin', origin);
@@ -73,32 +69,7 @@ export async function startHttp(
       trpcHandler(req, res);
       return;
     }
-    if (url === '/healthz') {
-      res.writeHead(200, { 'content-type': 'text/plain' }).end('ok');
-      return;
-    }
-    if (url === '/metrics') {
-      void metrics.registry.metrics().then(
-        (body) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(body),
-        (error: unknown) => {
-          log.error({ err: error }, 'metrics collection failed');
-          res.writeHead(500, { 'content-type': 'text/plain' }).end('metrics unavailable');
-        },
-      );
-      return;
-    }
-    if (url === '/readyz') {
-      void app.health.ready().then(
-        ({ db, redis }) => {
-          const ok = db && redis;
-          res
-            .writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' })
-            .end(ok ? 'ready' : `not ready: database ${db ? 'up' : 'down'}, broker ${redis ? 'up' : 'down'}`);
-        },
-        () => res.writeHead(503).end('not ready'),
-      );
-      return;
-    }
+    if (handleOpsRequest(app, url, res)) return;
     res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
   });
   server.keepAliveTimeout = 65_000;
