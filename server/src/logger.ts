@@ -81,6 +81,14 @@ function serializeError(error: unknown): unknown {
       const listed = `params: ${String(current.params)}`;
       message = message.split(listed).join('params: [redacted]');
       stack = stack.split(listed).join('params: [redacted]');
+      // PostgreSQL echoes offending values in its own messages ("invalid input syntax: ...").
+      for (const param of current.params) {
+        const value = typeof param === 'string' ? param : null;
+        if (value && value.length >= 4) {
+          message = message.split(value).join('[redacted]');
+          stack = stack.split(value).join('[redacted]');
+        }
+      }
     }
     current = current instanceof Error ? current.cause : undefined;
   }
