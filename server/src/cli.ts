@@ -1,10 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { createApp } from './app.js';
 import { type Config, ConfigError, EnvSchema, loadConfig } from './config/index.js';
-import { openDatabase } from './db/index.js';
-import { startOpsHttp } from './http/ops.js';
 import { createLogger } from './logger.js';
+
+// The server's modules (database engines, tRPC, ws) load only for the commands that use them,
+// so `--help` and configuration errors answer at once.
 
 const HELP = `Usage: parley <command> [options]
 
@@ -99,9 +99,11 @@ function parseCommand(argv: string[]) {
 
 async function serve(config: Config, mode: 'start' | 'worker', noWorker: boolean): Promise<number> {
   const log = createLogger({ level: config.logLevel, pretty: config.logFormat === 'pretty' });
+  const { createApp } = await import('./app.js');
+  const { startOpsHttp } = await import('./http/ops.js');
   const runWorker = mode === 'worker' || (!noWorker && config.runWorker);
   const app = await createApp({ ...config, runWorker }, { log, serve: mode === 'start' });
-  let ops: Awaited<ReturnType<typeof startOpsHttp>> | null = null;
+  let ops: { port: number; close(): Promise<void> } | null = null;
   if (mode === 'start') {
     log.info({ url: app.url, worker: runWorker }, `Parley listening on ${app.url}`);
   } else {
@@ -171,6 +173,7 @@ async function main(argv: string[]): Promise<number> {
 
   if (command === 'migrate') {
     const log = createLogger({ level: config.logLevel, pretty: config.logFormat === 'pretty' });
+    const { openDatabase } = await import('./db/index.js');
     const database = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir });
     try {
       await database.migrate();
