@@ -98,6 +98,8 @@ describe('docker-compose.yml', () => {
       expect(new URL(config.databaseUrl ?? '').hostname).toBe('postgres');
       expect(new URL(config.redisUrl ?? '').hostname).toBe('redis');
       expect(config.port).toBe(3000);
+      // Behind nginx, login throttling must see client addresses, not the proxy's.
+      if (name !== 'migrate') expect(config.trustProxy).toBe(true);
     }
     // Production refuses to start without a signing secret; compose insists on one.
     expect(() => interpolate(String(compose.services['api-1']?.environment?.JWT_SECRET), {})).toThrow(
@@ -308,5 +310,35 @@ describe(`the commands the containers run (${engineLabel})`, () => {
     const invalid = join(scratch, 'invalid.json');
     writeFileSync(invalid, JSON.stringify({ PORT: 'eighty' }));
     expect((await runParley(['migrate', '--config', invalid], {})).stderr).toContain('PORT');
+  });
+});
+
+describe(`behind the proxy (${engineLabel})`, () => {
+  /** A failed login over plain HTTP, as forwarded by nginx for `forwardedFor`. */
+  async function failLogin(url: string, username: string, forwardedFor: string): Promise<string | undefined> {
+    const response = await fetch(`${url}/trpc/auth.login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-forwarded-for': forwardedFor },
+      body: JSON.stringify({ json: { username, password: 'not the password' } }),
+    });
+    const body = (await response.json()) as { error?: { json?: { data?: { code?: string } } } };
+    return body.error?.json?.data?.code;
+  }
+
+  it('throttles failed logins per forwarded client address only when TRUST_PROXY is on', async () => {
+    const limits = { loginFailuresPerAddress: 2, loginFailuresPerAccount: 1000 };
+    const trusting = await deployment.start({ trustProxy: true, limits });
+    const name = (n: number) => `nobody_${n}_${Math.random().toString(36).slice(2, 8)}`;
+    // The proxy appends the address it saw; what the client sent before it is not trusted.
+    expect(await failLogin(trusting.url, name(1), '203.0.113.9, 198.51.100.1')).toBe('UNAUTHORIZED');
+    expect(await failLogin(trusting.url, name(2), '203.0.113.10, 198.51.100.1')).toBe('UNAUTHORIZED');
+    expect(await failLogin(trusting.url, name(3), '198.51.100.1')).toBe('TOO_MANY_REQUESTS');
+    expect(await failLogin(trusting.url, name(4), '198.51.100.2')).toBe('UNAUTHORIZED');
+
+    const direct = await deployment.start({ limits, redisPrefix: `${deployment.redisPrefix}direct:` });
+    expect(await failLogin(direct.url, name(5), '198.51.100.3')).toBe('UNAUTHORIZED');
+    expect(await failLogin(direct.url, name(6), '198.51.100.4')).toBe('UNAUTHORIZED');
+    // Without TRUST_PROXY the header is ignored: both failures came from this machine.
+    expect(await failLogin(direct.url, name(7), '198.51.100.5')).toBe('TOO_MANY_REQUESTS');
   });
 });

@@ -70,6 +70,8 @@ export const EnvSchema = z.object({
       ),
   ),
   PARLEY_WORKER: z.preprocess(emptyAsUndefined, z.enum(['on', 'off']).default('on')),
+  /** `on` behind a reverse proxy: throttling uses the address it appends to X-Forwarded-For. */
+  TRUST_PROXY: z.preprocess(emptyAsUndefined, z.enum(['on', 'off']).default('off')),
 });
 
 export type Env = z.infer<typeof EnvSchema>;
@@ -119,6 +121,8 @@ export interface Config {
   /** JSON lines (default) or human-readable output (default in development). */
   logFormat: 'json' | 'pretty';
   corsOrigins: string[];
+  /** Take the client address from the last X-Forwarded-For entry (set by a trusted proxy). */
+  trustProxy: boolean;
   runWorker: boolean;
   worker: {
     batchSize: number;
@@ -198,6 +202,7 @@ export function loadConfig(
     logLevel: env.LOG_LEVEL,
     logFormat: env.LOG_FORMAT ?? (env.NODE_ENV === 'development' ? 'pretty' : 'json'),
     corsOrigins: env.CORS_ORIGINS,
+    trustProxy: env.TRUST_PROXY === 'on',
     runWorker: env.PARLEY_WORKER === 'on',
     worker: { batchSize: 500, blockMs: 1000, claimIdleMs: 30_000, maxDeliveries: 5 },
     limits: defaultLimits,
