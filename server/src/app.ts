@@ -4,9 +4,12 @@ import { openDatabase } from './db/index.js';
 import { startHttp } from './http/server.js';
 import { createLogger, type Logger } from './logger.js';
 import { buildServices, type Services } from './services.js';
+import { PersistenceWorker } from './worker/persist.js';
 
 export interface App {
   services: Services;
+  /** The persistence worker running in this process, if any. */
+  worker: PersistenceWorker | null;
   port: number;
   /** `http://host:port` as seen from this machine. */
   url: string;
@@ -45,6 +48,24 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       `using ${database.engine === 'pglite' ? `embedded PostgreSQL in ${config.dataDir}` : 'PostgreSQL'} and ${broker.engine === 'memory' ? 'the in-process broker' : 'Redis'}`,
     );
     const services = buildServices({ config, log, database, broker });
+    await services.realtime.start();
+    closers.push(() => services.realtime.stop());
+
+    let worker: PersistenceWorker | null = null;
+    if (config.runWorker) {
+      const { metrics } = services;
+      worker = new PersistenceWorker(database.db, broker, config.worker, log.child({ component: 'worker' }), {
+        onBatch: (size, durationMs) => {
+          metrics.persistBatchSize.observe(size);
+          metrics.persistLatency.observe(durationMs / 1000);
+        },
+        onDeadLetter: () => metrics.deadLetters.inc(),
+      });
+      worker.start();
+      // Stops before the broker and database close (closers run in reverse).
+      const running = worker;
+      closers.push(() => running.stop());
+    }
 
     let port = 0;
     let url = '';
@@ -59,6 +80,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     let closing: Promise<void> | null = null;
     return {
       services,
+      worker,
       port,
       url,
       close: () => (closing ??= closeAll()),

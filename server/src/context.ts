@@ -1,6 +1,8 @@
 import type { IncomingMessage } from 'node:http';
 import { randomUUID } from 'node:crypto';
+import type { WebSocket } from 'ws';
 import type { AuthUser } from './auth/tokens.js';
+import type { ConnectionState } from './realtime/service.js';
 import type { Services } from './services.js';
 
 export interface Context {
@@ -11,6 +13,9 @@ export interface Context {
   requestId: string;
   /** Set for calls that arrive over a WebSocket: one value per connection. */
   connectionId: string | null;
+  /** The WebSocket the calls arrive on, to watch its send buffer. */
+  socket: WebSocket | null;
+  connection: ConnectionState | null;
 }
 
 /**
@@ -33,6 +38,7 @@ export async function createContext(
   app: Services,
   opts: { req: IncomingMessage; info: { connectionParams: Record<string, string | undefined> | null } },
   transport: 'http' | 'ws',
+  socket: WebSocket | null = null,
 ): Promise<Context> {
   const token = bearerToken(opts.req, opts.info.connectionParams, transport);
   const user = token ? await app.auth.authenticate(token) : null;
@@ -42,6 +48,8 @@ export async function createContext(
     ip: clientAddress(opts.req, app.config.trustProxy),
     requestId: randomUUID(),
     connectionId: transport === 'ws' ? randomUUID() : null,
+    socket,
+    connection: transport === 'ws' ? { subscriptions: 0 } : null,
   };
 }
 

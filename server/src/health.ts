@@ -1,8 +1,6 @@
 import type { Broker } from './broker/types.js';
 import type { DatabaseHandle } from './db/index.js';
-
-export const MESSAGES_STREAM = 'parley:messages';
-export const PERSIST_GROUP = 'persist';
+import { MESSAGES_STREAM, PERSIST_GROUP } from './messages/store.js';
 
 export interface HealthReport {
   status: 'ok' | 'degraded';

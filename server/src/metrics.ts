@@ -1,10 +1,10 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Broker } from './broker/types.js';
-import { MESSAGES_STREAM, PERSIST_GROUP } from './health.js';
+import { MESSAGES_STREAM, PERSIST_GROUP } from './messages/store.js';
 
 /** Seconds; from a cache hit (~1 ms) to a slow PostgreSQL round trip under load. */
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
-/** Seconds from a message's append to its commit: normally well under a second. */
+/** Seconds a worker batch takes to commit: normally well under a second. */
 const PERSIST_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 const BATCH_BUCKETS = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000];
 
@@ -25,21 +25,25 @@ export interface Metrics {
   readonly trpcDuration: Histogram<CallLabels>;
   /** Open WebSocket connections on this instance. */
   readonly wsConnections: Gauge;
-  /** Active `events` subscriptions on this instance. */
+  /** Active `events` subscriptions on this instance (read from the realtime hub on scrape). */
   readonly subscriptions: Gauge;
   /** Events handed to local subscribers (one per receiving connection), by event type. */
   readonly eventsFannedOut: Counter<'type'>;
-  /** `message.send` calls accepted (appended to the stream), duplicates excluded. */
-  readonly messagesSent: Counter;
+  /** Messages appended to the stream, by type (`text` sends, `system` notices); duplicates excluded. */
+  readonly messagesSent: Counter<'type'>;
   /** Entries the persistence worker wrote per batch. */
   readonly persistBatchSize: Histogram;
-  /** Seconds from a message's append to the stream until its batch committed to PostgreSQL. */
+  /** Seconds a worker batch took to be written to PostgreSQL and acknowledged. */
   readonly persistLatency: Histogram;
   /** Stream entries the worker gave up on after repeated failures. */
   readonly deadLetters: Counter;
 }
 
-export function createMetrics(deps: { broker: Broker }): Metrics {
+export function createMetrics(deps: {
+  broker: Broker;
+  /** Active `events` subscriptions on this instance. */
+  subscriptions?: () => number;
+}): Metrics {
   const registry = new Registry();
   const registers = [registry];
   collectDefaultMetrics({ register: registry });
@@ -107,6 +111,9 @@ export function createMetrics(deps: { broker: Broker }): Metrics {
       name: 'parley_subscriptions',
       help: 'Active events subscriptions on this instance',
       registers,
+      collect() {
+        if (deps.subscriptions) this.set(deps.subscriptions());
+      },
     }),
     eventsFannedOut: new Counter({
       name: 'parley_events_fanned_out_total',
@@ -116,7 +123,8 @@ export function createMetrics(deps: { broker: Broker }): Metrics {
     }),
     messagesSent: new Counter({
       name: 'parley_messages_sent_total',
-      help: 'Messages accepted by message.send (appended to the stream)',
+      help: 'Messages appended to the stream, by type (text: message.send; system: notices)',
+      labelNames: ['type'],
       registers,
     }),
     persistBatchSize: new Histogram({
@@ -127,7 +135,7 @@ export function createMetrics(deps: { broker: Broker }): Metrics {
     }),
     persistLatency: new Histogram({
       name: 'parley_persist_latency_seconds',
-      help: 'Seconds from a message append until its batch committed to PostgreSQL',
+      help: 'Seconds a worker batch took to be written to PostgreSQL and acknowledged',
       buckets: PERSIST_BUCKETS,
       registers,
     }),

@@ -5,6 +5,15 @@ import type { Config } from './config/index.js';
 import type { Database, DatabaseHandle } from './db/index.js';
 import { HealthService } from './health.js';
 import type { Logger } from './logger.js';
+import { Memberships } from './conversations/membership.js';
+import { ConversationService } from './conversations/service.js';
+import { MessageService } from './messages/service.js';
+import { MessageStore } from './messages/store.js';
+import type { EventPublisher } from './realtime/events.js';
+import { Hub } from './realtime/hub.js';
+import { Presence } from './realtime/presence.js';
+import { BrokerEventPublisher } from './realtime/publisher.js';
+import { Realtime } from './realtime/service.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { UserService } from './users/service.js';
 
@@ -18,6 +27,12 @@ export interface Services {
   auth: AuthService;
   users: UserService;
   health: HealthService;
+  memberships: Memberships;
+  store: MessageStore;
+  events: EventPublisher;
+  messages: MessageService;
+  conversations: ConversationService;
+  realtime: Realtime;
   metrics: Metrics;
 }
 
@@ -33,6 +48,33 @@ export function buildServices(deps: {
   const users = new UserService(db, sessions, config.passwordHashCost);
   const auth = new AuthService(broker, config, users, sessions);
   const health = new HealthService(database, broker, config.version);
-  const metrics = createMetrics({ broker });
-  return { config, log, db, broker, sessions, auth, users, health, metrics };
+  // The hub exists only further down; the gauge reads it on scrape.
+  let hub: Hub | null = null;
+  const metrics = createMetrics({ broker, subscriptions: () => hub?.count() ?? 0 });
+  const memberships = new Memberships(db);
+  const store = new MessageStore(db, broker);
+  const events = new BrokerEventPublisher(broker, config.limits.eventLogLength);
+  const messages = new MessageService(store, memberships, events, broker, config.limits, log, metrics);
+  const conversations = new ConversationService(db, store, memberships, messages, events, broker);
+  const presence = new Presence(broker, memberships, users, events, config.presence, log);
+  users.presence = presence;
+  hub = new Hub(broker, log, metrics);
+  const realtime = new Realtime(broker, hub, presence, config, log);
+  return {
+    config,
+    log,
+    db,
+    broker,
+    sessions,
+    auth,
+    users,
+    health,
+    memberships,
+    store,
+    events,
+    messages,
+    conversations,
+    realtime,
+    metrics,
+  };
 }

@@ -78,8 +78,8 @@ export class MemoryBroker implements Broker {
       });
     }
     const id = this.addEntry(stream, fields, options.maxLen);
-    if (options.pending) {
-      this.hashFor(options.pending.key).set(options.pending.field, `${id}|${options.pending.value}`);
+    for (const write of options.pending ?? []) {
+      this.hashFor(write.key).set(write.field, `${id}|${write.value}`);
     }
     return Promise.resolve({ appended: true, id });
   }
@@ -157,6 +157,8 @@ export class MemoryBroker implements Broker {
       for (const entry of s.entries) {
         const p = g.pending.get(entry.id);
         if (p?.consumer === consumer && compareStreamIds(entry.id, after) > 0) {
+          // As in Redis, re-reading a pending entry counts as another delivery.
+          g.pending.set(entry.id, { consumer, deliveredAt: Date.now(), deliveries: p.deliveries + 1 });
           out.push(copy(entry));
           if (out.length >= options.count) break;
         }
@@ -368,6 +370,17 @@ export class MemoryBroker implements Broker {
 
   zcard(key: string): Promise<number> {
     return Promise.resolve(this.zsets.get(key)?.size ?? 0);
+  }
+
+  zrangeByScore(key: string, max: number, count: number): Promise<string[]> {
+    const entries = [...(this.zsets.get(key) ?? [])].filter(([, score]) => score <= max);
+    entries.sort(([am, a], [bm, b]) => a - b || (am < bm ? -1 : am > bm ? 1 : 0));
+    return Promise.resolve(entries.slice(0, count).map(([member]) => member));
+  }
+
+  zscores(key: string, members: string[]): Promise<(number | null)[]> {
+    const zset = this.zsets.get(key);
+    return Promise.resolve(members.map((member) => zset?.get(member) ?? null));
   }
 
   ping(): Promise<boolean> {

@@ -14,25 +14,28 @@ import {
 // Claim the idempotency key, append, and record the pending copy in one step, so a crash can
 // never leave a claimed key without its message or a message without its pending copy.
 const APPEND = `
-if KEYS[2] ~= '' then
-  local held = redis.call('GET', KEYS[2])
+if KEYS[1] ~= '' then
+  local held = redis.call('GET', KEYS[1])
   if held then return {0, held} end
-  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 end
+local pending = tonumber(ARGV[4])
 local id
 if ARGV[1] ~= '' then
-  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 6))
+  id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 5 + pending * 2))
 else
-  id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 6))
+  id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5 + pending * 2))
 end
-if KEYS[3] ~= '' then redis.call('HSET', KEYS[3], ARGV[4], id .. '|' .. ARGV[5]) end
+for i = 1, pending do
+  redis.call('HSET', KEYS[2 + i], ARGV[3 + i * 2], id .. '|' .. ARGV[4 + i * 2])
+end
 return {1, id}`;
 
 // One id from a one-entry stream, reused in every target stream: a single global order.
 const APPEND_MANY = `
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '1', '*', 'x', '1')
 for i = 2, #KEYS do
-  redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[1], id, unpack(ARGV, 4))
+  redis.call('XADD', KEYS[i], 'MAXLEN', ARGV[1], id, unpack(ARGV, 4))
 end
 if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], id .. '\\n' .. ARGV[3]) end
 return id`;
@@ -77,12 +80,20 @@ export class RedisBroker implements Broker {
     this.commandTimeoutMs = options.commandTimeoutMs ?? 2000;
     const common = {
       lazyConnect: true,
+      // ioredis 6 speaks RESP3 by default, which reshapes stream and XINFO replies; the
+      // parsing here follows the RESP2 shapes that Redis documents for these commands.
+      protocol: 2 as const,
       // Without Redis a send must fail now, not wait in an unbounded queue.
       enableOfflineQueue: false,
       maxRetriesPerRequest: 1,
       retryStrategy: (attempt: number) => Math.min(50 * 2 ** attempt, 2000),
     };
-    this.client = new Redis(options.url, { ...common, commandTimeout: this.commandTimeoutMs });
+    this.client = new Redis(options.url, {
+      ...common,
+      commandTimeout: this.commandTimeoutMs,
+      // Commands issued in the same tick share one round trip.
+      enableAutoPipelining: true,
+    });
     // The subscriber keeps its subscriptions across reconnects (ioredis re-subscribes).
     this.subscriber = new Redis(options.url, { ...common, enableOfflineQueue: true });
     this.client.on('error', () => undefined);
@@ -150,18 +161,19 @@ export class RedisBroker implements Broker {
     fields: Record<string, string>,
     options: AppendOptions = {},
   ): Promise<AppendResult> {
+    const pending = options.pending ?? [];
     const result = (await this.run(() =>
       this.client.eval(
         APPEND,
-        3,
-        this.k(stream),
+        2 + pending.length,
         options.unique ? this.k(options.unique.key) : '',
-        options.pending ? this.k(options.pending.key) : '',
+        this.k(stream),
+        ...pending.map((write) => this.k(write.key)),
         options.maxLen === undefined ? '' : String(options.maxLen),
         options.unique?.value ?? '',
         String(options.unique?.ttlMs ?? 0),
-        options.pending?.field ?? '',
-        options.pending?.value ?? '',
+        String(pending.length),
+        ...pending.flatMap((write) => [write.field, write.value]),
         ...Object.entries(fields).flat(),
       ),
     )) as [number, string];
@@ -375,6 +387,18 @@ export class RedisBroker implements Broker {
 
   zcard(key: string): Promise<number> {
     return this.run(() => this.client.zcard(this.k(key)));
+  }
+
+  zrangeByScore(key: string, max: number, count: number): Promise<string[]> {
+    return this.run(() => this.client.zrangebyscore(this.k(key), '-inf', max, 'LIMIT', 0, count));
+  }
+
+  async zscores(key: string, members: string[]): Promise<(number | null)[]> {
+    if (members.length === 0) return [];
+    const scores = (await this.run(() => this.client.call('ZMSCORE', this.k(key), ...members))) as (
+      string | null
+    )[];
+    return scores.map((score) => (score === null ? null : Number(score)));
   }
 
   async ping(): Promise<boolean> {

@@ -45,8 +45,8 @@ export interface AppendOptions {
    * already held, nothing is appended and its current value is returned instead.
    */
   unique?: { key: string; value: string; ttlMs: number };
-  /** Store `<entry id>|<value>` in hash `key` under `field`, in the same atomic step. */
-  pending?: { key: string; field: string; value: string };
+  /** Store `<entry id>|<value>` in each hash `key` under `field`, in the same atomic step. */
+  pending?: { key: string; field: string; value: string }[];
 }
 
 export type Unsubscribe = () => Promise<void>;
@@ -126,6 +126,10 @@ export interface Broker {
   zrem(key: string, member: string): Promise<number>;
   zremRangeByScore(key: string, max: number): Promise<number>;
   zcard(key: string): Promise<number>;
+  /** Members whose score is at most `max`, lowest first. */
+  zrangeByScore(key: string, max: number, count: number): Promise<string[]>;
+  /** The score of each member, null where it is absent. */
+  zscores(key: string, members: string[]): Promise<(number | null)[]>;
 
   ping(): Promise<boolean>;
   close(): Promise<void>;

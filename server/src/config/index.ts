@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
 import { z } from 'zod';
 
 /** A duration such as `15m`, `7d`, `30s`, `500ms` or a plain number of seconds. */
@@ -72,6 +73,13 @@ export const EnvSchema = z.object({
   PARLEY_WORKER: z.preprocess(emptyAsUndefined, z.enum(['on', 'off']).default('on')),
   /** `on` behind a reverse proxy: throttling uses the address it appends to X-Forwarded-For. */
   TRUST_PROXY: z.preprocess(emptyAsUndefined, z.enum(['on', 'off']).default('off')),
+  PARLEY_WORKER_ID: z.preprocess(
+    emptyAsUndefined,
+    z
+      .string()
+      .regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'may contain only letters, digits and _ . : -')
+      .optional(),
+  ),
 });
 
 export type Env = z.infer<typeof EnvSchema>;
@@ -89,6 +97,10 @@ export interface Limits {
   maxSubscriptionsPerConnection: number;
   /** Buffered bytes after which a socket that does not read is closed. */
   maxSocketBufferBytes: number;
+  /** Events waiting for one subscription before it is closed as too slow. */
+  maxQueuedEvents: number;
+  /** Events kept per user for resume; a client away for longer gets `resync`. */
+  eventLogLength: number;
   /** Failed logins per account, and per address, within `loginWindowSeconds`. */
   loginFailuresPerAccount: number;
   loginFailuresPerAddress: number;
@@ -125,12 +137,19 @@ export interface Config {
   trustProxy: boolean;
   runWorker: boolean;
   worker: {
+    /** Consumer name in the stream's group; a stable one lets a restarted worker resume its own entries at once. */
+    consumerName: string;
     batchSize: number;
     blockMs: number;
     claimIdleMs: number;
     maxDeliveries: number;
   };
   limits: Limits;
+  presence: {
+    /** A connection not refreshed within this long counts as gone (its instance died). */
+    ttlMs: number;
+    heartbeatMs: number;
+  };
   version: string;
 }
 
@@ -145,6 +164,8 @@ export const defaultLimits: Limits = {
   maxConnectionsPerUser: 20,
   maxSubscriptionsPerConnection: 4,
   maxSocketBufferBytes: 4 * 1024 * 1024,
+  maxQueuedEvents: 2_000,
+  eventLogLength: 2_000,
   loginFailuresPerAccount: 10,
   loginFailuresPerAddress: 50,
   loginWindowSeconds: 15 * 60,
@@ -159,10 +180,11 @@ export const defaultLimits: Limits = {
  */
 export function loadConfig(
   source: Record<string, string | undefined> = process.env,
-  overrides: Partial<Omit<Config, 'jwt' | 'limits' | 'worker'>> & {
+  overrides: Partial<Omit<Config, 'jwt' | 'limits' | 'worker' | 'presence'>> & {
     jwt?: Partial<Config['jwt']>;
     limits?: Partial<Limits>;
     worker?: Partial<Config['worker']>;
+    presence?: Partial<Config['presence']>;
   } = {},
   fileValues: Record<string, string> = {},
 ): Config {
@@ -204,8 +226,15 @@ export function loadConfig(
     corsOrigins: env.CORS_ORIGINS,
     trustProxy: env.TRUST_PROXY === 'on',
     runWorker: env.PARLEY_WORKER === 'on',
-    worker: { batchSize: 500, blockMs: 1000, claimIdleMs: 30_000, maxDeliveries: 5 },
+    worker: {
+      consumerName: env.PARLEY_WORKER_ID ?? `${hostname()}-${process.pid}`,
+      batchSize: 500,
+      blockMs: 1000,
+      claimIdleMs: 30_000,
+      maxDeliveries: 5,
+    },
     limits: defaultLimits,
+    presence: { ttlMs: 45_000, heartbeatMs: 15_000 },
     version: '0.1.0',
   };
   return {
@@ -214,5 +243,6 @@ export function loadConfig(
     jwt: { ...base.jwt, ...overrides.jwt },
     limits: { ...base.limits, ...overrides.limits },
     worker: { ...base.worker, ...overrides.worker },
+    presence: { ...base.presence, ...overrides.presence },
   };
 }

@@ -78,7 +78,7 @@ export async function startHttp(
   const wsHandler = applyWSSHandler({
     wss,
     router: appRouter,
-    createContext: (opts) => createContext(app, { req: opts.req, info: opts.info }, 'ws'),
+    createContext: (opts) => createContext(app, { req: opts.req, info: opts.info }, 'ws', opts.res),
     keepAlive: { enabled: true, pingMs: 30_000, pongWaitMs: 5_000 },
     onError,
   });

@@ -6,8 +6,6 @@ import { EPHEMERAL_EVENTS, type EventPublisher, type ParleyEvent } from './event
 export const EVENTS_CHANNEL = 'events';
 /** One-entry stream whose ids order every durable event. */
 export const EVENT_IDS_STREAM = 'events:ids';
-/** How many events each user's log keeps for resume; older gaps get `resync`. */
-export const USER_LOG_LENGTH = 2000;
 
 export const userLog = (userId: string) => `events:user:${userId}`;
 
@@ -24,7 +22,11 @@ export interface Envelope {
  * step, under one id; ephemeral events (typing, presence) are only published.
  */
 export class BrokerEventPublisher implements EventPublisher {
-  constructor(private readonly broker: Broker) {}
+  constructor(
+    private readonly broker: Broker,
+    /** How many events each user's log keeps for resume; an older gap gets `resync`. */
+    private readonly logLength: number,
+  ) {}
 
   async publish(recipients: readonly string[], event: ParleyEvent): Promise<void> {
     const unique = [...new Set(recipients)];
@@ -39,7 +41,7 @@ export class BrokerEventPublisher implements EventPublisher {
       EVENT_IDS_STREAM,
       unique.map(userLog),
       { e: payload },
-      { maxLen: USER_LOG_LENGTH, publish: { channel: EVENTS_CHANNEL, message } },
+      { maxLen: this.logLength, publish: { channel: EVENTS_CHANNEL, message } },
     );
   }
 }

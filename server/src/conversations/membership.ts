@@ -1,0 +1,89 @@
+import { and, eq, inArray, isNull } from 'drizzle-orm';
+import { conversations, members, users } from '../../../drizzle/schema.js';
+import type { Database } from '../db/index.js';
+import { Forbidden, NotFound } from '../errors.js';
+import type { Role } from './schemas.js';
+
+export interface Membership {
+  conversationId: string;
+  type: 'direct' | 'group';
+  role: Role;
+  lastReadSeq: number;
+}
+
+/**
+ * Who belongs where. A conversation the caller is not in is reported as not found, so
+ * nobody learns that it exists.
+ */
+export class Memberships {
+  constructor(private readonly db: Database) {}
+
+  async find(userId: string, conversationId: string): Promise<Membership | null> {
+    const [row] = await this.db
+      .select({
+        conversationId: members.conversationId,
+        type: conversations.type,
+        role: members.role,
+        lastReadSeq: members.lastReadSeq,
+      })
+      .from(members)
+      .innerJoin(conversations, eq(conversations.id, members.conversationId))
+      .where(
+        and(
+          eq(members.conversationId, conversationId),
+          eq(members.userId, userId),
+          isNull(conversations.deletedAt),
+        ),
+      );
+    return row ?? null;
+  }
+
+  async require(userId: string, conversationId: string): Promise<Membership> {
+    const membership = await this.find(userId, conversationId);
+    if (!membership) throw new NotFound('Conversation');
+    return membership;
+  }
+
+  /** A group the caller may manage (admin or owner). */
+  async requireManager(userId: string, conversationId: string): Promise<Membership> {
+    const membership = await this.require(userId, conversationId);
+    if (membership.type !== 'group') throw new Forbidden('A direct conversation cannot be changed');
+    if (membership.role === 'member') throw new Forbidden('Only group admins and the owner can do that');
+    return membership;
+  }
+
+  /** Every member of a live conversation, after checking that `userId` is one of them. */
+  async recipients(userId: string, conversationId: string): Promise<string[]> {
+    const rows = await this.db
+      .select({ userId: members.userId })
+      .from(members)
+      .innerJoin(conversations, eq(conversations.id, members.conversationId))
+      .where(and(eq(members.conversationId, conversationId), isNull(conversations.deletedAt)));
+    const ids = rows.map((row) => row.userId);
+    if (!ids.includes(userId)) throw new NotFound('Conversation');
+    return ids;
+  }
+
+  async memberIds(conversationId: string): Promise<string[]> {
+    const rows = await this.db
+      .select({ userId: members.userId })
+      .from(members)
+      .where(eq(members.conversationId, conversationId));
+    return rows.map((row) => row.userId);
+  }
+
+  /** Everyone who shares at least one conversation with the user (they see its presence). */
+  async contactsOf(userId: string): Promise<string[]> {
+    const mine = this.db
+      .select({ id: members.conversationId })
+      .from(members)
+      .innerJoin(conversations, eq(conversations.id, members.conversationId))
+      .where(and(eq(members.userId, userId), isNull(conversations.deletedAt)));
+    const rows = await this.db
+      .selectDistinct({ userId: members.userId })
+      .from(members)
+      .innerJoin(users, eq(users.id, members.userId))
+      .where(and(inArray(members.conversationId, mine), isNull(users.deletedAt)));
+    return rows.map((row) => row.userId).filter((id) => id !== userId);
+  }
+}

@@ -1,0 +1,169 @@
+import { v7 as uuidv7 } from 'uuid';
+import type { Broker } from '../broker/types.js';
+import type { Limits } from '../config/index.js';
+import type { Memberships } from '../conversations/membership.js';
+import { Forbidden, NotFound, RateLimited } from '../errors.js';
+import type { Logger } from '../logger.js';
+import type { Metrics } from '../metrics.js';
+import { decodeCursor, encodeCursor } from '../pagination.js';
+import type { EventPublisher, ParleyEvent } from '../realtime/events.js';
+import type { EditMessage, ListMessages, Message, SendMessage } from './schemas.js';
+import type { MessageStore } from './store.js';
+
+export interface Sender {
+  id: string;
+  username: string;
+}
+
+export class MessageService {
+  constructor(
+    private readonly store: MessageStore,
+    private readonly memberships: Memberships,
+    private readonly events: EventPublisher,
+    private readonly broker: Broker,
+    private readonly limits: Limits,
+    private readonly log: Logger,
+    private readonly metrics?: Pick<Metrics, 'messagesSent'>,
+  ) {}
+
+  /**
+   * Resolves once the message has its id and seq and is in the stream; the worker writes it
+   * to PostgreSQL. A repeated `clientMessageId` returns the first message instead.
+   */
+  async send(sender: Sender, input: SendMessage): Promise<Message> {
+    await this.throttle(sender.id);
+    const recipients = await this.memberships.recipients(sender.id, input.conversationId);
+    if (input.clientMessageId) {
+      const earlier = await this.store.claimedClientId(sender.id, input.clientMessageId);
+      if (earlier) return this.firstOf(earlier.id);
+    }
+    return this.create(
+      input.conversationId,
+      sender,
+      input.content,
+      'text',
+      input.clientMessageId ?? null,
+      recipients,
+    );
+  }
+
+  /** A `system` message ("al added bo") in the conversation's history, seen by every member. */
+  async appendSystem(conversationId: string, actor: Sender, content: string): Promise<Message> {
+    const recipients = await this.memberships.memberIds(conversationId);
+    return this.create(conversationId, actor, content, 'system', null, recipients);
+  }
+
+  async list(userId: string, input: ListMessages) {
+    await this.memberships.require(userId, input.conversationId);
+    const position = decodeCursor(input.cursor, ['seq', 'order']);
+    const ascending = position ? position.order === 'asc' : input.afterSeq !== undefined;
+    const range = ascending
+      ? { after: position ? Number(position.seq) : (input.afterSeq ?? 0) }
+      : { before: position ? Number(position.seq) : null };
+    const { items, more } = await this.store.page(input.conversationId, range, input.limit);
+    const last = items[items.length - 1];
+    return {
+      items,
+      nextCursor: more && last ? encodeCursor({ seq: last.seq, order: ascending ? 'asc' : 'desc' }) : null,
+    };
+  }
+
+  async byId(userId: string, id: string): Promise<Message> {
+    const message = await this.store.byId(id);
+    if (!message || !(await this.memberships.find(userId, message.conversationId))) {
+      throw new NotFound('Message');
+    }
+    return message;
+  }
+
+  async edit(userId: string, input: EditMessage): Promise<Message> {
+    const message = await this.byId(userId, input.id);
+    if (message.senderId !== userId || message.type === 'system') {
+      throw new Forbidden('Only the sender can edit a message');
+    }
+    if (message.deletedAt) throw new Forbidden('A deleted message cannot be edited');
+    const edited: Message = { ...message, content: input.content, editedAt: new Date() };
+    await this.store.append(edited, 'update');
+    await this.publish(message.conversationId, { type: 'message.updated', message: edited });
+    return edited;
+  }
+
+  /** Leaves a tombstone (empty content, `deletedAt`), so seq stays gapless. */
+  async delete(userId: string, id: string): Promise<{ ok: true }> {
+    const message = await this.byId(userId, id);
+    const membership = await this.memberships.require(userId, message.conversationId);
+    const moderator = membership.type === 'group' && membership.role !== 'member';
+    if (message.senderId !== userId && !moderator) {
+      throw new Forbidden('Only the sender or a group admin can delete a message');
+    }
+    if (message.deletedAt) return { ok: true };
+    const tombstone: Message = { ...message, content: '', deletedAt: new Date() };
+    await this.store.append(tombstone, 'update');
+    await this.publish(message.conversationId, {
+      type: 'message.deleted',
+      conversationId: message.conversationId,
+      messageId: message.id,
+    });
+    return { ok: true };
+  }
+
+  private async create(
+    conversationId: string,
+    sender: Sender,
+    content: string,
+    type: Message['type'],
+    clientMessageId: string | null,
+    recipients: string[],
+  ): Promise<Message> {
+    const seq = await this.store.allocateSeq(conversationId);
+    const message: Message = {
+      id: uuidv7(),
+      conversationId,
+      seq,
+      senderId: sender.id,
+      senderUsername: sender.username,
+      content,
+      type,
+      clientMessageId,
+      sentAt: new Date(),
+      editedAt: null,
+      deletedAt: null,
+    };
+    const result = await this.store.append(message, 'create');
+    // Two sends with one clientMessageId raced and the other won: answer with its message.
+    if (!result.appended) return this.firstOf(result.existing.id);
+    this.metrics?.messagesSent.inc({ type });
+    await this.publishTo(recipients, { type: 'message.created', message });
+    return message;
+  }
+
+  private async firstOf(id: string): Promise<Message> {
+    const message = await this.store.byId(id);
+    if (!message) throw new NotFound('Message');
+    return message;
+  }
+
+  private async publish(conversationId: string, event: ParleyEvent): Promise<void> {
+    await this.publishTo(await this.memberships.memberIds(conversationId), event);
+  }
+
+  private async publishTo(recipients: string[], event: ParleyEvent): Promise<void> {
+    try {
+      await this.events.publish(recipients, event);
+    } catch (error) {
+      // The change itself is accepted and durable; clients that miss the event catch up with
+      // queries. Failing the call here would invite a retry of something already done.
+      this.log.warn({ err: error, event: event.type }, 'event not published');
+    }
+  }
+
+  private async throttle(userId: string): Promise<void> {
+    const windowMs = this.limits.sendWindowSeconds * 1000;
+    const window = Math.floor(Date.now() / windowMs);
+    const count = await this.broker.incr(`throttle:send:${userId}:${window}`, { ttlMs: windowMs });
+    if (count > this.limits.sendsPerUser) {
+      const retryAfter = Math.ceil(((window + 1) * windowMs - Date.now()) / 1000);
+      throw new RateLimited(`Too many messages; try again in ${retryAfter} s`, retryAfter);
+    }
+  }
+}

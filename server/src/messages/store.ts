@@ -1,0 +1,291 @@
+import { and, asc, desc, eq, gt, inArray, lt, sql } from 'drizzle-orm';
+import { members, messages } from '../../../drizzle/schema.js';
+import type { Broker } from '../broker/types.js';
+import type { Database } from '../db/index.js';
+import type { Message } from './schemas.js';
+
+/** The stream every message change goes through on its way to PostgreSQL. */
+export const MESSAGES_STREAM = 'parley:messages';
+export const PERSIST_GROUP = 'persist';
+export const DEAD_LETTER_STREAM = 'parley:messages:dead';
+
+/** Unwritten messages of one conversation: message id → `<entry id>|<message JSON>`. */
+export const pendingKey = (conversationId: string) => `pending:conversation:${conversationId}`;
+/** Where an unwritten message lives: message id → `<entry id>|<conversation id>`. */
+export const PENDING_INDEX = 'pending:messages';
+/** Live seq counter of a conversation. */
+export const seqKey = (conversationId: string) => `seq:${conversationId}`;
+/** Idempotency claim of a client message id: value `<conversation id>:<message id>`. */
+export const clientIdKey = (senderId: string, clientMessageId: string) =>
+  `client-message:${senderId}:${clientMessageId}`;
+
+/** How long a clientMessageId is remembered in the broker; PostgreSQL remembers it forever. */
+export const CLIENT_ID_TTL_MS = 24 * 60 * 60 * 1000;
+
+/** A message as it travels through the stream and sits in the pending store. */
+export interface WireMessage {
+  id: string;
+  conversationId: string;
+  seq: number;
+  senderId: string;
+  senderUsername: string;
+  type: 'text' | 'system';
+  content: string;
+  clientMessageId: string | null;
+  sentAt: number;
+  editedAt: number | null;
+  deletedAt: number | null;
+}
+
+export function toWire(message: Message): WireMessage {
+  return {
+    ...message,
+    sentAt: message.sentAt.getTime(),
+    editedAt: message.editedAt?.getTime() ?? null,
+    deletedAt: message.deletedAt?.getTime() ?? null,
+  };
+}
+
+export function fromWire(wire: WireMessage): Message {
+  return {
+    ...wire,
+    sentAt: new Date(wire.sentAt),
+    editedAt: wire.editedAt === null ? null : new Date(wire.editedAt),
+    deletedAt: wire.deletedAt === null ? null : new Date(wire.deletedAt),
+  };
+}
+
+type MessageRow = typeof messages.$inferSelect;
+
+export function fromRow(row: MessageRow): Message {
+  return {
+    id: row.id,
+    conversationId: row.conversationId,
+    seq: row.seq,
+    senderId: row.senderId,
+    senderUsername: row.senderUsername,
+    content: row.content,
+    type: row.type,
+    clientMessageId: row.clientMessageId,
+    sentAt: row.sentAt,
+    editedAt: row.editedAt,
+    deletedAt: row.deletedAt,
+  };
+}
+
+/** Stream ids as fixed-width text, so PostgreSQL orders versions as Redis orders ids. */
+export function versionOf(entryId: string): string {
+  const [ms = '0', n = '0'] = entryId.split('-');
+  return `${ms.padStart(16, '0')}-${n.padStart(10, '0')}`;
+}
+
+function splitPending(value: string): { entryId: string; rest: string } {
+  const bar = value.indexOf('|');
+  return { entryId: value.slice(0, bar), rest: value.slice(bar + 1) };
+}
+
+/**
+ * Reads and writes messages across the two places they live: PostgreSQL for everything the
+ * worker has written, and the broker's pending store for changes still on their way there.
+ * A pending copy is always at least as new as the row, so it wins when both exist.
+ */
+export class MessageStore {
+  constructor(
+    private readonly db: Database,
+    private readonly broker: Broker,
+  ) {}
+
+  /**
+   * Appends a new or changed message to the stream together with its pending copy. With a
+   * `clientMessageId`, a second append with the same key appends nothing and returns the
+   * first message's `<conversation id>:<message id>`.
+   */
+  async append(
+    message: Message,
+    op: 'create' | 'update',
+  ): Promise<{ appended: true } | { appended: false; existing: { conversationId: string; id: string } }> {
+    const json = JSON.stringify(toWire(message));
+    const result = await this.broker.append(
+      MESSAGES_STREAM,
+      { op, m: json },
+      {
+        unique:
+          op === 'create' && message.clientMessageId
+            ? {
+                key: clientIdKey(message.senderId, message.clientMessageId),
+                value: `${message.conversationId}:${message.id}`,
+                ttlMs: CLIENT_ID_TTL_MS,
+              }
+            : undefined,
+        pending: [
+          { key: pendingKey(message.conversationId), field: message.id, value: json },
+          { key: PENDING_INDEX, field: message.id, value: message.conversationId },
+        ],
+      },
+    );
+    if (result.appended) return { appended: true };
+    const [conversationId = '', id = ''] = result.existing.split(':');
+    return { appended: false, existing: { conversationId, id } };
+  }
+
+  async claimedClientId(senderId: string, clientMessageId: string) {
+    const held = await this.broker.get(clientIdKey(senderId, clientMessageId));
+    if (held) {
+      const [conversationId = '', id = ''] = held.split(':');
+      return { conversationId, id };
+    }
+    const [row] = await this.db
+      .select({ id: messages.id, conversationId: messages.conversationId })
+      .from(messages)
+      .where(and(eq(messages.senderId, senderId), eq(messages.clientMessageId, clientMessageId)));
+    return row ?? null;
+  }
+
+  async pendingOf(conversationId: string): Promise<Message[]> {
+    const all = await this.broker.hgetall(pendingKey(conversationId));
+    return Object.values(all).map((value) => fromWire(JSON.parse(splitPending(value).rest) as WireMessage));
+  }
+
+  async byId(id: string): Promise<Message | null> {
+    const where = await this.broker.hget(PENDING_INDEX, id);
+    if (where) {
+      const value = await this.broker.hget(pendingKey(splitPending(where).rest), id);
+      if (value) return fromWire(JSON.parse(splitPending(value).rest) as WireMessage);
+    }
+    const [row] = await this.db.select().from(messages).where(eq(messages.id, id));
+    return row ? fromRow(row) : null;
+  }
+
+  /**
+   * A page of history. `before`: newest first, seq below it; `after`: oldest first, seq above
+   * it. Merges unwritten messages in, so every send that resolved is included.
+   */
+  async page(
+    conversationId: string,
+    range: { before: number | null } | { after: number },
+    limit: number,
+  ): Promise<{ items: Message[]; more: boolean }> {
+    const ascending = 'after' in range;
+    const bound =
+      'after' in range
+        ? gt(messages.seq, range.after)
+        : range.before === null
+          ? undefined
+          : lt(messages.seq, range.before);
+    const [rows, pending] = await Promise.all([
+      this.db
+        .select()
+        .from(messages)
+        .where(and(eq(messages.conversationId, conversationId), bound))
+        .orderBy(ascending ? asc(messages.seq) : desc(messages.seq))
+        .limit(limit + 1),
+      this.pendingOf(conversationId),
+    ]);
+    const byId = new Map(rows.map((row) => [row.id, fromRow(row)]));
+    for (const message of pending) {
+      const inRange =
+        'after' in range ? message.seq > range.after : range.before === null || message.seq < range.before;
+      if (inRange) byId.set(message.id, message);
+    }
+    const merged = [...byId.values()].sort((a, b) => (ascending ? a.seq - b.seq : b.seq - a.seq));
+    return { items: merged.slice(0, limit), more: merged.length > limit };
+  }
+
+  /** The newest message of each conversation, unwritten ones included. */
+  async latest(conversationIds: string[]): Promise<Map<string, Message>> {
+    const out = new Map<string, Message>();
+    if (conversationIds.length === 0) return out;
+    const rows = await this.db
+      .selectDistinctOn([messages.conversationId])
+      .from(messages)
+      .where(inArray(messages.conversationId, conversationIds))
+      .orderBy(messages.conversationId, desc(messages.seq));
+    for (const row of rows) out.set(row.conversationId, fromRow(row));
+    const pending = await Promise.all(conversationIds.map((id) => this.pendingOf(id)));
+    for (const message of pending.flat()) {
+      const current = out.get(message.conversationId);
+      if (!current || message.seq >= current.seq) out.set(message.conversationId, message);
+    }
+    return out;
+  }
+
+  /** Messages from others after each member's read position, unwritten ones included. */
+  async unreadCounts(userId: string, readPositions: Map<string, number>): Promise<Map<string, number>> {
+    const ids = [...readPositions.keys()];
+    const out = new Map<string, number>(ids.map((id) => [id, 0]));
+    if (ids.length === 0) return out;
+    const counts = await this.db
+      .select({ conversationId: messages.conversationId, count: sql<number>`count(*)::int` })
+      .from(messages)
+      .innerJoin(
+        members,
+        and(eq(members.conversationId, messages.conversationId), eq(members.userId, userId)),
+      )
+      .where(
+        and(
+          inArray(messages.conversationId, ids),
+          sql`${messages.senderId} <> ${userId}`,
+          sql`${messages.deletedAt} is null`,
+          sql`${messages.seq} > ${members.lastReadSeq}`,
+        ),
+      )
+      .groupBy(messages.conversationId);
+    for (const row of counts) out.set(row.conversationId, Number(row.count));
+    // Unwritten changes: a new message may add one; a pending deletion may remove one.
+    const pending = (await Promise.all(ids.map((id) => this.pendingOf(id)))).flat();
+    if (pending.length === 0) return out;
+    const written = await this.db
+      .select({
+        id: messages.id,
+        conversationId: messages.conversationId,
+        seq: messages.seq,
+        senderId: messages.senderId,
+        deletedAt: messages.deletedAt,
+      })
+      .from(messages)
+      .where(
+        inArray(
+          messages.id,
+          pending.map((m) => m.id),
+        ),
+      );
+    const writtenById = new Map(written.map((row) => [row.id, row]));
+    for (const message of pending) {
+      const read = readPositions.get(message.conversationId) ?? 0;
+      const unreadNow = message.senderId !== userId && message.deletedAt === null && message.seq > read;
+      const row = writtenById.get(message.id);
+      const countedInDb = row ? row.senderId !== userId && row.deletedAt === null && row.seq > read : false;
+      const delta = Number(unreadNow) - Number(countedInDb);
+      out.set(message.conversationId, (out.get(message.conversationId) ?? 0) + delta);
+    }
+    return out;
+  }
+
+  /**
+   * Next seq of a conversation, atomic across instances. When the counter is missing (a new
+   * conversation, or Redis lost its data) it restarts from the highest seq PostgreSQL holds.
+   */
+  async allocateSeq(conversationId: string): Promise<number> {
+    const key = seqKey(conversationId);
+    const next = await this.broker.incrExisting(key);
+    if (next !== null) return next;
+    const [row] = await this.db
+      .select({ max: sql<string | null>`max(${messages.seq})` })
+      .from(messages)
+      .where(eq(messages.conversationId, conversationId));
+    const floor = Number(row?.max ?? 0);
+    await this.broker.set(key, String(floor), { nx: true });
+    return this.broker.incr(key);
+  }
+
+  /** The highest seq handed out so far (0 when none). */
+  async currentSeq(conversationId: string): Promise<number> {
+    const value = await this.broker.get(seqKey(conversationId));
+    if (value !== null) return Number(value);
+    const [row] = await this.db
+      .select({ max: sql<string | null>`max(${messages.seq})` })
+      .from(messages)
+      .where(eq(messages.conversationId, conversationId));
+    return Number(row?.max ?? 0);
+  }
+}

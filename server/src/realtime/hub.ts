@@ -1,0 +1,106 @@
+import superjson from 'superjson';
+import { REVOCATIONS_CHANNEL, type Revocation } from '../auth/sessions.js';
+import type { Broker, Unsubscribe } from '../broker/types.js';
+import type { Logger } from '../logger.js';
+import type { Metrics } from '../metrics.js';
+import type { ParleyEvent } from './events.js';
+import { EVENTS_CHANNEL, type Envelope } from './publisher.js';
+
+/** A delivery to one local subscription: the broker id of a durable event, or null. */
+export interface Delivery {
+  id: string | null;
+  event: ParleyEvent;
+}
+
+export interface LocalSubscriber {
+  userId: string;
+  sessionId: string;
+  /** Unique per subscription across instances (`<instance>:<subscription>`). */
+  key: string;
+  deliver(delivery: Delivery): void;
+  /** The session behind this subscription was revoked (logout, password change, deletion). */
+  revoke(): void;
+}
+
+/**
+ * This instance's end of the fan-out. It listens on the one events channel, decodes each
+ * event once, and hands it to the local subscriptions of its recipients: a user's devices on
+ * this instance each get it, those on other instances get it from their own hub.
+ */
+export class Hub {
+  private readonly byUser = new Map<string, Set<LocalSubscriber>>();
+  private readonly unsubscribes: Unsubscribe[] = [];
+
+  /** Events decoded and handed to at least one local subscriber. */
+  delivered = 0;
+
+  constructor(
+    private readonly broker: Broker,
+    private readonly log: Logger,
+    private readonly metrics?: Pick<Metrics, 'eventsFannedOut'>,
+  ) {}
+
+  async start(): Promise<void> {
+    this.unsubscribes.push(await this.broker.subscribe(EVENTS_CHANNEL, (raw) => this.onEvent(raw)));
+    this.unsubscribes.push(await this.broker.subscribe(REVOCATIONS_CHANNEL, (raw) => this.onRevocation(raw)));
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.unsubscribes.splice(0).map((unsubscribe) => unsubscribe()));
+  }
+
+  add(subscriber: LocalSubscriber): () => void {
+    let set = this.byUser.get(subscriber.userId);
+    if (!set) this.byUser.set(subscriber.userId, (set = new Set()));
+    set.add(subscriber);
+    return () => {
+      set.delete(subscriber);
+      if (set.size === 0) this.byUser.delete(subscriber.userId);
+    };
+  }
+
+  /** Local subscriptions, for presence heartbeats. */
+  subscribers(): LocalSubscriber[] {
+    return [...this.byUser.values()].flatMap((set) => [...set]);
+  }
+
+  count(): number {
+    let total = 0;
+    for (const set of this.byUser.values()) total += set.size;
+    return total;
+  }
+
+  private onEvent(raw: string): void {
+    const newline = raw.indexOf('\n');
+    const id = raw.slice(0, newline);
+    let envelope: Envelope;
+    try {
+      envelope = JSON.parse(raw.slice(newline + 1)) as Envelope;
+    } catch (error) {
+      this.log.error({ err: error }, 'unreadable event on the events channel');
+      return;
+    }
+    let event: ParleyEvent | null = null;
+    for (const userId of envelope.r) {
+      const set = this.byUser.get(userId);
+      if (!set) continue;
+      // Decoded once per instance, and only when someone here needs it.
+      event ??= superjson.parse<ParleyEvent>(envelope.e);
+      for (const subscriber of set) subscriber.deliver({ id: id === '-' ? null : id, event });
+      this.metrics?.eventsFannedOut.inc({ type: event.type }, set.size);
+    }
+    if (event) this.delivered += 1;
+  }
+
+  private onRevocation(raw: string): void {
+    let revocation: Revocation;
+    try {
+      revocation = JSON.parse(raw) as Revocation;
+    } catch {
+      return;
+    }
+    for (const subscriber of this.byUser.get(revocation.userId) ?? []) {
+      if (revocation.sessionId === null || revocation.sessionId === subscriber.sessionId) subscriber.revoke();
+    }
+  }
+}

@@ -1,0 +1,100 @@
+import type { Broker } from '../broker/types.js';
+import type { Memberships } from '../conversations/membership.js';
+import type { Logger } from '../logger.js';
+import type { OnlineLookup, UserService } from '../users/service.js';
+import type { EventPublisher } from './events.js';
+
+/** A user's live connections: member `<instance>:<subscription>`, score = expiry (ms). */
+const connectionsKey = (userId: string) => `presence:user:${userId}`;
+/** Everyone online: member user id, score = the latest expiry of their connections. */
+const ONLINE_KEY = 'presence:online';
+
+export interface PresenceSettings {
+  /** A connection not refreshed within this long counts as gone (its instance died). */
+  ttlMs: number;
+  /** How often each instance refreshes its connections and sweeps for dead ones. */
+  heartbeatMs: number;
+}
+
+/**
+ * Online while any of the user's connections lives on any instance. Each instance refreshes
+ * its own connections; when an instance dies, its entries expire and whichever instance
+ * sweeps first announces the user offline.
+ */
+export class Presence implements OnlineLookup {
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly broker: Broker,
+    private readonly memberships: Memberships,
+    private readonly users: UserService,
+    private readonly events: EventPublisher,
+    private readonly settings: PresenceSettings,
+    private readonly log: Logger,
+  ) {}
+
+  start(localConnections: () => { userId: string; key: string }[]): void {
+    this.timer = setInterval(() => {
+      void this.heartbeat(localConnections()).catch((error: unknown) =>
+        this.log.warn({ err: error }, 'presence heartbeat failed'),
+      );
+    }, this.settings.heartbeatMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  async onlineAmong(userIds: string[]): Promise<Set<string>> {
+    const scores = await this.broker.zscores(ONLINE_KEY, userIds);
+    const now = Date.now();
+    return new Set(userIds.filter((_, i) => (scores[i] ?? 0) > now));
+  }
+
+  async connected(userId: string, key: string): Promise<void> {
+    const expiry = Date.now() + this.settings.ttlMs;
+    await this.broker.zremRangeByScore(connectionsKey(userId), Date.now());
+    const before = await this.broker.zcard(connectionsKey(userId));
+    await this.broker.zadd(connectionsKey(userId), expiry, key);
+    await this.broker.zadd(ONLINE_KEY, expiry, userId);
+    if (before === 0) await this.announce(userId, true, new Date());
+  }
+
+  async disconnected(userId: string, key: string): Promise<void> {
+    await this.broker.zrem(connectionsKey(userId), key);
+    await this.wentAwayIfLast(userId);
+  }
+
+  /** How many live connections the user has across instances. */
+  async connectionCount(userId: string): Promise<number> {
+    await this.broker.zremRangeByScore(connectionsKey(userId), Date.now());
+    return this.broker.zcard(connectionsKey(userId));
+  }
+
+  private async heartbeat(local: { userId: string; key: string }[]): Promise<void> {
+    const expiry = Date.now() + this.settings.ttlMs;
+    for (const { userId, key } of local) {
+      await this.broker.zadd(connectionsKey(userId), expiry, key);
+      await this.broker.zadd(ONLINE_KEY, expiry, userId);
+    }
+    // Users whose every connection stopped being refreshed: their instance is gone.
+    const stale = await this.broker.zrangeByScore(ONLINE_KEY, Date.now(), 100);
+    for (const userId of stale) await this.wentAwayIfLast(userId);
+  }
+
+  private async wentAwayIfLast(userId: string): Promise<void> {
+    await this.broker.zremRangeByScore(connectionsKey(userId), Date.now());
+    if ((await this.broker.zcard(connectionsKey(userId))) > 0) return;
+    // Only the instance that removes the user from the online set announces it.
+    if ((await this.broker.zrem(ONLINE_KEY, userId)) === 0) return;
+    const { lastSeenAt } = await this.users.touch(userId).catch(() => ({ lastSeenAt: new Date() }));
+    await this.announce(userId, false, lastSeenAt);
+  }
+
+  private async announce(userId: string, online: boolean, lastSeenAt: Date): Promise<void> {
+    const contacts = await this.memberships.contactsOf(userId);
+    await this.events.publish(contacts, { type: 'presence', userId, online, lastSeenAt });
+  }
+}

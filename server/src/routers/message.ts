@@ -1,0 +1,27 @@
+import { z } from 'zod';
+import { EditMessage, ListMessages, Message, SendMessage } from '../messages/schemas.js';
+import { Id, page } from '../users/schemas.js';
+import { authedProcedure, router } from '../trpc.js';
+
+export const messageRouter = router({
+  send: authedProcedure
+    .input(SendMessage)
+    .output(Message)
+    .mutation(({ ctx, input }) => ctx.app.messages.send(ctx.user, input)),
+  list: authedProcedure
+    .input(ListMessages)
+    .output(page(Message))
+    .query(({ ctx, input }) => ctx.app.messages.list(ctx.user.id, input)),
+  byId: authedProcedure
+    .input(z.object({ id: Id }))
+    .output(Message)
+    .query(({ ctx, input }) => ctx.app.messages.byId(ctx.user.id, input.id)),
+  edit: authedProcedure
+    .input(EditMessage)
+    .output(Message)
+    .mutation(({ ctx, input }) => ctx.app.messages.edit(ctx.user.id, input)),
+  delete: authedProcedure
+    .input(z.object({ id: Id }))
+    .output(z.object({ ok: z.literal(true) }))
+    .mutation(({ ctx, input }) => ctx.app.messages.delete(ctx.user.id, input.id)),
+});

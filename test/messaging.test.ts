@@ -1,0 +1,492 @@
+import { sql } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { App } from '../server/src/app.js';
+import { DEAD_LETTER_STREAM, MESSAGES_STREAM, PERSIST_GROUP } from '../server/src/messages/store.js';
+import { PersistenceWorker } from '../server/src/worker/persist.js';
+import { signUp } from './support/client.js';
+import { TestDeployment, engineLabel } from './support/env.js';
+import { expectCode } from './support/errors.js';
+
+let deployment: TestDeployment;
+let app: App;
+
+beforeAll(async () => {
+  deployment = await TestDeployment.create();
+  app = await deployment.start({ worker: { blockMs: 100 } });
+});
+afterAll(async () => {
+  await deployment?.cleanup();
+});
+
+type Row = { id: string; seq: number; content: string; deleted_at: Date | null; edited_at: Date | null };
+
+async function rows(target: App, conversationId: string): Promise<Row[]> {
+  const result = await target.services.db.execute(
+    sql`select id, seq::int as seq, content, deleted_at, edited_at from messages where conversation_id = ${conversationId} order by seq`,
+  );
+  return (Array.isArray(result) ? result : (result as { rows: Row[] }).rows) as Row[];
+}
+
+/** Waits until the worker has written everything in the stream. */
+async function drained(target: App, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const info = await target.services.broker.groupInfo(MESSAGES_STREAM, PERSIST_GROUP);
+    if (info && info.lag === 0 && info.pending === 0) return;
+    if (Date.now() > deadline) throw new Error(`worker did not drain: ${JSON.stringify(info)}`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
+
+describe(`conversations (${engineLabel})`, () => {
+  it('opens one direct conversation per pair, in either direction and under concurrency', async () => {
+    const [al, bo] = await Promise.all([signUp(app.url), signUp(app.url)]);
+    const opened = await Promise.all([
+      al.api.conversation.openDirect.mutate({ userId: bo.user.id }),
+      bo.api.conversation.openDirect.mutate({ userId: al.user.id }),
+      al.api.conversation.openDirect.mutate({ userId: bo.user.id }),
+      bo.api.conversation.openDirect.mutate({ userId: al.user.id }),
+    ]);
+    expect(new Set(opened.map((c) => c.id)).size).toBe(1);
+    const [conversation] = opened;
+    expect(conversation).toMatchObject({ type: 'direct', name: null, lastSeq: 0, unreadCount: 0 });
+    expect(conversation?.members.map((m) => m.userId).sort()).toEqual([al.user.id, bo.user.id].sort());
+    await expectCode(al.api.conversation.openDirect.mutate({ userId: al.user.id }), 'BAD_REQUEST');
+    await expectCode(
+      al.api.conversation.openDirect.mutate({ userId: '00000000-0000-4000-8000-000000000000' }),
+      'NOT_FOUND',
+    );
+  });
+
+  it('creates groups with an owner, and records membership changes as system messages', async () => {
+    const [al, bo, cy] = await Promise.all([signUp(app.url), signUp(app.url), signUp(app.url)]);
+    const group = await al.api.conversation.createGroup.mutate({ name: ' Team ', memberIds: [bo.user.id] });
+    expect(group).toMatchObject({ type: 'group', name: 'Team', createdBy: al.user.id });
+    expect(group.members.find((m) => m.userId === al.user.id)?.role).toBe('owner');
+    await al.api.conversation.addMembers.mutate({ id: group.id, userIds: [cy.user.id] });
+    await cy.api.conversation.leave.mutate({ id: group.id });
+    await al.api.conversation.removeMember.mutate({ id: group.id, userId: bo.user.id });
+    const history = await al.api.message.list.query({ conversationId: group.id, afterSeq: 0 });
+    expect(history.items.map((m) => [m.type, m.content])).toEqual([
+      ['system', `${al.user.username} created the group "Team"`],
+      ['system', `${al.user.username} added ${cy.user.username}`],
+      ['system', `${cy.user.username} left`],
+      ['system', `${al.user.username} removed ${bo.user.username}`],
+    ]);
+    await expectCode(cy.api.conversation.byId.query({ id: group.id }), 'NOT_FOUND');
+  });
+
+  it('enforces the permission matrix for group management', async () => {
+    const [owner, admin, member, outsider] = await Promise.all([
+      signUp(app.url),
+      signUp(app.url),
+      signUp(app.url),
+      signUp(app.url),
+    ]);
+    const group = await owner.api.conversation.createGroup.mutate({
+      name: 'Matrix',
+      memberIds: [admin.user.id, member.user.id],
+    });
+    const id = group.id;
+    await owner.api.conversation.setRole.mutate({ id, userId: admin.user.id, role: 'admin' });
+
+    // Members cannot manage; admins can, except roles and deletion; the owner stays.
+    await expectCode(member.api.conversation.rename.mutate({ id, name: 'x' }), 'FORBIDDEN');
+    await expectCode(
+      member.api.conversation.addMembers.mutate({ id, userIds: [outsider.user.id] }),
+      'FORBIDDEN',
+    );
+    await expectCode(member.api.conversation.removeMember.mutate({ id, userId: admin.user.id }), 'FORBIDDEN');
+    await expectCode(
+      admin.api.conversation.setRole.mutate({ id, userId: member.user.id, role: 'admin' }),
+      'FORBIDDEN',
+    );
+    await expectCode(admin.api.conversation.delete.mutate({ id }), 'FORBIDDEN');
+    await expectCode(admin.api.conversation.removeMember.mutate({ id, userId: owner.user.id }), 'FORBIDDEN');
+    await expect(admin.api.conversation.rename.mutate({ id, name: 'Renamed' })).resolves.toMatchObject({
+      name: 'Renamed',
+    });
+    await expect(
+      admin.api.conversation.addMembers.mutate({ id, userIds: [outsider.user.id] }),
+    ).resolves.toBeTruthy();
+    await expect(
+      admin.api.conversation.removeMember.mutate({ id, userId: outsider.user.id }),
+    ).resolves.toBeTruthy();
+
+    // A direct conversation has exactly its two members and no name.
+    const direct = await owner.api.conversation.openDirect.mutate({ userId: member.user.id });
+    await expectCode(owner.api.conversation.rename.mutate({ id: direct.id, name: 'x' }), 'FORBIDDEN');
+    await expectCode(
+      owner.api.conversation.addMembers.mutate({ id: direct.id, userIds: [admin.user.id] }),
+      'FORBIDDEN',
+    );
+    await expectCode(owner.api.conversation.leave.mutate({ id: direct.id }), 'FORBIDDEN');
+
+    await expect(owner.api.conversation.delete.mutate({ id })).resolves.toEqual({ ok: true });
+    await expectCode(admin.api.conversation.byId.query({ id }), 'NOT_FOUND');
+  });
+
+  it('hands a group to an admin when the owner leaves', async () => {
+    const [owner, admin, member] = await Promise.all([signUp(app.url), signUp(app.url), signUp(app.url)]);
+    const { id } = await owner.api.conversation.createGroup.mutate({
+      name: 'Heirs',
+      memberIds: [member.user.id, admin.user.id],
+    });
+    await owner.api.conversation.setRole.mutate({ id, userId: admin.user.id, role: 'admin' });
+    await owner.api.conversation.leave.mutate({ id });
+    const after = await member.api.conversation.byId.query({ id });
+    expect(after.members.find((m) => m.userId === admin.user.id)?.role).toBe('owner');
+    expect(after.members.some((m) => m.userId === owner.user.id)).toBe(false);
+  });
+
+  it('a non-member learns nothing: every procedure that takes an id answers NOT_FOUND', async () => {
+    const [al, bo, eve] = await Promise.all([signUp(app.url), signUp(app.url), signUp(app.url)]);
+    const group = await al.api.conversation.createGroup.mutate({ name: 'Private', memberIds: [bo.user.id] });
+    const message = await al.api.message.send.mutate({ conversationId: group.id, content: 'secret' });
+    const id = group.id;
+    const missing = '00000000-0000-4000-8000-000000000000';
+    const calls: [string, (target: string) => Promise<unknown>][] = [
+      ['conversation.byId', (c) => eve.api.conversation.byId.query({ id: c })],
+      ['conversation.rename', (c) => eve.api.conversation.rename.mutate({ id: c, name: 'x' })],
+      [
+        'conversation.addMembers',
+        (c) => eve.api.conversation.addMembers.mutate({ id: c, userIds: [eve.user.id] }),
+      ],
+      [
+        'conversation.removeMember',
+        (c) => eve.api.conversation.removeMember.mutate({ id: c, userId: bo.user.id }),
+      ],
+      [
+        'conversation.setRole',
+        (c) => eve.api.conversation.setRole.mutate({ id: c, userId: bo.user.id, role: 'admin' }),
+      ],
+      ['conversation.leave', (c) => eve.api.conversation.leave.mutate({ id: c })],
+      ['conversation.delete', (c) => eve.api.conversation.delete.mutate({ id: c })],
+      ['conversation.markRead', (c) => eve.api.conversation.markRead.mutate({ id: c, seq: 1 })],
+      ['conversation.typing', (c) => eve.api.conversation.typing.mutate({ id: c })],
+      ['message.send', (c) => eve.api.message.send.mutate({ conversationId: c, content: 'hi' })],
+      ['message.list', (c) => eve.api.message.list.query({ conversationId: c })],
+    ];
+    for (const [name, call] of calls) {
+      // The same answer for a conversation that exists and one that does not.
+      const real = await expectCode(call(id), 'NOT_FOUND');
+      const absent = await expectCode(call(missing), 'NOT_FOUND');
+      expect(real.message, name).toBe(absent.message);
+    }
+    for (const call of [
+      (m: string) => eve.api.message.byId.query({ id: m }),
+      (m: string) => eve.api.message.edit.mutate({ id: m, content: 'x' }),
+      (m: string) => eve.api.message.delete.mutate({ id: m }),
+    ]) {
+      const real = await expectCode(call(message.id), 'NOT_FOUND');
+      const absent = await expectCode(call(missing), 'NOT_FOUND');
+      expect(real.message).toBe(absent.message);
+    }
+    const history = await al.api.message.list.query({ conversationId: id });
+    expect(history.items.map((m) => m.content)).toContain('secret');
+    expect((await al.api.conversation.byId.query({ id })).name).toBe('Private');
+  });
+});
+
+describe(`messages (${engineLabel})`, () => {
+  it('pages through history newest first, covering every message once, and afterSeq catches up', async () => {
+    const [al, bo] = await Promise.all([signUp(app.url), signUp(app.url)]);
+    const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
+    const sent = [];
+    for (let i = 1; i <= 23; i++) {
+      const sender = i % 2 ? al : bo;
+      sent.push(await sender.api.message.send.mutate({ conversationId: id, content: `message ${i}` }));
+    }
+    expect(sent.map((m) => m.seq)).toEqual(Array.from({ length: 23 }, (_, i) => i + 1));
+
+    const seen: number[] = [];
+    let cursor: string | null = null;
+    do {
+      const page: { items: { seq: number }[]; nextCursor: string | null } = await bo.api.message.list.query({
+        conversationId: id,
+        limit: 5,
+        cursor,
+      });
+      seen.push(...page.items.map((m) => m.seq));
+      cursor = page.nextCursor;
+    } while (cursor);
+    expect(seen).toEqual(Array.from({ length: 23 }, (_, i) => 23 - i));
+
+    const after = await bo.api.message.list.query({ conversationId: id, afterSeq: 20 });
+    expect(after.items.map((m) => m.content)).toEqual(['message 21', 'message 22', 'message 23']);
+    expect(after.nextCursor).toBeNull();
+    const catchUp = await bo.api.message.list.query({ conversationId: id, afterSeq: 10, limit: 5 });
+    expect(catchUp.items.map((m) => m.seq)).toEqual([11, 12, 13, 14, 15]);
+    const rest = await bo.api.message.list.query({
+      conversationId: id,
+      cursor: catchUp.nextCursor,
+      limit: 50,
+    });
+    expect(rest.items.map((m) => m.seq)).toEqual([16, 17, 18, 19, 20, 21, 22, 23]);
+
+    await drained(app);
+    expect((await rows(app, id)).map((r) => r.seq)).toEqual(Array.from({ length: 23 }, (_, i) => i + 1));
+  });
+
+  it('validates content: trimmed, 1-4000 characters, no control characters', async () => {
+    const [al, bo] = await Promise.all([signUp(app.url), signUp(app.url)]);
+    const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
+    const message = await al.api.message.send.mutate({ conversationId: id, content: '  hello\n\tworld  ' });
+    expect(message.content).toBe('hello\n\tworld');
+    for (const content of ['   ', 'x'.repeat(4001), 'bell\u0007', 'nul\u0000']) {
+      const error = await expectCode(
+        al.api.message.send.mutate({ conversationId: id, content }),
+        'BAD_REQUEST',
+      );
+      expect(error.data.zodError).toMatchObject({ fieldErrors: { content: [expect.any(String)] } });
+    }
+    await expect(
+      al.api.message.send.mutate({ conversationId: id, content: 'y'.repeat(4000) }),
+    ).resolves.toBeTruthy();
+  });
+
+  it('returns the first message for a repeated clientMessageId, never a second one', async () => {
+    const [al, bo] = await Promise.all([signUp(app.url), signUp(app.url)]);
+    const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
+    const first = await al.api.message.send.mutate({
+      conversationId: id,
+      content: 'once',
+      clientMessageId: 'c-1',
+    });
+    const again = await al.api.message.send.mutate({
+      conversationId: id,
+      content: 'twice',
+      clientMessageId: 'c-1',
+    });
+    expect(again).toEqual(first);
+    // Concurrent duplicates, over HTTP and the socket at once.
+    const racing = await Promise.all(
+      Array.from({ length: 6 }, (_, i) =>
+        (i % 2 ? al.ws : al.api).message.send.mutate({
+          conversationId: id,
+          content: 'race',
+          clientMessageId: 'c-2',
+        }),
+      ),
+    );
+    expect(new Set(racing.map((m) => m.id)).size).toBe(1);
+    // Another sender may use the same key.
+    const other = await bo.api.message.send.mutate({
+      conversationId: id,
+      content: 'mine',
+      clientMessageId: 'c-1',
+    });
+    expect(other.id).not.toBe(first.id);
+    await drained(app);
+    // After the worker wrote it, the key still maps to the first message.
+    const later = await al.api.message.send.mutate({
+      conversationId: id,
+      content: 'late',
+      clientMessageId: 'c-1',
+    });
+    expect(later.id).toBe(first.id);
+    expect((await rows(app, id)).map((r) => r.content)).toEqual(['once', 'race', 'mine']);
+  });
+
+  it('edits (sender only) and deletes (sender or admin) leave a gapless history with tombstones', async () => {
+    const [owner, admin, member] = await Promise.all([signUp(app.url), signUp(app.url), signUp(app.url)]);
+    const { id } = await owner.api.conversation.createGroup.mutate({
+      name: 'Edits',
+      memberIds: [admin.user.id, member.user.id],
+    });
+    await owner.api.conversation.setRole.mutate({ id, userId: admin.user.id, role: 'admin' });
+    const mine = await member.api.message.send.mutate({ conversationId: id, content: 'typo' });
+    const theirs = await owner.api.message.send.mutate({ conversationId: id, content: 'by owner' });
+
+    await expectCode(admin.api.message.edit.mutate({ id: mine.id, content: 'not yours' }), 'FORBIDDEN');
+    const edited = await member.api.message.edit.mutate({ id: mine.id, content: 'fixed' });
+    expect(edited).toMatchObject({ content: 'fixed', seq: mine.seq });
+    expect(edited.editedAt).toBeInstanceOf(Date);
+
+    await expectCode(member.api.message.delete.mutate({ id: theirs.id }), 'FORBIDDEN');
+    await expect(admin.api.message.delete.mutate({ id: mine.id })).resolves.toEqual({ ok: true });
+    await expect(owner.api.message.delete.mutate({ id: theirs.id })).resolves.toEqual({ ok: true });
+    await expectCode(member.api.message.edit.mutate({ id: mine.id, content: 'again' }), 'FORBIDDEN');
+
+    const tombstone = await member.api.message.byId.query({ id: mine.id });
+    expect(tombstone).toMatchObject({ content: '', seq: mine.seq });
+    expect(tombstone.deletedAt).toBeInstanceOf(Date);
+    await drained(app);
+    const stored = await rows(app, id);
+    expect(stored.map((r) => r.seq)).toEqual(stored.map((_, i) => i + 1));
+    const row = stored.find((r) => r.id === mine.id);
+    expect(row?.content).toBe('');
+    expect(row?.deleted_at).not.toBeNull();
+    expect(row?.edited_at).not.toBeNull();
+  });
+
+  it('reads its writes: history, byId, edit and delete work before the worker writes anything', async () => {
+    const local = await TestDeployment.create();
+    try {
+      const apiOnly = await local.start({ runWorker: false });
+      const [al, bo] = await Promise.all([signUp(apiOnly.url), signUp(apiOnly.url)]);
+      const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
+      const sent = [];
+      for (let i = 0; i < 5; i++)
+        sent.push(await al.api.message.send.mutate({ conversationId: id, content: `m${i}` }));
+      expect(await rows(apiOnly, id)).toEqual([]);
+
+      const page = await bo.api.message.list.query({ conversationId: id });
+      expect(page.items.map((m) => m.content)).toEqual(['m4', 'm3', 'm2', 'm1', 'm0']);
+      expect(await bo.api.message.byId.query({ id: sent[2]?.id ?? '' })).toMatchObject({ content: 'm2' });
+      await al.api.message.edit.mutate({ id: sent[1]?.id ?? '', content: 'm1 edited' });
+      await al.api.message.delete.mutate({ id: sent[3]?.id ?? '' });
+      const list = await bo.api.conversation.list.query();
+      expect(list.items[0]).toMatchObject({ id, lastSeq: 5, unreadCount: 4 });
+      expect(list.items[0]?.lastMessage?.content).toBe('m4');
+
+      // A worker started later writes everything once, edits and deletions included.
+      const worker = new PersistenceWorker(
+        apiOnly.services.db,
+        apiOnly.services.broker,
+        { ...apiOnly.services.config.worker, blockMs: 50 },
+        apiOnly.services.log,
+      );
+      worker.start();
+      try {
+        await drained(apiOnly);
+      } finally {
+        await worker.stop();
+      }
+      expect((await rows(apiOnly, id)).map((r) => r.content)).toEqual(['m0', 'm1 edited', 'm2', '', 'm4']);
+      const again = await bo.api.message.list.query({ conversationId: id });
+      expect(again.items.map((m) => m.content)).toEqual(['m4', '', 'm2', 'm1 edited', 'm0']);
+    } finally {
+      await local.cleanup();
+    }
+  });
+
+  it('counts unread messages from others after the read position, which never moves back', async () => {
+    const [al, bo] = await Promise.all([signUp(app.url), signUp(app.url)]);
+    const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
+    for (let i = 0; i < 4; i++) await al.api.message.send.mutate({ conversationId: id, content: `a${i}` });
+    await bo.api.message.send.mutate({ conversationId: id, content: 'b' });
+    expect((await bo.api.conversation.byId.query({ id })).unreadCount).toBe(4);
+    expect((await al.api.conversation.byId.query({ id })).unreadCount).toBe(1);
+    expect(await bo.api.conversation.markRead.mutate({ id, seq: 3 })).toEqual({ lastReadSeq: 3 });
+    expect((await bo.api.conversation.byId.query({ id })).unreadCount).toBe(1);
+    expect(await bo.api.conversation.markRead.mutate({ id, seq: 1 })).toEqual({ lastReadSeq: 3 });
+    // Never past the last message.
+    expect(await bo.api.conversation.markRead.mutate({ id, seq: 999 })).toEqual({ lastReadSeq: 5 });
+    expect((await bo.api.conversation.byId.query({ id })).unreadCount).toBe(0);
+  });
+
+  it('lists conversations by newest activity, with a cursor', async () => {
+    const [al, bo, cy, dee] = await Promise.all([
+      signUp(app.url),
+      signUp(app.url),
+      signUp(app.url),
+      signUp(app.url),
+    ]);
+    const withBo = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
+    const withCy = await al.api.conversation.openDirect.mutate({ userId: cy.user.id });
+    const withDee = await al.api.conversation.openDirect.mutate({ userId: dee.user.id });
+    await al.api.message.send.mutate({ conversationId: withDee.id, content: '1' });
+    await al.api.message.send.mutate({ conversationId: withBo.id, content: '2' });
+    await al.api.message.send.mutate({ conversationId: withCy.id, content: '3' });
+    await drained(app);
+    const first = await al.api.conversation.list.query({ limit: 2 });
+    const second = await al.api.conversation.list.query({ limit: 2, cursor: first.nextCursor });
+    expect([...first.items, ...second.items].map((c) => c.id)).toEqual([withCy.id, withBo.id, withDee.id]);
+    expect(second.nextCursor).toBeNull();
+  });
+
+  it('throttles sends per user with TOO_MANY_REQUESTS', async () => {
+    const local = await TestDeployment.create();
+    try {
+      const limited = await local.start({ limits: { sendsPerUser: 3, sendWindowSeconds: 60 } });
+      const [al, bo] = await Promise.all([signUp(limited.url), signUp(limited.url)]);
+      const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
+      for (let i = 0; i < 3; i++) await al.api.message.send.mutate({ conversationId: id, content: `${i}` });
+      await expectCode(
+        al.api.message.send.mutate({ conversationId: id, content: 'one too many' }),
+        'TOO_MANY_REQUESTS',
+      );
+      await expect(
+        bo.api.message.send.mutate({ conversationId: id, content: 'bo is fine' }),
+      ).resolves.toBeTruthy();
+    } finally {
+      await local.cleanup();
+    }
+  });
+});
+
+describe(`persistence worker (${engineLabel})`, () => {
+  it('moves a poison entry to the dead-letter stream while later messages are written', async () => {
+    const local = await TestDeployment.create();
+    try {
+      const target = await local.start({ worker: { blockMs: 50, maxDeliveries: 2 } });
+      const [al, bo] = await Promise.all([signUp(target.url), signUp(target.url)]);
+      const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
+      const broker = target.services.broker;
+      // Unreadable, and readable but refused by PostgreSQL (no such conversation).
+      await broker.append(MESSAGES_STREAM, { op: 'create', m: '{not json' });
+      await broker.append(MESSAGES_STREAM, {
+        op: 'create',
+        m: JSON.stringify({
+          id: '01900000-0000-7000-8000-000000000001',
+          conversationId: '00000000-0000-4000-8000-000000000000',
+          seq: 1,
+          senderId: al.user.id,
+          senderUsername: al.user.username,
+          type: 'text',
+          content: 'orphan',
+          clientMessageId: null,
+          sentAt: Date.now(),
+          editedAt: null,
+          deletedAt: null,
+        }),
+      });
+      const good = await al.api.message.send.mutate({ conversationId: id, content: 'after the poison' });
+      await drained(target, 20_000);
+      expect((await rows(target, id)).map((r) => r.id)).toEqual([good.id]);
+      const dead = await broker.rangeAfter(DEAD_LETTER_STREAM, '0-0', 10);
+      expect(dead.map((entry) => entry.fields.reason)).toEqual([
+        'unreadable entry',
+        expect.stringMatching(/foreign key|violates/i),
+      ]);
+    } finally {
+      await local.cleanup();
+    }
+  });
+
+  it('writes entries a vanished worker had read but not acknowledged, exactly once', async () => {
+    const local = await TestDeployment.create();
+    try {
+      const target = await local.start({ runWorker: false });
+      const [al, bo] = await Promise.all([signUp(target.url), signUp(target.url)]);
+      const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
+      for (let i = 0; i < 30; i++) await al.api.message.send.mutate({ conversationId: id, content: `m${i}` });
+      const { broker, db, log, config } = target.services;
+      // A worker that read a batch and died before its commit.
+      await broker.ensureGroup(MESSAGES_STREAM, PERSIST_GROUP);
+      const taken = await broker.readGroup(MESSAGES_STREAM, PERSIST_GROUP, 'ghost', {
+        mode: 'new',
+        count: 20,
+      });
+      expect(taken).toHaveLength(20);
+      // Two workers at once, each claiming after the idle timeout: every row written once.
+      const settings = { ...config.worker, blockMs: 50, claimIdleMs: 200 };
+      const workers = [
+        new PersistenceWorker(db, broker, { ...settings, consumerName: 'w1' }, log),
+        new PersistenceWorker(db, broker, { ...settings, consumerName: 'w2' }, log),
+      ];
+      for (const worker of workers) worker.start();
+      try {
+        await drained(target);
+      } finally {
+        await Promise.all(workers.map((worker) => worker.stop()));
+      }
+      const stored = await rows(target, id);
+      expect(stored.map((r) => r.seq)).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
+      expect(new Set(stored.map((r) => r.id)).size).toBe(30);
+    } finally {
+      await local.cleanup();
+    }
+  });
+});
