@@ -2,7 +2,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../server/src/app.js';
 import WebSocket from 'ws';
 import { connect, signUp, wsUrl } from './support/client.js';
+import { MESSAGES_STREAM } from '../server/src/messages/store.js';
 import { TestDeployment, engineLabel } from './support/env.js';
+import { tap } from './support/events.js';
 import { expectCode } from './support/errors.js';
 
 interface Sample {
@@ -155,11 +157,8 @@ describe(`metrics (${engineLabel})`, () => {
     expect(valueOf(closed, 'parley_ws_connections')).toBe(0);
   });
 
-  it('reports stream length, worker lag, event-loop lag and process metrics', async () => {
+  it('reports event-loop lag and process metrics', async () => {
     const samples = await scrape(app);
-    const health = await connect(app.url).api.health.query();
-    expect(valueOf(samples, 'parley_stream_length')).toBeGreaterThanOrEqual(0);
-    expect(valueOf(samples, 'parley_worker_lag_entries')).toBe(health.worker.lag ?? 0);
     for (const name of [
       'nodejs_eventloop_lag_p99_seconds',
       'nodejs_eventloop_lag_seconds',
@@ -172,15 +171,84 @@ describe(`metrics (${engineLabel})`, () => {
       expect(Number.isFinite(value), name).toBe(true);
     }
     expect(valueOf(samples, 'process_resident_memory_bytes')).toBeGreaterThan(1024 * 1024);
-    // Series services increment exist from the start, so dashboards and alerts see zeros.
-    for (const name of [
-      'parley_messages_sent_total',
-      'parley_dead_letters_total',
-      'parley_subscriptions',
-      'parley_persist_batch_size_count',
-      'parley_persist_latency_seconds_count',
-    ]) {
-      expect(valueOf(samples, name), name).toBeDefined();
+  });
+
+  it('reports the stream length and worker lag of messages not yet written', async () => {
+    const local = await TestDeployment.create();
+    try {
+      const api = await local.start({ runWorker: false });
+      const [al, bo] = await Promise.all([signUp(api.url), signUp(api.url)]);
+      const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
+      for (let i = 0; i < 4; i++) await al.api.message.send.mutate({ conversationId: id, content: `m${i}` });
+      const samples = await scrape(api);
+      expect(valueOf(samples, 'parley_messages_sent_total', { type: 'text' })).toBe(4);
+      expect(valueOf(samples, 'parley_stream_length')).toBe(4);
+      expect(valueOf(samples, 'parley_worker_lag_entries')).toBe(4);
+      // Nothing was written, so there is no batch to report.
+      expect(valueOf(samples, 'parley_persist_batch_size_count')).toBe(0);
+      await al.close();
+      await bo.close();
+    } finally {
+      await local.cleanup();
+    }
+  });
+
+  it('counts messages, fan-out, subscriptions, worker batches and dead letters', async () => {
+    const local = await TestDeployment.create();
+    try {
+      const target = await local.start({ worker: { blockMs: 50, maxDeliveries: 1 } });
+      const [al, bo] = await Promise.all([signUp(target.url), signUp(target.url)]);
+      const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
+      const events = await tap(bo, target, bo.user.id);
+      expect(valueOf(await scrape(target), 'parley_subscriptions')).toBe(1);
+
+      const sent = 6;
+      for (let i = 0; i < sent; i++)
+        await al.api.message.send.mutate({ conversationId: id, content: `m${i}` });
+      // The same clientMessageId twice is one message.
+      await al.api.message.send.mutate({ conversationId: id, content: 'once', clientMessageId: 'c-1' });
+      await al.api.message.send.mutate({ conversationId: id, content: 'once', clientMessageId: 'c-1' });
+      await events.until(
+        (received) => received.filter((r) => r.event.type === 'message.created').length === sent + 1,
+      );
+      // An entry no worker can read is set aside.
+      await target.services.broker.append(MESSAGES_STREAM, { op: 'create', m: '{not json' });
+
+      const samples = await eventually(
+        () => scrape(target),
+        (s) =>
+          valueOf(s, 'parley_worker_lag_entries') === 0 &&
+          valueOf(s, 'parley_dead_letters_total') === 1 &&
+          valueOf(s, 'parley_persist_batch_size_sum') === sent + 1,
+        15_000,
+      );
+      expect(valueOf(samples, 'parley_messages_sent_total', { type: 'text' })).toBe(sent + 1);
+      expect(valueOf(samples, 'parley_events_fanned_out_total', { type: 'message.created' })).toBe(sent + 1);
+      expect(valueOf(samples, 'parley_worker_lag_entries')).toBe(0);
+      expect(valueOf(samples, 'parley_dead_letters_total')).toBe(1);
+      const batches = valueOf(samples, 'parley_persist_batch_size_count') ?? 0;
+      expect(batches).toBeGreaterThanOrEqual(1);
+      expect(batches).toBeLessThanOrEqual(sent + 1);
+      expect(valueOf(samples, 'parley_persist_batch_size_sum')).toBe(sent + 1);
+      expect(valueOf(samples, 'parley_persist_latency_seconds_count')).toBe(batches);
+      expect(valueOf(samples, 'parley_persist_latency_seconds_sum')).toBeGreaterThan(0);
+      expect(valueOf(samples, 'parley_trpc_calls_total', { procedure: 'message.send', code: 'OK' })).toBe(
+        sent + 2,
+      );
+      expect(valueOf(samples, 'parley_trpc_calls_total', { procedure: 'events', type: 'subscription' })).toBe(
+        1,
+      );
+
+      events.stop();
+      const after = await eventually(
+        () => scrape(target),
+        (s) => valueOf(s, 'parley_subscriptions') === 0,
+      );
+      expect(valueOf(after, 'parley_subscriptions')).toBe(0);
+      await al.close();
+      await bo.close();
+    } finally {
+      await local.cleanup();
     }
   });
 

@@ -67,7 +67,8 @@ export function createMetrics(deps: {
     async collect() {
       try {
         const info = await broker.groupInfo(MESSAGES_STREAM, PERSIST_GROUP);
-        this.set(info ? info.lag + info.pending : 0);
+        // No group yet means no worker ever ran: everything in the stream is still unwritten.
+        this.set(info ? info.lag + info.pending : (await broker.streamInfo(MESSAGES_STREAM)).length);
       } catch {
         this.set(Number.NaN);
       }
