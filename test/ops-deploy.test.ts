@@ -112,6 +112,8 @@ describe('docker-compose.yml', () => {
     expect(compose.services['api-2']?.command).toEqual(['start', '--no-worker']);
     expect(compose.services.worker?.command).toEqual(['worker']);
     expect(compose.services.migrate?.command).toEqual(['migrate']);
+    // A restarted worker resumes its own unacknowledged entries only under the same name.
+    expect(compose.services.worker?.environment?.PARLEY_WORKER_ID).toBe('worker-1');
     for (const name of ['api-1', 'api-2', 'worker']) {
       expect(compose.services[name]?.depends_on).toMatchObject({
         postgres: { condition: 'service_healthy' },

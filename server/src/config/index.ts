@@ -42,6 +42,13 @@ export const EnvSchema = z.object({
   HOST: z.preprocess(emptyAsUndefined, z.string().default('0.0.0.0')),
   DATABASE_URL: z.preprocess(emptyAsUndefined, Url(['postgres:', 'postgresql:']).optional()),
   REDIS_URL: z.preprocess(emptyAsUndefined, Url(['redis:', 'rediss:']).optional()),
+  REDIS_PREFIX: z.preprocess(
+    emptyAsUndefined,
+    z
+      .string()
+      .regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'may contain only letters, digits and _ . : -')
+      .default(''),
+  ),
   JWT_SECRET: z.preprocess(
     emptyAsUndefined,
     z
@@ -210,7 +217,7 @@ export function loadConfig(
     host: env.HOST,
     databaseUrl: env.DATABASE_URL,
     redisUrl: env.REDIS_URL,
-    redisPrefix: '',
+    redisPrefix: env.REDIS_PREFIX,
     jwt: {
       secret,
       generated: !env.JWT_SECRET,
