@@ -15,7 +15,8 @@ export interface EventTap {
   /** Resolves when `predicate` holds for what has arrived, or rejects after `timeoutMs`. */
   until(predicate: (received: Received[]) => boolean, timeoutMs?: number): Promise<void>;
   lastId(): string | undefined;
-  stop(): void;
+  /** Unsubscribes and waits until the server has let the subscription go. */
+  stop(): Promise<void>;
 }
 
 /** Subscribes to `events` with the real client and records everything that arrives. */
@@ -48,7 +49,14 @@ export async function tap(
       }
     },
     lastId: () => received[received.length - 1]?.id,
-    stop: () => subscription.unsubscribe(),
+    async stop() {
+      const count = await app.services.realtime.presence.connectionCount(userId);
+      subscription.unsubscribe();
+      const until = Date.now() + 3_000;
+      while ((await app.services.realtime.presence.connectionCount(userId)) >= count && Date.now() < until) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+    },
   };
   // The subscription is live once the server counts the connection (some instance does).
   const deadline = Date.now() + 10_000;

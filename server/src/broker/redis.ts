@@ -4,6 +4,7 @@ import {
   type AppendResult,
   type Broker,
   BrokerUnavailableError,
+  compareStreamIds,
   type GroupInfo,
   type PendingEntry,
   type StreamEntry,
@@ -219,11 +220,19 @@ export class RedisBroker implements Broker {
       const raw = (await this.run(() => this.client.call('XINFO', 'STREAM', this.k(stream)))) as unknown[];
       const info = pairs(raw);
       const first = info['first-entry'] as RawEntry | null;
+      const length = Number(info.length);
+      let maxDeletedId = (info['max-deleted-entry-id'] as string | undefined) ?? '0-0';
+      // Trimming (MAXLEN, MINID) does not move max-deleted-entry-id; when entries were trimmed,
+      // everything removed lies below the first entry that is left.
+      if (first && Number(info['entries-added'] ?? length) > length) {
+        const below = predecessor(first[0]);
+        if (compareStreamIds(below, maxDeletedId) > 0) maxDeletedId = below;
+      }
       return {
-        length: Number(info.length),
+        length,
         firstId: first ? first[0] : null,
         lastId: (info['last-generated-id'] as string | undefined) ?? '0-0',
-        maxDeletedId: (info['max-deleted-entry-id'] as string | undefined) ?? '0-0',
+        maxDeletedId,
       };
     } catch (error) {
       if (error instanceof Error && /no such key/i.test(error.message)) {
@@ -436,6 +445,13 @@ export class RedisBroker implements Broker {
     }
     return this.blocking;
   }
+}
+
+/** The largest stream id below `id`. */
+function predecessor(id: string): string {
+  const [ms = 0n, n = 0n] = id.split('-').map((part) => BigInt(part));
+  if (n > 0n) return `${ms}-${n - 1n}`;
+  return ms > 0n ? `${ms - 1n}-18446744073709551615` : '0-0';
 }
 
 function toEntries(raw: RawEntry[]): StreamEntry[] {

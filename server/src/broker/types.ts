@@ -31,7 +31,10 @@ export interface StreamInfo {
   length: number;
   firstId: string | null;
   lastId: string;
-  /** Highest id ever removed by trimming; `0-0` when nothing was removed. */
+  /**
+   * At or above every id ever removed from the stream (`0-0` when nothing was): reading on
+   * from an id at or above it misses nothing.
+   */
   maxDeletedId: string;
 }
 

@@ -126,6 +126,10 @@ export async function startHttp(
       // Give clients a moment to read the notification before their sockets close.
       await new Promise((resolve) => setTimeout(resolve, 100));
       for (const client of wss.clients) client.close(1012, 'server restarting');
+      // A client that does not answer the close handshake is cut off after a second.
+      const deadline = Date.now() + 1_000;
+      while (wss.clients.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      for (const client of wss.clients) client.terminate();
       await new Promise<void>((resolve) => wss.close(() => resolve()));
       await new Promise<void>((resolve) => {
         server.close(() => resolve());

@@ -1,0 +1,373 @@
+import WebSocket from 'ws';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { App } from '../server/src/app.js';
+import { connect, signUp, wsUrl } from './support/client.js';
+import { TestDeployment, engineLabel, onRealEngines } from './support/env.js';
+import { expectCode } from './support/errors.js';
+import { tap } from './support/events.js';
+
+let deployment: TestDeployment;
+let app: App;
+
+beforeAll(async () => {
+  deployment = await TestDeployment.create();
+  app = await deployment.start({ worker: { blockMs: 100 } });
+});
+afterAll(async () => {
+  await deployment?.cleanup();
+});
+
+async function pair(target: App = app) {
+  const [al, bo] = await Promise.all([signUp(target.url), signUp(target.url)]);
+  const conversation = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
+  return { al, bo, conversation };
+}
+
+describe(`events (${engineLabel})`, () => {
+  it('delivers every event a user may see to each of their devices, once', async () => {
+    const { al, bo, conversation } = await pair();
+    const phone = connect(app.url, bo.token);
+    const [laptop, mobile, sender] = await Promise.all([
+      tap(bo, app, bo.user.id),
+      tap(phone, app, bo.user.id),
+      tap(al, app, al.user.id),
+    ]);
+    const sent = [];
+    for (let i = 0; i < 5; i++) {
+      sent.push(await al.api.message.send.mutate({ conversationId: conversation.id, content: `hello ${i}` }));
+    }
+    const expected = sent.map((m) => m.id);
+    for (const device of [laptop, mobile, sender]) {
+      await device.until(() => device.of('message.created').length >= 5);
+      expect(device.of('message.created').map((e) => e.message.id)).toEqual(expected);
+    }
+    // Tracked ids grow, so a client can resume from any of them.
+    const ids = laptop.received.map((r) => r.id);
+    expect(new Set(ids).size).toBe(ids.length);
+    for (const device of [laptop, mobile, sender]) await device.stop();
+    await phone.close();
+  });
+
+  it('carries edits, deletions, membership and conversation changes', async () => {
+    const [owner, member, newcomer] = await Promise.all([signUp(app.url), signUp(app.url), signUp(app.url)]);
+    const group = await owner.api.conversation.createGroup.mutate({
+      name: 'Events',
+      memberIds: [member.user.id],
+    });
+    const [memberEvents, newcomerEvents] = await Promise.all([
+      tap(member, app, member.user.id),
+      tap(newcomer, app, newcomer.user.id),
+    ]);
+    const message = await owner.api.message.send.mutate({ conversationId: group.id, content: 'first' });
+    await owner.api.message.edit.mutate({ id: message.id, content: 'first, edited' });
+    await owner.api.message.delete.mutate({ id: message.id });
+    await owner.api.conversation.addMembers.mutate({ id: group.id, userIds: [newcomer.user.id] });
+    await owner.api.conversation.rename.mutate({ id: group.id, name: 'Renamed' });
+    // The newcomer gets the conversation at once, then its events.
+    await newcomerEvents.until((r) =>
+      r.some((x) => x.event.type === 'conversation.upserted' && x.event.conversation.name === 'Renamed'),
+    );
+    expect(newcomerEvents.of('message.created').map((e) => e.message.content)).not.toContain('first');
+    await memberEvents.until((r) => r.some((x) => x.event.type === 'member.joined'));
+    await memberEvents.until((r) =>
+      r.some((x) => x.event.type === 'conversation.upserted' && x.event.conversation.name === 'Renamed'),
+    );
+    expect(memberEvents.of('message.updated').map((e) => e.message.content)).toEqual(['first, edited']);
+    expect(memberEvents.of('message.deleted')).toEqual([
+      { type: 'message.deleted', conversationId: group.id, messageId: message.id },
+    ]);
+    expect(memberEvents.of('member.joined')).toEqual([
+      { type: 'member.joined', conversationId: group.id, userId: newcomer.user.id, by: owner.user.id },
+    ]);
+    await memberEvents.stop();
+    await newcomerEvents.stop();
+  });
+
+  it('resumes after a disconnect with exactly the events missed, in order', async () => {
+    const { al, bo, conversation } = await pair();
+    const first = await tap(bo, app, bo.user.id);
+    await al.api.message.send.mutate({ conversationId: conversation.id, content: 'before' });
+    await first.until(() => first.of('message.created').length === 1);
+    const lastEventId = first.lastId();
+    await first.stop();
+    await bo.close();
+
+    const missed = [];
+    for (let i = 0; i < 50; i++) {
+      missed.push(
+        await al.api.message.send.mutate({ conversationId: conversation.id, content: `missed ${i}` }),
+      );
+    }
+    const resumed = await tap(connect(app.url, bo.token), app, bo.user.id, { lastEventId });
+    await al.api.message.send.mutate({ conversationId: conversation.id, content: 'live' });
+    await resumed.until(() => resumed.of('message.created').length >= 51);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(resumed.of('message.created').map((e) => e.message.content)).toEqual([
+      ...missed.map((m) => m.content),
+      'live',
+    ]);
+    await resumed.stop();
+  });
+
+  it('answers an unknown or too old lastEventId with resync first', async () => {
+    const local = await TestDeployment.create();
+    try {
+      const small = await local.start({ limits: { eventLogLength: 10 } });
+      const { al, bo, conversation } = await pair(small);
+      const first = await tap(bo, small, bo.user.id);
+      await al.api.message.send.mutate({ conversationId: conversation.id, content: 'seen' });
+      await first.until(() => first.of('message.created').length === 1);
+      const old = first.lastId();
+      await first.stop();
+      for (let i = 0; i < 15; i++)
+        await al.api.message.send.mutate({ conversationId: conversation.id, content: `${i}` });
+
+      const stale = await tap(connect(small.url, bo.token), small, bo.user.id, { lastEventId: old });
+      await stale.until((r) => r.length >= 1);
+      expect(stale.received[0]?.event).toEqual({ type: 'resync' });
+      expect(stale.of('message.created')).toEqual([]);
+      await stale.stop();
+
+      for (const lastEventId of ['garbage', 'other-epoch.1-0', `${old?.split('.')[0]}.99999999999999-0`]) {
+        const unknown = await tap(connect(small.url, bo.token), small, bo.user.id, { lastEventId });
+        await unknown.until((r) => r.length >= 1);
+        expect(unknown.received[0]?.event).toEqual({ type: 'resync' });
+        await unknown.stop();
+      }
+    } finally {
+      await local.cleanup();
+    }
+  });
+
+  it('sends typing to the other members with an expiry, kept in the broker only', async () => {
+    const { al, bo, conversation } = await pair();
+    const events = await tap(bo, app, bo.user.id);
+    const mine = await tap(al, app, al.user.id);
+    await al.api.conversation.typing.mutate({ id: conversation.id });
+    await events.until(() => events.of('typing').length === 1);
+    const [typing] = events.of('typing');
+    expect(typing).toMatchObject({ conversationId: conversation.id, userId: al.user.id });
+    const remaining = (typing?.until.getTime() ?? 0) - Date.now();
+    expect(remaining).toBeGreaterThan(3_000);
+    expect(remaining).toBeLessThanOrEqual(5_000);
+    expect(await app.services.broker.get(`typing:${conversation.id}:${al.user.id}`)).not.toBeNull();
+    // The typist does not get their own typing.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(mine.of('typing')).toEqual([]);
+    await events.stop();
+    await mine.stop();
+  });
+
+  it('sends read receipts to the other members', async () => {
+    const { al, bo, conversation } = await pair();
+    const events = await tap(al, app, al.user.id);
+    await al.api.message.send.mutate({ conversationId: conversation.id, content: 'read me' });
+    await bo.api.conversation.markRead.mutate({ id: conversation.id, seq: 1 });
+    await events.until(() => events.of('read').length === 1);
+    expect(events.of('read')).toEqual([
+      { type: 'read', conversationId: conversation.id, userId: bo.user.id, seq: 1 },
+    ]);
+    await events.stop();
+  });
+
+  it('reports presence to contacts: online while any device is connected, then last seen', async () => {
+    const { al, bo } = await pair();
+    const watcher = await tap(al, app, al.user.id);
+    expect((await al.api.user.byId.query({ id: bo.user.id })).online).toBe(false);
+    const laptop = await tap(bo, app, bo.user.id);
+    const phoneClient = connect(app.url, bo.token);
+    const phone = await tap(phoneClient, app, bo.user.id);
+    await watcher.until(() => watcher.of('presence').some((p) => p.userId === bo.user.id && p.online));
+    expect((await al.api.user.byId.query({ id: bo.user.id })).online).toBe(true);
+    await laptop.stop();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    // Still online on the phone.
+    expect(watcher.of('presence').filter((p) => !p.online)).toEqual([]);
+    await phone.stop();
+    await phoneClient.close();
+    await watcher.until(() => watcher.of('presence').some((p) => p.userId === bo.user.id && !p.online));
+    const offline = watcher.of('presence').find((p) => !p.online);
+    expect(offline?.lastSeenAt).toBeInstanceOf(Date);
+    const seen = await al.api.user.byId.query({ id: bo.user.id });
+    expect(seen).toMatchObject({ online: false });
+    expect(seen.lastSeenAt?.getTime()).toBe(offline?.lastSeenAt?.getTime());
+    await watcher.stop();
+  });
+
+  it('stops a removed member at once', async () => {
+    const [owner, member] = await Promise.all([signUp(app.url), signUp(app.url)]);
+    const group = await owner.api.conversation.createGroup.mutate({
+      name: 'Out',
+      memberIds: [member.user.id],
+    });
+    const events = await tap(member, app, member.user.id);
+    await owner.api.message.send.mutate({ conversationId: group.id, content: 'while inside' });
+    await owner.api.conversation.removeMember.mutate({ id: group.id, userId: member.user.id });
+    await owner.api.message.send.mutate({ conversationId: group.id, content: 'after removal' });
+    await owner.api.conversation.typing.mutate({ id: group.id });
+    await events.until(() => events.of('conversation.removed').length === 1);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(events.of('message.created').map((e) => e.message.content)).toEqual(['while inside']);
+    expect(events.of('typing')).toEqual([]);
+    await expectCode(member.api.message.list.query({ conversationId: group.id }), 'NOT_FOUND');
+    await events.stop();
+  });
+
+  it('ends the subscription when the access token expires', async () => {
+    const local = await TestDeployment.create();
+    try {
+      const shortLived = await local.start({ jwt: { accessTtlSeconds: 2 } });
+      const bo = await signUp(shortLived.url);
+      const events = await tap(bo, shortLived, bo.user.id);
+      const started = Date.now();
+      await expect(events.until(() => false, 8_000)).rejects.toThrow(/Access token expired/);
+      expect(Date.now() - started).toBeLessThan(4_000);
+    } finally {
+      await local.cleanup();
+    }
+  });
+
+  it('ends the subscription when the session is logged out', async () => {
+    const bo = await signUp(app.url);
+    const events = await tap(bo, app, bo.user.id);
+    await bo.api.auth.logout.mutate({});
+    await expect(events.until(() => false, 5_000)).rejects.toThrow(/Session ended/);
+  });
+
+  it('caps subscriptions per connection', async () => {
+    const local = await TestDeployment.create();
+    try {
+      const capped = await local.start({ limits: { maxSubscriptionsPerConnection: 2 } });
+      const bo = await signUp(capped.url);
+      await tap(bo, capped, bo.user.id);
+      await tap(bo, capped, bo.user.id);
+      const errors: unknown[] = [];
+      bo.api.events.subscribe({}, { onError: (error) => errors.push(error) });
+      const deadline = Date.now() + 5_000;
+      while (errors.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      expect(String(errors[0])).toMatch(/Too many subscriptions/);
+      await bo.close();
+    } finally {
+      await local.cleanup();
+    }
+  });
+
+  it('disconnects a client that never reads its socket, keeping server memory bounded', async () => {
+    const local = await TestDeployment.create();
+    try {
+      const strict = await local.start({
+        limits: { maxSocketBufferBytes: 64 * 1024, maxQueuedEvents: 200, sendsPerUser: 100_000 },
+      });
+      const { al, bo, conversation } = await pair(strict);
+      // A raw client that subscribes and then stops reading.
+      const socket = new WebSocket(`${wsUrl(strict.url)}?token=${bo.tokens.accessToken}`);
+      await new Promise((resolve, reject) => socket.once('open', resolve).once('error', reject));
+      socket.send(
+        JSON.stringify({ id: 1, method: 'subscription', params: { path: 'events', input: { json: {} } } }),
+      );
+      const deadline = Date.now() + 5_000;
+      while ((await strict.services.realtime.presence.connectionCount(bo.user.id)) === 0) {
+        if (Date.now() > deadline) throw new Error('subscription did not start');
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      const closed = new Promise<number>((resolve) => socket.once('close', (code) => resolve(code)));
+      (socket as unknown as { _socket: { pause(): void } })._socket.pause();
+      const big = 'x'.repeat(3_990);
+      let i = 0;
+      // Enough to fill the kernel's socket buffers, after which the server's own buffer grows.
+      await Promise.all(
+        Array.from({ length: 6 }, async () => {
+          while (i < 3000 && strict.services.realtime.hub.count() > 0) {
+            i++;
+            await al.api.message.send.mutate({ conversationId: conversation.id, content: `${i} ${big}` });
+          }
+        }),
+      );
+      // The server gave up on the subscription instead of buffering without bound.
+      expect(strict.services.realtime.hub.count()).toBe(0);
+      (socket as unknown as { _socket: { resume(): void } })._socket.resume();
+      expect(await closed).toBe(1013);
+    } finally {
+      await local.cleanup();
+    }
+  });
+});
+
+describe.skipIf(!onRealEngines)(`events across instances (${engineLabel}; needs PostgreSQL + Redis)`, () => {
+  it('delivers a message sent through instance A to a subscriber on instance B', async () => {
+    const b = await deployment.start();
+    const { al, bo, conversation } = await pair();
+    const onB = connect(b.url, bo.token);
+    const events = await tap(onB, b, bo.user.id);
+    const sent = await al.api.message.send.mutate({ conversationId: conversation.id, content: 'across' });
+    await events.until(() => events.of('message.created').length === 1);
+    expect(events.of('message.created')[0]?.message.id).toBe(sent.id);
+    await events.stop();
+    await onB.close();
+  });
+
+  it('resumes on another instance without gap or duplicate', async () => {
+    const b = await deployment.start();
+    const { al, bo, conversation } = await pair();
+    const first = await tap(bo, app, bo.user.id);
+    await al.api.message.send.mutate({ conversationId: conversation.id, content: 'on A' });
+    await first.until(() => first.of('message.created').length === 1);
+    const lastEventId = first.lastId();
+    await first.stop();
+    const missed = [];
+    for (let i = 0; i < 50; i++) {
+      missed.push(
+        (await al.api.message.send.mutate({ conversationId: conversation.id, content: `m${i}` })).id,
+      );
+    }
+    const onB = connect(b.url, bo.token);
+    const resumed = await tap(onB, b, bo.user.id, { lastEventId });
+    await resumed.until(() => resumed.of('message.created').length >= 50);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(resumed.of('message.created').map((e) => e.message.id)).toEqual(missed);
+    await resumed.stop();
+    await onB.close();
+  });
+
+  it('keeps a user online across instances until their last device leaves', async () => {
+    const b = await deployment.start();
+    const { al, bo } = await pair();
+    const watcher = await tap(al, app, al.user.id);
+    const onA = await tap(bo, app, bo.user.id);
+    const clientB = connect(b.url, bo.token);
+    const onB = await tap(clientB, b, bo.user.id);
+    await onA.stop();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect((await al.api.user.byId.query({ id: bo.user.id })).online).toBe(true);
+    await onB.stop();
+    await clientB.close();
+    await watcher.until(() => watcher.of('presence').some((p) => p.userId === bo.user.id && !p.online));
+    expect((await al.api.user.byId.query({ id: bo.user.id })).online).toBe(false);
+    await watcher.stop();
+  });
+
+  it('marks the users of a dead instance offline once their connections expire', async () => {
+    const local = await TestDeployment.create();
+    try {
+      const settings = { presence: { ttlMs: 600, heartbeatMs: 150 } };
+      const survivor = await local.start(settings);
+      const doomed = await local.start(settings);
+      const { al, bo } = await pair(survivor);
+      const watcher = await tap(al, survivor, al.user.id);
+      const clientOnDoomed = connect(doomed.url, bo.token);
+      await tap(clientOnDoomed, doomed, bo.user.id);
+      await watcher.until(() => watcher.of('presence').some((p) => p.userId === bo.user.id && p.online));
+      // The instance stops refreshing without saying goodbye (as if killed).
+      doomed.services.realtime.presence.stop();
+      await doomed.services.realtime.hub.stop();
+      await watcher.until(
+        () => watcher.of('presence').some((p) => p.userId === bo.user.id && !p.online),
+        5_000,
+      );
+      await watcher.stop();
+      await clientOnDoomed.close();
+    } finally {
+      await local.cleanup();
+    }
+  });
+});
