@@ -239,7 +239,7 @@ describe(`metrics (${engineLabel})`, () => {
         1,
       );
 
-      events.stop();
+      await events.stop();
       const after = await eventually(
         () => scrape(target),
         (s) => valueOf(s, 'parley_subscriptions') === 0,

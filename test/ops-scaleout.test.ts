@@ -57,7 +57,10 @@ function listen(client: TestClient): EventTap {
       }
     },
     lastId: () => received.at(-1)?.id,
-    stop: () => subscription.unsubscribe(),
+    stop: () => {
+      subscription.unsubscribe();
+      return Promise.resolve();
+    },
   };
 }
 
@@ -186,7 +189,7 @@ describe('scale-out from the CLI on PostgreSQL + Redis', () => {
         }
       }
 
-      for (const tap of Object.values(taps)) tap.stop();
+      await Promise.all(Object.values(taps).map((tap) => tap.stop()));
       await Promise.all([al.close(), bo.close(), cy.close()]);
       for (const instance of [api1, api2, worker2]) expect(await instance.stop('SIGTERM')).toBe(0);
     },
