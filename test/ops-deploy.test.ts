@@ -263,7 +263,9 @@ describe(`the commands the containers run (${engineLabel})`, () => {
       try {
         for (const instance of [api, worker]) {
           expect((await fetch(`${instance.url}/healthz`)).status).toBe(200);
-          expect(await (await fetch(`${instance.url}/readyz`)).text()).toBe('ready');
+          expect(await (await fetch(`${instance.url}/readyz`)).text()).toBe(
+            'ready: database up, broker up, worker lag 0',
+          );
           const metrics = await (await fetch(`${instance.url}/metrics`)).text();
           expect(metrics).toContain('parley_worker_lag_entries');
         }

@@ -184,6 +184,11 @@ describe(`metrics (${engineLabel})`, () => {
       expect(valueOf(samples, 'parley_messages_sent_total', { type: 'text' })).toBe(4);
       expect(valueOf(samples, 'parley_stream_length')).toBe(4);
       expect(valueOf(samples, 'parley_worker_lag_entries')).toBe(4);
+      // The health query and /readyz report the same lag.
+      expect((await al.api.health.query()).worker.lag).toBe(4);
+      expect(await (await fetch(`${api.url}/readyz`)).text()).toBe(
+        'ready: database up, broker up, worker lag 4',
+      );
       // Nothing was written, so there is no batch to report.
       expect(valueOf(samples, 'parley_persist_batch_size_count')).toBe(0);
       await al.close();

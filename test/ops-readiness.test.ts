@@ -130,12 +130,18 @@ describe(`readiness (${engineLabel})`, () => {
       try {
         const app = await deployment.start({ redisUrl: `redis://127.0.0.1:${redis.port}` });
         const anonymous = connect(app.url);
-        expect(await readyz(app.url)).toEqual({ status: 200, body: 'ready' });
+        expect(await readyz(app.url)).toEqual({
+          status: 200,
+          body: 'ready: database up, broker up, worker lag 0',
+        });
         expect(await anonymous.api.health.query()).toMatchObject({ status: 'ok', db: true, redis: true });
 
         await redis.kill();
         const down = await readyzBecomes(app.url, 503);
-        expect(down).toEqual({ status: 503, body: 'not ready: database up, broker down' });
+        expect(down).toEqual({
+          status: 503,
+          body: 'not ready: database up, broker down, worker lag unknown',
+        });
         expect(await anonymous.api.health.query()).toMatchObject({
           status: 'degraded',
           db: true,
@@ -144,7 +150,10 @@ describe(`readiness (${engineLabel})`, () => {
         });
 
         expect(await redis.start()).toBe(true);
-        expect(await readyzBecomes(app.url, 200)).toEqual({ status: 200, body: 'ready' });
+        expect(await readyzBecomes(app.url, 200)).toEqual({
+          status: 200,
+          body: 'ready: database up, broker up, worker lag 0',
+        });
         expect(await anonymous.api.health.query()).toMatchObject({ status: 'ok', redis: true });
         await anonymous.close();
         await app.close();
@@ -167,7 +176,10 @@ describe(`readiness (${engineLabel})`, () => {
         viaRelay.port = String(relay.port);
         const app = await deployment.start({ databaseUrl: viaRelay.toString() });
         const anonymous = connect(app.url);
-        expect(await readyz(app.url)).toEqual({ status: 200, body: 'ready' });
+        expect(await readyz(app.url)).toEqual({
+          status: 200,
+          body: 'ready: database up, broker up, worker lag 0',
+        });
 
         await relay.cut();
         const down = await readyzBecomes(app.url, 503);
@@ -176,7 +188,10 @@ describe(`readiness (${engineLabel})`, () => {
         expect(await anonymous.api.health.query()).toMatchObject({ status: 'degraded', db: false });
 
         await relay.listen();
-        expect(await readyzBecomes(app.url, 200)).toEqual({ status: 200, body: 'ready' });
+        expect(await readyzBecomes(app.url, 200)).toEqual({
+          status: 200,
+          body: 'ready: database up, broker up, worker lag 0',
+        });
         expect(await anonymous.api.health.query()).toMatchObject({ status: 'ok', db: true });
         await anonymous.close();
         await app.close();

@@ -4,8 +4,9 @@ import { routeOf } from '../metrics.js';
 import type { Services } from '../services.js';
 
 /**
- * Answers `/healthz` (liveness), `/readyz` (database and broker reachable) and `/metrics`;
- * returns false for any other path. Shared by the API server and the worker-only process.
+ * Answers `/healthz` (liveness), `/readyz` (database and broker reachable; worker lag shown)
+ * and `/metrics`; returns false for any other path. Shared by the API server and the
+ * worker-only process.
  */
 export function handleOpsRequest(app: Services, url: string, res: http.ServerResponse): boolean {
   if (url === '/healthz') {
@@ -13,14 +14,17 @@ export function handleOpsRequest(app: Services, url: string, res: http.ServerRes
     return true;
   }
   if (url === '/readyz') {
-    void app.health.ready().then(
-      ({ db, redis }) => {
+    // Ready means both engines answer; a lagging worker is reported but does not take an
+    // instance out of rotation (it would not make the lag any smaller).
+    void app.health.report().then(
+      ({ db, redis, worker }) => {
         const ok = db && redis;
+        const state = `database ${db ? 'up' : 'down'}, broker ${redis ? 'up' : 'down'}, worker lag ${worker.lag ?? 'unknown'}`;
         res
           .writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' })
-          .end(ok ? 'ready' : `not ready: database ${db ? 'up' : 'down'}, broker ${redis ? 'up' : 'down'}`);
+          .end(ok ? `ready: ${state}` : `not ready: ${state}`);
       },
-      () => res.writeHead(503).end('not ready'),
+      () => res.writeHead(503, { 'content-type': 'text/plain' }).end('not ready'),
     );
     return true;
   }
