@@ -138,4 +138,19 @@ describe(`logs (${engineLabel})`, () => {
       expect(leaking, `a log line contains ${secret.slice(0, 6)}…`).toEqual([]);
     }
   });
+
+  it('has a suite-wide check, run by every test file, that recognises leaked tokens', async () => {
+    const ada = await signUp(app.url);
+    const probe = await TestDeployment.create();
+    try {
+      probe.logLines.push('{"msg":"fine"}', `{"msg":"oops","token":"${ada.tokens.accessToken}"}`);
+      probe.logLines.push(`{"msg":"oops","secret":"${probe.jwtSecret}"}`);
+      expect(probe.leakedSecrets()).toHaveLength(2);
+      expect(deployment.leakedSecrets()).toEqual([]);
+    } finally {
+      probe.logLines.length = 0;
+      await probe.cleanup();
+      await ada.close();
+    }
+  });
 });
