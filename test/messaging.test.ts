@@ -4,7 +4,7 @@ import type { App } from '../server/src/app.js';
 import { DEAD_LETTER_STREAM, MESSAGES_STREAM, PERSIST_GROUP } from '../server/src/messages/store.js';
 import { PersistenceWorker } from '../server/src/worker/persist.js';
 import { signUp } from './support/client.js';
-import { TestDeployment, engineLabel } from './support/env.js';
+import { TestDeployment, engineLabel, onRealEngines } from './support/env.js';
 import { expectCode } from './support/errors.js';
 
 let deployment: TestDeployment;
@@ -361,6 +361,18 @@ describe(`messages (${engineLabel})`, () => {
     }
   });
 
+  it("keeps a deleted account's messages readable in other people's conversations", async () => {
+    const [al, bo] = await Promise.all([signUp(app.url), signUp(app.url)]);
+    const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
+    const sent = await al.api.message.send.mutate({ conversationId: id, content: 'goodbye' });
+    await al.api.user.delete.mutate({ password: al.password });
+    const history = await bo.api.message.list.query({ conversationId: id });
+    expect(history.items.map((m) => [m.id, m.senderUsername, m.content])).toEqual([
+      [sent.id, al.user.username, 'goodbye'],
+    ]);
+    await expect(bo.api.conversation.byId.query({ id })).resolves.toMatchObject({ id });
+  });
+
   it('counts unread messages from others after the read position, which never moves back', async () => {
     const [al, bo] = await Promise.all([signUp(app.url), signUp(app.url)]);
     const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
@@ -485,6 +497,48 @@ describe(`persistence worker (${engineLabel})`, () => {
       const stored = await rows(target, id);
       expect(stored.map((r) => r.seq)).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
       expect(new Set(stored.map((r) => r.id)).size).toBe(30);
+    } finally {
+      await local.cleanup();
+    }
+  });
+});
+
+describe.skipIf(!onRealEngines)(`PostgreSQL outage (${engineLabel}; needs PostgreSQL + Redis)`, () => {
+  it('keeps sends resolving while the database is unreachable, then writes each once', async () => {
+    const local = await TestDeployment.create();
+    try {
+      const target = await local.start({ worker: { blockMs: 50 } });
+      const [al, bo] = await Promise.all([signUp(target.url), signUp(target.url)]);
+      const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
+      const sent = [await al.api.message.send.mutate({ conversationId: id, content: 'before' })];
+      await drained(target);
+
+      await local.databaseDown();
+      try {
+        for (let i = 0; i < 20; i++) {
+          sent.push(
+            await (i % 2 ? al : bo).api.message.send.mutate({
+              conversationId: id,
+              content: `during ${i}`,
+              clientMessageId: `outage-${i}`,
+            }),
+          );
+        }
+        const health = await al.api.health.query();
+        expect(health).toMatchObject({ status: 'degraded', db: false, redis: true });
+        expect(health.worker.lag).toBeGreaterThan(0);
+        expect((await fetch(`${target.url}/readyz`)).status).toBe(503);
+      } finally {
+        await local.databaseUp();
+      }
+
+      await drained(target, 30_000);
+      const stored = await rows(target, id);
+      expect(stored.map((r) => r.id)).toEqual(sent.map((m) => m.id));
+      expect(stored.map((r) => r.seq)).toEqual(sent.map((_, i) => i + 1));
+      expect((await fetch(`${target.url}/readyz`)).status).toBe(200);
+      const dead = await target.services.broker.rangeAfter(DEAD_LETTER_STREAM, '0-0', 10);
+      expect(dead).toEqual([]);
     } finally {
       await local.cleanup();
     }

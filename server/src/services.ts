@@ -51,7 +51,7 @@ export function buildServices(deps: {
   // The hub exists only further down; the gauge reads it on scrape.
   let hub: Hub | null = null;
   const metrics = createMetrics({ broker, subscriptions: () => hub?.count() ?? 0 });
-  const memberships = new Memberships(db);
+  const memberships = new Memberships(db, broker);
   const store = new MessageStore(db, broker);
   const events = new BrokerEventPublisher(broker, config.limits.eventLogLength);
   const messages = new MessageService(store, memberships, events, broker, config.limits, log, metrics);

@@ -29,7 +29,7 @@ export class TestDeployment {
     readonly databaseUrl: string | undefined,
     readonly redisUrl: string | undefined,
     readonly redisPrefix: string,
-    private readonly databaseName: string | null,
+    readonly databaseName: string | null,
     readonly jwtSecret: string,
   ) {}
 
@@ -101,6 +101,29 @@ export class TestDeployment {
     );
   }
 
+  /** Runs SQL on the server's maintenance connection (outside this deployment's database). */
+  async admin(statement: string): Promise<void> {
+    if (!engines.databaseUrl) throw new Error('admin SQL needs TEST_DATABASE_URL');
+    const admin = postgres(engines.databaseUrl, { max: 1, onnotice: () => {} });
+    try {
+      await admin.unsafe(statement);
+    } finally {
+      await admin.end();
+    }
+  }
+
+  /** Makes this deployment's PostgreSQL database refuse and drop every connection. */
+  async databaseDown(): Promise<void> {
+    await this.admin(`alter database "${this.databaseName}" with allow_connections false`);
+    await this.admin(
+      `select pg_terminate_backend(pid) from pg_stat_activity where datname = '${this.databaseName}' and pid <> pg_backend_pid()`,
+    );
+  }
+
+  async databaseUp(): Promise<void> {
+    await this.admin(`alter database "${this.databaseName}" with allow_connections true`);
+  }
+
   async cleanup(): Promise<void> {
     await Promise.all(this.apps.map((app) => app.close()));
     const leaked = this.leakedSecrets();
@@ -118,6 +141,9 @@ export class TestDeployment {
     if (this.databaseName && engines.databaseUrl) {
       const admin = postgres(engines.databaseUrl, { max: 1, onnotice: () => {} });
       try {
+        await admin
+          .unsafe(`alter database "${this.databaseName}" with allow_connections true`)
+          .catch(() => undefined);
         await admin.unsafe(`drop database if exists "${this.databaseName}" with (force)`);
       } finally {
         await admin.end();

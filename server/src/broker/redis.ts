@@ -113,6 +113,21 @@ export class RedisBroker implements Broker {
     return broker;
   }
 
+  /**
+   * A Lua script as a command: ioredis sends it by SHA (EVALSHA) and loads it only when Redis
+   * does not know it yet. The first argument is the number of keys.
+   */
+  private script(name: string, lua: string): (...args: (string | number)[]) => Promise<unknown> {
+    const commands = this.client as unknown as Record<
+      string,
+      (...args: (string | number)[]) => Promise<unknown>
+    >;
+    if (!commands[name]) this.client.defineCommand(name, { lua });
+    const command = commands[name];
+    if (!command) throw new Error(`script ${name} could not be defined`);
+    return command.bind(this.client);
+  }
+
   private k(name: string): string {
     return this.prefix + name;
   }
@@ -164,8 +179,7 @@ export class RedisBroker implements Broker {
   ): Promise<AppendResult> {
     const pending = options.pending ?? [];
     const result = (await this.run(() =>
-      this.client.eval(
-        APPEND,
+      this.script('parleyAppend', APPEND)(
         2 + pending.length,
         options.unique ? this.k(options.unique.key) : '',
         this.k(stream),
@@ -188,8 +202,7 @@ export class RedisBroker implements Broker {
     options: { maxLen: number; publish?: { channel: string; message: string } },
   ): Promise<string> {
     return (await this.run(() =>
-      this.client.eval(
-        APPEND_MANY,
+      this.script('parleyAppendMany', APPEND_MANY)(
         1 + streams.length,
         this.k(idStream),
         ...streams.map((s) => this.k(s)),
@@ -342,8 +355,7 @@ export class RedisBroker implements Broker {
   async incr(key: string, options: { ttlMs?: number } = {}): Promise<number> {
     return Number(
       await this.run(() =>
-        this.client.eval(
-          INCR_WITH_TTL,
+        this.script('parleyIncrWithTtl', INCR_WITH_TTL)(
           1,
           this.k(key),
           options.ttlMs === undefined ? '' : String(options.ttlMs),
@@ -353,7 +365,7 @@ export class RedisBroker implements Broker {
   }
 
   async incrExisting(key: string): Promise<number | null> {
-    const result = await this.run(() => this.client.eval(INCR_EXISTING, 1, this.k(key)));
+    const result = await this.run(() => this.script('parleyIncrExisting', INCR_EXISTING)(1, this.k(key)));
     return result === null ? null : Number(result);
   }
 
@@ -374,7 +386,11 @@ export class RedisBroker implements Broker {
   }
 
   async hdelIfPrefix(key: string, field: string, prefix: string): Promise<boolean> {
-    return (await this.run(() => this.client.eval(HDEL_IF_PREFIX, 1, this.k(key), field, prefix))) === 1;
+    return (
+      (await this.run(() =>
+        this.script('parleyHdelIfPrefix', HDEL_IF_PREFIX)(1, this.k(key), field, prefix),
+      )) === 1
+    );
   }
 
   hdel(key: string, ...fields: string[]): Promise<number> {

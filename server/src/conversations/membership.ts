@@ -1,5 +1,6 @@
 import { and, eq, inArray, isNull } from 'drizzle-orm';
 import { conversations, members, users } from '../../../drizzle/schema.js';
+import type { Broker } from '../broker/types.js';
 import type { Database } from '../db/index.js';
 import { Forbidden, NotFound } from '../errors.js';
 import type { Role } from './schemas.js';
@@ -15,8 +16,51 @@ export interface Membership {
  * Who belongs where. A conversation the caller is not in is reported as not found, so
  * nobody learns that it exists.
  */
+/** Who is in a conversation, as cached in the broker for the send path. */
+interface Roster {
+  members: string[];
+}
+
+const rosterKey = (conversationId: string) => `roster:${conversationId}`;
+const ROSTER_TTL_MS = 10 * 60 * 1000;
+
 export class Memberships {
-  constructor(private readonly db: Database) {}
+  constructor(
+    private readonly db: Database,
+    private readonly broker: Broker,
+  ) {}
+
+  /**
+   * Members of a live conversation (empty when it is deleted or unknown), from the broker's
+   * cache so that sending works while PostgreSQL is unreachable. A cache fill only writes
+   * when no entry exists, and every membership change overwrites the entry after its commit,
+   * so a fill that read before a change can never outlive it.
+   */
+  private async roster(conversationId: string): Promise<Roster> {
+    const cached = await this.broker.get(rosterKey(conversationId));
+    if (cached) return JSON.parse(cached) as Roster;
+    const roster = await this.load(conversationId);
+    await this.broker.set(rosterKey(conversationId), JSON.stringify(roster), {
+      ttlMs: ROSTER_TTL_MS,
+      nx: true,
+    });
+    return roster;
+  }
+
+  /** Call after every committed membership change of the conversation. */
+  async refresh(conversationId: string): Promise<void> {
+    const roster = await this.load(conversationId);
+    await this.broker.set(rosterKey(conversationId), JSON.stringify(roster), { ttlMs: ROSTER_TTL_MS });
+  }
+
+  private async load(conversationId: string): Promise<Roster> {
+    const rows = await this.db
+      .select({ userId: members.userId })
+      .from(members)
+      .innerJoin(conversations, eq(conversations.id, members.conversationId))
+      .where(and(eq(members.conversationId, conversationId), isNull(conversations.deletedAt)));
+    return { members: rows.map((row) => row.userId) };
+  }
 
   async find(userId: string, conversationId: string): Promise<Membership | null> {
     const [row] = await this.db
@@ -54,22 +98,13 @@ export class Memberships {
 
   /** Every member of a live conversation, after checking that `userId` is one of them. */
   async recipients(userId: string, conversationId: string): Promise<string[]> {
-    const rows = await this.db
-      .select({ userId: members.userId })
-      .from(members)
-      .innerJoin(conversations, eq(conversations.id, members.conversationId))
-      .where(and(eq(members.conversationId, conversationId), isNull(conversations.deletedAt)));
-    const ids = rows.map((row) => row.userId);
+    const { members: ids } = await this.roster(conversationId);
     if (!ids.includes(userId)) throw new NotFound('Conversation');
     return ids;
   }
 
   async memberIds(conversationId: string): Promise<string[]> {
-    const rows = await this.db
-      .select({ userId: members.userId })
-      .from(members)
-      .where(eq(members.conversationId, conversationId));
-    return rows.map((row) => row.userId);
+    return (await this.roster(conversationId)).members;
   }
 
   /** Everyone who shares at least one conversation with the user (they see its presence). */

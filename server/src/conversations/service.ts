@@ -50,7 +50,10 @@ export class ConversationService {
       .from(conversations)
       .where(eq(conversations.directKey, directKey));
     if (!existing) throw new NotFound('Conversation');
-    if (created) await this.announce(existing.id, [me.id, otherId]);
+    if (created) {
+      await this.memberships.refresh(existing.id);
+      await this.announce(existing.id, [me.id, otherId]);
+    }
     return this.view(existing.id, me.id);
   }
 
@@ -67,6 +70,7 @@ export class ConversationService {
           ...others.map((userId) => ({ conversationId: id, userId, role: 'member' as const })),
         ]);
     });
+    await this.memberships.refresh(id);
     await this.messages.appendSystem(id, me, `${me.username} created the group "${input.name}"`);
     await this.announce(id, [me.id, ...others]);
     return this.view(id, me.id);
@@ -130,6 +134,7 @@ export class ConversationService {
       .onConflictDoNothing()
       .returning({ userId: members.userId });
     if (added.length > 0) {
+      await this.memberships.refresh(id);
       await this.touch(id);
       const everyone = await this.memberships.memberIds(id);
       for (const { userId } of added) {
@@ -247,6 +252,7 @@ export class ConversationService {
       .where(and(eq(members.conversationId, id), eq(members.userId, userId)))
       .returning({ userId: members.userId });
     if (!gone) throw new NotFound('Member');
+    await this.memberships.refresh(id);
     const [user] = await this.db.select({ username: users.username }).from(users).where(eq(users.id, userId));
     const name = user?.username ?? 'someone';
     await this.touch(id);
@@ -268,6 +274,7 @@ export class ConversationService {
 
   private async softDelete(id: string, recipients: string[]): Promise<void> {
     await this.db.update(conversations).set({ deletedAt: new Date() }).where(eq(conversations.id, id));
+    await this.memberships.refresh(id);
     await this.publish(recipients, { type: 'conversation.removed', conversationId: id });
   }
 

@@ -31,12 +31,13 @@ export class MessageService {
    * to PostgreSQL. A repeated `clientMessageId` returns the first message instead.
    */
   async send(sender: Sender, input: SendMessage): Promise<Message> {
-    await this.throttle(sender.id);
-    const recipients = await this.memberships.recipients(sender.id, input.conversationId);
-    if (input.clientMessageId) {
-      const earlier = await this.store.claimedClientId(sender.id, input.clientMessageId);
-      if (earlier) return this.firstOf(earlier.id);
-    }
+    // Independent checks, one round trip's worth of waiting.
+    const [, recipients, earlier] = await Promise.all([
+      this.throttle(sender.id),
+      this.memberships.recipients(sender.id, input.conversationId),
+      input.clientMessageId ? this.store.claimedClientId(sender.id, input.clientMessageId) : null,
+    ]);
+    if (earlier) return this.firstOf(earlier.id);
     return this.create(
       input.conversationId,
       sender,

@@ -19,8 +19,11 @@ export const seqKey = (conversationId: string) => `seq:${conversationId}`;
 export const clientIdKey = (senderId: string, clientMessageId: string) =>
   `client-message:${senderId}:${clientMessageId}`;
 
-/** How long a clientMessageId is remembered in the broker; PostgreSQL remembers it forever. */
-export const CLIENT_ID_TTL_MS = 24 * 60 * 60 * 1000;
+/**
+ * How long a clientMessageId is claimed in the broker. Retries come within seconds or minutes;
+ * a later one is caught by PostgreSQL's unique (sender, clientMessageId) key.
+ */
+export const CLIENT_ID_TTL_MS = 60 * 60 * 1000;
 
 /** A message as it travels through the stream and sits in the pending store. */
 export interface WireMessage {
@@ -134,11 +137,17 @@ export class MessageStore {
       const [conversationId = '', id = ''] = held.split(':');
       return { conversationId, id };
     }
-    const [row] = await this.db
-      .select({ id: messages.id, conversationId: messages.conversationId })
-      .from(messages)
-      .where(and(eq(messages.senderId, senderId), eq(messages.clientMessageId, clientMessageId)));
-    return row ?? null;
+    try {
+      const [row] = await this.db
+        .select({ id: messages.id, conversationId: messages.conversationId })
+        .from(messages)
+        .where(and(eq(messages.senderId, senderId), eq(messages.clientMessageId, clientMessageId)));
+      return row ?? null;
+    } catch {
+      // PostgreSQL is unreachable: sending goes on, and the broker's claim (which covers any
+      // retry within the claim's lifetime) stays the judge of duplicates.
+      return null;
+    }
   }
 
   async pendingOf(conversationId: string): Promise<Message[]> {

@@ -5,6 +5,7 @@ import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import type { ParleyEvent } from './events.js';
 import { EVENTS_CHANNEL, type Envelope } from './publisher.js';
+import { shareEvent } from './transformer.js';
 
 /** A delivery to one local subscription: the broker id of a durable event, or null. */
 export interface Delivery {
@@ -85,7 +86,7 @@ export class Hub {
       const set = this.byUser.get(userId);
       if (!set) continue;
       // Decoded once per instance, and only when someone here needs it.
-      event ??= superjson.parse<ParleyEvent>(envelope.e);
+      event ??= shareEvent(superjson.parse<ParleyEvent>(envelope.e));
       for (const subscriber of set) subscriber.deliver({ id: id === '-' ? null : id, event });
       this.metrics?.eventsFannedOut.inc({ type: event.type }, set.size);
     }
