@@ -330,6 +330,12 @@ export class MemoryBroker implements Broker {
     return Promise.resolve(true);
   }
 
+  async hdelIfPrefixMany(items: { key: string; field: string; prefix: string }[]): Promise<number> {
+    let deleted = 0;
+    for (const item of items) if (await this.hdelIfPrefix(item.key, item.field, item.prefix)) deleted++;
+    return deleted;
+  }
+
   hdel(key: string, ...fields: string[]): Promise<number> {
     const hash = this.hashes.get(key);
     let removed = 0;

@@ -49,6 +49,19 @@ if v and string.sub(v, 1, #ARGV[2] + 1) == ARGV[2] .. '|' then
 end
 return 0`;
 
+const HDEL_IF_PREFIX_MANY = `
+local deleted = 0
+for i = 1, #KEYS do
+  local field = ARGV[i * 2 - 1]
+  local prefix = ARGV[i * 2] .. '|'
+  local v = redis.call('HGET', KEYS[i], field)
+  if v and string.sub(v, 1, #prefix) == prefix then
+    redis.call('HDEL', KEYS[i], field)
+    deleted = deleted + 1
+  end
+end
+return deleted`;
+
 const INCR_EXISTING = `
 if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCR', KEYS[1]) end
 return false`;
@@ -391,6 +404,17 @@ export class RedisBroker implements Broker {
         this.script('parleyHdelIfPrefix', HDEL_IF_PREFIX)(1, this.k(key), field, prefix),
       )) === 1
     );
+  }
+
+  async hdelIfPrefixMany(items: { key: string; field: string; prefix: string }[]): Promise<number> {
+    if (items.length === 0) return 0;
+    return (await this.run(() =>
+      this.script('parleyHdelIfPrefixMany', HDEL_IF_PREFIX_MANY)(
+        items.length,
+        ...items.map((item) => this.k(item.key)),
+        ...items.flatMap((item) => [item.field, item.prefix]),
+      ),
+    )) as number;
   }
 
   hdel(key: string, ...fields: string[]): Promise<number> {

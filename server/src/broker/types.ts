@@ -122,6 +122,8 @@ export interface Broker {
   hset(key: string, field: string, value: string): Promise<void>;
   /** Deletes `field` only while its value still starts with `<prefix>|`. */
   hdelIfPrefix(key: string, field: string, prefix: string): Promise<boolean>;
+  /** `hdelIfPrefix` for many fields at once; returns how many were deleted. */
+  hdelIfPrefixMany(items: { key: string; field: string; prefix: string }[]): Promise<number>;
   hdel(key: string, ...fields: string[]): Promise<number>;
 
   // Sorted sets (presence, rate windows).

@@ -181,15 +181,15 @@ export class MessageStore {
         : range.before === null
           ? undefined
           : lt(messages.seq, range.before);
-    const [rows, pending] = await Promise.all([
-      this.db
-        .select()
-        .from(messages)
-        .where(and(eq(messages.conversationId, conversationId), bound))
-        .orderBy(ascending ? asc(messages.seq) : desc(messages.seq))
-        .limit(limit + 1),
-      this.pendingOf(conversationId),
-    ]);
+    // Pending copies first: one is dropped only after its row is committed, so whatever the
+    // worker does between the two reads, every message is in one or the other.
+    const pending = await this.pendingOf(conversationId);
+    const rows = await this.db
+      .select()
+      .from(messages)
+      .where(and(eq(messages.conversationId, conversationId), bound))
+      .orderBy(ascending ? asc(messages.seq) : desc(messages.seq))
+      .limit(limit + 1);
     const byId = new Map(rows.map((row) => [row.id, fromRow(row)]));
     for (const message of pending) {
       const inRange =
@@ -204,13 +204,14 @@ export class MessageStore {
   async latest(conversationIds: string[]): Promise<Map<string, Message>> {
     const out = new Map<string, Message>();
     if (conversationIds.length === 0) return out;
+    // Pending copies first, as in `page`.
+    const pending = await Promise.all(conversationIds.map((id) => this.pendingOf(id)));
     const rows = await this.db
       .selectDistinctOn([messages.conversationId])
       .from(messages)
       .where(inArray(messages.conversationId, conversationIds))
       .orderBy(messages.conversationId, desc(messages.seq));
     for (const row of rows) out.set(row.conversationId, fromRow(row));
-    const pending = await Promise.all(conversationIds.map((id) => this.pendingOf(id)));
     for (const message of pending.flat()) {
       const current = out.get(message.conversationId);
       if (!current || message.seq >= current.seq) out.set(message.conversationId, message);
@@ -223,6 +224,8 @@ export class MessageStore {
     const ids = [...readPositions.keys()];
     const out = new Map<string, number>(ids.map((id) => [id, 0]));
     if (ids.length === 0) return out;
+    // Pending copies first, as in `page`; a message written in between is counted once.
+    const pending = (await Promise.all(ids.map((id) => this.pendingOf(id)))).flat();
     const counts = await this.db
       .select({ conversationId: messages.conversationId, count: sql<number>`count(*)::int` })
       .from(messages)
@@ -241,7 +244,6 @@ export class MessageStore {
       .groupBy(messages.conversationId);
     for (const row of counts) out.set(row.conversationId, Number(row.count));
     // Unwritten changes: a new message may add one; a pending deletion may remove one.
-    const pending = (await Promise.all(ids.map((id) => this.pendingOf(id)))).flat();
     if (pending.length === 0) return out;
     const written = await this.db
       .select({
