@@ -71,6 +71,16 @@ local v = redis.call('INCR', KEYS[1])
 if v == 1 and ARGV[1] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return v`;
 
+/** Every script, by the command name `script()` uses for it. */
+const SCRIPTS: Record<string, string> = {
+  parleyAppend: APPEND,
+  parleyAppendMany: APPEND_MANY,
+  parleyHdelIfPrefix: HDEL_IF_PREFIX,
+  parleyHdelIfPrefixMany: HDEL_IF_PREFIX_MANY,
+  parleyIncrExisting: INCR_EXISTING,
+  parleyIncrWithTtl: INCR_WITH_TTL,
+};
+
 type RawEntry = [string, string[] | null];
 
 export interface RedisBrokerOptions {
@@ -108,6 +118,9 @@ export class RedisBroker implements Broker {
       // Commands issued in the same tick share one round trip.
       enableAutoPipelining: true,
     });
+    // Defined before the first command: defining one while an auto-pipeline is open
+    // misaligns that pipeline's replies and crashes the process (ioredis issue #1931).
+    for (const [name, lua] of Object.entries(SCRIPTS)) this.client.defineCommand(name, { lua });
     // The subscriber keeps its subscriptions across reconnects (ioredis re-subscribes).
     this.subscriber = new Redis(options.url, { ...common, enableOfflineQueue: true });
     this.client.on('error', () => undefined);
