@@ -71,16 +71,6 @@ local v = redis.call('INCR', KEYS[1])
 if v == 1 and ARGV[1] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return v`;
 
-/** Every script, by the command name `script()` uses for it. */
-const SCRIPTS: Record<string, string> = {
-  parleyAppend: APPEND,
-  parleyAppendMany: APPEND_MANY,
-  parleyHdelIfPrefix: HDEL_IF_PREFIX,
-  parleyHdelIfPrefixMany: HDEL_IF_PREFIX_MANY,
-  parleyIncrExisting: INCR_EXISTING,
-  parleyIncrWithTtl: INCR_WITH_TTL,
-};
-
 type RawEntry = [string, string[] | null];
 
 export interface RedisBrokerOptions {
@@ -118,9 +108,18 @@ export class RedisBroker implements Broker {
       // Commands issued in the same tick share one round trip.
       enableAutoPipelining: true,
     });
-    // Defined before the first command: defining one while an auto-pipeline is open
-    // misaligns that pipeline's replies and crashes the process (ioredis issue #1931).
-    for (const [name, lua] of Object.entries(SCRIPTS)) this.client.defineCommand(name, { lua });
+    // Every script is defined before the first command: an auto-pipeline already queued when a
+    // script is defined lacks it, and the call fails with "pipeline[name] is not a function".
+    for (const [name, lua] of Object.entries({
+      parleyAppend: APPEND,
+      parleyAppendMany: APPEND_MANY,
+      parleyIncrWithTtl: INCR_WITH_TTL,
+      parleyIncrExisting: INCR_EXISTING,
+      parleyHdelIfPrefix: HDEL_IF_PREFIX,
+      parleyHdelIfPrefixMany: HDEL_IF_PREFIX_MANY,
+    })) {
+      this.client.defineCommand(name, { lua });
+    }
     // The subscriber keeps its subscriptions across reconnects (ioredis re-subscribes).
     this.subscriber = new Redis(options.url, { ...common, enableOfflineQueue: true });
     this.client.on('error', () => undefined);

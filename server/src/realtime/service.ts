@@ -16,6 +16,12 @@ import { userLog } from './publisher.js';
 const EPOCH_KEY = 'events:epoch';
 const BACKFILL_PAGE = 500;
 
+interface LiveState {
+  queue: Delivery[];
+  failure: Error | null;
+  wake: (() => void) | null;
+}
+
 /** Per-WebSocket state shared by the calls on one connection. */
 export interface ConnectionState {
   subscriptions: number;
@@ -61,25 +67,25 @@ export class Realtime {
   }
 
   /**
-   * The `events` subscription: subscribe to live events first, then backfill what came after
-   * `lastEventId` from the user's log, drop what the backfill already gave, and go live.
+   * The `events` subscription. Everything that must hold before tRPC answers `started` happens
+   * here, before the stream is returned: the limits are checked and the live listener is in
+   * place, so an event published right after `started` is never missed. The returned stream
+   * then backfills what came after `lastEventId` from the user's log, drops what the backfill
+   * already gave, and goes live.
    */
-  async *stream(request: StreamRequest): AsyncGenerator<TrackedEnvelope<ParleyEvent>> {
-    const { user, signal, socket, connection } = request;
+  async stream(request: StreamRequest): Promise<AsyncGenerator<TrackedEnvelope<ParleyEvent>>> {
+    const { user, signal, connection } = request;
     const { limits } = this.config;
     if (connection && connection.subscriptions >= limits.maxSubscriptionsPerConnection) {
       throw new RateLimited('Too many subscriptions on this connection', 1);
     }
-    if ((await this.presence.connectionCount(user.id)) >= limits.maxConnectionsPerUser) {
-      throw new RateLimited('Too many connections for this user', 5);
-    }
+    // Counted before the first await, so a burst on one connection cannot slip past the cap.
+    if (connection) connection.subscriptions += 1;
 
-    const queue: Delivery[] = [];
-    let failure: Error | null = null;
-    let wake: (() => void) | null = null;
+    const live: LiveState = { queue: [], failure: null, wake: null };
     const fail = (error: Error) => {
-      failure ??= error;
-      wake?.();
+      live.failure ??= error;
+      live.wake?.();
     };
     const key = `${this.instanceId}:${randomUUID()}`;
     const remove = this.hub.add({
@@ -87,17 +93,17 @@ export class Realtime {
       sessionId: user.sessionId,
       key,
       deliver: (delivery) => {
-        if (queue.length >= limits.maxQueuedEvents) {
+        if (live.queue.length >= limits.maxQueuedEvents) {
           // Ephemeral events go first; if that is not enough, the client is cut off.
-          const kept = queue.filter((queued) => !EPHEMERAL_EVENTS.has(queued.event.type));
-          queue.splice(0, queue.length, ...kept);
-          if (queue.length >= limits.maxQueuedEvents) {
+          const kept = live.queue.filter((queued) => !EPHEMERAL_EVENTS.has(queued.event.type));
+          live.queue.splice(0, live.queue.length, ...kept);
+          if (live.queue.length >= limits.maxQueuedEvents) {
             fail(new SlowConsumer());
             return;
           }
         }
-        queue.push(delivery);
-        wake?.();
+        live.queue.push(delivery);
+        live.wake?.();
       },
       revoke: () => fail(new TRPCError({ code: 'UNAUTHORIZED', message: 'Session ended' })),
     });
@@ -106,57 +112,94 @@ export class Realtime {
       () => fail(new TRPCError({ code: 'UNAUTHORIZED', message: 'Access token expired' })),
       Math.max(0, user.expiresAt.getTime() - Date.now()),
     );
-    const onAbort = () => wake?.();
+    let cleaned = false;
+    const cleanup = async () => {
+      if (cleaned) return;
+      cleaned = true;
+      remove();
+      clearTimeout(expiry);
+      signal?.removeEventListener('abort', onAbort);
+      if (connection) connection.subscriptions -= 1;
+      await this.presence
+        .disconnected(user.id, key)
+        .catch((error: unknown) => this.log.warn({ err: error }, 'presence not updated on disconnect'));
+    };
+    // A stream that is abandoned before its first read never runs its `finally`.
+    const onAbort = () => {
+      live.wake?.();
+      void cleanup();
+    };
     signal?.addEventListener('abort', onAbort);
-    if (connection) connection.subscriptions += 1;
 
     try {
+      if ((await this.presence.connectionCount(user.id)) >= limits.maxConnectionsPerUser) {
+        throw new RateLimited('Too many connections for this user', 5);
+      }
       await this.presence.connected(user.id, key);
       const epoch = await this.epoch();
       const log = userLog(user.id);
-      let last: string;
-      let dedupe = false;
+      const start = request.lastEventId
+        ? await this.resumePoint(log, epoch, request.lastEventId)
+        : { last: await this.broker.lastId(log), resync: false, backfill: false };
+      return this.run(request, live, cleanup, epoch, log, start);
+    } catch (error) {
+      await cleanup();
+      throw error;
+    }
+  }
 
-      const resume = request.lastEventId ? parseEventId(request.lastEventId) : null;
-      if (request.lastEventId) {
-        const info = await this.broker.streamInfo(log);
-        const usable =
-          resume !== null &&
-          resume.epoch === epoch &&
-          compareStreamIds(resume.id, info.lastId) <= 0 &&
-          compareStreamIds(info.maxDeletedId, resume.id) <= 0;
-        if (!resume || !usable) {
-          // The gap can no longer be filled: the client refetches with queries.
-          last = info.lastId;
-          yield tracked(`${epoch}.${last}`, { type: 'resync' });
-        } else {
-          last = resume.id;
-          dedupe = true;
-          for (;;) {
-            const page = await this.broker.rangeAfter(log, last, BACKFILL_PAGE);
-            for (const entry of page) {
-              last = entry.id;
-              if (entry.fields.e) yield tracked(`${epoch}.${last}`, decode(entry.fields.e));
-            }
-            if (page.length < BACKFILL_PAGE) break;
-          }
-        }
-      } else {
-        last = await this.broker.lastId(log);
+  /** Where a resumed stream starts, or that it cannot be resumed (`resync`). */
+  private async resumePoint(log: string, epoch: string, lastEventId: string) {
+    const info = await this.broker.streamInfo(log);
+    const resume = parseEventId(lastEventId);
+    const usable =
+      resume !== null &&
+      resume.epoch === epoch &&
+      compareStreamIds(resume.id, info.lastId) <= 0 &&
+      compareStreamIds(info.maxDeletedId, resume.id) <= 0;
+    if (!resume || !usable) return { last: info.lastId, resync: true, backfill: false };
+    return { last: resume.id, resync: false, backfill: true };
+  }
+
+  private async *run(
+    request: StreamRequest,
+    live: LiveState,
+    cleanup: () => Promise<void>,
+    epoch: string,
+    log: string,
+    start: { last: string; resync: boolean; backfill: boolean },
+  ): AsyncGenerator<TrackedEnvelope<ParleyEvent>> {
+    const { signal, socket } = request;
+    const { limits } = this.config;
+    let last = start.last;
+    try {
+      if (start.resync) {
+        // The gap can no longer be filled: the client refetches with queries.
+        yield tracked(`${epoch}.${last}`, { type: 'resync' });
       }
-
+      if (start.backfill) {
+        for (;;) {
+          const page = await this.broker.rangeAfter(log, last, BACKFILL_PAGE);
+          for (const entry of page) {
+            last = entry.id;
+            if (entry.fields.e) yield tracked(`${epoch}.${last}`, decode(entry.fields.e));
+          }
+          if (page.length < BACKFILL_PAGE) break;
+        }
+      }
       const removed = new Set<string>();
       for (;;) {
-        if (failure) throw failure as Error;
+        if (live.failure) throw live.failure;
         if (signal?.aborted) return;
-        const next = queue.shift();
+        const next = live.queue.shift();
         if (!next) {
-          await new Promise<void>((resolve) => (wake = resolve));
-          wake = null;
+          await new Promise<void>((resolve) => (live.wake = resolve));
+          live.wake = null;
           continue;
         }
         if (next.id !== null) {
-          if (dedupe && compareStreamIds(next.id, last) <= 0) continue;
+          // Already given by the backfill.
+          if (start.backfill && compareStreamIds(next.id, last) <= 0) continue;
           if (compareStreamIds(next.id, last) > 0) last = next.id;
         }
         const conversationId = conversationOf(next.event);
@@ -170,13 +213,7 @@ export class Realtime {
         yield tracked(`${epoch}.${last}`, next.event);
       }
     } finally {
-      remove();
-      clearTimeout(expiry);
-      signal?.removeEventListener('abort', onAbort);
-      if (connection) connection.subscriptions -= 1;
-      await this.presence
-        .disconnected(user.id, key)
-        .catch((error: unknown) => this.log.warn({ err: error }, 'presence not updated on disconnect'));
+      await cleanup();
     }
   }
 

@@ -5,6 +5,14 @@ type Serialized = ReturnType<typeof superjson.serialize>;
 /** Event objects handed to many local subscriptions at once (see `Hub`). */
 const shared = new WeakSet<object>();
 const serialized = new WeakMap<object, Serialized>();
+/** The serialized `meta` of a shared event as it appears inside tRPC's `{ id, data }` wrapper. */
+const wrappedMeta = new WeakMap<object, Serialized['meta']>();
+
+/** Marks an event that several subscriptions will send, so it is serialized only once. */
+export function shareEvent<T extends object>(event: T): T {
+  shared.add(event);
+  return event;
+}
 
 function once(value: object): Serialized {
   let result = serialized.get(value);
@@ -15,10 +23,17 @@ function once(value: object): Serialized {
   return result;
 }
 
-/** Marks an event that several subscriptions will send, so it is serialized only once. */
-export function shareEvent<T extends object>(event: T): T {
-  shared.add(event);
-  return event;
+function metaInWrapper(event: object, inner: Serialized): Serialized['meta'] {
+  if (wrappedMeta.has(event)) return wrappedMeta.get(event);
+  let meta: Serialized['meta'] = undefined;
+  if (inner.meta) {
+    const values = Object.fromEntries(
+      Object.entries(inner.meta.values ?? {}).map(([path, annotation]) => [`data.${path}`, annotation]),
+    );
+    meta = { ...inner.meta, values };
+  }
+  wrappedMeta.set(event, meta);
+  return meta;
 }
 
 /**
@@ -39,13 +54,12 @@ export const transformer = {
       Object.keys(wrapper).length === 2
     ) {
       const inner = once(wrapper.data);
-      if (!inner.meta) return { json: { id: wrapper.id, data: inner.json } };
-      if (inner.meta.referentialEqualities || Array.isArray(inner.meta.values))
+      if (inner.meta && (inner.meta.referentialEqualities || Array.isArray(inner.meta.values))) {
         return superjson.serialize(value);
-      const values = Object.fromEntries(
-        Object.entries(inner.meta.values ?? {}).map(([path, annotation]) => [`data.${path}`, annotation]),
-      );
-      return { json: { id: wrapper.id, data: inner.json }, meta: { ...inner.meta, values } };
+      }
+      const meta = metaInWrapper(wrapper.data, inner);
+      const json = { id: wrapper.id, data: inner.json };
+      return meta ? { json, meta } : { json };
     }
     return superjson.serialize(value);
   },

@@ -1,0 +1,141 @@
+import { parseArgs } from 'node:util';
+import type { Transport } from './clients/types.js';
+import type { ServerName } from './generator/worker.js';
+
+export const HELP = `Usage: npm run bench -- [options]
+
+Runs Parley, Socket.IO (+ redis adapter) and a bare ws + Redis Pub/Sub server through the same
+workload, one after the other, each in its own process, and writes bench/results/.
+
+Workload (flag, or environment variable):
+  --clients N            BENCH_CLIENTS        connected clients (default 1000)
+  --group-size N         BENCH_GROUP_SIZE     members per conversation (default 10)
+  --rate R               BENCH_RATE           sends per client per second (default 2)
+  --duration S           BENCH_DURATION       seconds of load for the standard run (default 20)
+  --message-size B       BENCH_MESSAGE_SIZE   characters per message (default 100)
+  --transport ws|http    BENCH_TRANSPORT      how sends travel (default ws)
+  --servers a,b,c        BENCH_SERVERS        parley,socketio,raw (default all three)
+  --generators N         BENCH_GENERATORS     load-generator processes (default 1)
+
+Phases:
+  --no-saturation        skip the search for the highest rate with p99 <= 50 ms and no loss
+  --step-duration S      seconds per saturation step (default 8)
+  --max-steps N          saturation steps at most (default 8)
+  --backlog N            Parley: messages in the backlog the worker drains (default 200000, 0 = skip)
+  --capacity N           idle authenticated subscribers per server (default 10000, 0 = skip)
+  --quick                smoke run: 100 clients, 3 s, no saturation, backlog 2000, capacity 300
+  --quiet-wait S         wait up to S seconds for the machine to be idle before each server (default 30)
+  --cpu-prof             CPU profiles of the Parley server (W1 run) and worker (backlog) in bench/results/tmp/
+  --heap-prof            sampled live allocations of Parley's idle subscribers in bench/results/tmp/
+
+Engines: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres, used to create
+and drop a fresh database per run), BENCH_REDIS_URL (default redis://127.0.0.1:6379).`;
+
+export interface Options {
+  clients: number;
+  groupSize: number;
+  rate: number;
+  durationS: number;
+  messageSize: number;
+  transport: Transport;
+  servers: ServerName[];
+  generators: number;
+  saturation: boolean;
+  stepDurationS: number;
+  maxSteps: number;
+  backlog: number;
+  capacity: number;
+  quick: boolean;
+  cpuProf: boolean;
+  heapProf: boolean;
+  quietWaitS: number;
+  databaseUrl: string;
+  redisUrl: string;
+}
+
+function positiveInt(
+  name: string,
+  value: string | undefined,
+  fallback: number,
+  min = 1,
+  max = 1_000_000,
+): number {
+  if (value === undefined || value === '') return fallback;
+  const parsed = Number(value);
+  if (!Number.isFinite(parsed) || parsed < min || parsed > max) {
+    throw new Error(`${name} must be a number from ${min} to ${max} (got ${value})`);
+  }
+  return parsed;
+}
+
+export function parseOptions(argv: string[], env: Record<string, string | undefined>): Options | 'help' {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      clients: { type: 'string' },
+      'group-size': { type: 'string' },
+      rate: { type: 'string' },
+      duration: { type: 'string' },
+      'message-size': { type: 'string' },
+      transport: { type: 'string' },
+      servers: { type: 'string' },
+      generators: { type: 'string' },
+      'no-saturation': { type: 'boolean' },
+      'step-duration': { type: 'string' },
+      'max-steps': { type: 'string' },
+      backlog: { type: 'string' },
+      capacity: { type: 'string' },
+      quick: { type: 'boolean' },
+      'cpu-prof': { type: 'boolean' },
+      'heap-prof': { type: 'boolean' },
+      'quiet-wait': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) return 'help';
+  const quick = values.quick ?? env.BENCH_QUICK === '1';
+  const servers = (values.servers ?? env.BENCH_SERVERS ?? 'parley,socketio,raw')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  for (const server of servers) {
+    if (!['parley', 'socketio', 'raw'].includes(server)) throw new Error(`unknown server ${server}`);
+  }
+  const transport = values.transport ?? env.BENCH_TRANSPORT ?? 'ws';
+  if (transport !== 'ws' && transport !== 'http') throw new Error('--transport must be ws or http');
+  const groupSize = positiveInt('--group-size', values['group-size'] ?? env.BENCH_GROUP_SIZE, 10, 2, 1000);
+  const clients = positiveInt(
+    '--clients',
+    values.clients ?? env.BENCH_CLIENTS,
+    quick ? 100 : 1000,
+    groupSize,
+    10_000,
+  );
+  return {
+    clients: Math.floor(clients / groupSize) * groupSize,
+    groupSize,
+    rate: positiveInt('--rate', values.rate ?? env.BENCH_RATE, 2, 0.01, 1000),
+    durationS: positiveInt('--duration', values.duration ?? env.BENCH_DURATION, quick ? 3 : 20, 1, 600),
+    messageSize: positiveInt(
+      '--message-size',
+      values['message-size'] ?? env.BENCH_MESSAGE_SIZE,
+      100,
+      8,
+      4000,
+    ),
+    transport,
+    servers: servers as ServerName[],
+    generators: positiveInt('--generators', values.generators ?? env.BENCH_GENERATORS, 1, 1, 16),
+    saturation: !quick && !values['no-saturation'],
+    stepDurationS: positiveInt('--step-duration', values['step-duration'], 8, 1, 120),
+    maxSteps: positiveInt('--max-steps', values['max-steps'], 8, 1, 20),
+    backlog: positiveInt('--backlog', values.backlog, quick ? 2000 : 200_000, 0, 1_000_000),
+    capacity: positiveInt('--capacity', values.capacity, quick ? 300 : 10_000, 0, 10_000),
+    quick,
+    cpuProf: values['cpu-prof'] ?? false,
+    heapProf: values['heap-prof'] ?? false,
+    quietWaitS: positiveInt('--quiet-wait', values['quiet-wait'], quick ? 0 : 30, 0, 600),
+    databaseUrl: env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres',
+    redisUrl: env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379',
+  };
+}

@@ -1,0 +1,185 @@
+/**
+ * Parley as deployed: `createApp` on PostgreSQL + Redis, in its own process. `BENCH_SERVE=off`
+ * runs only the persistence worker; `BENCH_WORKER=off` serves without it (to build a backlog).
+ */
+import { randomUUID } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector';
+import { v7 as uuidv7 } from 'uuid';
+import { users } from '../../drizzle/schema.js';
+import { createApp } from '../../server/src/app.js';
+import { hashPassword } from '../../server/src/auth/passwords.js';
+import { loadConfig } from '../../server/src/config/index.js';
+import { MESSAGES_STREAM, PERSIST_GROUP } from '../../server/src/messages/store.js';
+import { announceReady, gcHandler, serveCalls } from '../lib/children.js';
+
+const env = process.env;
+const config = loadConfig(
+  {
+    NODE_ENV: 'production',
+    JWT_SECRET: env.BENCH_JWT_SECRET,
+    // Tokens must outlive the whole run: connections authenticate once, at the start.
+    JWT_ACCESS_TTL: '2h',
+    LOG_LEVEL: 'warn',
+    PARLEY_WORKER: env.BENCH_WORKER === 'off' ? 'off' : 'on',
+  },
+  {
+    port: 0,
+    host: '127.0.0.1',
+    databaseUrl: env.BENCH_DATABASE_URL,
+    redisUrl: env.BENCH_REDIS_URL,
+    redisPrefix: env.BENCH_PREFIX ?? 'bench:',
+    // Accounts are created by the thousand before the run; signing in is not what is measured.
+    passwordHashCost: 10,
+    // The per-user send limit guards against abuse; the saturation search goes past it on purpose.
+    limits: { sendsPerUser: 1_000_000 },
+  },
+);
+
+const app = await createApp(config, { serve: env.BENCH_SERVE !== 'off' });
+
+process.once('SIGTERM', () => {
+  // Exiting through `process.exit` lets `--cpu-prof` write its profile.
+  void app.close().finally(() => process.exit(0));
+});
+
+/** Runs `task` for 0..count-1 with at most `lanes` in flight. */
+async function inLanes<R>(count: number, lanes: number, task: (index: number) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(count);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: lanes }, async () => {
+      while (next < count) {
+        const index = next++;
+        out[index] = await task(index);
+      }
+    }),
+  );
+  return out;
+}
+
+const profiler = new Session();
+profiler.connect();
+const post = (method: string, params?: object) =>
+  new Promise<unknown>((resolve, reject) =>
+    profiler.post(method, params, (error, result) => (error ? reject(error) : resolve(result))),
+  );
+
+serveCalls({
+  ...gcHandler,
+  /** CPU profile of a chosen window (the measured run only, not setup). */
+  async startProfile() {
+    await post('Profiler.enable');
+    await post('Profiler.setSamplingInterval', { interval: 500 });
+    await post('Profiler.start');
+  },
+  /** Sampled allocations still live at the stop (what idle subscribers retain). */
+  async startHeapSampling() {
+    await post('HeapProfiler.enable');
+    await post('HeapProfiler.startSampling', { samplingInterval: 4096 });
+  },
+  async stopHeapSampling({ file }: { file: string }) {
+    const { profile } = (await post('HeapProfiler.stopSampling')) as { profile: unknown };
+    writeFileSync(file, JSON.stringify(profile));
+    return file;
+  },
+  async stopProfile({ file }: { file: string }) {
+    const { profile } = (await post('Profiler.stop')) as { profile: unknown };
+    writeFileSync(file, JSON.stringify(profile));
+    return file;
+  },
+  /**
+   * Accounts and group conversations for the clients, made through the same services as
+   * `auth.register` and `conversation.createGroup`, minus HTTP, so 10,000 take seconds.
+   */
+  async createAccounts({ count, groupSize, tag }: { count: number; groupSize: number; tag: string }) {
+    const { db, sessions, conversations } = app.services;
+    // One password hash for all: hashing 10,000 times would only measure scrypt. Rows as
+    // `UserService.create` writes them, then a session and tokens as `auth.register` issues.
+    const passwordHash = await hashPassword('bench password', config.passwordHashCost);
+    const rows = Array.from({ length: count }, (_, i) => ({
+      id: randomUUID(),
+      email: `bench_${tag}_${i}@bench.test`,
+      username: `b${tag}_${i}`,
+      displayName: `b${tag}_${i}`,
+      passwordHash,
+    }));
+    for (let i = 0; i < rows.length; i += 1000) await db.insert(users).values(rows.slice(i, i + 1000));
+    const accounts = await inLanes(count, 32, async (i) => {
+      const row = rows[i];
+      if (!row) throw new Error('missing row');
+      const user = { id: row.id, username: row.username };
+      const tokens = await sessions.start(user);
+      return { user, token: tokens.accessToken };
+    });
+    const conversationIds = await inLanes(Math.ceil(count / groupSize), 16, async (g) => {
+      const [owner, ...others] = accounts.slice(g * groupSize, (g + 1) * groupSize);
+      if (!owner) throw new Error('empty group');
+      const conversation = await conversations.createGroup(owner.user, {
+        name: `bench ${g}`,
+        memberIds: others.map((member) => member.user.id),
+      });
+      return conversation.id;
+    });
+    return accounts.map((account, index) => ({
+      index,
+      token: account.token,
+      conversationId: conversationIds[Math.floor(index / groupSize)] ?? '',
+    }));
+  },
+  /** How far the persistence group is behind the message stream. */
+  async groupLag() {
+    const info = await app.services.broker.groupInfo(MESSAGES_STREAM, PERSIST_GROUP);
+    return info ? { lag: info.lag, pending: info.pending } : null;
+  },
+  /**
+   * Appends `count` messages to the message stream, round-robin over `senders`' conversations.
+   */
+  async fillBacklog({
+    count,
+    senders,
+  }: {
+    count: number;
+    senders: { token: string; conversationId: string }[];
+  }) {
+    const users = await Promise.all(
+      senders.map(async (sender) => {
+        const user = await app.services.auth.authenticate(sender.token);
+        if (!user) throw new Error('a backlog sender could not authenticate');
+        return { user, conversationId: sender.conversationId };
+      }),
+    );
+    const content = 'backlog '.repeat(12).trim();
+    // Straight into the stream through the message store, in the very format `message.send`
+    // writes (seq allocation included); events are not published, nobody is listening.
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: 128 }, async () => {
+        while (next < count) {
+          const n = next++;
+          const sender = users[n % users.length];
+          if (!sender) return;
+          const { conversationId } = sender;
+          await app.services.store.append(
+            {
+              id: uuidv7(),
+              conversationId,
+              seq: await app.services.store.allocateSeq(conversationId),
+              senderId: sender.user.id,
+              senderUsername: sender.user.username,
+              content,
+              type: 'text',
+              clientMessageId: null,
+              sentAt: new Date(),
+              editedAt: null,
+              deletedAt: null,
+            },
+            'create',
+          );
+        }
+      }),
+    );
+    return { sent: count };
+  },
+});
+announceReady({ port: app.port });

@@ -1,0 +1,212 @@
+#!/usr/bin/env node
+import { parseArgs } from 'node:util';
+import { createParleyClient, type ParleyClient } from './client.js';
+import { errorCode } from './errors.js';
+import { defaultSessionPath, fileTokenStorage, readSessionFile, writeSessionFile } from './node.js';
+import type { ParleyEvent } from './types.js';
+
+const usage = `Usage: parley-chat <command> [options]
+
+Commands:
+  login --username <name> | --email <address>   sign in (password from --password,
+                                                PARLEY_PASSWORD or a prompt)
+  register --username <name> --email <address> [--display-name <name>]
+  logout [--everywhere]                         end the session
+  whoami                                        print the signed-in user
+  send <conversationId> <text…>                 post a message
+  tail [--json]                                 print the event stream until interrupted
+
+Options:
+  --url <url>          server URL (default: PARLEY_URL, the URL used at login, or
+                       http://localhost:3000)
+  --token-file <path>  where the session is kept (default: PARLEY_TOKEN_FILE or
+                       ${defaultSessionPath()})
+`;
+
+const { values, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    url: { type: 'string' },
+    'token-file': { type: 'string' },
+    username: { type: 'string' },
+    email: { type: 'string' },
+    password: { type: 'string' },
+    'display-name': { type: 'string' },
+    everywhere: { type: 'boolean' },
+    json: { type: 'boolean' },
+    help: { type: 'boolean', short: 'h' },
+  },
+});
+
+const [command, ...rest] = positionals;
+const tokenFile = values['token-file'] ?? process.env.PARLEY_TOKEN_FILE ?? defaultSessionPath();
+
+async function main(): Promise<number> {
+  if (values.help || !command) {
+    process.stdout.write(usage);
+    return command || values.help ? 0 : 2;
+  }
+  const saved = await readSessionFile(tokenFile);
+  const url = values.url ?? process.env.PARLEY_URL ?? saved.url ?? 'http://localhost:3000';
+  const client = createParleyClient({ url, storage: fileTokenStorage(tokenFile) });
+  try {
+    return await run(client, url, command);
+  } finally {
+    await client.close();
+  }
+}
+
+async function run(client: ParleyClient, url: string, command: string): Promise<number> {
+  switch (command) {
+    case 'login': {
+      const password = values.password ?? process.env.PARLEY_PASSWORD ?? (await prompt('Password: '));
+      const user = values.email
+        ? await client.login({ email: values.email, password })
+        : await client.login({ username: need(values.username, '--username or --email'), password });
+      await remember(url);
+      console.log(`Signed in as ${user.username} (session kept in ${tokenFile})`);
+      return 0;
+    }
+    case 'register': {
+      const password = values.password ?? process.env.PARLEY_PASSWORD ?? (await prompt('Password: '));
+      const user = await client.register({
+        username: need(values.username, '--username'),
+        email: need(values.email, '--email'),
+        password,
+        displayName: values['display-name'],
+      });
+      await remember(url);
+      console.log(`Registered and signed in as ${user.username}`);
+      return 0;
+    }
+    case 'logout':
+      await client.logout({ everywhere: values.everywhere });
+      console.log('Signed out');
+      return 0;
+    case 'whoami': {
+      const user = await client.currentUser();
+      if (!user) return notSignedIn();
+      console.log(`${user.username} (${user.displayName}) <${user.email}> ${user.id}`);
+      return 0;
+    }
+    case 'send': {
+      const [conversationId, ...words] = rest;
+      if (!conversationId || words.length === 0) throw new UsageError('send needs <conversationId> <text>');
+      if (!client.tokens && !(await client.currentUser())) return notSignedIn();
+      const message = await client.api.message.send.mutate({ conversationId, content: words.join(' ') });
+      console.log(`${message.id} #${message.seq} ${message.sentAt.toISOString()}`);
+      return 0;
+    }
+    case 'tail': {
+      if (!(await client.currentUser())) return notSignedIn();
+      client.events.onError((error) => console.error(`stream interrupted: ${String(error)}`));
+      const stop = new Promise<void>((resolve) => {
+        process.once('SIGINT', resolve);
+        process.once('SIGTERM', resolve);
+      });
+      const printing = (async () => {
+        for await (const event of client.events) {
+          console.log(values.json ? JSON.stringify(event) : describe(event));
+        }
+      })();
+      await client.events.ready();
+      console.error('Listening; Ctrl-C to stop.');
+      await Promise.race([stop, printing]);
+      return 0;
+    }
+    default:
+      throw new UsageError(`unknown command "${command}"`);
+  }
+}
+
+class UsageError extends Error {}
+
+function need(value: string | undefined, what: string): string {
+  if (!value) throw new UsageError(`${command ?? 'this command'} needs ${what}`);
+  return value;
+}
+
+function notSignedIn(): number {
+  console.error('Not signed in: run `parley-chat login` first.');
+  return 1;
+}
+
+async function remember(url: string): Promise<void> {
+  await writeSessionFile(tokenFile, { ...(await readSessionFile(tokenFile)), url });
+}
+
+function describe(event: ParleyEvent): string {
+  switch (event.type) {
+    case 'message.created':
+    case 'message.updated':
+      return `${event.message.sentAt.toISOString()} [${event.message.conversationId}] ${event.message.senderUsername}: ${event.message.content}${event.type === 'message.updated' ? ' (edited)' : ''}`;
+    case 'message.deleted':
+      return `[${event.conversationId}] message ${event.messageId} deleted`;
+    case 'conversation.upserted':
+      return `[${event.conversation.id}] conversation ${event.conversation.name ?? '(direct)'} updated`;
+    case 'conversation.removed':
+      return `[${event.conversationId}] conversation removed`;
+    case 'member.joined':
+    case 'member.left':
+      return `[${event.conversationId}] ${event.userId} ${event.type === 'member.joined' ? 'joined' : 'left'}`;
+    case 'typing':
+      return `[${event.conversationId}] ${event.userId} is typing`;
+    case 'read':
+      return `[${event.conversationId}] ${event.userId} read up to #${event.seq}`;
+    case 'presence':
+      return `${event.userId} is ${event.online ? 'online' : 'offline'}`;
+    case 'resync':
+      return '(missed events: refetch with queries)';
+  }
+}
+
+/** Reads a line from the terminal without echoing it, or from stdin when it is not a terminal. */
+async function prompt(question: string): Promise<string> {
+  const input = process.stdin;
+  if (!input.isTTY) {
+    let data = '';
+    for await (const chunk of input) data += String(chunk);
+    return data.split(/\r?\n/)[0] ?? '';
+  }
+  process.stderr.write(question);
+  input.setRawMode(true);
+  input.resume();
+  input.setEncoding('utf8');
+  return new Promise((resolve, reject) => {
+    let answer = '';
+    const onData = (chunk: string) => {
+      for (const char of chunk) {
+        if (char === '\r' || char === '\n') {
+          input.setRawMode(false);
+          input.pause();
+          input.off('data', onData);
+          process.stderr.write('\n');
+          resolve(answer);
+          return;
+        }
+        if (char === '\u0003') {
+          input.setRawMode(false);
+          reject(new UsageError('cancelled'));
+          return;
+        }
+        answer = char === '\u007f' ? answer.slice(0, -1) : answer + char;
+      }
+    };
+    input.on('data', onData);
+  });
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    if (error instanceof UsageError) {
+      console.error(`parley-chat: ${error.message}\n\n${usage}`);
+      process.exit(2);
+    }
+    const code = errorCode(error);
+    console.error(
+      `parley-chat: ${code ? `${code}: ` : ''}${error instanceof Error ? error.message : String(error)}`,
+    );
+    process.exit(1);
+  },
+);

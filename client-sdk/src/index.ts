@@ -1,0 +1,25 @@
+export { createParleyClient, type ParleyClient, type ParleyClientOptions } from './client.js';
+export type { AuthChange } from './session.js';
+export { memoryTokenStorage, type StoredTokens, type TokenStorage } from './storage.js';
+export type { ParleyEvents } from './events.js';
+export type { SendRetry } from './links.js';
+export type { WebSocketConstructor } from './socket.js';
+export { errorCode, isNetworkFailure } from './errors.js';
+export { TRPCClientError } from '@trpc/client';
+export type { AppRouter } from './router.js';
+export type {
+  Conversation,
+  EventEnvelope,
+  LoginInput,
+  Me,
+  Message,
+  ParleyApi,
+  ParleyEvent,
+  ParleyEventOf,
+  ParleyEventType,
+  PublicUser,
+  RegisterInput,
+  RouterInputs,
+  RouterOutputs,
+  Tokens,
+} from './types.js';

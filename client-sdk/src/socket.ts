@@ -1,0 +1,120 @@
+import { createWSClient, type TRPCWebSocketClient, type WebSocketClientOptions } from '@trpc/client';
+
+/**
+ * The parts of a WebSocket class the client needs. The browser's `WebSocket` and the default
+ * export of the `ws` package both fit.
+ */
+export interface WebSocketConstructor {
+  new (url: string, protocols?: string | string[]): object;
+  readonly CONNECTING: number;
+  readonly OPEN: number;
+  readonly CLOSING: number;
+  readonly CLOSED: number;
+}
+
+type TrpcWebSocketClass = NonNullable<WebSocketClientOptions['WebSocket']>;
+
+interface ClosableSocket {
+  close(code?: number, reason?: string): void;
+}
+
+/**
+ * Finds a WebSocket class: the one given, the runtime's own, or, in Node versions without one,
+ * the `ws` package when it is installed.
+ */
+export async function resolveWebSocket(given?: WebSocketConstructor): Promise<WebSocketConstructor> {
+  if (given) return given;
+  const builtIn = (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+  if (builtIn) return builtIn;
+  // A variable specifier keeps browser bundlers from trying to resolve a Node-only package.
+  const specifier = 'ws';
+  try {
+    const module = (await import(/* @vite-ignore */ specifier)) as {
+      default?: WebSocketConstructor;
+      WebSocket?: WebSocketConstructor;
+    };
+    const found = module.WebSocket ?? module.default;
+    if (found) return found;
+  } catch {
+    // Fall through to the explanation below.
+  }
+  throw new Error(
+    'No WebSocket implementation found: install the `ws` package or pass `WebSocket` to createParleyClient',
+  );
+}
+
+export interface SocketOptions {
+  url: string;
+  WebSocket?: WebSocketConstructor;
+  /** The access token for a new connection (renewed first if it is about to expire). */
+  token: () => Promise<string | null>;
+  retryDelayMs: (attempt: number) => number;
+}
+
+/**
+ * The one WebSocket of a client. The server authenticates a connection once, from its
+ * `connectionParams`, so a new token means a new connection: `renew()` closes the current one
+ * and the tRPC client reconnects with the new token, sending each open subscription again
+ * with the id of the last event it delivered.
+ */
+export class Socket {
+  readonly client: TRPCWebSocketClient;
+  /** The token the current connection was opened with. */
+  private openedWith: string | null = null;
+  private implementation: WebSocketConstructor | null;
+
+  constructor(options: SocketOptions) {
+    this.implementation = options.WebSocket ?? null;
+    const builtIn = (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+    const resolved = () => {
+      if (!this.implementation) throw new Error('WebSocket implementation not resolved yet');
+      return this.implementation;
+    };
+    // Without a class given or built in, `ws` is imported on first connect (in `url` below, which
+    // tRPC awaits before constructing the socket); this class stands in for it until then.
+    class DeferredWebSocket {
+      static readonly CONNECTING = 0;
+      static readonly OPEN = 1;
+      static readonly CLOSING = 2;
+      static readonly CLOSED = 3;
+      constructor(url: string) {
+        const Implementation = resolved();
+        return new Implementation(url);
+      }
+    }
+    const WebSocketClass = options.WebSocket ?? builtIn ?? DeferredWebSocket;
+    this.client = createWSClient({
+      url: async () => {
+        this.implementation ??= await resolveWebSocket(options.WebSocket);
+        return options.url;
+      },
+      WebSocket: WebSocketClass as unknown as TrpcWebSocketClass,
+      connectionParams: async () => {
+        const token = await options.token();
+        this.openedWith = token;
+        return token ? { token } : {};
+      },
+      // Opened on first use, closed when idle; an open subscription keeps it open.
+      lazy: { enabled: true, closeMs: 30_000 },
+      keepAlive: { enabled: true, intervalMs: 20_000, pongTimeoutMs: 5_000 },
+      retryDelayMs: options.retryDelayMs,
+    });
+  }
+
+  /** The token the current connection authenticated with. */
+  get token(): string | null {
+    return this.openedWith;
+  }
+
+  /** Moves to a new connection if the current one was opened with another token. */
+  renew(token: string | null): void {
+    const connection = this.client.connection;
+    if (!connection || connection.state === 'closed' || this.openedWith === token) return;
+    this.openedWith = token;
+    (connection.ws as unknown as ClosableSocket).close(1000, 'renewing credentials');
+  }
+
+  async close(): Promise<void> {
+    await this.client.close();
+  }
+}
