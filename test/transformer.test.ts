@@ -1,5 +1,6 @@
 import superjson from 'superjson';
 import { describe, expect, it } from 'vitest';
+import { compareStreamIds } from '../server/src/broker/types.js';
 import { shareEvent, transformer } from '../server/src/realtime/transformer.js';
 
 const event = () => ({
@@ -37,5 +38,29 @@ describe('event transformer', () => {
     const value = { at: new Date(5), list: [1, 2] };
     expect(transformer.serialize(value)).toEqual(superjson.serialize(value));
     expect(transformer.deserialize(transformer.serialize(value))).toEqual(value);
+  });
+});
+
+describe('stream ids', () => {
+  it('compare numerically, part by part', () => {
+    const ordered = [
+      '0-0',
+      '0-1',
+      '9-0',
+      '10-0',
+      '10-2',
+      '10-10',
+      '1795318107917-0',
+      '1795318107917-11',
+      '18446744073709551615-0',
+    ];
+    for (let i = 0; i < ordered.length; i++) {
+      for (let j = 0; j < ordered.length; j++) {
+        expect(
+          Math.sign(compareStreamIds(ordered[i] ?? '', ordered[j] ?? '')),
+          `${ordered[i]} vs ${ordered[j]}`,
+        ).toBe(Math.sign(i - j));
+      }
+    }
   });
 });

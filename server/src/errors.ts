@@ -65,8 +65,56 @@ export class Unavailable extends Error {
   override name = 'Unavailable';
 }
 
+/**
+ * A PostgreSQL "data exception" (SQLSTATE class 22): a value the database refused to store or
+ * compare, such as a NUL byte or a malformed UUID inside a forged cursor. The caller's data
+ * caused it, so it is their BAD_REQUEST, not the server's failure.
+ */
+function isDataException(error: unknown): boolean {
+  return codesOf(error).some((code) => /^22[0-9A-Z]{3}$/.test(code));
+}
+
+/** The database connection failed (down, unreachable, reset): nothing was done, retry later. */
+const CONNECTION_FAILURES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'CONNECTION_CLOSED',
+  'CONNECTION_DESTROYED',
+  'CONNECTION_ENDED',
+  'CONNECT_TIMEOUT',
+  // PostgreSQL shutting down or refusing connections (SQLSTATE 57P01-57P03, 08xxx).
+  '57P01',
+  '57P02',
+  '57P03',
+]);
+
+function codesOf(error: unknown): string[] {
+  const codes: string[] = [];
+  let current: unknown = error;
+  for (let depth = 0; depth < 5 && current instanceof Error; depth++) {
+    const code = (current as { code?: unknown }).code;
+    if (typeof code === 'string') codes.push(code);
+    current = current.cause;
+  }
+  return codes;
+}
+
+function isConnectionFailure(error: unknown): boolean {
+  return codesOf(error).some((code) => CONNECTION_FAILURES.has(code) || /^08[0-9A-Z]{3}$/.test(code));
+}
+
 export function toTRPCError(error: unknown): TRPCError {
   if (error instanceof TRPCError) return error;
+  if (isDataException(error)) {
+    return new TRPCError({
+      code: 'BAD_REQUEST',
+      message: 'The input holds a value that cannot be stored or compared',
+      cause: error,
+    });
+  }
   if (error instanceof DomainError) {
     return new TRPCError({ code: error.code, message: error.message, cause: error });
   }
@@ -74,6 +122,14 @@ export function toTRPCError(error: unknown): TRPCError {
     return new TRPCError({
       code: 'SERVICE_UNAVAILABLE',
       message: 'Temporarily unavailable; nothing was accepted. Retry shortly.',
+      cause: error,
+    });
+  }
+  if (isConnectionFailure(error)) {
+    // A write may or may not have landed when its connection broke; retries must be idempotent.
+    return new TRPCError({
+      code: 'SERVICE_UNAVAILABLE',
+      message: 'Temporarily unavailable. Retry shortly.',
       cause: error,
     });
   }

@@ -11,6 +11,24 @@ export interface HealthReport {
   version: string;
 }
 
+/**
+ * A dependency that does not answer in time counts as down. While PostgreSQL is unreachable the
+ * driver waits between reconnect attempts, and a probe must not hang for that long.
+ */
+const PING_TIMEOUT_MS = 1_500;
+
+async function answersWithin(ping: Promise<boolean>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([ping.catch(() => false), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 export class HealthService {
   /** Counts open WebSocket connections on this instance; set by the server. */
   connections: () => number = () => 0;
@@ -22,7 +40,10 @@ export class HealthService {
   ) {}
 
   async ready(): Promise<{ db: boolean; redis: boolean }> {
-    const [db, redis] = await Promise.all([this.database.ping(), this.broker.ping()]);
+    const [db, redis] = await Promise.all([
+      answersWithin(this.database.ping(), PING_TIMEOUT_MS),
+      answersWithin(this.broker.ping(), PING_TIMEOUT_MS),
+    ]);
     return { db, redis };
   }
 

@@ -31,6 +31,9 @@ const mapErrors = t.middleware(async ({ next }) => {
   if (!result.ok && result.error.code === 'INTERNAL_SERVER_ERROR' && result.error.cause) {
     throw toTRPCError(result.error.cause);
   }
+  // A subscription fails while it is iterated, after this middleware returned: map that too,
+  // or a domain error (a rate limit) would reach the client as an INTERNAL_SERVER_ERROR.
+  if (result.ok && isAsyncIterable(result.data)) return { ...result, data: mapIterationErrors(result.data) };
   return result;
 });
 
@@ -61,12 +64,33 @@ const observe = t.middleware(async ({ ctx, path, type, next }) => {
   return result;
 });
 
-const requireUser = t.middleware(({ ctx, next }) => {
+function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as Partial<AsyncIterable<unknown>>)[Symbol.asyncIterator] === 'function'
+  );
+}
+
+async function* mapIterationErrors<T>(iterable: AsyncIterable<T>): AsyncGenerator<T> {
+  try {
+    yield* iterable;
+  } catch (error) {
+    throw toTRPCError(error);
+  }
+}
+
+const requireUser = t.middleware(async ({ ctx, next }) => {
   const user = ctx.user;
   if (!user) throw new TRPCError({ code: 'UNAUTHORIZED', message: 'Not authenticated' });
   // A WebSocket context lives as long as its connection; its token may expire meanwhile.
   if (user.expiresAt.getTime() <= Date.now()) {
     throw new TRPCError({ code: 'UNAUTHORIZED', message: 'Access token expired' });
+  }
+  // ...and its session may be revoked meanwhile (logout, password change, refresh-token reuse).
+  // HTTP calls were checked when their context was built.
+  if (ctx.connectionId !== null && (await ctx.app.sessions.isRevoked(user))) {
+    throw new TRPCError({ code: 'UNAUTHORIZED', message: 'Session ended' });
   }
   return next({ ctx: { ...ctx, user } });
 });

@@ -11,7 +11,16 @@ export type Register = z.infer<typeof Register>;
 
 export const Login = z.union([
   z.object({ email: Email, password: z.string().min(1).max(128) }),
-  z.object({ username: z.string().min(1).max(64), password: z.string().min(1).max(128) }),
+  z.object({
+    // Not `Username`, so an old or mistyped name gets the usual answer; but never a control
+    // character, which no username has and PostgreSQL refuses in text.
+    username: z
+      .string()
+      .min(1)
+      .max(64)
+      .refine((value) => !/[\u0000-\u001f\u007f]/.test(value), 'must not contain control characters'),
+    password: z.string().min(1).max(128),
+  }),
 ]);
 export type Login = z.infer<typeof Login>;
 

@@ -69,6 +69,7 @@ export class MemoryBroker implements Broker {
   }
 
   append(stream: string, fields: Record<string, string>, options: AppendOptions = {}): Promise<AppendResult> {
+    if (Object.keys(fields).length === 0) return Promise.reject(noFields());
     if (options.unique) {
       const held = this.readKey(options.unique.key);
       if (held !== null) return Promise.resolve({ appended: false, existing: held });
@@ -90,7 +91,8 @@ export class MemoryBroker implements Broker {
     fields: Record<string, string>,
     options: { maxLen: number; publish?: { channel: string; message: string } },
   ): Promise<string> {
-    const id = this.addEntry(idStream, {}, 1);
+    if (Object.keys(fields).length === 0) return Promise.reject(noFields());
+    const id = this.addEntry(idStream, { x: '1' }, 1);
     for (const name of streams) this.addEntry(name, fields, options.maxLen, id);
     if (options.publish) {
       void this.publish(options.publish.channel, `${id}\n${options.publish.message}`);
@@ -150,7 +152,7 @@ export class MemoryBroker implements Broker {
   ): Promise<StreamEntry[]> {
     const s = this.streams.get(stream);
     const g = s?.groups.get(group);
-    if (!s || !g) throw new Error(`NOGROUP No such key '${stream}' or consumer group '${group}'`);
+    if (!s || !g) throw noGroup(stream, group);
     if (options.mode === 'own') {
       const after = options.afterId ?? '0-0';
       const out: StreamEntry[] = [];
@@ -205,7 +207,7 @@ export class MemoryBroker implements Broker {
 
   pending(stream: string, group: string, count: number): Promise<PendingEntry[]> {
     const g = this.streams.get(stream)?.groups.get(group);
-    if (!g) return Promise.resolve([]);
+    if (!g) return Promise.reject(noGroup(stream, group));
     const now = Date.now();
     const out = [...g.pending.entries()]
       .sort(([a], [b]) => compareStreamIds(a, b))
@@ -228,7 +230,7 @@ export class MemoryBroker implements Broker {
   ): Promise<StreamEntry[]> {
     const s = this.streams.get(stream);
     const g = s?.groups.get(group);
-    if (!s || !g) return Promise.resolve([]);
+    if (!s || !g) return Promise.reject(noGroup(stream, group));
     const now = Date.now();
     const out: StreamEntry[] = [];
     for (const [id, p] of [...g.pending.entries()].sort(([a], [b]) => compareStreamIds(a, b))) {
@@ -457,6 +459,16 @@ export class MemoryBroker implements Broker {
     for (const wake of [...s.waiters]) wake();
     return id;
   }
+}
+
+/** The error Redis gives for a missing stream or group, so callers handle one message. */
+function noGroup(stream: string, group: string): Error {
+  return new Error(`NOGROUP No such key '${stream}' or consumer group '${group}'`);
+}
+
+/** Redis refuses an entry without fields; so does this engine, so no caller depends on it. */
+function noFields(): Error {
+  return new Error('ERR wrong number of arguments for XADD: an entry needs at least one field');
 }
 
 function copy(entry: StreamEntry): StreamEntry {

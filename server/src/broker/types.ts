@@ -140,13 +140,21 @@ export interface Broker {
   close(): Promise<void>;
 }
 
-/** Compares two stream ids (`<ms>-<n>`) numerically. */
+/** Compares two stream ids (`<ms>-<n>`) numerically, without allocating (hot path). */
 export function compareStreamIds(a: string, b: string): number {
-  const [am = 0n, an = 0n] = a.split('-').map((part) => BigInt(part));
-  const [bm = 0n, bn = 0n] = b.split('-').map((part) => BigInt(part));
-  if (am !== bm) return am < bm ? -1 : 1;
-  if (an !== bn) return an < bn ? -1 : 1;
-  return 0;
+  const aDash = a.indexOf('-');
+  const bDash = b.indexOf('-');
+  const aMs = aDash < 0 ? a : a.slice(0, aDash);
+  const bMs = bDash < 0 ? b : b.slice(0, bDash);
+  const byMs = compareDigits(aMs, bMs);
+  if (byMs !== 0) return byMs;
+  return compareDigits(aDash < 0 ? '0' : a.slice(aDash + 1), bDash < 0 ? '0' : b.slice(bDash + 1));
+}
+
+/** Compares two unsigned decimal numbers written without leading zeros. */
+function compareDigits(a: string, b: string): number {
+  if (a.length !== b.length) return a.length < b.length ? -1 : 1;
+  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 export const STREAM_ID = /^\d{1,20}-\d{1,20}$/;

@@ -33,12 +33,16 @@ export async function startHttp(
     path?: string;
     ctx?: { requestId: string; user: { id: string } | null };
   }) => {
-    if (error.code === 'INTERNAL_SERVER_ERROR') {
-      log.error(
-        { err: error.cause ?? error, path, requestId: ctx?.requestId, userId: ctx?.user?.id },
-        'procedure failed',
-      );
+    if (error.code !== 'INTERNAL_SERVER_ERROR') return;
+    const cause = error.cause ?? error;
+    // A client breaking the WebSocket protocol (an oversized or malformed frame) is the client's
+    // fault, and `ws` has closed its socket already: not a failure of ours.
+    const code = (cause as { code?: unknown }).code;
+    if (!path && typeof code === 'string' && code.startsWith('WS_ERR_')) {
+      log.debug({ err: cause }, 'WebSocket protocol violation; connection closed');
+      return;
     }
+    log.error({ err: cause, path, requestId: ctx?.requestId, userId: ctx?.user?.id }, 'procedure failed');
   };
 
   const trpcHandler = createHTTPHandler({
@@ -80,6 +84,8 @@ export async function startHttp(
     router: appRouter,
     createContext: (opts) => createContext(app, { req: opts.req, info: opts.info }, 'ws', opts.res),
     keepAlive: { enabled: true, pingMs: 30_000, pongWaitMs: 5_000 },
+    // The same cap as over HTTP: one message must not start an unbounded number of calls.
+    maxBatchSize: config.limits.maxBatchSize,
     onError,
   });
   app.health.connections = () => wss.clients.size;

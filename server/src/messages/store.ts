@@ -24,6 +24,8 @@ export const clientIdKey = (senderId: string, clientMessageId: string) =>
  * a later one is caught by PostgreSQL's unique (sender, clientMessageId) key.
  */
 export const CLIENT_ID_TTL_MS = 60 * 60 * 1000;
+/** How long a send waits for PostgreSQL's answer on an unclaimed clientMessageId. */
+const CLIENT_ID_LOOKUP_TIMEOUT_MS = 250;
 
 /** A message as it travels through the stream and sits in the pending store. */
 export interface WireMessage {
@@ -137,16 +139,24 @@ export class MessageStore {
       const [conversationId = '', id = ''] = held.split(':');
       return { conversationId, id };
     }
+    const lookup = this.db
+      .select({ id: messages.id, conversationId: messages.conversationId })
+      .from(messages)
+      .where(and(eq(messages.senderId, senderId), eq(messages.clientMessageId, clientMessageId)))
+      .then(([row]) => row ?? null);
+    // While PostgreSQL is unreachable its driver waits for a connection; sending must not. The
+    // broker's claim, which covers any retry within its lifetime, then judges duplicates alone.
+    let timer: NodeJS.Timeout | undefined;
+    const giveUp = new Promise<null>((resolve) => {
+      timer = setTimeout(() => resolve(null), CLIENT_ID_LOOKUP_TIMEOUT_MS);
+    });
     try {
-      const [row] = await this.db
-        .select({ id: messages.id, conversationId: messages.conversationId })
-        .from(messages)
-        .where(and(eq(messages.senderId, senderId), eq(messages.clientMessageId, clientMessageId)));
-      return row ?? null;
+      return await Promise.race([lookup, giveUp]);
     } catch {
-      // PostgreSQL is unreachable: sending goes on, and the broker's claim (which covers any
-      // retry within the claim's lifetime) stays the judge of duplicates.
       return null;
+    } finally {
+      clearTimeout(timer);
+      lookup.catch(() => undefined);
     }
   }
 

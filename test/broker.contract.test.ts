@@ -1,0 +1,763 @@
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MemoryBroker } from '../server/src/broker/memory.js';
+import { RedisBroker } from '../server/src/broker/redis.js';
+import { type Broker, compareStreamIds, STREAM_ID, type StreamInfo } from '../server/src/broker/types.js';
+import { engines } from './support/env.js';
+
+/**
+ * One contract, two engines: everything Parley relies on from the broker behaves the same on
+ * the in-process engine and on Redis.
+ */
+interface Engine {
+  /** The broker under test. */
+  open(): Promise<Broker>;
+  /**
+   * Another handle on the same deployment, as a second instance would hold: for Redis a
+   * separate connection on the same prefix; the in-process engine has only itself.
+   */
+  peer(broker: Broker): Promise<Broker>;
+  cleanup(): Promise<void>;
+}
+
+const memoryEngine: Engine = {
+  open: () => Promise.resolve(new MemoryBroker()),
+  peer: (broker) => Promise.resolve(broker),
+  cleanup: () => Promise.resolve(),
+};
+
+function redisEngine(url: string): Engine {
+  // A prefix of its own per run, so parallel runs never see each other's keys.
+  const prefix = `test:broker:${Date.now().toString(36)}${randomBytes(4).toString('hex')}:`;
+  const opened: Broker[] = [];
+  return {
+    async open() {
+      const broker = await RedisBroker.connect({ url, prefix });
+      opened.push(broker);
+      return broker;
+    },
+    async peer() {
+      const broker = await RedisBroker.connect({ url, prefix });
+      opened.push(broker);
+      return broker;
+    },
+    async cleanup() {
+      await Promise.all(opened.map((broker) => broker.close()));
+      const redis = new Redis(url, { lazyConnect: true });
+      await redis.connect();
+      let cursor = '0';
+      do {
+        const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+        cursor = next;
+        if (keys.length > 0) await redis.del(...keys);
+      } while (cursor !== '0');
+      const left = await redis.keys(`${prefix}*`);
+      await redis.quit();
+      expect(left).toEqual([]);
+    },
+  };
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Collects messages and lets a test wait for the n-th one without guessing a delay. */
+function inbox() {
+  const messages: string[] = [];
+  const waiters: { count: number; resolve: () => void }[] = [];
+  return {
+    messages,
+    push: (message: string) => {
+      messages.push(message);
+      for (const waiter of [...waiters]) {
+        if (messages.length >= waiter.count) {
+          waiters.splice(waiters.indexOf(waiter), 1);
+          waiter.resolve();
+        }
+      }
+    },
+    async waitFor(count: number, timeoutMs = 3000): Promise<string[]> {
+      if (messages.length < count) {
+        await new Promise<void>((resolve, reject) => {
+          const timer = setTimeout(
+            () => reject(new Error(`expected ${count} messages, got ${messages.length}`)),
+            timeoutMs,
+          );
+          waiters.push({
+            count,
+            resolve: () => {
+              clearTimeout(timer);
+              resolve();
+            },
+          });
+        });
+      }
+      return messages;
+    },
+  };
+}
+
+/**
+ * `maxDeletedId` is at or above every removed id and below the first id left, so a reader
+ * resuming from it or above misses nothing, and one resuming below the removed ones is told.
+ */
+function expectTrimBound(info: StreamInfo, highestRemoved: string | undefined): void {
+  expect(highestRemoved).toBeDefined();
+  expect(compareStreamIds(info.maxDeletedId, highestRemoved ?? '')).toBeGreaterThanOrEqual(0);
+  if (info.firstId !== null) expect(compareStreamIds(info.maxDeletedId, info.firstId)).toBe(-1);
+}
+
+let counter = 0;
+/** A fresh logical name per use, so tests never share a key. */
+const fresh = (what: string) => `${what}:${++counter}`;
+
+function contract(engine: Engine) {
+  let broker: Broker;
+
+  beforeAll(async () => {
+    broker = await engine.open();
+  });
+  afterAll(async () => {
+    await broker?.close();
+    await engine.cleanup();
+  });
+
+  async function appendMany(stream: string, count: number): Promise<string[]> {
+    const ids: string[] = [];
+    for (let i = 0; i < count; i++) {
+      const result = await broker.append(stream, { n: String(i) });
+      if (!result.appended) throw new Error('append without options must append');
+      ids.push(result.id);
+    }
+    return ids;
+  }
+
+  describe('pub/sub', () => {
+    it('delivers each message to every subscriber of the channel, across instances, and to no other channel', async () => {
+      const channel = fresh('chan');
+      const other = await engine.peer(broker);
+      const first = inbox();
+      const second = inbox();
+      const elsewhere = inbox();
+      const unsubscribe = [
+        await broker.subscribe(channel, first.push),
+        await other.subscribe(channel, second.push),
+        await broker.subscribe(fresh('chan'), elsewhere.push),
+      ];
+      await broker.publish(channel, 'one');
+      await other.publish(channel, 'two');
+      expect(await first.waitFor(2)).toEqual(['one', 'two']);
+      expect(await second.waitFor(2)).toEqual(['one', 'two']);
+      expect(elsewhere.messages).toEqual([]);
+      for (const stop of unsubscribe) await stop();
+    });
+
+    it('stops delivering to a subscription once unsubscribed, leaving the others on the channel', async () => {
+      const channel = fresh('chan');
+      const kept = inbox();
+      const dropped = inbox();
+      const stopKept = await broker.subscribe(channel, kept.push);
+      const stopDropped = await broker.subscribe(channel, dropped.push);
+      await broker.publish(channel, 'before');
+      await dropped.waitFor(1);
+      await stopDropped();
+      await broker.publish(channel, 'after');
+      // Messages on one channel arrive in order: once "after" reached the kept subscriber, it
+      // would also have reached the dropped one.
+      expect(await kept.waitFor(2)).toEqual(['before', 'after']);
+      expect(dropped.messages).toEqual(['before']);
+      await stopKept();
+      await broker.publish(channel, 'nobody listens');
+    });
+
+    it('treats the same handler subscribed twice as two subscriptions', async () => {
+      const channel = fresh('chan');
+      const box = inbox();
+      const stopOne = await broker.subscribe(channel, box.push);
+      const stopTwo = await broker.subscribe(channel, box.push);
+      await broker.publish(channel, 'a');
+      expect(await box.waitFor(2)).toEqual(['a', 'a']);
+      await stopOne();
+      const marker = inbox();
+      const stopMarker = await broker.subscribe(channel, marker.push);
+      await broker.publish(channel, 'b');
+      // The marker subscribed last, so once it has "b" every earlier subscription has it too.
+      await marker.waitFor(1);
+      expect(box.messages).toEqual(['a', 'a', 'b']);
+      await stopTwo();
+      await stopMarker();
+    });
+  });
+
+  describe('streams', () => {
+    it('appends with increasing ids and reads them back oldest first', async () => {
+      const stream = fresh('stream');
+      const ids = await appendMany(stream, 5);
+      for (const id of ids) expect(id).toMatch(STREAM_ID);
+      for (let i = 1; i < ids.length; i++) expect(compareStreamIds(ids[i - 1] ?? '', ids[i] ?? '')).toBe(-1);
+      const all = await broker.rangeAfter(stream, '0-0', 100);
+      expect(all).toEqual(ids.map((id, n) => ({ id, fields: { n: String(n) } })));
+    });
+
+    it('append with `unique` claims the key once and returns the holder on a second try', async () => {
+      const stream = fresh('stream');
+      const key = fresh('idem');
+      const first = await broker.append(
+        stream,
+        { body: 'x' },
+        { unique: { key, value: 'first', ttlMs: 60_000 } },
+      );
+      expect(first.appended).toBe(true);
+      const second = await broker.append(
+        stream,
+        { body: 'y' },
+        { unique: { key, value: 'second', ttlMs: 60_000 } },
+      );
+      expect(second).toEqual({ appended: false, existing: 'first' });
+      expect((await broker.streamInfo(stream)).length).toBe(1);
+      expect(await broker.get(key)).toBe('first');
+      const ttl = await broker.ttlMs(key);
+      expect(ttl).toBeGreaterThan(0);
+      expect(ttl).toBeLessThanOrEqual(60_000);
+    });
+
+    it('append with `pending` records `<id>|<value>` in each hash in the same step', async () => {
+      const stream = fresh('stream');
+      const hash = fresh('pending');
+      const other = fresh('pending');
+      const result = await broker.append(
+        stream,
+        { body: 'x' },
+        {
+          pending: [
+            { key: hash, field: 'msg-1', value: 'payload' },
+            { key: other, field: 'f', value: 'second copy' },
+          ],
+        },
+      );
+      if (!result.appended) throw new Error('expected an append');
+      expect(await broker.hget(hash, 'msg-1')).toBe(`${result.id}|payload`);
+      expect(await broker.hgetall(other)).toEqual({ f: `${result.id}|second copy` });
+      // A refused unique claim writes no pending copy either.
+      const key = fresh('idem');
+      await broker.append(stream, { body: 'v' }, { unique: { key, value: 'v', ttlMs: 10_000 } });
+      const refused = await broker.append(
+        stream,
+        { body: 'w' },
+        { unique: { key, value: 'w', ttlMs: 10_000 }, pending: [{ key: hash, field: 'msg-2', value: 'p' }] },
+      );
+      expect(refused.appended).toBe(false);
+      expect(await broker.hget(hash, 'msg-2')).toBeNull();
+    });
+
+    it('append with `maxLen` keeps at least that many of the newest entries and trims whole old ones', async () => {
+      const stream = fresh('stream');
+      const ids: string[] = [];
+      for (let i = 0; i < 400; i++) {
+        const result = await broker.append(stream, { n: String(i) }, { maxLen: 10 });
+        if (result.appended) ids.push(result.id);
+      }
+      const info = await broker.streamInfo(stream);
+      expect(info.length).toBeGreaterThanOrEqual(10);
+      expect(info.length).toBeLessThan(400);
+      expect(info.lastId).toBe(ids[ids.length - 1]);
+      // What is left is exactly the newest entries, and maxDeletedId bounds what was removed.
+      const firstKept = ids.length - info.length;
+      expect(info.firstId).toBe(ids[firstKept]);
+      expectTrimBound(info, ids[firstKept - 1]);
+    });
+
+    it('refuses an entry without fields', async () => {
+      const stream = fresh('stream');
+      await expect(broker.append(stream, {})).rejects.toThrow(/wrong number of arg/i);
+      await expect(broker.appendToMany(fresh('ids'), [stream], {}, { maxLen: 10 })).rejects.toThrow(
+        /wrong number of arg/i,
+      );
+      expect((await broker.streamInfo(stream)).length).toBe(0);
+    });
+
+    it('rangeAfter is strictly after, honours count, and is empty for a missing stream', async () => {
+      const stream = fresh('stream');
+      const ids = await appendMany(stream, 6);
+      const [a, b, c] = ids;
+      expect((await broker.rangeAfter(stream, a ?? '', 2)).map((e) => e.id)).toEqual([b, c]);
+      expect(await broker.rangeAfter(stream, ids[5] ?? '', 10)).toEqual([]);
+      expect(await broker.rangeAfter(fresh('missing'), '0-0', 10)).toEqual([]);
+      // Any id works as a position, not only ids of entries.
+      expect((await broker.rangeAfter(stream, '0-1', 100)).map((e) => e.id)).toEqual(ids);
+    });
+
+    it('lastId and streamInfo describe missing, filled and emptied streams', async () => {
+      const stream = fresh('stream');
+      expect(await broker.lastId(stream)).toBe('0-0');
+      expect(await broker.streamInfo(stream)).toEqual({
+        length: 0,
+        firstId: null,
+        lastId: '0-0',
+        maxDeletedId: '0-0',
+      });
+      const ids = await appendMany(stream, 3);
+      expect(await broker.lastId(stream)).toBe(ids[2]);
+      expect(await broker.streamInfo(stream)).toEqual({
+        length: 3,
+        firstId: ids[0],
+        lastId: ids[2],
+        maxDeletedId: '0-0',
+      });
+      // Trimmed to nothing, the stream still remembers the last id it handed out.
+      const [ms, seq] = (ids[2] ?? '').split('-');
+      expect(await broker.trimBelow(stream, `${ms}-${Number(seq) + 1}`)).toBe(3);
+      expect(await broker.lastId(stream)).toBe(ids[2]);
+      expect(await broker.streamInfo(stream)).toEqual({
+        length: 0,
+        firstId: null,
+        lastId: ids[2],
+        maxDeletedId: ids[2],
+      });
+    });
+
+    it('trimBelow removes exactly the entries below the id and records the highest removed', async () => {
+      const stream = fresh('stream');
+      const ids = await appendMany(stream, 6);
+      expect(await broker.trimBelow(stream, '0-1')).toBe(0);
+      expect(await broker.trimBelow(stream, ids[3] ?? '')).toBe(3);
+      const rest = await broker.rangeAfter(stream, '0-0', 10);
+      expect(rest.map((e) => e.id)).toEqual(ids.slice(3));
+      expectTrimBound(await broker.streamInfo(stream), ids[2]);
+      expect(await broker.trimBelow(stream, ids[3] ?? '')).toBe(0);
+      expect(await broker.trimBelow(fresh('missing'), '1-0')).toBe(0);
+    });
+  });
+
+  describe('appendToMany', () => {
+    it('writes one entry under one id to every stream and publishes `<id>\\n<message>`', async () => {
+      const idStream = fresh('ids');
+      const streams = [fresh('log'), fresh('log'), fresh('log')];
+      const channel = fresh('chan');
+      const box = inbox();
+      const stop = await broker.subscribe(channel, box.push);
+      const id = await broker.appendToMany(
+        idStream,
+        streams,
+        { e: 'payload' },
+        {
+          maxLen: 100,
+          publish: { channel, message: 'hello\nworld' },
+        },
+      );
+      expect(id).toMatch(STREAM_ID);
+      for (const stream of streams) {
+        expect(await broker.rangeAfter(stream, '0-0', 10)).toEqual([{ id, fields: { e: 'payload' } }]);
+      }
+      expect(await box.waitFor(1)).toEqual([`${id}\nhello\nworld`]);
+      // Without `publish`, nothing goes on the channel.
+      const quiet = await broker.appendToMany(idStream, streams, { e: 'quiet' }, { maxLen: 100 });
+      const marker = await broker.appendToMany(
+        idStream,
+        streams,
+        { e: 'm' },
+        {
+          maxLen: 100,
+          publish: { channel, message: 'marker' },
+        },
+      );
+      expect(await box.waitFor(2)).toEqual([`${id}\nhello\nworld`, `${marker}\nmarker`]);
+      expect(compareStreamIds(id, quiet)).toBe(-1);
+      await stop();
+    });
+
+    it('gives every stream one global order, whatever set of streams each entry goes to', async () => {
+      const idStream = fresh('ids');
+      const [a, b, c] = [fresh('log'), fresh('log'), fresh('log')];
+      const targets = [[a, b], [b, c], [a, c], [a, b, c], [c], [b]] as const;
+      const written: { id: string; to: readonly string[] }[] = [];
+      // Concurrent calls: the order is whatever the engine decides, but one order for all.
+      const ids = await Promise.all(
+        targets.map((to, n) => broker.appendToMany(idStream, [...to], { n: String(n) }, { maxLen: 100 })),
+      );
+      ids.forEach((id, n) => written.push({ id, to: targets[n] ?? [] }));
+      const sorted = [...written].sort((x, y) => compareStreamIds(x.id, y.id));
+      expect(new Set(ids).size).toBe(ids.length);
+      for (const stream of [a, b, c]) {
+        const got = await broker.rangeAfter(stream, '0-0', 100);
+        expect(got.map((e) => e.id)).toEqual(sorted.filter((w) => w.to.includes(stream)).map((w) => w.id));
+      }
+      // The id stream keeps only the newest id, which is the highest one handed out.
+      const info = await broker.streamInfo(idStream);
+      expect(info.length).toBe(1);
+      expect(info.lastId).toBe(sorted[sorted.length - 1]?.id);
+    });
+
+    it('trims each stream to about maxLen and reports the highest trimmed id', async () => {
+      const idStream = fresh('ids');
+      const log = fresh('log');
+      const ids: string[] = [];
+      for (let i = 0; i < 400; i++) {
+        ids.push(await broker.appendToMany(idStream, [log], { n: String(i) }, { maxLen: 5 }));
+      }
+      const info = await broker.streamInfo(log);
+      expect(info.length).toBeGreaterThanOrEqual(5);
+      expect(info.length).toBeLessThan(400);
+      const firstKept = ids.length - info.length;
+      expect(info.firstId).toBe(ids[firstKept]);
+      expectTrimBound(info, ids[firstKept - 1]);
+      // A reader that resumes at or after maxDeletedId has no gap; before it, it would.
+      const resumed = await broker.rangeAfter(log, info.maxDeletedId, 1000);
+      expect(resumed.map((e) => e.id)).toEqual(ids.slice(firstKept));
+    });
+  });
+
+  describe('consumer groups', () => {
+    it('ensureGroup creates the stream, is idempotent and never rewinds a group', async () => {
+      const stream = fresh('stream');
+      await broker.ensureGroup(stream, 'g');
+      await broker.ensureGroup(stream, 'g');
+      expect(await broker.streamInfo(stream)).toMatchObject({ length: 0, lastId: '0-0' });
+      expect(await broker.groupInfo(stream, 'g')).toEqual({ pending: 0, lag: 0, lastDeliveredId: '0-0' });
+      const ids = await appendMany(stream, 2);
+      await broker.readGroup(stream, 'g', 'c1', { count: 10, mode: 'new' });
+      await broker.ack(stream, 'g', ids);
+      await broker.ensureGroup(stream, 'g');
+      expect(await broker.readGroup(stream, 'g', 'c1', { count: 10, mode: 'new' })).toEqual([]);
+    });
+
+    it('a new group starts from the first entry already in the stream', async () => {
+      const stream = fresh('stream');
+      const ids = await appendMany(stream, 3);
+      await broker.ensureGroup(stream, 'late');
+      const got = await broker.readGroup(stream, 'late', 'c', { count: 10, mode: 'new' });
+      expect(got.map((e) => e.id)).toEqual(ids);
+    });
+
+    it('readGroup `new` hands each entry to one consumer once; `own` re-reads only that consumer’s', async () => {
+      const stream = fresh('stream');
+      await broker.ensureGroup(stream, 'g');
+      const ids = await appendMany(stream, 5);
+      const one = await broker.readGroup(stream, 'g', 'c1', { count: 2, mode: 'new' });
+      const two = await broker.readGroup(stream, 'g', 'c2', { count: 10, mode: 'new' });
+      expect(one.map((e) => e.id)).toEqual(ids.slice(0, 2));
+      expect(two.map((e) => e.id)).toEqual(ids.slice(2));
+      expect(two[0]?.fields).toEqual({ n: '2' });
+      expect(await broker.readGroup(stream, 'g', 'c1', { count: 10, mode: 'new' })).toEqual([]);
+
+      const own = await broker.readGroup(stream, 'g', 'c1', { count: 10, mode: 'own' });
+      expect(own.map((e) => e.id)).toEqual(ids.slice(0, 2));
+      const after = await broker.readGroup(stream, 'g', 'c2', {
+        count: 10,
+        mode: 'own',
+        afterId: ids[2] ?? '',
+      });
+      expect(after.map((e) => e.id)).toEqual(ids.slice(3));
+      expect((await broker.readGroup(stream, 'g', 'c2', { count: 1, mode: 'own' })).map((e) => e.id)).toEqual(
+        [ids[2]],
+      );
+
+      // Re-reading pending entries counts as another delivery, as in Redis.
+      const pending = await broker.pending(stream, 'g', 10);
+      expect(pending.map((p) => [p.id, p.consumer, p.deliveries])).toEqual([
+        [ids[0], 'c1', 2],
+        [ids[1], 'c1', 2],
+        [ids[2], 'c2', 2],
+        [ids[3], 'c2', 2],
+        [ids[4], 'c2', 2],
+      ]);
+
+      await broker.ack(stream, 'g', ids.slice(0, 2));
+      expect(await broker.readGroup(stream, 'g', 'c1', { count: 10, mode: 'own' })).toEqual([]);
+    });
+
+    it('readGroup on a missing group fails with NOGROUP', async () => {
+      const stream = fresh('stream');
+      await expect(broker.readGroup(stream, 'nope', 'c', { count: 1, mode: 'new' })).rejects.toThrow(
+        /NOGROUP/,
+      );
+      await appendMany(stream, 1);
+      await expect(broker.readGroup(stream, 'nope', 'c', { count: 1, mode: 'own' })).rejects.toThrow(
+        /NOGROUP/,
+      );
+    });
+
+    it('a blocking read wakes as soon as an entry is appended, and times out empty otherwise', async () => {
+      const stream = fresh('stream');
+      await broker.ensureGroup(stream, 'g');
+      const started = Date.now();
+      const empty = await broker.readGroup(stream, 'g', 'c', { count: 10, mode: 'new', blockMs: 200 });
+      expect(empty).toEqual([]);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(150);
+
+      const writer = await engine.peer(broker);
+      const reading = broker.readGroup(stream, 'g', 'c', { count: 10, mode: 'new', blockMs: 10_000 });
+      await sleep(50);
+      const woke = Date.now();
+      const appended = await writer.append(stream, { late: 'yes' });
+      const got = await reading;
+      expect(Date.now() - woke).toBeLessThan(2000);
+      expect(got).toEqual([{ id: appended.appended ? appended.id : '', fields: { late: 'yes' } }]);
+    });
+
+    it('ack removes entries from pending and counts only what was pending', async () => {
+      const stream = fresh('stream');
+      await broker.ensureGroup(stream, 'g');
+      const ids = await appendMany(stream, 3);
+      await broker.readGroup(stream, 'g', 'c', { count: 10, mode: 'new' });
+      expect(await broker.ack(stream, 'g', [])).toBe(0);
+      expect(await broker.ack(stream, 'g', [ids[0] ?? '', ids[1] ?? ''])).toBe(2);
+      expect(await broker.ack(stream, 'g', [ids[0] ?? ''])).toBe(0);
+      expect((await broker.pending(stream, 'g', 10)).map((p) => p.id)).toEqual([ids[2]]);
+    });
+
+    it('pending lists entries oldest first with consumer, deliveries and a growing idle time', async () => {
+      const stream = fresh('stream');
+      await broker.ensureGroup(stream, 'g');
+      const ids = await appendMany(stream, 4);
+      await broker.readGroup(stream, 'g', 'c1', { count: 1, mode: 'new' });
+      await broker.readGroup(stream, 'g', 'c2', { count: 3, mode: 'new' });
+      await sleep(60);
+      const pending = await broker.pending(stream, 'g', 3);
+      expect(pending.map((p) => [p.id, p.consumer, p.deliveries])).toEqual([
+        [ids[0], 'c1', 1],
+        [ids[1], 'c2', 1],
+        [ids[2], 'c2', 1],
+      ]);
+      for (const p of pending) {
+        expect(p.idleMs).toBeGreaterThanOrEqual(50);
+        expect(p.idleMs).toBeLessThan(10_000);
+      }
+      await expect(broker.pending(fresh('missing'), 'g', 10)).rejects.toThrow(/NOGROUP/);
+      await expect(broker.claimIdle(stream, 'missing', 'c', 0, 10)).rejects.toThrow(/NOGROUP/);
+    });
+
+    it('claimIdle takes over only entries idle long enough, counting one more delivery', async () => {
+      const stream = fresh('stream');
+      await broker.ensureGroup(stream, 'g');
+      const ids = await appendMany(stream, 3);
+      await broker.readGroup(stream, 'g', 'dead', { count: 3, mode: 'new' });
+      expect(await broker.claimIdle(stream, 'g', 'alive', 60_000, 10)).toEqual([]);
+      await sleep(80);
+      const claimed = await broker.claimIdle(stream, 'g', 'alive', 50, 2);
+      expect(claimed).toEqual([
+        { id: ids[0], fields: { n: '0' } },
+        { id: ids[1], fields: { n: '1' } },
+      ]);
+      const pending = await broker.pending(stream, 'g', 10);
+      expect(pending.map((p) => [p.id, p.consumer, p.deliveries])).toEqual([
+        [ids[0], 'alive', 2],
+        [ids[1], 'alive', 2],
+        [ids[2], 'dead', 1],
+      ]);
+      // A claim resets the idle time: the same entries are not claimable again at once.
+      expect((await broker.claimIdle(stream, 'g', 'other', 50, 10)).map((e) => e.id)).toEqual([ids[2]]);
+      expect(
+        (await broker.readGroup(stream, 'g', 'alive', { count: 10, mode: 'own' })).map((e) => e.id),
+      ).toEqual(ids.slice(0, 2));
+      expect(await broker.readGroup(stream, 'g', 'dead', { count: 10, mode: 'own' })).toEqual([]);
+    });
+
+    it('claimIdle drops entries trimmed away while pending instead of returning them', async () => {
+      const stream = fresh('stream');
+      await broker.ensureGroup(stream, 'g');
+      const ids = await appendMany(stream, 3);
+      await broker.readGroup(stream, 'g', 'dead', { count: 3, mode: 'new' });
+      await broker.trimBelow(stream, ids[1] ?? '');
+      await sleep(30);
+      const claimed = await broker.claimIdle(stream, 'g', 'alive', 10, 10);
+      expect(claimed.map((e) => e.id)).toEqual(ids.slice(1));
+      expect((await broker.pending(stream, 'g', 10)).map((p) => p.id)).toEqual(ids.slice(1));
+    });
+
+    it('groupInfo reports lag and pending, and null for a missing stream or group', async () => {
+      const stream = fresh('stream');
+      expect(await broker.groupInfo(stream, 'g')).toBeNull();
+      await broker.ensureGroup(stream, 'g');
+      expect(await broker.groupInfo(stream, 'other')).toBeNull();
+      const ids = await appendMany(stream, 5);
+      expect(await broker.groupInfo(stream, 'g')).toEqual({ pending: 0, lag: 5, lastDeliveredId: '0-0' });
+      await broker.readGroup(stream, 'g', 'c', { count: 2, mode: 'new' });
+      expect(await broker.groupInfo(stream, 'g')).toEqual({ pending: 2, lag: 3, lastDeliveredId: ids[1] });
+      await broker.ack(stream, 'g', ids.slice(0, 2));
+      expect(await broker.groupInfo(stream, 'g')).toEqual({ pending: 0, lag: 3, lastDeliveredId: ids[1] });
+      // Lag stays right after trimming delivered entries, and after trimming undelivered ones.
+      await broker.trimBelow(stream, ids[1] ?? '');
+      expect(await broker.groupInfo(stream, 'g')).toEqual({ pending: 0, lag: 3, lastDeliveredId: ids[1] });
+      await broker.trimBelow(stream, ids[3] ?? '');
+      expect(await broker.groupInfo(stream, 'g')).toEqual({ pending: 0, lag: 2, lastDeliveredId: ids[1] });
+      await broker.trimBelow(stream, '99999999999999-0');
+      expect(await broker.groupInfo(stream, 'g')).toEqual({ pending: 0, lag: 0, lastDeliveredId: ids[1] });
+    });
+  });
+
+  describe('keys', () => {
+    it('set and get, with nx refusing to overwrite', async () => {
+      const key = fresh('key');
+      expect(await broker.get(key)).toBeNull();
+      expect(await broker.set(key, 'a', { nx: true })).toBe(true);
+      expect(await broker.set(key, 'b', { nx: true })).toBe(false);
+      expect(await broker.get(key)).toBe('a');
+      expect(await broker.set(key, 'c')).toBe(true);
+      expect(await broker.get(key)).toBe('c');
+      expect(await broker.ttlMs(key)).toBe(-1);
+    });
+
+    it('a key set with a ttl expires; setting again without one makes it permanent', async () => {
+      const key = fresh('key');
+      await broker.set(key, 'v', { ttlMs: 80 });
+      const ttl = await broker.ttlMs(key);
+      expect(ttl).toBeGreaterThan(0);
+      expect(ttl).toBeLessThanOrEqual(80);
+      await sleep(150);
+      expect(await broker.get(key)).toBeNull();
+      expect(await broker.ttlMs(key)).toBe(-2);
+      expect(await broker.set(key, 'again', { nx: true, ttlMs: 10_000 })).toBe(true);
+      await broker.set(key, 'forever');
+      expect(await broker.ttlMs(key)).toBe(-1);
+    });
+
+    it('incr sets the ttl only when it creates the counter', async () => {
+      const key = fresh('counter');
+      expect(await broker.incr(key, { ttlMs: 5000 })).toBe(1);
+      const first = await broker.ttlMs(key);
+      expect(first).toBeGreaterThan(4000);
+      await sleep(60);
+      expect(await broker.incr(key, { ttlMs: 5000 })).toBe(2);
+      const second = await broker.ttlMs(key);
+      expect(second).toBeLessThanOrEqual(first - 40);
+      const plain = fresh('counter');
+      expect(await broker.incr(plain)).toBe(1);
+      expect(await broker.ttlMs(plain)).toBe(-1);
+      expect(await broker.get(plain)).toBe('1');
+    });
+
+    it('incrExisting increments only an existing counter and never creates one', async () => {
+      const key = fresh('counter');
+      expect(await broker.incrExisting(key)).toBeNull();
+      expect(await broker.get(key)).toBeNull();
+      await broker.set(key, '41', { ttlMs: 10_000 });
+      expect(await broker.incrExisting(key)).toBe(42);
+      expect(await broker.ttlMs(key)).toBeGreaterThan(0);
+    });
+
+    it('del removes keys of every kind and counts those that existed', async () => {
+      const [plain, hash, zset, stream] = [fresh('k'), fresh('h'), fresh('z'), fresh('s')];
+      await broker.set(plain, 'v');
+      await broker.hset(hash, 'f', 'v');
+      await broker.zadd(zset, 1, 'm');
+      await broker.append(stream, { a: '1' });
+      expect(await broker.del()).toBe(0);
+      expect(await broker.del(plain, hash, zset, stream, fresh('missing'))).toBe(4);
+      expect(await broker.get(plain)).toBeNull();
+      expect(await broker.hgetall(hash)).toEqual({});
+      expect(await broker.zcard(zset)).toBe(0);
+      expect(await broker.streamInfo(stream)).toMatchObject({ length: 0, lastId: '0-0' });
+      expect(await broker.ttlMs(plain)).toBe(-2);
+    });
+  });
+
+  describe('hashes', () => {
+    it('hset, hget, hgetall and hdel', async () => {
+      const key = fresh('hash');
+      expect(await broker.hget(key, 'f')).toBeNull();
+      expect(await broker.hgetall(key)).toEqual({});
+      await broker.hset(key, 'a', '1');
+      await broker.hset(key, 'b', '2');
+      await broker.hset(key, 'a', '3');
+      expect(await broker.hget(key, 'a')).toBe('3');
+      expect(await broker.hgetall(key)).toEqual({ a: '3', b: '2' });
+      expect(await broker.hdel(key)).toBe(0);
+      expect(await broker.hdel(key, 'a', 'missing')).toBe(1);
+      expect(await broker.hgetall(key)).toEqual({ b: '2' });
+    });
+
+    it('hdelIfPrefix deletes only while the value starts with `<prefix>|`', async () => {
+      const key = fresh('hash');
+      await broker.hset(key, 'm', '1700000000000-1|payload');
+      expect(await broker.hdelIfPrefix(key, 'm', '1700000000000-2')).toBe(false);
+      // A prefix of the id that is not the whole id must not match.
+      expect(await broker.hdelIfPrefix(key, 'm', '1700000000000-')).toBe(false);
+      expect(await broker.hdelIfPrefix(key, 'm', '1700000000000')).toBe(false);
+      expect(await broker.hget(key, 'm')).toBe('1700000000000-1|payload');
+      expect(await broker.hdelIfPrefix(key, 'm', '1700000000000-1')).toBe(true);
+      expect(await broker.hget(key, 'm')).toBeNull();
+      expect(await broker.hdelIfPrefix(key, 'm', '1700000000000-1')).toBe(false);
+      expect(await broker.hdelIfPrefix(fresh('missing'), 'm', 'x')).toBe(false);
+    });
+  });
+
+  describe('sorted sets', () => {
+    it('zadd updates a member in place; zrem and zremRangeByScore (inclusive) count removals', async () => {
+      const key = fresh('zset');
+      expect(await broker.zcard(key)).toBe(0);
+      await broker.zadd(key, 10, 'a');
+      await broker.zadd(key, 20, 'b');
+      await broker.zadd(key, 30, 'c');
+      await broker.zadd(key, 5, 'c');
+      expect(await broker.zcard(key)).toBe(3);
+      // c moved to 5, so "up to 10" removes a and c.
+      expect(await broker.zremRangeByScore(key, 10)).toBe(2);
+      expect(await broker.zcard(key)).toBe(1);
+      expect(await broker.zrem(key, 'a')).toBe(0);
+      expect(await broker.zrem(key, 'b')).toBe(1);
+      expect(await broker.zcard(key)).toBe(0);
+      expect(await broker.zremRangeByScore(key, 100)).toBe(0);
+    });
+
+    it('zrangeByScore lists members up to a score, lowest first, capped; zscores reads several', async () => {
+      const key = fresh('zset');
+      expect(await broker.zrangeByScore(key, 100, 10)).toEqual([]);
+      expect(await broker.zscores(key, [])).toEqual([]);
+      await broker.zadd(key, 30, 'c');
+      await broker.zadd(key, 10, 'a');
+      await broker.zadd(key, 20, 'b');
+      await broker.zadd(key, 20, 'bb');
+      await broker.zadd(key, 1.5, 'half');
+      expect(await broker.zrangeByScore(key, 20, 10)).toEqual(['half', 'a', 'b', 'bb']);
+      expect(await broker.zrangeByScore(key, 20, 2)).toEqual(['half', 'a']);
+      expect(await broker.zrangeByScore(key, 0, 10)).toEqual([]);
+      expect(await broker.zscores(key, ['a', 'missing', 'half', 'c'])).toEqual([10, null, 1.5, 30]);
+    });
+  });
+
+  describe('concurrency', () => {
+    it('answers a burst of concurrent script calls and plain commands, each with its own result', async () => {
+      const counter = fresh('counter');
+      const stream = fresh('stream');
+      const hash = fresh('hash');
+      const calls: Promise<unknown>[] = [];
+      for (let i = 0; i < 300; i++) {
+        calls.push(broker.incr(counter, { ttlMs: 60_000 }));
+        calls.push(broker.append(stream, { n: String(i) }, { maxLen: 50 }));
+        calls.push(broker.hset(hash, `f${i}`, `${i}-0|x`));
+        calls.push(broker.hdelIfPrefix(hash, `f${i - 1}`, `${i - 1}-0`));
+        calls.push(broker.incrExisting(fresh('missing')));
+        calls.push(broker.get(counter));
+      }
+      const results = await Promise.all(calls);
+      expect(results.filter((r) => r === null).length).toBeGreaterThanOrEqual(300);
+      expect(await broker.get(counter)).toBe('300');
+      expect((await broker.streamInfo(stream)).length).toBe(50);
+      expect(Object.keys(await broker.hgetall(hash))).toEqual(['f299']);
+    });
+  });
+
+  describe('lifecycle', () => {
+    it('ping answers true while open and false once closed', async () => {
+      const own = await engine.open();
+      expect(await own.ping()).toBe(true);
+      await own.close();
+      expect(await own.ping()).toBe(false);
+    });
+  });
+}
+
+describe('broker contract: MemoryBroker', () => {
+  contract(memoryEngine);
+});
+
+const redisUrl = engines.redisUrl;
+describe.skipIf(!redisUrl)(
+  redisUrl
+    ? 'broker contract: RedisBroker'
+    : 'broker contract: RedisBroker (skipped: TEST_REDIS_URL is not set)',
+  () => {
+    contract(redisEngine(redisUrl ?? ''));
+  },
+);

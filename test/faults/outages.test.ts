@@ -1,0 +1,176 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Message } from '../../server/src/messages/schemas.js';
+import { signUp } from '../support/client.js';
+import { tap } from '../support/events.js';
+import { failureCode, oracle, Scenario } from './harness.js';
+
+const scenarios: Scenario[] = [];
+afterEach(async () => {
+  for (const scenario of scenarios.splice(0)) await scenario.close();
+});
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** `/readyz`, which must answer within 3 s whatever is down. */
+async function readiness(url: string): Promise<{ status: number; text: string }> {
+  const response = await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(3_000) });
+  return { status: response.status, text: await response.text() };
+}
+
+async function waitForReady(url: string): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while ((await readiness(url).catch(() => ({ status: 0 }))).status !== 200) {
+    if (Date.now() > deadline) throw new Error('not ready 30 s after the outage ended');
+    await sleep(200);
+  }
+}
+
+describe('dependency outages', () => {
+  it('PostgreSQL unreachable for 30 s: readiness says so, the backlog drains after, nothing lost or doubled', async () => {
+    const scenario = await Scenario.create();
+    scenarios.push(scenario);
+    const app = await scenario.start({ worker: { blockMs: 200 } });
+    const [al, bo] = await Promise.all([signUp(app.url), signUp(app.url)]);
+    const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
+    const recipients = [
+      { name: 'bo', events: await tap(bo, app, bo.user.id) },
+      { name: 'al', events: await tap(al, app, al.user.id) },
+    ];
+    const resolved: Message[] = [];
+    const failures: string[] = [];
+    let attempted = 0;
+    // A client gives up on a send after 5 s, as a user would; the server may still finish it.
+    const send = async (content: string) => {
+      attempted++;
+      try {
+        resolved.push(
+          await al.api.message.send.mutate(
+            { conversationId: id, content, clientMessageId: content },
+            { signal: AbortSignal.timeout(5_000) },
+          ),
+        );
+      } catch (error) {
+        failures.push(failureCode(error));
+      }
+    };
+    for (let i = 0; i < 5; i++) await send(`before-${i}`);
+
+    scenario.pg.cut();
+    const outageEnds = Date.now() + 30_000;
+    let sentDuringOutage = 0;
+    let readinessChecks = 0;
+    while (Date.now() < outageEnds) {
+      await send(`during-${sentDuringOutage++}`);
+      // Readiness says so for as long as it lasts, and answers promptly.
+      const ready = await readiness(app.url);
+      expect(ready.status).toBe(503);
+      expect(ready.text).toContain('database down');
+      readinessChecks++;
+      await sleep(500);
+    }
+    const health = await bo.api.health.query();
+    expect(health).toMatchObject({ status: 'degraded', db: false, redis: true });
+    const resolvedDuringOutage = resolved.filter((m) => m.content.startsWith('during-')).length;
+    scenario.pg.restore();
+
+    await waitForReady(app.url);
+    const failedBeforeRestore = failures.length;
+    for (let i = 0; i < 5; i++) await send(`after-${i}`);
+    expect(failures.length, 'sends after the outage').toBe(failedBeforeRestore);
+    await oracle({
+      label: 'postgres outage 30 s',
+      scenario,
+      conversationId: id,
+      attempted,
+      resolved,
+      recipients,
+      notes: { sentDuringOutage, resolvedDuringOutage, failedDuringOutage: failures.length, readinessChecks },
+    });
+    // A failure during the outage is a clear, retryable answer (or the client's own timeout),
+    // never an internal error.
+    for (const code of failures)
+      expect(['SERVICE_UNAVAILABLE', 'This operation was aborted']).toContain(code);
+    await Promise.all(recipients.map((r) => r.events.stop()));
+    await Promise.all([al.close(), bo.close()]);
+  });
+
+  it('Redis unreachable for 10 s: sends fail fast, readiness fails, all heals without a restart', async () => {
+    const scenario = await Scenario.create();
+    scenarios.push(scenario);
+    const app = await scenario.start({ worker: { blockMs: 200 } });
+    const [al, bo] = await Promise.all([signUp(app.url), signUp(app.url)]);
+    const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
+    const recipients = [{ name: 'bo', events: await tap(bo, app, bo.user.id) }];
+    const resolved: Message[] = [];
+    let attempted = 0;
+    for (let i = 0; i < 5; i++) {
+      attempted++;
+      resolved.push(await al.api.message.send.mutate({ conversationId: id, content: `before-${i}` }));
+    }
+
+    scenario.redis.cut();
+    const outageEnds = Date.now() + 10_000;
+    const failures: { code: string; ms: number }[] = [];
+    let slowest = 0;
+    while (Date.now() < outageEnds) {
+      attempted++;
+      const started = Date.now();
+      try {
+        resolved.push(
+          await al.api.message.send.mutate({ conversationId: id, content: `during-${attempted}` }),
+        );
+      } catch (error) {
+        failures.push({ code: failureCode(error), ms: Date.now() - started });
+      }
+      slowest = Math.max(slowest, Date.now() - started);
+      if (Date.now() - started < 200) await sleep(200);
+    }
+    const ready = await readiness(app.url);
+    expect(ready.status).toBe(503);
+    expect(ready.text).toContain('broker down');
+    // Fail fast with a clear error: no send waits in a queue for Redis to come back.
+    expect(failures.length).toBeGreaterThan(0);
+    for (const failure of failures) expect(failure.code).toBe('SERVICE_UNAVAILABLE');
+    expect(slowest).toBeLessThan(3_000);
+    const resolvedDuringOutage = resolved.filter((m) => m.content.startsWith('during-')).length;
+
+    scenario.redis.restore();
+    // Heals by itself: the same instance accepts sends again once Redis is back.
+    let healedAfterMs = 0;
+    const restoredAt = Date.now();
+    for (;;) {
+      try {
+        attempted++;
+        resolved.push(
+          await al.api.message.send.mutate({ conversationId: id, content: `after-${attempted}` }),
+        );
+        healedAfterMs = Date.now() - restoredAt;
+        break;
+      } catch {
+        if (Date.now() - restoredAt > 15_000) throw new Error('sends did not recover within 15 s');
+        await sleep(200);
+      }
+    }
+    for (let i = 0; i < 5; i++) {
+      attempted++;
+      resolved.push(await al.api.message.send.mutate({ conversationId: id, content: `after-more-${i}` }));
+    }
+    expect((await readiness(app.url)).status).toBe(200);
+    await oracle({
+      label: 'redis outage 10 s',
+      scenario,
+      conversationId: id,
+      attempted,
+      resolved,
+      recipients,
+      notes: {
+        failedDuringOutage: failures.length,
+        resolvedDuringOutage,
+        slowestSendMs: slowest,
+        healedAfterMs,
+      },
+    });
+    await Promise.all(recipients.map((r) => r.events.stop()));
+    await Promise.all([al.close(), bo.close()]);
+  });
+});
