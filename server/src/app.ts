@@ -27,7 +27,7 @@ export interface AppOptions {
  * Nothing else opens connections; tests build the same app with other settings.
  */
 export async function createApp(config: Config, options: AppOptions = {}): Promise<App> {
-  const log = options.log ?? createLogger({ level: config.logLevel });
+  const log = options.log ?? createLogger({ level: config.logLevel, pretty: config.logFormat === 'pretty' });
   if (config.jwt.generated) {
     log.warn('JWT_SECRET is not set: using a random secret, so tokens will not survive a restart');
   }
@@ -53,7 +53,14 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
 
     let worker: PersistenceWorker | null = null;
     if (config.runWorker) {
-      worker = new PersistenceWorker(database.db, broker, config.worker, log.child({ component: 'worker' }));
+      const { metrics } = services;
+      worker = new PersistenceWorker(database.db, broker, config.worker, log.child({ component: 'worker' }), {
+        onBatch: (size, durationMs) => {
+          metrics.persistBatchSize.observe(size);
+          metrics.persistLatency.observe(durationMs / 1000);
+        },
+        onDeadLetter: () => metrics.deadLetters.inc(),
+      });
       worker.start();
       // Stops before the broker and database close (closers run in reverse).
       const running = worker;

@@ -1,79 +1,190 @@
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { createApp } from './app.js';
-import { ConfigError, loadConfig } from './config/index.js';
-import { openDatabase } from './db/index.js';
+import { type Config, ConfigError, EnvSchema, loadConfig } from './config/index.js';
 import { createLogger } from './logger.js';
+
+// The server's modules (database engines, tRPC, ws) load only for the commands that use them,
+// so `--help` and configuration errors answer at once.
 
 const HELP = `Usage: parley <command> [options]
 
 Commands:
-  start [--no-worker]   Serve the API (HTTP /trpc, WebSocket /ws) and run the persistence worker
+  start [--no-worker]   Serve the API (HTTP /trpc, WebSocket /ws, /metrics, /healthz, /readyz)
+                        and run the persistence worker
   worker                Run only the persistence worker
   migrate               Apply pending database migrations and exit
 
 Options:
   --no-worker           With start: do not run the persistence worker in this process
+  -c, --config PATH     Read settings from a JSON file whose keys are the environment
+                        variable names (PORT, DATABASE_URL, ...); set variables win
   -h, --help            Show this help
 
-Configuration comes from environment variables (see .env.example).`;
+Configuration comes from environment variables (see .env.example and docs/OPERATIONS.md).
+SIGTERM or SIGINT drains connections and stops the worker after its current batch.`;
+
+const EX_USAGE = 64;
+const EX_CONFIG = 78;
+/** How long a graceful stop may take before the process exits anyway. */
+const SHUTDOWN_DEADLINE_MS = 30_000;
+
+class UsageError extends Error {}
+
+/**
+ * Reads a `--config` file: a JSON object keyed by environment variable names. Numbers and
+ * booleans are accepted and turned into the strings the environment would hold.
+ */
+function readConfigFile(path: string): Record<string, string> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new ConfigError(`Cannot read config file ${path}: ${(error as Error).message}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (error) {
+    throw new ConfigError(`Config file ${path} is not valid JSON: ${(error as Error).message}`);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new ConfigError(`Config file ${path} must hold a JSON object of settings`);
+  }
+  const known = new Set(Object.keys(EnvSchema.shape));
+  const values: Record<string, string> = {};
+  const problems: string[] = [];
+  for (const [key, value] of Object.entries(parsed)) {
+    if (!known.has(key)) {
+      problems.push(`  ${key}: unknown setting (expected one of ${[...known].join(', ')})`);
+    } else if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') {
+      values[key] = String(value);
+    } else if (value !== null) {
+      problems.push(`  ${key}: must be a string, number or boolean`);
+    }
+  }
+  if (problems.length > 0) {
+    throw new ConfigError(`Invalid config file ${path}:\n${problems.join('\n')}`);
+  }
+  return values;
+}
+
+function parseCommand(argv: string[]) {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        help: { type: 'boolean', short: 'h' },
+        'no-worker': { type: 'boolean' },
+        config: { type: 'string', short: 'c' },
+      },
+    });
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const { values, positionals } = parsed;
+  const command = positionals[0] ?? 'start';
+  if (positionals.length > 1) throw new UsageError(`Unexpected argument "${positionals[1]}".`);
+  if (values['no-worker'] && command !== 'start') {
+    throw new UsageError('--no-worker only applies to "start".');
+  }
+  return {
+    command,
+    help: values.help === true || command === 'help',
+    noWorker: values['no-worker'] === true,
+    configPath: values.config,
+  };
+}
+
+async function serve(config: Config, mode: 'start' | 'worker', noWorker: boolean): Promise<number> {
+  const log = createLogger({ level: config.logLevel, pretty: config.logFormat === 'pretty' });
+  const { createApp } = await import('./app.js');
+  const { startOpsHttp } = await import('./http/ops.js');
+  const runWorker = mode === 'worker' || (!noWorker && config.runWorker);
+  const app = await createApp({ ...config, runWorker }, { log, serve: mode === 'start' });
+  let ops: { port: number; close(): Promise<void> } | null = null;
+  if (mode === 'start') {
+    log.info({ url: app.url, worker: runWorker }, `Parley listening on ${app.url}`);
+  } else {
+    try {
+      ops = await startOpsHttp(app.services, { port: config.port, host: config.host });
+    } catch (error) {
+      await app.close();
+      throw error;
+    }
+    log.info(
+      { port: ops.port },
+      `persistence worker running; /healthz, /readyz and /metrics on port ${ops.port}`,
+    );
+  }
+  const signal = await new Promise<string>((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
+  log.info({ signal }, 'shutting down');
+  // A second signal, or a drain that hangs, must not keep the process alive forever.
+  const force = () => {
+    log.warn('shutdown did not finish in time; exiting');
+    process.exit(1);
+  };
+  process.once('SIGTERM', force);
+  process.once('SIGINT', force);
+  const deadline = setTimeout(force, SHUTDOWN_DEADLINE_MS);
+  deadline.unref();
+  await ops?.close();
+  await app.close();
+  clearTimeout(deadline);
+  log.info('stopped');
+  log.flush();
+  return 0;
+}
 
 async function main(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      help: { type: 'boolean', short: 'h' },
-      'no-worker': { type: 'boolean' },
-    },
-  });
-  const command = positionals[0] ?? 'start';
-  if (values.help) {
+  let parsed;
+  try {
+    parsed = parseCommand(argv);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    console.error(`${error.message}\n\n${HELP}`);
+    return EX_USAGE;
+  }
+  const { command, help, noWorker, configPath } = parsed;
+  if (help) {
     console.log(HELP);
     return 0;
   }
-  let config;
+  if (command !== 'start' && command !== 'worker' && command !== 'migrate') {
+    console.error(`Unknown command "${command}".\n\n${HELP}`);
+    return EX_USAGE;
+  }
+  let config: Config;
   try {
-    config = loadConfig();
+    const fileValues = configPath ? readConfigFile(configPath) : {};
+    // The environment itself is read by the config module; the file only fills gaps.
+    config = loadConfig(undefined, {}, fileValues);
   } catch (error) {
     if (error instanceof ConfigError) {
       console.error(error.message);
-      return 78; // EX_CONFIG
+      return EX_CONFIG;
     }
     throw error;
   }
-  const log = createLogger({ level: config.logLevel });
 
-  switch (command) {
-    case 'migrate': {
-      const database = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir });
+  if (command === 'migrate') {
+    const log = createLogger({ level: config.logLevel, pretty: config.logFormat === 'pretty' });
+    const { openDatabase } = await import('./db/index.js');
+    const database = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir });
+    try {
       await database.migrate();
+    } finally {
       await database.close();
-      log.info('migrations applied');
-      return 0;
     }
-    case 'start':
-    case 'worker': {
-      const app = await createApp(
-        { ...config, runWorker: command === 'worker' || (!values['no-worker'] && config.runWorker) },
-        { log, serve: command === 'start' },
-      );
-      if (command === 'start') log.info({ url: app.url }, `Parley listening on ${app.url}`);
-      else log.info('persistence worker running');
-      await new Promise<void>((resolve) => {
-        const stop = (signal: string) => {
-          log.info({ signal }, 'shutting down');
-          resolve();
-        };
-        process.once('SIGTERM', () => stop('SIGTERM'));
-        process.once('SIGINT', () => stop('SIGINT'));
-      });
-      await app.close();
-      return 0;
-    }
-    default:
-      console.error(`Unknown command "${command}".\n\n${HELP}`);
-      return 64; // EX_USAGE
+    log.info({ database: database.engine }, 'migrations applied');
+    log.flush();
+    return 0;
   }
+  return serve(config, command, noWorker);
 }
 
 main(process.argv.slice(2)).then(

@@ -18,8 +18,16 @@ export interface Context {
   connection: ConnectionState | null;
 }
 
-export function clientAddress(req: IncomingMessage): string {
-  return req.socket.remoteAddress ?? 'unknown';
+/**
+ * The caller's address. Behind a reverse proxy every connection comes from the proxy, so with
+ * `trustProxy` the address the proxy appended last to `X-Forwarded-For` is used instead
+ * (entries before it come from the client and could be forged).
+ */
+export function clientAddress(req: IncomingMessage, trustProxy = false): string {
+  const forwarded = trustProxy ? req.headers['x-forwarded-for'] : undefined;
+  const header = Array.isArray(forwarded) ? forwarded.join(',') : forwarded;
+  const last = header?.split(',').at(-1)?.trim();
+  return last || (req.socket.remoteAddress ?? 'unknown');
 }
 
 /**
@@ -37,7 +45,7 @@ export async function createContext(
   return {
     app,
     user,
-    ip: clientAddress(opts.req),
+    ip: clientAddress(opts.req, app.config.trustProxy),
     requestId: randomUUID(),
     connectionId: transport === 'ws' ? randomUUID() : null,
     socket,

@@ -52,8 +52,13 @@ export class HealthService {
     let lag: number | null = null;
     if (redis) {
       // Entries not yet written to PostgreSQL: undelivered plus delivered-but-unacknowledged.
-      const info = await this.broker.groupInfo(MESSAGES_STREAM, PERSIST_GROUP).catch(() => null);
-      lag = info ? info.lag + info.pending : 0;
+      // Without a group no worker has read anything yet: the whole stream is unwritten.
+      lag = await this.broker
+        .groupInfo(MESSAGES_STREAM, PERSIST_GROUP)
+        .then(async (info) =>
+          info ? info.lag + info.pending : (await this.broker.streamInfo(MESSAGES_STREAM)).length,
+        )
+        .catch(() => null);
     }
     return {
       status: db && redis ? 'ok' : 'degraded',

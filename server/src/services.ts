@@ -14,6 +14,7 @@ import { Hub } from './realtime/hub.js';
 import { Presence } from './realtime/presence.js';
 import { BrokerEventPublisher } from './realtime/publisher.js';
 import { Realtime } from './realtime/service.js';
+import { createMetrics, type Metrics } from './metrics.js';
 import { UserService } from './users/service.js';
 
 /** Everything a procedure may call; built once per app by `buildServices`. */
@@ -32,6 +33,7 @@ export interface Services {
   messages: MessageService;
   conversations: ConversationService;
   realtime: Realtime;
+  metrics: Metrics;
 }
 
 export function buildServices(deps: {
@@ -46,14 +48,18 @@ export function buildServices(deps: {
   const users = new UserService(db, sessions, config.passwordHashCost);
   const auth = new AuthService(broker, config, users, sessions);
   const health = new HealthService(database, broker, config.version);
+  // The hub exists only further down; the gauge reads it on scrape.
+  let hub: Hub | null = null;
+  const metrics = createMetrics({ broker, subscriptions: () => hub?.count() ?? 0 });
   const memberships = new Memberships(db, broker);
   const store = new MessageStore(db, broker);
   const events = new BrokerEventPublisher(broker, config.limits.eventLogLength);
-  const messages = new MessageService(store, memberships, events, broker, config.limits, log);
+  const messages = new MessageService(store, memberships, events, broker, config.limits, log, metrics);
   const conversations = new ConversationService(db, store, memberships, messages, events, broker);
   const presence = new Presence(broker, memberships, users, events, config.presence, log);
   users.presence = presence;
-  const realtime = new Realtime(broker, new Hub(broker, log), presence, config, log);
+  hub = new Hub(broker, log, metrics);
+  const realtime = new Realtime(broker, hub, presence, config, log);
   return {
     config,
     log,
@@ -69,5 +75,6 @@ export function buildServices(deps: {
     messages,
     conversations,
     realtime,
+    metrics,
   };
 }

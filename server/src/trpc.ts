@@ -37,6 +37,33 @@ const mapErrors = t.middleware(async ({ next }) => {
   return result;
 });
 
+/**
+ * Counts and times every call per procedure and outcome, and writes the request log line
+ * (request id, user id, never the input: it may hold passwords or tokens).
+ */
+const observe = t.middleware(async ({ ctx, path, type, next }) => {
+  const started = performance.now();
+  const result = await next();
+  const seconds = (performance.now() - started) / 1000;
+  const code = result.ok ? 'OK' : result.error.code;
+  const labels = { procedure: path, type, code };
+  ctx.app.metrics.trpcCalls.inc(labels);
+  ctx.app.metrics.trpcDuration.observe(labels, seconds);
+  ctx.app.log.info(
+    {
+      requestId: ctx.requestId,
+      connectionId: ctx.connectionId ?? undefined,
+      userId: ctx.user?.id,
+      procedure: path,
+      type,
+      code,
+      ms: Math.round(seconds * 10_000) / 10,
+    },
+    'call',
+  );
+  return result;
+});
+
 function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
   return (
     typeof value === 'object' &&
@@ -70,5 +97,5 @@ const requireUser = t.middleware(async ({ ctx, next }) => {
 
 export const router = t.router;
 export const createCallerFactory = t.createCallerFactory;
-export const publicProcedure = t.procedure.use(mapErrors);
+export const publicProcedure = t.procedure.use(observe).use(mapErrors);
 export const authedProcedure = publicProcedure.use(requireUser);

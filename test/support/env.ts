@@ -90,6 +90,17 @@ export class TestDeployment {
     return app;
   }
 
+  /**
+   * Log lines holding something secret: a JWT, this deployment's signing secret or the
+   * password `signUp` uses. Checked for every test file by `cleanup`.
+   */
+  leakedSecrets(): string[] {
+    const jwt = /eyJ[\w-]{2,}\.eyJ[\w-]{2,}\.[\w-]{2,}/;
+    return this.logLines.filter(
+      (line) => jwt.test(line) || line.includes(this.jwtSecret) || line.includes('correct horse battery'),
+    );
+  }
+
   /** Runs SQL on the server's maintenance connection (outside this deployment's database). */
   async admin(statement: string): Promise<void> {
     if (!engines.databaseUrl) throw new Error('admin SQL needs TEST_DATABASE_URL');
@@ -115,6 +126,7 @@ export class TestDeployment {
 
   async cleanup(): Promise<void> {
     await Promise.all(this.apps.map((app) => app.close()));
+    const leaked = this.leakedSecrets();
     if (this.redisUrl) {
       const redis = new Redis(this.redisUrl, { lazyConnect: true });
       await redis.connect();
@@ -137,5 +149,6 @@ export class TestDeployment {
         await admin.end();
       }
     }
+    if (leaked.length > 0) throw new Error(`secrets in ${leaked.length} log line(s):\n${leaked.join('\n')}`);
   }
 }

@@ -42,6 +42,13 @@ export const EnvSchema = z.object({
   HOST: z.preprocess(emptyAsUndefined, z.string().default('0.0.0.0')),
   DATABASE_URL: z.preprocess(emptyAsUndefined, Url(['postgres:', 'postgresql:']).optional()),
   REDIS_URL: z.preprocess(emptyAsUndefined, Url(['redis:', 'rediss:']).optional()),
+  REDIS_PREFIX: z.preprocess(
+    emptyAsUndefined,
+    z
+      .string()
+      .regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'may contain only letters, digits and _ . : -')
+      .default(''),
+  ),
   JWT_SECRET: z.preprocess(
     emptyAsUndefined,
     z
@@ -56,6 +63,8 @@ export const EnvSchema = z.object({
     emptyAsUndefined,
     z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   ),
+  /** `pretty` needs the optional `pino-pretty` package; JSON is used without it. */
+  LOG_FORMAT: z.preprocess(emptyAsUndefined, z.enum(['json', 'pretty']).optional()),
   CORS_ORIGINS: z.preprocess(
     emptyAsUndefined,
     z
@@ -69,6 +78,8 @@ export const EnvSchema = z.object({
       ),
   ),
   PARLEY_WORKER: z.preprocess(emptyAsUndefined, z.enum(['on', 'off']).default('on')),
+  /** `on` behind a reverse proxy: throttling uses the address it appends to X-Forwarded-For. */
+  TRUST_PROXY: z.preprocess(emptyAsUndefined, z.enum(['on', 'off']).default('off')),
   PARLEY_WORKER_ID: z.preprocess(
     emptyAsUndefined,
     z
@@ -126,7 +137,11 @@ export interface Config {
   passwordHashCost: number;
   dataDir: string;
   logLevel: Env['LOG_LEVEL'];
+  /** JSON lines (default) or human-readable output (default in development). */
+  logFormat: 'json' | 'pretty';
   corsOrigins: string[];
+  /** Take the client address from the last X-Forwarded-For entry (set by a trusted proxy). */
+  trustProxy: boolean;
   runWorker: boolean;
   worker: {
     /** Consumer name in the stream's group; a stable one lets a restarted worker resume its own entries at once. */
@@ -167,7 +182,8 @@ export const defaultLimits: Limits = {
 
 /**
  * Reads the environment once. This is the only module that looks at `process.env`;
- * everything else receives a `Config`.
+ * everything else receives a `Config`. `fileValues` (from `parley --config`) use the same
+ * variable names and count only where the environment leaves a variable unset or empty.
  */
 export function loadConfig(
   source: Record<string, string | undefined> = process.env,
@@ -177,8 +193,13 @@ export function loadConfig(
     worker?: Partial<Config['worker']>;
     presence?: Partial<Config['presence']>;
   } = {},
+  fileValues: Record<string, string> = {},
 ): Config {
-  const parsed = EnvSchema.safeParse(source);
+  const merged: Record<string, string | undefined> = { ...fileValues };
+  for (const [key, value] of Object.entries(source)) {
+    if (value !== undefined && value !== '') merged[key] = value;
+  }
+  const parsed = EnvSchema.safeParse(merged);
   if (!parsed.success) {
     const lines = parsed.error.issues.map((issue) => `  ${issue.path.join('.')}: ${issue.message}`);
     throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
@@ -196,7 +217,7 @@ export function loadConfig(
     host: env.HOST,
     databaseUrl: env.DATABASE_URL,
     redisUrl: env.REDIS_URL,
-    redisPrefix: '',
+    redisPrefix: env.REDIS_PREFIX,
     jwt: {
       secret,
       generated: !env.JWT_SECRET,
@@ -208,7 +229,9 @@ export function loadConfig(
     passwordHashCost: 17,
     dataDir: env.DATA_DIR,
     logLevel: env.LOG_LEVEL,
+    logFormat: env.LOG_FORMAT ?? (env.NODE_ENV === 'development' ? 'pretty' : 'json'),
     corsOrigins: env.CORS_ORIGINS,
+    trustProxy: env.TRUST_PROXY === 'on',
     runWorker: env.PARLEY_WORKER === 'on',
     worker: {
       consumerName: env.PARLEY_WORKER_ID ?? `${hostname()}-${process.pid}`,

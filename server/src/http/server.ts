@@ -5,6 +5,8 @@ import { applyWSSHandler } from '@trpc/server/adapters/ws';
 import { WebSocketServer } from 'ws';
 import { createContext } from '../context.js';
 import { appRouter } from '../routers/_app.js';
+import { routeOf } from '../metrics.js';
+import { countRequest, handleOpsRequest } from './ops.js';
 import type { Services } from '../services.js';
 
 export interface HttpSurface {
@@ -15,19 +17,21 @@ export interface HttpSurface {
   close(): Promise<void>;
 }
 
-/** Serves `/trpc` (HTTP), `/ws` (WebSocket), `/healthz` and `/readyz` on one port. */
+/** Serves `/trpc` (HTTP), `/ws` (WebSocket), `/healthz`, `/readyz` and `/metrics` on one port. */
 export async function startHttp(
   app: Services,
   options: { port: number; host: string },
 ): Promise<HttpSurface> {
-  const { config, log } = app;
+  const { config, log, metrics } = app;
 
   const onError = ({
     error,
     path,
+    ctx,
   }: {
     error: { code: string; cause?: unknown; message: string };
     path?: string;
+    ctx?: { requestId: string; user: { id: string } | null };
   }) => {
     if (error.code !== 'INTERNAL_SERVER_ERROR') return;
     const cause = error.cause ?? error;
@@ -38,7 +42,7 @@ export async function startHttp(
       log.debug({ err: cause }, 'WebSocket protocol violation; connection closed');
       return;
     }
-    log.error({ err: cause, path }, 'procedure failed');
+    log.error({ err: cause, path, requestId: ctx?.requestId, userId: ctx?.user?.id }, 'procedure failed');
   };
 
   const trpcHandler = createHTTPHandler({
@@ -52,6 +56,7 @@ export async function startHttp(
 
   const server = http.createServer((req, res) => {
     const url = req.url ?? '/';
+    countRequest(app, req, res);
     const origin = req.headers.origin;
     if (origin && config.corsOrigins.includes(origin)) {
       res.setHeader('Access-Control-Allow-Origin', origin);
@@ -68,22 +73,7 @@ export async function startHttp(
       trpcHandler(req, res);
       return;
     }
-    if (url === '/healthz') {
-      res.writeHead(200, { 'content-type': 'text/plain' }).end('ok');
-      return;
-    }
-    if (url === '/readyz') {
-      void app.health.ready().then(
-        ({ db, redis }) => {
-          const ok = db && redis;
-          res
-            .writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' })
-            .end(ok ? 'ready' : `not ready: database ${db ? 'up' : 'down'}, broker ${redis ? 'up' : 'down'}`);
-        },
-        () => res.writeHead(503).end('not ready'),
-      );
-      return;
-    }
+    if (handleOpsRequest(app, url, res)) return;
     res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
   });
   server.keepAliveTimeout = 65_000;
@@ -99,18 +89,28 @@ export async function startHttp(
     onError,
   });
   app.health.connections = () => wss.clients.size;
+  wss.on('connection', (ws) => {
+    metrics.wsConnections.inc();
+    ws.once('close', () => metrics.wsConnections.dec());
+  });
 
   server.on('upgrade', (req, socket, head) => {
     const path = (req.url ?? '/').split('?')[0];
+    // Counted here: an upgrade request never reaches the request handler's `finish`.
+    const count = (status: string) =>
+      metrics.httpRequests.inc({ method: req.method ?? 'GET', route: routeOf(path ?? '/'), status });
     if (path !== '/ws') {
+      count('404');
       socket.end('HTTP/1.1 404 Not Found\r\n\r\n');
       return;
     }
     const origin = req.headers.origin;
     if (config.corsOrigins.length > 0 && origin && !config.corsOrigins.includes(origin)) {
+      count('403');
       socket.end('HTTP/1.1 403 Forbidden\r\n\r\n');
       return;
     }
+    count('101');
     wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
   });
 

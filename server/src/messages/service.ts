@@ -4,6 +4,7 @@ import type { Limits } from '../config/index.js';
 import type { Memberships } from '../conversations/membership.js';
 import { Forbidden, NotFound, RateLimited } from '../errors.js';
 import type { Logger } from '../logger.js';
+import type { Metrics } from '../metrics.js';
 import { decodeCursor, encodeCursor } from '../pagination.js';
 import type { EventPublisher, ParleyEvent } from '../realtime/events.js';
 import type { EditMessage, ListMessages, Message, SendMessage } from './schemas.js';
@@ -22,6 +23,7 @@ export class MessageService {
     private readonly broker: Broker,
     private readonly limits: Limits,
     private readonly log: Logger,
+    private readonly metrics?: Pick<Metrics, 'messagesSent'>,
   ) {}
 
   /**
@@ -131,6 +133,7 @@ export class MessageService {
     const result = await this.store.append(message, 'create');
     // Two sends with one clientMessageId raced and the other won: answer with its message.
     if (!result.appended) return this.firstOf(result.existing.id);
+    this.metrics?.messagesSent.inc({ type });
     await this.publishTo(recipients, { type: 'message.created', message });
     return message;
   }

@@ -2,6 +2,7 @@ import superjson from 'superjson';
 import { REVOCATIONS_CHANNEL, type Revocation } from '../auth/sessions.js';
 import type { Broker, Unsubscribe } from '../broker/types.js';
 import type { Logger } from '../logger.js';
+import type { Metrics } from '../metrics.js';
 import type { ParleyEvent } from './events.js';
 import { EVENTS_CHANNEL, type Envelope } from './publisher.js';
 import { shareEvent } from './transformer.js';
@@ -37,6 +38,7 @@ export class Hub {
   constructor(
     private readonly broker: Broker,
     private readonly log: Logger,
+    private readonly metrics?: Pick<Metrics, 'eventsFannedOut'>,
   ) {}
 
   async start(): Promise<void> {
@@ -86,6 +88,7 @@ export class Hub {
       // Decoded once per instance, and only when someone here needs it.
       event ??= shareEvent(superjson.parse<ParleyEvent>(envelope.e));
       for (const subscriber of set) subscriber.deliver({ id: id === '-' ? null : id, event });
+      this.metrics?.eventsFannedOut.inc({ type: event.type }, set.size);
     }
     if (event) this.delivered += 1;
   }

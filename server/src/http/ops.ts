@@ -1,0 +1,87 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { routeOf } from '../metrics.js';
+import type { Services } from '../services.js';
+
+/**
+ * Answers `/healthz` (liveness), `/readyz` (database and broker reachable; worker lag shown)
+ * and `/metrics`; returns false for any other path. Shared by the API server and the
+ * worker-only process.
+ */
+export function handleOpsRequest(app: Services, url: string, res: http.ServerResponse): boolean {
+  if (url === '/healthz') {
+    res.writeHead(200, { 'content-type': 'text/plain' }).end('ok');
+    return true;
+  }
+  if (url === '/readyz') {
+    // Ready means both engines answer; a lagging worker is reported but does not take an
+    // instance out of rotation (it would not make the lag any smaller).
+    void app.health.report().then(
+      ({ db, redis, worker }) => {
+        const ok = db && redis;
+        const state = `database ${db ? 'up' : 'down'}, broker ${redis ? 'up' : 'down'}, worker lag ${worker.lag ?? 'unknown'}`;
+        res
+          .writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' })
+          .end(ok ? `ready: ${state}` : `not ready: ${state}`);
+      },
+      () => res.writeHead(503, { 'content-type': 'text/plain' }).end('not ready'),
+    );
+    return true;
+  }
+  if (url === '/metrics') {
+    void app.metrics.registry.metrics().then(
+      (body) => res.writeHead(200, { 'content-type': app.metrics.registry.contentType }).end(body),
+      (error: unknown) => {
+        app.log.error({ err: error }, 'metrics collection failed');
+        res.writeHead(500, { 'content-type': 'text/plain' }).end('metrics unavailable');
+      },
+    );
+    return true;
+  }
+  return false;
+}
+
+/** Counts and times a request under its route once the response is sent. */
+export function countRequest(app: Services, req: http.IncomingMessage, res: http.ServerResponse): void {
+  const started = performance.now();
+  res.once('finish', () => {
+    const labels = {
+      method: req.method ?? 'GET',
+      route: routeOf(req.url ?? '/'),
+      status: String(res.statusCode),
+    };
+    app.metrics.httpRequests.inc(labels);
+    app.metrics.httpDuration.observe(labels, (performance.now() - started) / 1000);
+  });
+}
+
+/**
+ * The worker-only process (`parley worker`) serves just the ops endpoints, so its health can
+ * be checked and its batch and persist metrics scraped like an API instance's.
+ */
+export async function startOpsHttp(
+  app: Services,
+  options: { port: number; host: string },
+): Promise<{ port: number; close(): Promise<void> }> {
+  const server = http.createServer((req, res) => {
+    countRequest(app, req, res);
+    if (!handleOpsRequest(app, req.url ?? '/', res)) {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, options.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}

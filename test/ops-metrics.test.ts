@@ -1,0 +1,271 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { App } from '../server/src/app.js';
+import WebSocket from 'ws';
+import { connect, signUp, wsUrl } from './support/client.js';
+import { MESSAGES_STREAM } from '../server/src/messages/store.js';
+import { TestDeployment, engineLabel } from './support/env.js';
+import { tap } from './support/events.js';
+import { expectCode } from './support/errors.js';
+
+interface Sample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
+
+/** Reads the Prometheus text format: `name{a="b",...} value` lines, comments skipped. */
+function parseMetrics(text: string): Sample[] {
+  const samples: Sample[] = [];
+  for (const line of text.split('\n')) {
+    if (!line || line.startsWith('#')) continue;
+    const match = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!match) throw new Error(`unparseable metrics line: ${line}`);
+    const labels: Record<string, string> = {};
+    for (const pair of (match[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) {
+      labels[pair[1] ?? ''] = pair[2] ?? '';
+    }
+    samples.push({ name: match[1] ?? '', labels, value: Number(match[3]) });
+  }
+  return samples;
+}
+
+async function scrape(app: App): Promise<Sample[]> {
+  const response = await fetch(`${app.url}/metrics`);
+  expect(response.status).toBe(200);
+  expect(response.headers.get('content-type')).toContain('text/plain');
+  return parseMetrics(await response.text());
+}
+
+/** Sum of the samples named `name` whose labels include `labels`; undefined when none match. */
+function valueOf(samples: Sample[], name: string, labels: Record<string, string> = {}): number | undefined {
+  const matching = samples.filter(
+    (s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v),
+  );
+  return matching.length === 0 ? undefined : matching.reduce((sum, s) => sum + s.value, 0);
+}
+
+async function eventually<T>(read: () => Promise<T>, accept: (value: T) => boolean, ms = 5000): Promise<T> {
+  const deadline = Date.now() + ms;
+  let value = await read();
+  while (!accept(value) && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    value = await read();
+  }
+  return value;
+}
+
+let deployment: TestDeployment;
+let app: App;
+
+beforeAll(async () => {
+  deployment = await TestDeployment.create();
+  app = await deployment.start();
+});
+afterAll(async () => {
+  await deployment?.cleanup();
+});
+
+describe(`metrics (${engineLabel})`, () => {
+  it('counts and times tRPC calls per procedure and outcome, and HTTP requests per route', async () => {
+    const users = [];
+    for (let i = 0; i < 3; i++) users.push(await signUp(app.url));
+    const [ada] = users;
+    if (!ada) throw new Error('no user');
+    await ada.api.auth.me.query();
+    await ada.api.auth.me.query();
+    const anonymous = connect(app.url);
+    await expectCode(
+      anonymous.api.auth.login.mutate({ username: ada.user.username, password: 'not the password' }),
+      'UNAUTHORIZED',
+    );
+    await expectCode(anonymous.api.auth.me.query(), 'UNAUTHORIZED');
+    await expectCode(
+      anonymous.api.auth.register.mutate({ email: 'nope', username: 'x', password: 'short' }),
+      'BAD_REQUEST',
+    );
+    expect((await fetch(`${app.url}/healthz`)).status).toBe(200);
+    expect((await fetch(`${app.url}/nowhere/${Math.random()}`)).status).toBe(404);
+
+    const samples = await scrape(app);
+    const calls = (procedure: string, code: string) =>
+      valueOf(samples, 'parley_trpc_calls_total', { procedure, code }) ?? 0;
+    expect(calls('auth.register', 'OK')).toBe(3);
+    expect(calls('auth.register', 'BAD_REQUEST')).toBe(1);
+    expect(calls('auth.me', 'OK')).toBe(2);
+    expect(calls('auth.me', 'UNAUTHORIZED')).toBe(1);
+    expect(calls('auth.login', 'UNAUTHORIZED')).toBe(1);
+    expect(valueOf(samples, 'parley_trpc_calls_total', { procedure: 'auth.me', type: 'query' })).toBe(3);
+    // The histogram saw exactly the calls the counter saw, and they took some time.
+    expect(
+      valueOf(samples, 'parley_trpc_call_duration_seconds_count', { procedure: 'auth.register', code: 'OK' }),
+    ).toBe(3);
+    const registerSeconds = valueOf(samples, 'parley_trpc_call_duration_seconds_sum', {
+      procedure: 'auth.register',
+      code: 'OK',
+    });
+    expect(registerSeconds).toBeGreaterThan(0);
+    expect(
+      valueOf(samples, 'parley_trpc_call_duration_seconds_bucket', {
+        procedure: 'auth.register',
+        code: 'OK',
+        le: '+Inf',
+      }),
+    ).toBe(3);
+
+    // Every call above went over its own HTTP request (sequential awaits, nothing to batch).
+    expect(valueOf(samples, 'parley_http_requests_total', { route: '/trpc' })).toBeGreaterThanOrEqual(8);
+    expect(valueOf(samples, 'parley_http_requests_total', { route: '/trpc', status: '401' })).toBe(2);
+    expect(valueOf(samples, 'parley_http_requests_total', { route: '/trpc', status: '400' })).toBe(1);
+    expect(valueOf(samples, 'parley_http_requests_total', { route: '/healthz', status: '200' })).toBe(1);
+    // Unknown paths share one label, so scanners cannot create new series.
+    expect(valueOf(samples, 'parley_http_requests_total', { route: 'other', status: '404' })).toBe(1);
+    expect(valueOf(samples, 'parley_http_request_duration_seconds_count', { route: '/healthz' })).toBe(1);
+    await anonymous.close();
+    for (const user of users) await user.close();
+  });
+
+  it('tracks open WebSocket connections and calls made over them', async () => {
+    const before = await scrape(app);
+    expect(valueOf(before, 'parley_ws_connections')).toBe(0);
+    const bo = await signUp(app.url);
+    // Plain sockets stay open until closed (the tRPC client closes idle ones at once).
+    const sockets = await Promise.all(
+      [0, 1].map(
+        () =>
+          new Promise<WebSocket>((resolve, reject) => {
+            const socket = new WebSocket(`${wsUrl(app.url)}?token=${bo.tokens.accessToken}`);
+            socket.once('open', () => resolve(socket));
+            socket.once('error', reject);
+          }),
+      ),
+    );
+    await bo.ws.health.query();
+
+    const open = await scrape(app);
+    expect(valueOf(open, 'parley_ws_connections')).toBeGreaterThanOrEqual(2);
+    expect(valueOf(open, 'parley_http_requests_total', { route: '/ws', status: '101' })).toBe(3);
+    expect(valueOf(open, 'parley_trpc_calls_total', { procedure: 'health', code: 'OK' })).toBe(1);
+    const health = await bo.api.health.query();
+    expect(health.connections).toBeGreaterThanOrEqual(2);
+
+    for (const socket of sockets) socket.close();
+    await bo.close();
+    const closed = await eventually(
+      () => scrape(app),
+      (samples) => valueOf(samples, 'parley_ws_connections') === 0,
+    );
+    expect(valueOf(closed, 'parley_ws_connections')).toBe(0);
+  });
+
+  it('reports event-loop lag and process metrics', async () => {
+    const samples = await scrape(app);
+    for (const name of [
+      'nodejs_eventloop_lag_p99_seconds',
+      'nodejs_eventloop_lag_seconds',
+      'process_cpu_user_seconds_total',
+      'process_resident_memory_bytes',
+      'nodejs_heap_size_used_bytes',
+    ]) {
+      const value = valueOf(samples, name);
+      expect(value, name).toBeDefined();
+      expect(Number.isFinite(value), name).toBe(true);
+    }
+    expect(valueOf(samples, 'process_resident_memory_bytes')).toBeGreaterThan(1024 * 1024);
+  });
+
+  it('reports the stream length and worker lag of messages not yet written', async () => {
+    const local = await TestDeployment.create();
+    try {
+      const api = await local.start({ runWorker: false });
+      const [al, bo] = await Promise.all([signUp(api.url), signUp(api.url)]);
+      const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
+      for (let i = 0; i < 4; i++) await al.api.message.send.mutate({ conversationId: id, content: `m${i}` });
+      const samples = await scrape(api);
+      expect(valueOf(samples, 'parley_messages_sent_total', { type: 'text' })).toBe(4);
+      expect(valueOf(samples, 'parley_stream_length')).toBe(4);
+      expect(valueOf(samples, 'parley_worker_lag_entries')).toBe(4);
+      // The health query and /readyz report the same lag.
+      expect((await al.api.health.query()).worker.lag).toBe(4);
+      expect(await (await fetch(`${api.url}/readyz`)).text()).toBe(
+        'ready: database up, broker up, worker lag 4',
+      );
+      // Nothing was written, so there is no batch to report.
+      expect(valueOf(samples, 'parley_persist_batch_size_count')).toBe(0);
+      await al.close();
+      await bo.close();
+    } finally {
+      await local.cleanup();
+    }
+  });
+
+  it('counts messages, fan-out, subscriptions, worker batches and dead letters', async () => {
+    const local = await TestDeployment.create();
+    try {
+      const target = await local.start({ worker: { blockMs: 50, maxDeliveries: 1 } });
+      const [al, bo] = await Promise.all([signUp(target.url), signUp(target.url)]);
+      const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
+      const events = await tap(bo, target, bo.user.id);
+      expect(valueOf(await scrape(target), 'parley_subscriptions')).toBe(1);
+
+      const sent = 6;
+      for (let i = 0; i < sent; i++)
+        await al.api.message.send.mutate({ conversationId: id, content: `m${i}` });
+      // The same clientMessageId twice is one message.
+      await al.api.message.send.mutate({ conversationId: id, content: 'once', clientMessageId: 'c-1' });
+      await al.api.message.send.mutate({ conversationId: id, content: 'once', clientMessageId: 'c-1' });
+      await events.until(
+        (received) => received.filter((r) => r.event.type === 'message.created').length === sent + 1,
+      );
+      // An entry no worker can read is set aside.
+      await target.services.broker.append(MESSAGES_STREAM, { op: 'create', m: '{not json' });
+
+      const samples = await eventually(
+        () => scrape(target),
+        (s) =>
+          valueOf(s, 'parley_worker_lag_entries') === 0 &&
+          valueOf(s, 'parley_dead_letters_total') === 1 &&
+          valueOf(s, 'parley_persist_batch_size_sum') === sent + 1,
+        15_000,
+      );
+      expect(valueOf(samples, 'parley_messages_sent_total', { type: 'text' })).toBe(sent + 1);
+      expect(valueOf(samples, 'parley_events_fanned_out_total', { type: 'message.created' })).toBe(sent + 1);
+      expect(valueOf(samples, 'parley_worker_lag_entries')).toBe(0);
+      expect(valueOf(samples, 'parley_dead_letters_total')).toBe(1);
+      const batches = valueOf(samples, 'parley_persist_batch_size_count') ?? 0;
+      expect(batches).toBeGreaterThanOrEqual(1);
+      expect(batches).toBeLessThanOrEqual(sent + 1);
+      expect(valueOf(samples, 'parley_persist_batch_size_sum')).toBe(sent + 1);
+      expect(valueOf(samples, 'parley_persist_latency_seconds_count')).toBe(batches);
+      expect(valueOf(samples, 'parley_persist_latency_seconds_sum')).toBeGreaterThan(0);
+      expect(valueOf(samples, 'parley_trpc_calls_total', { procedure: 'message.send', code: 'OK' })).toBe(
+        sent + 2,
+      );
+      expect(valueOf(samples, 'parley_trpc_calls_total', { procedure: 'events', type: 'subscription' })).toBe(
+        1,
+      );
+
+      await events.stop();
+      const after = await eventually(
+        () => scrape(target),
+        (s) => valueOf(s, 'parley_subscriptions') === 0,
+      );
+      expect(valueOf(after, 'parley_subscriptions')).toBe(0);
+      await al.close();
+      await bo.close();
+    } finally {
+      await local.cleanup();
+    }
+  });
+
+  it('keeps separate counters for two apps in one process', async () => {
+    const registered = (samples: Sample[]) =>
+      valueOf(samples, 'parley_trpc_calls_total', { procedure: 'auth.register', code: 'OK' });
+    const firstBefore = registered(await scrape(app));
+    expect(firstBefore).toBeGreaterThan(0);
+    const second = await deployment.start();
+    expect(registered(await scrape(second))).toBeUndefined();
+    await signUp(second.url);
+    expect(registered(await scrape(second))).toBe(1);
+    expect(registered(await scrape(app))).toBe(firstBefore);
+  });
+});

@@ -1,0 +1,115 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+export const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
+export const parleyBin = fileURLToPath(new URL('../../server/bin/parley.js', import.meta.url));
+
+/** The environment a CLI process gets: only what is given here, plus PATH and HOME. */
+function processEnv(env: Record<string, string>): Record<string, string> {
+  const base: Record<string, string> = {};
+  for (const key of ['PATH', 'HOME', 'TMPDIR']) {
+    const value = process.env[key];
+    if (value) base[key] = value;
+  }
+  return { ...base, ...env };
+}
+
+/** Runs `parley <args>` to completion. */
+export function runParley(
+  args: string[],
+  env: Record<string, string>,
+  timeoutMs = 60_000,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [parleyBin, ...args], {
+      cwd: repoRoot,
+      env: processEnv(env),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`parley ${args.join(' ')} did not finish in ${timeoutMs} ms\n${stdout}\n${stderr}`));
+    }, timeoutMs);
+    child.once('error', reject);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** A long-running `parley start` / `parley worker` process. */
+export class ParleyProcess {
+  readonly lines: string[] = [];
+  private exited: Promise<number | null>;
+  private constructor(
+    readonly args: string[],
+    private readonly child: ChildProcess,
+  ) {
+    this.exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+    let partial = '';
+    const collect = (chunk: Buffer) => {
+      partial += chunk.toString();
+      const parts = partial.split('\n');
+      partial = parts.pop() ?? '';
+      this.lines.push(...parts.filter(Boolean));
+    };
+    child.stdout?.on('data', collect);
+    child.stderr?.on('data', collect);
+  }
+
+  /** Starts `parley <args>` and waits until it logs that it serves (its URL is then known). */
+  static async start(
+    args: string[],
+    env: Record<string, string>,
+    timeoutMs = 60_000,
+  ): Promise<ParleyProcess> {
+    const child = spawn(process.execPath, [parleyBin, ...args], {
+      cwd: repoRoot,
+      env: processEnv(env),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const started = new ParleyProcess(args, child);
+    const deadline = Date.now() + timeoutMs;
+    while (started.port === null) {
+      if (child.exitCode !== null || Date.now() > deadline) {
+        child.kill('SIGKILL');
+        throw new Error(`parley ${args.join(' ')} did not start:\n${started.lines.join('\n')}`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    return started;
+  }
+
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  /** The HTTP port from the startup log line (API: /trpc and /ws; worker: ops endpoints). */
+  get port(): number | null {
+    for (const line of this.lines) {
+      try {
+        const entry = JSON.parse(line) as { url?: string; port?: number };
+        if (entry.url) return Number(new URL(entry.url).port);
+        if (typeof entry.port === 'number') return entry.port;
+      } catch {
+        // Not a log line (e.g. a runtime warning).
+      }
+    }
+    return null;
+  }
+
+  get url(): string {
+    return `http://127.0.0.1:${this.port ?? 0}`;
+  }
+
+  /** Sends `signal` and waits for the exit code. */
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
+    return this.exited;
+  }
+}
