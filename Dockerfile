@@ -7,6 +7,8 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 COPY server/package.json server/package.json
 COPY client-sdk/package.json client-sdk/package.json
+# The postinstall step patches the PostgreSQL driver (see scripts/patch-postgres.mjs).
+COPY scripts ./scripts
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 
 # Stage 2: the runtime image; no compilers, caches or dev tools.

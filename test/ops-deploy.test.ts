@@ -184,6 +184,28 @@ describe('Dockerfile', () => {
     for (const entry of ['**/node_modules', '.git', 'data', '.env']) expect(ignored).toContain(entry);
   });
 
+  it('copies what the install step runs into the image before it runs npm ci', () => {
+    const root = JSON.parse(read('package.json')) as { scripts: Record<string, string> };
+    const lines = read('Dockerfile').split('\n');
+    const install = lines.findIndex((line) => line.startsWith('RUN npm ci'));
+    const copied = lines
+      .slice(0, install)
+      .filter((line) => line.startsWith('COPY ') && !line.startsWith('COPY --from'))
+      .flatMap((line) => line.split(/\s+/).slice(1, -1));
+    for (const script of ['preinstall', 'install', 'postinstall']) {
+      const command = root.scripts[script];
+      if (!command) continue;
+      const files = command.split(/\s+/).filter((word) => /\.(m?js|cjs)$/.test(word));
+      expect(files.length, command).toBeGreaterThan(0);
+      for (const file of files) {
+        expect(
+          copied.some((source) => file === source || file.startsWith(`${source.replace(/\/$/, '')}/`)),
+          `${file} is copied before npm ci`,
+        ).toBe(true);
+      }
+    }
+  });
+
   it('needs nothing from devDependencies at run time (the image installs with --omit=dev)', () => {
     const server = JSON.parse(read('server/package.json')) as { dependencies: Record<string, string> };
     const runtime = new Set(Object.keys(server.dependencies));
