@@ -2,9 +2,11 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
-const tsx = fileURLToPath(new URL('../../node_modules/.bin/tsx', import.meta.url));
+// The `parley` bin loads TypeScript in its own process: a SIGKILL hits the server itself, not a
+// launcher whose child would live on.
+const bin = fileURLToPath(new URL('../../server/bin/parley.js', import.meta.url));
 
-/** A `parley` process (server/src/cli.ts through tsx), which a scenario can SIGKILL. */
+/** A `parley` process, which a scenario can SIGKILL. */
 export class ParleyProcess {
   readonly output: string[] = [];
   readonly exited: Promise<number | null>;
@@ -37,9 +39,16 @@ export class ParleyProcess {
 
   /** Runs `parley <command>` with only the given environment (plus PATH and HOME). */
   static spawn(command: 'start' | 'worker', env: Record<string, string>): ParleyProcess {
-    const child = spawn(tsx, ['server/src/cli.ts', command], {
+    const child = spawn(process.execPath, [bin, command], {
       cwd: root,
-      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', LOG_LEVEL: 'info', ...env },
+      // JSON logs: the url is read from the "listening" line.
+      env: {
+        PATH: process.env.PATH ?? '',
+        HOME: process.env.HOME ?? '',
+        LOG_LEVEL: 'info',
+        LOG_FORMAT: 'json',
+        ...env,
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     return new ParleyProcess(child);
