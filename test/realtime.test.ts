@@ -1,6 +1,8 @@
+import superjson from 'superjson';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../server/src/app.js';
+import type { ParleyEvent } from '../server/src/realtime/events.js';
 import { connect, signUp, wsUrl } from './support/client.js';
 import { TestDeployment, engineLabel, onRealEngines } from './support/env.js';
 import { expectCode } from './support/errors.js';
@@ -250,6 +252,75 @@ describe(`events (${engineLabel})`, () => {
     } finally {
       await local.cleanup();
     }
+  });
+
+  it('keeps each subscription on a connection apart: its own JSON-RPC id on every frame, until it stops', async () => {
+    const { al, bo, conversation } = await pair();
+    const socket = new WebSocket(`${wsUrl(app.url)}?token=${bo.tokens.accessToken}`);
+    await new Promise((resolve, reject) => socket.once('open', resolve).once('error', reject));
+    const frames: {
+      id: unknown;
+      jsonrpc?: unknown;
+      result?: { type: string; id?: string; data?: unknown };
+    }[] = [];
+    socket.on('message', (raw: Buffer) => frames.push(JSON.parse(raw.toString()) as (typeof frames)[number]));
+    const dataOf = (id: unknown) =>
+      frames
+        .filter((f) => f.id === id && f.result?.type === 'data')
+        .map((f) => superjson.deserialize<{ id: string; data: ParleyEvent }>(f.result?.data as never));
+    const until = async (predicate: () => boolean) => {
+      const deadline = Date.now() + 10_000;
+      while (!predicate()) {
+        if (Date.now() > deadline)
+          throw new Error(`timed out; frames: ${JSON.stringify(frames).slice(0, 500)}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    };
+    const first = await al.api.message.send.mutate({ conversationId: conversation.id, content: 'before' });
+    // One subscription as wsLink sends it, one as a plain JSON-RPC 2.0 client might, resuming.
+    socket.send(
+      JSON.stringify({ id: 7, method: 'subscription', params: { path: 'events', input: { json: {} } } }),
+    );
+    await until(() => frames.some((f) => f.id === 7 && f.result?.type === 'started'));
+    socket.send(
+      JSON.stringify([
+        {
+          id: 'b',
+          jsonrpc: '2.0',
+          method: 'subscription',
+          params: { path: 'events', lastEventId: 'none.0-0' },
+        },
+      ]),
+    );
+    await until(() => frames.some((f) => f.id === 'b' && f.result?.type === 'started'));
+    const sent = [];
+    for (let i = 0; i < 3; i++) {
+      sent.push(await al.api.message.send.mutate({ conversationId: conversation.id, content: `live ${i}` }));
+    }
+    const created = (id: unknown) =>
+      dataOf(id)
+        .map((e) => e.data)
+        .filter((e): e is Extract<ParleyEvent, { type: 'message.created' }> => e.type === 'message.created');
+    await until(() => created(7).length >= 3 && created('b').length >= 3);
+    expect(created(7).map((e) => e.message.id)).toEqual(sent.map((m) => m.id));
+    // The resumed one started with `resync` (its id is from no epoch), then went live.
+    expect(dataOf('b')[0]?.data.type).toBe('resync');
+    expect(created('b').map((e) => e.message.id)).toEqual(sent.map((m) => m.id));
+    expect(created(7).every((e) => e.message.sentAt instanceof Date)).toBe(true);
+    expect(frames.filter((f) => f.id === 'b').every((f) => f.jsonrpc === '2.0')).toBe(true);
+    expect(frames.filter((f) => f.id === 7).every((f) => f.jsonrpc === undefined)).toBe(true);
+    for (const frame of frames.filter((f) => f.result?.type === 'data')) {
+      expect(frame.result?.id).toBe((frame.result?.data as { json: { id: string } }).json.id);
+    }
+    expect(created(7).some((e) => e.message.id === first.id)).toBe(false);
+
+    socket.send(JSON.stringify({ id: 7, method: 'subscription.stop' }));
+    await until(() => frames.some((f) => f.id === 7 && f.result?.type === 'stopped'));
+    const last = await al.api.message.send.mutate({ conversationId: conversation.id, content: 'after stop' });
+    await until(() => created('b').some((e) => e.message.id === last.id));
+    expect(created(7).some((e) => e.message.id === last.id)).toBe(false);
+    expect(frames.filter((f) => f.id === 7 && f.result?.type === 'stopped')).toHaveLength(1);
+    socket.close();
   });
 
   it('disconnects a client that never reads its socket, keeping server memory bounded', async () => {

@@ -1,29 +1,14 @@
 /**
- * The Parley client adapter: everything the benchmark does as a Parley user goes through this
- * file, so moving from the bare tRPC client to `@parley/client` is a change here only.
+ * The Parley client adapter: each benchmark client is a `@parley/client` client, as an
+ * application would use it. Sends go through its `message.send` (with the `clientMessageId`
+ * it adds, so the server's idempotency check is part of the cost), over the WebSocket or over
+ * HTTP; events arrive through its shared event stream.
  */
 import { randomBytes } from 'node:crypto';
-import { createTRPCClient, createWSClient, httpBatchLink, type TRPCClient, wsLink } from '@trpc/client';
-import superjson from 'superjson';
 import WebSocket from 'ws';
-import type { AppRouter } from '../../server/src/routers/_app.js';
+import { createParleyClient } from '../../client-sdk/src/index.js';
 import type { Child } from '../lib/children.js';
 import type { ClientAdapter, ClientSpec } from './types.js';
-
-type Api = TRPCClient<AppRouter>;
-
-function httpApi(url: string, token: string | null): Api {
-  return createTRPCClient<AppRouter>({
-    links: [
-      httpBatchLink({
-        url: `${url}/trpc`,
-        transformer: superjson,
-        maxItems: 50,
-        headers: () => (token ? { authorization: `Bearer ${token}` } : {}),
-      }),
-    ],
-  });
-}
 
 export const parleyClient: ClientAdapter = {
   async prepare({ count, groupSize, server }) {
@@ -37,44 +22,30 @@ export const parleyClient: ClientAdapter = {
   },
 
   async connect(url, spec, transport, onMessage) {
-    const wsClient = createWSClient({
-      url: `${url.replace(/^http/, 'ws')}/ws`,
-      WebSocket: WebSocket as unknown as typeof globalThis.WebSocket,
-      connectionParams: { token: spec.token },
+    if (!spec.refreshToken || spec.expiresIn === undefined)
+      throw new Error('a Parley client needs its tokens');
+    const parley = createParleyClient({
+      url,
+      tokens: { accessToken: spec.token, refreshToken: spec.refreshToken, expiresIn: spec.expiresIn },
+      WebSocket,
+      mutationsOverSocket: transport === 'ws',
+      // A benchmark counts a failed send as an error instead of retrying it later.
+      sendRetry: { attempts: 1 },
     });
-    const overSocket = createTRPCClient<AppRouter>({
-      links: [wsLink({ client: wsClient, transformer: superjson })],
-    });
-    const sender = transport === 'http' ? httpApi(url, spec.token) : overSocket;
-    let subscription: { unsubscribe(): void } | null = null;
+    parley.events.on('message.created', (event) => onMessage(event.message.content));
     try {
       // Resolves once the server has started the subscription, so no send can precede it.
-      await new Promise<void>((resolve, reject) => {
-        subscription = overSocket.events.subscribe(
-          {},
-          {
-            onStarted: () => resolve(),
-            onData: (tracked) => {
-              const event = tracked.data;
-              if (event.type === 'message.created') onMessage(event.message.content);
-            },
-            onError: (error) => reject(error),
-          },
-        );
-      });
+      await parley.events.ready();
     } catch (error) {
-      await wsClient.close();
+      await parley.close();
       throw error;
     }
     return {
       async send(conversationId, content) {
-        const message = await sender.message.send.mutate({ conversationId, content });
+        const message = await parley.api.message.send.mutate({ conversationId, content });
         return message.id;
       },
-      async close() {
-        subscription?.unsubscribe();
-        await wsClient.close();
-      },
+      close: () => parley.close(),
     };
   },
 };

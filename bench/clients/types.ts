@@ -9,6 +9,9 @@ export interface ClientSpec {
   conversationId: string;
   /** Access token (Parley, Socket.IO); the raw server has no auth. */
   token: string;
+  /** Parley: the session's refresh token and the access token's lifetime, for `@parley/client`. */
+  refreshToken?: string;
+  expiresIn?: number;
 }
 
 export interface BenchConnection {

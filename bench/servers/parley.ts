@@ -109,8 +109,7 @@ serveCalls({
       const row = rows[i];
       if (!row) throw new Error('missing row');
       const user = { id: row.id, username: row.username };
-      const tokens = await sessions.start(user);
-      return { user, token: tokens.accessToken };
+      return { user, tokens: await sessions.start(user) };
     });
     const conversationIds = await inLanes(Math.ceil(count / groupSize), 16, async (g) => {
       const [owner, ...others] = accounts.slice(g * groupSize, (g + 1) * groupSize);
@@ -123,7 +122,9 @@ serveCalls({
     });
     return accounts.map((account, index) => ({
       index,
-      token: account.token,
+      token: account.tokens.accessToken,
+      refreshToken: account.tokens.refreshToken,
+      expiresIn: account.tokens.expiresIn,
       conversationId: conversationIds[Math.floor(index / groupSize)] ?? '',
     }));
   },

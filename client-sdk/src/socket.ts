@@ -61,6 +61,8 @@ export class Socket {
   readonly client: TRPCWebSocketClient;
   /** The token the current connection was opened with. */
   private openedWith: string | null = null;
+  /** Whether a connection is fetching the token it will authenticate with. */
+  private authenticating = false;
   private implementation: WebSocketConstructor | null;
 
   constructor(options: SocketOptions) {
@@ -90,9 +92,14 @@ export class Socket {
       },
       WebSocket: WebSocketClass as unknown as TrpcWebSocketClass,
       connectionParams: async () => {
-        const token = await options.token();
-        this.openedWith = token;
-        return token ? { token } : {};
+        this.authenticating = true;
+        try {
+          const token = await options.token();
+          this.openedWith = token;
+          return token ? { token } : {};
+        } finally {
+          this.authenticating = false;
+        }
       },
       // Opened on first use, closed when idle; an open subscription keeps it open.
       lazy: { enabled: true, closeMs: 30_000 },
@@ -108,6 +115,9 @@ export class Socket {
 
   /** Moves to a new connection if the current one was opened with another token. */
   renew(token: string | null): void {
+    // A connection still waiting for its token gets the renewed one: closing it now would fail
+    // the calls waiting for it to open.
+    if (this.authenticating) return;
     const connection = this.client.connection;
     if (!connection || connection.state === 'closed' || this.openedWith === token) return;
     this.openedWith = token;

@@ -6,6 +6,7 @@ import { WebSocketServer } from 'ws';
 import { createContext } from '../context.js';
 import { appRouter } from '../routers/_app.js';
 import { routeOf } from '../metrics.js';
+import { wsEncoder } from '../realtime/frames.js';
 import { countRequest, handleOpsRequest } from './ops.js';
 import type { Services } from '../services.js';
 
@@ -86,6 +87,7 @@ export async function startHttp(
     keepAlive: { enabled: true, pingMs: 30_000, pongWaitMs: 5_000 },
     // The same cap as over HTTP: one message must not start an unbounded number of calls.
     maxBatchSize: config.limits.maxBatchSize,
+    experimental_encoder: wsEncoder,
     onError,
   });
   app.health.connections = () => wss.clients.size;

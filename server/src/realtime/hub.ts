@@ -9,8 +9,8 @@ import { shareEvent } from './transformer.js';
 
 /** A delivery to one local subscription: the broker id of a durable event, or null. */
 export interface Delivery {
-  id: string | null;
-  event: ParleyEvent;
+  readonly id: string | null;
+  readonly event: ParleyEvent;
 }
 
 export interface LocalSubscriber {
@@ -82,15 +82,20 @@ export class Hub {
       return;
     }
     let event: ParleyEvent | null = null;
+    let delivery: Delivery | null = null;
+    let subscriptions = 0;
     for (const userId of envelope.r) {
       const set = this.byUser.get(userId);
       if (!set) continue;
       // Decoded once per instance, and only when someone here needs it.
       event ??= shareEvent(superjson.parse<ParleyEvent>(envelope.e));
-      for (const subscriber of set) subscriber.deliver({ id: id === '-' ? null : id, event });
-      this.metrics?.eventsFannedOut.inc({ type: event.type }, set.size);
+      delivery ??= { id: id === '-' ? null : id, event };
+      for (const subscriber of set) subscriber.deliver(delivery);
+      subscriptions += set.size;
     }
-    if (event) this.delivered += 1;
+    if (!event) return;
+    this.delivered += 1;
+    this.metrics?.eventsFannedOut.inc({ type: event.type }, subscriptions);
   }
 
   private onRevocation(raw: string): void {

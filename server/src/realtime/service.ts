@@ -11,6 +11,7 @@ import { EPHEMERAL_EVENTS, type ParleyEvent } from './events.js';
 import type { Delivery, Hub } from './hub.js';
 import type { Presence } from './presence.js';
 import { userLog } from './publisher.js';
+import { eventFrame, framePrefix, type SubscriptionRequest } from './transformer.js';
 
 /** Changes whenever the broker loses its data, so ids from before cannot be resumed from. */
 const EPOCH_KEY = 'events:epoch';
@@ -20,6 +21,11 @@ interface LiveState {
   queue: Delivery[];
   failure: Error | null;
   wake: (() => void) | null;
+  /**
+   * Set once tRPC has sent everything the stream yielded: from then on each delivery is
+   * written to the socket as it arrives, and nothing is queued.
+   */
+  direct: ((delivery: Delivery) => void) | null;
 }
 
 /** Per-WebSocket state shared by the calls on one connection. */
@@ -33,6 +39,8 @@ export interface StreamRequest {
   signal: AbortSignal | undefined;
   socket: WebSocket | null;
   connection: ConnectionState | null;
+  /** The JSON-RPC request of the subscription, when it came over the WebSocket. */
+  request: SubscriptionRequest | null;
 }
 
 /** Ends a subscription whose client does not keep up; it resumes after reconnecting. */
@@ -82,7 +90,7 @@ export class Realtime {
     // Counted before the first await, so a burst on one connection cannot slip past the cap.
     if (connection) connection.subscriptions += 1;
 
-    const live: LiveState = { queue: [], failure: null, wake: null };
+    const live: LiveState = { queue: [], failure: null, wake: null, direct: null };
     const fail = (error: Error) => {
       live.failure ??= error;
       live.wake?.();
@@ -93,6 +101,10 @@ export class Realtime {
       sessionId: user.sessionId,
       key,
       deliver: (delivery) => {
+        if (live.direct) {
+          live.direct(delivery);
+          return;
+        }
         if (live.queue.length >= limits.maxQueuedEvents) {
           // Ephemeral events go first; if that is not enough, the client is cut off.
           const kept = live.queue.filter((queued) => !EPHEMERAL_EVENTS.has(queued.event.type));
@@ -141,7 +153,7 @@ export class Realtime {
       const start = request.lastEventId
         ? await this.resumePoint(log, epoch, request.lastEventId)
         : { last: await this.broker.lastId(log), resync: false, backfill: false };
-      return this.run(request, live, cleanup, epoch, log, start);
+      return this.run(request, live, fail, cleanup, epoch, log, start);
     } catch (error) {
       await cleanup();
       throw error;
@@ -164,6 +176,7 @@ export class Realtime {
   private async *run(
     request: StreamRequest,
     live: LiveState,
+    fail: (error: Error) => void,
     cleanup: () => Promise<void>,
     epoch: string,
     log: string,
@@ -171,46 +184,55 @@ export class Realtime {
   ): AsyncGenerator<TrackedEnvelope<ParleyEvent>> {
     const { signal, socket } = request;
     const { limits } = this.config;
-    let last = start.last;
+    const position = new StreamPosition(start.last, start.backfill);
+    const tooSlow = (socket: WebSocket) => {
+      if (socket.bufferedAmount <= limits.maxSocketBufferBytes) return false;
+      socket.close(1013, 'slow consumer');
+      return true;
+    };
     try {
       if (start.resync) {
         // The gap can no longer be filled: the client refetches with queries.
-        yield tracked(`${epoch}.${last}`, { type: 'resync' });
+        yield tracked(`${epoch}.${position.last}`, { type: 'resync' });
       }
       if (start.backfill) {
         for (;;) {
-          const page = await this.broker.rangeAfter(log, last, BACKFILL_PAGE);
+          const page = await this.broker.rangeAfter(log, position.last, BACKFILL_PAGE);
           for (const entry of page) {
-            last = entry.id;
-            if (entry.fields.e) yield tracked(`${epoch}.${last}`, decode(entry.fields.e));
+            position.last = entry.id;
+            if (entry.fields.e) yield tracked(`${epoch}.${entry.id}`, decode(entry.fields.e));
           }
           if (page.length < BACKFILL_PAGE) break;
         }
       }
-      const removed = new Set<string>();
       for (;;) {
         if (live.failure) throw live.failure;
         if (signal?.aborted) return;
         const next = live.queue.shift();
         if (!next) {
+          if (socket && request.request && !live.direct) {
+            // tRPC asked for the next value, so it has sent every frame yielded so far: frames
+            // written from here on cannot overtake them. The event is serialized once for all
+            // its recipients on this instance, and each socket gets one string concatenation
+            // and one write, instead of tRPC's envelope, transform and JSON.stringify.
+            const prefix = framePrefix(request.request);
+            live.direct = (delivery) => {
+              if (live.failure || socket.readyState !== socket.OPEN) return;
+              if (!position.admit(delivery)) return;
+              if (tooSlow(socket)) {
+                fail(new SlowConsumer());
+                return;
+              }
+              socket.send(eventFrame(prefix, `${epoch}.${position.last}`, delivery.event));
+            };
+          }
           await new Promise<void>((resolve) => (live.wake = resolve));
           live.wake = null;
           continue;
         }
-        if (next.id !== null) {
-          // Already given by the backfill.
-          if (start.backfill && compareStreamIds(next.id, last) <= 0) continue;
-          if (compareStreamIds(next.id, last) > 0) last = next.id;
-        }
-        const conversationId = conversationOf(next.event);
-        if (next.event.type === 'conversation.removed') removed.add(next.event.conversationId);
-        else if (next.event.type === 'conversation.upserted') removed.delete(next.event.conversation.id);
-        else if (conversationId && removed.has(conversationId)) continue;
-        if (socket && socket.bufferedAmount > limits.maxSocketBufferBytes) {
-          socket.close(1013, 'slow consumer');
-          throw new SlowConsumer();
-        }
-        yield tracked(`${epoch}.${last}`, next.event);
+        if (!position.admit(next)) continue;
+        if (socket && tooSlow(socket)) throw new SlowConsumer();
+        yield tracked(`${epoch}.${position.last}`, next.event);
       }
     } finally {
       await cleanup();
@@ -222,6 +244,36 @@ export class Realtime {
     if (current) return current;
     await this.broker.set(EPOCH_KEY, randomBytes(6).toString('base64url'), { nx: true });
     return (await this.broker.get(EPOCH_KEY)) ?? '';
+  }
+}
+
+/**
+ * Where one subscription stands: the last durable event it sent, and the conversations the
+ * user was removed from since (their later events are not for this user any more).
+ */
+class StreamPosition {
+  private readonly removed = new Set<string>();
+
+  constructor(
+    public last: string,
+    /** Whether a backfill ran: live events it already gave are dropped. */
+    private readonly backfilled: boolean,
+  ) {}
+
+  /** Whether to send `delivery`; it is then sent under `last`. */
+  admit(delivery: Delivery): boolean {
+    if (delivery.id !== null) {
+      if (this.backfilled && compareStreamIds(delivery.id, this.last) <= 0) return false;
+      if (compareStreamIds(delivery.id, this.last) > 0) this.last = delivery.id;
+    }
+    const { event } = delivery;
+    if (event.type === 'conversation.removed') this.removed.add(event.conversationId);
+    else if (event.type === 'conversation.upserted') this.removed.delete(event.conversation.id);
+    else {
+      const conversationId = conversationOf(event);
+      if (conversationId && this.removed.has(conversationId)) return false;
+    }
+    return true;
   }
 }
 

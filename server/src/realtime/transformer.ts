@@ -7,6 +7,8 @@ const shared = new WeakSet<object>();
 const serialized = new WeakMap<object, Serialized>();
 /** The serialized `meta` of a shared event as it appears inside tRPC's `{ id, data }` wrapper. */
 const wrappedMeta = new WeakMap<object, Serialized['meta']>();
+/** The JSON text of a shared event's data and wrapped meta, for frames written directly. */
+const frameParts = new WeakMap<object, { json: string; meta: string } | null>();
 
 /** Marks an event that several subscriptions will send, so it is serialized only once. */
 export function shareEvent<T extends object>(event: T): T {
@@ -37,6 +39,26 @@ function metaInWrapper(event: object, inner: Serialized): Serialized['meta'] {
 }
 
 /**
+ * Whether an event's serialization can be reused inside the wrapper. References between parts
+ * of a value, or a top-level annotation, are rewritten by superjson relative to the whole.
+ */
+function reusable(inner: Serialized): boolean {
+  return !(inner.meta && (inner.meta.referentialEqualities || Array.isArray(inner.meta.values)));
+}
+
+/**
+ * Set by the WebSocket decoder (`realtime/frames.ts`) on the raw input of an `events`
+ * subscription: the JSON-RPC id and version of the request, which its data frames must carry.
+ * A symbol, so no client can forge it through JSON.
+ */
+export const SUBSCRIPTION_REQUEST = Symbol('subscription request');
+
+export interface SubscriptionRequest {
+  id: string | number;
+  jsonrpc: '2.0' | undefined;
+}
+
+/**
  * superjson, except that an event fanned out to many sockets of this instance is serialized
  * once and the result reused for every recipient. The wire format is plain superjson.
  */
@@ -54,9 +76,7 @@ export const transformer = {
       Object.keys(wrapper).length === 2
     ) {
       const inner = once(wrapper.data);
-      if (inner.meta && (inner.meta.referentialEqualities || Array.isArray(inner.meta.values))) {
-        return superjson.serialize(value);
-      }
+      if (!reusable(inner)) return superjson.serialize(value);
       const meta = metaInWrapper(wrapper.data, inner);
       const json = { id: wrapper.id, data: inner.json };
       return meta ? { json, meta } : { json };
@@ -64,6 +84,44 @@ export const transformer = {
     return superjson.serialize(value);
   },
   deserialize<T>(payload: Serialized): T {
-    return superjson.deserialize<T>(payload);
+    const value = superjson.deserialize<T>(payload);
+    const request = (payload as { [SUBSCRIPTION_REQUEST]?: SubscriptionRequest } | undefined)?.[
+      SUBSCRIPTION_REQUEST
+    ];
+    if (request === undefined) return value;
+    // Carried over to the input the procedure sees; tRPC's `{ ...input, lastEventId }` keeps it.
+    if (value === undefined) return { [SUBSCRIPTION_REQUEST]: request } as T;
+    if (typeof value === 'object' && value !== null && !Array.isArray(value)) {
+      (value as { [SUBSCRIPTION_REQUEST]?: SubscriptionRequest })[SUBSCRIPTION_REQUEST] = request;
+    }
+    return value;
   },
 };
+
+/**
+ * The text of the data frame tRPC's WebSocket adapter would send for `tracked(eventId, event)`
+ * on the subscription whose frames start with `prefix` (see `framePrefix`). The event is
+ * serialized once, whatever the number of recipients; the text is what `transformer` and
+ * `JSON.stringify` give.
+ */
+export function eventFrame(prefix: string, eventId: string, event: object): string {
+  let parts = frameParts.get(event);
+  if (parts === undefined) {
+    const inner = once(event);
+    const meta = metaInWrapper(event, inner);
+    parts = reusable(inner)
+      ? { json: JSON.stringify(inner.json), meta: meta ? `,"meta":${JSON.stringify(meta)}` : '' }
+      : null;
+    frameParts.set(event, parts);
+  }
+  const id = JSON.stringify(eventId);
+  const data = parts
+    ? `{"json":{"id":${id},"data":${parts.json}}${parts.meta}}`
+    : JSON.stringify(superjson.serialize({ id: eventId, data: event }));
+  return `${prefix},"result":{"type":"data","data":${data},"id":${id}}}`;
+}
+
+/** The start of every frame of one subscription: `{"id":…` and `"jsonrpc"` when it sent one. */
+export function framePrefix(request: SubscriptionRequest): string {
+  return `{"id":${JSON.stringify(request.id)}${request.jsonrpc ? ',"jsonrpc":"2.0"' : ''}`;
+}
