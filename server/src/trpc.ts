@@ -49,18 +49,21 @@ const observe = t.middleware(async ({ ctx, path, type, next }) => {
   const labels = { procedure: path, type, code };
   ctx.app.metrics.trpcCalls.inc(labels);
   ctx.app.metrics.trpcDuration.observe(labels, seconds);
-  ctx.app.log.info(
-    {
-      requestId: ctx.requestId,
-      connectionId: ctx.connectionId ?? undefined,
-      userId: ctx.user?.id,
-      procedure: path,
-      type,
-      code,
-      ms: Math.round(seconds * 10_000) / 10,
-    },
-    'call',
-  );
+  // Checked first: at a quieter level the line's fields would be built for nothing, per call.
+  if (ctx.app.log.isLevelEnabled('info')) {
+    ctx.app.log.info(
+      {
+        requestId: ctx.requestId,
+        connectionId: ctx.connectionId ?? undefined,
+        userId: ctx.user?.id,
+        procedure: path,
+        type,
+        code,
+        ms: Math.round(seconds * 10_000) / 10,
+      },
+      'call',
+    );
+  }
   return result;
 });
 
