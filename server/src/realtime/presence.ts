@@ -8,6 +8,8 @@ import type { EventPublisher } from './events.js';
 const connectionsKey = (userId: string) => `presence:user:${userId}`;
 /** Everyone online: member user id, score = the latest expiry of their connections. */
 const ONLINE_KEY = 'presence:online';
+/** Connections refreshed per batch of concurrent commands. */
+const HEARTBEAT_SLICE = 500;
 
 export interface PresenceSettings {
   /** A connection not refreshed within this long counts as gone (its instance died). */
@@ -75,9 +77,15 @@ export class Presence implements OnlineLookup {
 
   private async heartbeat(local: { userId: string; key: string }[]): Promise<void> {
     const expiry = Date.now() + this.settings.ttlMs;
-    for (const { userId, key } of local) {
-      await this.broker.zadd(connectionsKey(userId), expiry, key);
-      await this.broker.zadd(ONLINE_KEY, expiry, userId);
+    // In slices sent together (pipelined by the Redis client), not one round trip after another:
+    // an instance with thousands of connections refreshes them in a few round trips.
+    for (let i = 0; i < local.length; i += HEARTBEAT_SLICE) {
+      await Promise.all(
+        local.slice(i, i + HEARTBEAT_SLICE).flatMap(({ userId, key }) => [
+          this.broker.zadd(connectionsKey(userId), expiry, key),
+          this.broker.zadd(ONLINE_KEY, expiry, userId),
+        ]),
+      );
     }
     // Users whose every connection stopped being refreshed: their instance is gone.
     const stale = await this.broker.zrangeByScore(ONLINE_KEY, Date.now(), 100);
