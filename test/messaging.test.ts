@@ -1,7 +1,13 @@
 import { sql } from 'drizzle-orm';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../server/src/app.js';
-import { DEAD_LETTER_STREAM, MESSAGES_STREAM, PERSIST_GROUP } from '../server/src/messages/store.js';
+import {
+  DEAD_LETTER_STREAM,
+  MESSAGES_STREAM,
+  PERSIST_GROUP,
+  pendingKey,
+} from '../server/src/messages/store.js';
 import { PersistenceWorker } from '../server/src/worker/persist.js';
 import { signUp } from './support/client.js';
 import { TestDeployment, engineLabel, onRealEngines } from './support/env.js';
@@ -497,6 +503,72 @@ describe(`persistence worker (${engineLabel})`, () => {
       const stored = await rows(target, id);
       expect(stored.map((r) => r.seq)).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
       expect(new Set(stored.map((r) => r.id)).size).toBe(30);
+    } finally {
+      await local.cleanup();
+    }
+  });
+
+  it('writes concurrent batches that share conversations and messages without deadlock', async () => {
+    const local = await TestDeployment.create();
+    try {
+      const target = await local.start({ runWorker: false });
+      const people = await Promise.all(Array.from({ length: 4 }, () => signUp(target.url)));
+      const [owner, ...others] = people as [(typeof people)[0], ...typeof people];
+      const groups = await Promise.all(
+        ['a', 'b', 'c'].map((name) =>
+          owner.api.conversation.createGroup.mutate({ name, memberIds: others.map((o) => o.user.id) }),
+        ),
+      );
+      // Messages interleaved across the conversations, and edits that follow their originals
+      // several batches later: concurrent batches touch the same conversations and messages.
+      const sent: { id: string; conversationId: string; by: (typeof people)[0] }[] = [];
+      for (let i = 0; i < 90; i++) {
+        const by = people[i % people.length];
+        const group = groups[i % groups.length];
+        if (!by || !group) throw new Error('unreachable');
+        const conversationId = group.id;
+        const message = await by.api.message.send.mutate({ conversationId, content: `m${i}` });
+        sent.push({ id: message.id, conversationId, by });
+      }
+      for (const [i, message] of sent.entries()) {
+        if (i % 3 === 0) await message.by.api.message.edit.mutate({ id: message.id, content: `edited ${i}` });
+      }
+      const { broker, db, config } = target.services;
+      // What the workers warn about, to show that no batch deadlocked or failed and was retried.
+      const warnings: string[] = [];
+      const log = pino({ level: 'warn' }, { write: (line: string) => warnings.push(line) });
+      // Small batches, several in flight, and two workers at once.
+      const settings = { ...config.worker, blockMs: 50, batchSize: 4, concurrency: 4 };
+      const workers = [
+        new PersistenceWorker(db, broker, { ...settings, consumerName: 'c1' }, log),
+        new PersistenceWorker(db, broker, { ...settings, consumerName: 'c2' }, log),
+      ];
+      for (const worker of workers) worker.start();
+      try {
+        await drained(target, 30_000);
+      } finally {
+        await Promise.all(workers.map((worker) => worker.stop()));
+      }
+      expect(warnings.filter((line) => /deadlock|batch failed/i.test(line))).toEqual([]);
+      expect(workers.reduce((n, worker) => n + worker.stats.deadLettered, 0)).toBe(0);
+      expect(await broker.rangeAfter(DEAD_LETTER_STREAM, '0-0', 10)).toEqual([]);
+      for (const group of groups) {
+        const stored = await rows(target, group.id);
+        const expected = sent.flatMap((m, i) =>
+          m.conversationId === group.id ? [i % 3 === 0 ? `edited ${i}` : `m${i}`] : [],
+        );
+        // Each conversation's system message (created) comes first, then its 30 messages.
+        expect(stored.slice(-expected.length).map((r) => r.content)).toEqual(expected);
+        expect(stored.map((r) => r.seq)).toEqual(stored.map((_, i) => i + 1));
+        const result = await db.execute(
+          sql`select last_seq::int as last_seq from conversations where id = ${group.id}`,
+        );
+        const [conversation] = (Array.isArray(result) ? result : (result as { rows: unknown[] }).rows) as {
+          last_seq: number;
+        }[];
+        expect(conversation?.last_seq).toBe(stored.length);
+        expect(await broker.hgetall(pendingKey(group.id))).toEqual({});
+      }
     } finally {
       await local.cleanup();
     }

@@ -22,6 +22,9 @@ const config = loadConfig(
     JWT_ACCESS_TTL: '2h',
     LOG_LEVEL: 'warn',
     PARLEY_WORKER: env.BENCH_WORKER === 'off' ? 'off' : 'on',
+    // Worker tuning, when the environment sets it (defaults otherwise).
+    PARLEY_WORKER_BATCH_SIZE: env.PARLEY_WORKER_BATCH_SIZE,
+    PARLEY_WORKER_CONCURRENCY: env.PARLEY_WORKER_CONCURRENCY,
   },
   {
     port: 0,

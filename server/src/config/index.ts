@@ -87,6 +87,13 @@ export const EnvSchema = z.object({
       .regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'may contain only letters, digits and _ . : -')
       .optional(),
   ),
+  /** Most stream entries the persistence worker reads and writes as one batch. */
+  PARLEY_WORKER_BATCH_SIZE: z.preprocess(
+    emptyAsUndefined,
+    z.coerce.number().int().min(1).max(5000).default(2000),
+  ),
+  /** Batches the persistence worker writes to PostgreSQL at the same time. */
+  PARLEY_WORKER_CONCURRENCY: z.preprocess(emptyAsUndefined, z.coerce.number().int().min(1).max(8).default(3)),
 });
 
 export type Env = z.infer<typeof EnvSchema>;
@@ -146,7 +153,10 @@ export interface Config {
   worker: {
     /** Consumer name in the stream's group; a stable one lets a restarted worker resume its own entries at once. */
     consumerName: string;
+    /** Most entries per batch (XREADGROUP COUNT: a batch never waits to fill up). */
     batchSize: number;
+    /** Batches written at the same time, each in its own transaction. */
+    concurrency: number;
     blockMs: number;
     claimIdleMs: number;
     maxDeliveries: number;
@@ -235,7 +245,8 @@ export function loadConfig(
     runWorker: env.PARLEY_WORKER === 'on',
     worker: {
       consumerName: env.PARLEY_WORKER_ID ?? `${hostname()}-${process.pid}`,
-      batchSize: 500,
+      batchSize: env.PARLEY_WORKER_BATCH_SIZE,
+      concurrency: env.PARLEY_WORKER_CONCURRENCY,
       blockMs: 1000,
       claimIdleMs: 30_000,
       maxDeliveries: 5,

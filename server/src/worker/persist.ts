@@ -69,7 +69,20 @@ export class PersistenceWorker {
     let backoffMs = 0;
     // Entries this consumer read before a restart or a failure come first.
     let rereadOwn = true;
-    // The next batch is read while the current one is written (one transaction at a time).
+    // Up to `concurrency` batches are written at once, each in its own transaction, and the
+    // next batch is read while they are: a backlog drains at the rate of several round trips in
+    // flight rather than one. Order between batches does not matter: every write is guarded by
+    // the entry's version, and the conversation's last_seq only ever grows.
+    const inFlight = new Set<Promise<void>>();
+    const failures: unknown[] = [];
+    const launch = (entries: StreamEntry[]) => {
+      const task: Promise<void> = this.process(entries)
+        .catch((error: unknown) => {
+          failures.push(error);
+        })
+        .finally(() => inFlight.delete(task));
+      inFlight.add(task);
+    };
     let prefetched: Promise<StreamEntry[]> | null = null;
     while (!this.stopping) {
       try {
@@ -91,27 +104,34 @@ export class PersistenceWorker {
           );
           if (claimed.length > 0) {
             this.log.info({ count: claimed.length }, 'claimed entries left pending by another worker');
-            await this.process(claimed);
+            launch(claimed);
           }
         }
         const entries = await (prefetched ?? this.readNew());
         prefetched = null;
         if (entries.length > 0) {
-          if (!this.stopping) prefetched = this.readNew();
-          await this.process(entries);
+          launch(entries);
+          if (!this.stopping && failures.length === 0) prefetched = this.readNew();
+          while (inFlight.size >= this.settings.concurrency) await Promise.race(inFlight);
         }
+        if (failures.length > 0) throw failures[0];
         await this.trim();
         backoffMs = 0;
       } catch (error) {
-        // A prefetched batch stays pending for this consumer and is read again with the rest.
+        // Whatever is still in flight finishes (or fails) first: the entries of a failed batch,
+        // and of a prefetched one, stay pending for this consumer and are read again with the rest.
+        await Promise.all(inFlight);
+        await prefetched?.catch(() => undefined);
         prefetched = null;
+        failures.length = 0;
         if (this.stopping) break;
         rereadOwn = true;
         backoffMs = Math.min(Math.max(backoffMs * 2, 100), 5_000);
         this.log.warn({ err: error, retryInMs: backoffMs }, 'persistence paused; retrying');
       }
     }
-    await prefetched;
+    await Promise.all(inFlight);
+    await prefetched?.catch(() => undefined);
   }
 
   private readNew(): Promise<StreamEntry[]> {
@@ -157,7 +177,7 @@ export class PersistenceWorker {
     for (const entry of unreadable) await this.deadLetter(entry, 'unreadable entry');
     if (changes.length === 0) return;
     try {
-      await this.persistAndAck(changes);
+      await this.persistAndAckRetryingConflicts(changes);
     } catch (error) {
       if (!(await this.databaseReachable())) throw error; // outage: back off, never dead-letter
       // The database is up, so some entry is at fault: write them one by one to find it.
@@ -168,7 +188,14 @@ export class PersistenceWorker {
   private async isolate(changes: Change[], batchError: unknown): Promise<void> {
     this.log.warn({ err: batchError, size: changes.length }, 'batch failed; writing its entries one by one');
     const deliveries = new Map(
-      (await this.broker.pending(MESSAGES_STREAM, PERSIST_GROUP, 10_000)).map((p) => [p.id, p.deliveries]),
+      // Enough to cover every batch this worker may hold at once, read-ahead included.
+      (
+        await this.broker.pending(
+          MESSAGES_STREAM,
+          PERSIST_GROUP,
+          Math.max(10_000, this.settings.batchSize * (this.settings.concurrency + 2)),
+        )
+      ).map((p) => [p.id, p.deliveries]),
     );
     for (const change of changes) {
       try {
@@ -191,6 +218,22 @@ export class PersistenceWorker {
       }
     }
     throw new EntriesLeftPending();
+  }
+
+  /**
+   * A deadlock with another writer (the API, or a statement ordering its locks differently) is
+   * nobody's fault: PostgreSQL rolled the batch back, so write it again before suspecting it.
+   */
+  private async persistAndAckRetryingConflicts(changes: Change[]): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.persistAndAck(changes);
+        return;
+      } catch (error) {
+        if (attempt >= 3 || !isDeadlock(error)) throw error;
+        this.log.warn({ err: error, size: changes.length, attempt }, 'batch deadlocked; writing it again');
+      }
+    }
   }
 
   private async persistAndAck(changes: Change[]): Promise<void> {
@@ -226,34 +269,49 @@ export class PersistenceWorker {
     const touched = JSON.stringify(
       [...activity.entries()].map(([id, { seq, at }]) => ({ id, seq, at: new Date(at).toISOString() })),
     );
-    await this.db.transaction(async (tx) => {
-      await tx.execute(sql`
-        insert into messages (id, conversation_id, seq, sender_id, sender_username, type, content,
-                              client_message_id, sent_at, edited_at, deleted_at, version)
-        select id, conversation_id, seq, sender_id, sender_username, type, content,
-               client_message_id, sent_at, edited_at, deleted_at, version
-        from json_populate_recordset(null::messages, ${rows}::json)
-        on conflict (id) do update
-          set content = excluded.content,
-              edited_at = excluded.edited_at,
-              deleted_at = excluded.deleted_at,
-              version = excluded.version
-          where messages.version < excluded.version`);
-      await tx.execute(sql`
+    // One statement, so one round trip and one transaction: the messages and their
+    // conversations' last_seq and last_activity_at commit together or not at all. Several
+    // batches may be written at once, so every lock is taken in id order (messages, then
+    // conversations): batches that share messages (an edit and its original) or conversations
+    // wait for each other, never deadlock. The insert is the main query and runs first; the
+    // conversation update, a WITH sub-statement nothing reads, runs after it, so a batch waits
+    // for another's conversation locks only at its end. greatest() makes that update
+    // order-insensitive between batches.
+    await this.db.execute(sql`
+      with touched as (
+        select c.id, v.seq, v.at
+        from conversations as c
+        join json_to_recordset(${touched}::json) as v(id uuid, seq bigint, at timestamptz) on v.id = c.id
+        order by c.id
+        for no key update of c
+      ),
+      bumped as (
         update conversations as c
-        set last_seq = greatest(c.last_seq, v.seq),
-            last_activity_at = greatest(c.last_activity_at, v.at)
-        from json_to_recordset(${touched}::json) as v(id uuid, seq bigint, at timestamptz)
-        where c.id = v.id`);
-    });
+        set last_seq = greatest(c.last_seq, t.seq),
+            last_activity_at = greatest(c.last_activity_at, t.at)
+        from touched as t
+        where c.id = t.id
+      )
+      insert into messages (id, conversation_id, seq, sender_id, sender_username, type, content,
+                            client_message_id, sent_at, edited_at, deleted_at, version)
+      select id, conversation_id, seq, sender_id, sender_username, type, content,
+             client_message_id, sent_at, edited_at, deleted_at, version
+      from json_populate_recordset(null::messages, ${rows}::json)
+      order by id
+      on conflict (id) do update
+        set content = excluded.content,
+            edited_at = excluded.edited_at,
+            deleted_at = excluded.deleted_at,
+            version = excluded.version
+        where messages.version < excluded.version`);
     // Committed: acknowledging and releasing the pending copies can run while the next batch
-    // is written. If either fails, the entries stay pending and are written again, harmlessly.
+    // is written, in one round trip (both commands go out in the same pipeline). If either
+    // fails, the entries stay pending and are written again, harmlessly.
     const ids = changes.map((change) => change.entryId);
     const previous = this.settling;
     this.settling = (async () => {
       await previous;
-      await this.broker.ack(MESSAGES_STREAM, PERSIST_GROUP, ids);
-      await this.releasePending(changes);
+      await Promise.all([this.broker.ack(MESSAGES_STREAM, PERSIST_GROUP, ids), this.releasePending(changes)]);
     })().catch((error: unknown) => {
       this.log.warn({ err: error }, 'acknowledgement deferred: entries stay pending and will be rewritten');
     });
@@ -329,6 +387,14 @@ function parse(entry: StreamEntry): Change | null {
   } catch {
     return null;
   }
+}
+
+/** PostgreSQL's deadlock_detected, anywhere in the cause chain. */
+function isDeadlock(error: unknown): boolean {
+  for (let current: unknown = error; current instanceof Error; current = current.cause) {
+    if ((current as { code?: unknown }).code === '40P01') return true;
+  }
+  return false;
 }
 
 /** The innermost cause's message: the database's own words, not the query wrapper's. */
