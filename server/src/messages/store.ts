@@ -27,6 +27,21 @@ export const CLIENT_ID_TTL_MS = 60 * 60 * 1000;
 /** How long a send waits for PostgreSQL's answer on an unclaimed clientMessageId. */
 const CLIENT_ID_LOOKUP_TIMEOUT_MS = 250;
 
+/** At most this many client-id lookups share one query. */
+const CLIENT_ID_LOOKUP_BATCH = 200;
+
+interface WrittenMessage {
+  id: string;
+  conversationId: string;
+}
+
+interface ClientIdLookup {
+  senderId: string;
+  clientMessageId: string;
+  resolve(row: WrittenMessage | null): void;
+  reject(error: unknown): void;
+}
+
 /** A message as it travels through the stream and sits in the pending store. */
 export interface WireMessage {
   id: string;
@@ -120,7 +135,10 @@ function splitPending(value: string): { entryId: string; rest: string } {
 export class MessageStore {
   /** The queries of the send path, built once (and prepared by PostgreSQL once per connection). */
   private readonly byClientId;
+  private readonly byClientIds;
   private readonly maxSeq;
+  /** Client-id lookups waiting for the next batch (one query for all sends of a loop turn). */
+  private queuedLookups: ClientIdLookup[] = [];
 
   constructor(
     private readonly db: Database,
@@ -136,6 +154,18 @@ export class MessageStore {
         ),
       )
       .prepare('parley_message_by_client_id');
+    this.byClientIds = db
+      .select({
+        id: messages.id,
+        conversationId: messages.conversationId,
+        senderId: messages.senderId,
+        clientMessageId: messages.clientMessageId,
+      })
+      .from(messages)
+      .where(
+        sql`(${messages.senderId}, ${messages.clientMessageId}) in (select * from unnest(${sql.placeholder('senderIds')}::uuid[], ${sql.placeholder('clientMessageIds')}::text[]))`,
+      )
+      .prepare('parley_messages_by_client_ids');
     this.maxSeq = db
       .select({ max: sql<string | null>`max(${messages.seq})` })
       .from(messages)
@@ -205,7 +235,7 @@ export class MessageStore {
    * broker's claim expired (a claim still held is caught by `appendNew` itself).
    */
   async writtenClientId(senderId: string, clientMessageId: string) {
-    const lookup = this.byClientId.execute({ senderId, clientMessageId }).then(([row]) => row ?? null);
+    const lookup = this.lookUpWritten(senderId, clientMessageId);
     // While PostgreSQL is unreachable its driver waits for a connection; sending must not. The
     // broker's claim, which covers any retry within its lifetime, then judges duplicates alone.
     let timer: NodeJS.Timeout | undefined;
@@ -219,6 +249,46 @@ export class MessageStore {
     } finally {
       clearTimeout(timer);
       lookup.catch(() => undefined);
+    }
+  }
+
+  private lookUpWritten(senderId: string, clientMessageId: string): Promise<WrittenMessage | null> {
+    return new Promise((resolve, reject) => {
+      const waiting = this.queuedLookups.push({ senderId, clientMessageId, resolve, reject });
+      // After this turn's I/O: every send that arrived in it shares one query.
+      if (waiting === 1) setImmediate(() => this.flushLookups());
+    });
+  }
+
+  private flushLookups(): void {
+    const queued = this.queuedLookups;
+    this.queuedLookups = [];
+    for (let start = 0; start < queued.length; start += CLIENT_ID_LOOKUP_BATCH) {
+      const batch = queued.slice(start, start + CLIENT_ID_LOOKUP_BATCH);
+      const [only] = batch;
+      if (batch.length === 1 && only) {
+        this.byClientId
+          .execute({ senderId: only.senderId, clientMessageId: only.clientMessageId })
+          .then(([row]) => only.resolve(row ?? null), only.reject);
+        continue;
+      }
+      this.byClientIds
+        .execute({
+          senderIds: batch.map((lookup) => lookup.senderId),
+          clientMessageIds: batch.map((lookup) => lookup.clientMessageId),
+        })
+        .then(
+          (rows) => {
+            const found = new Map(rows.map((row) => [`${row.senderId} ${row.clientMessageId}`, row]));
+            for (const lookup of batch) {
+              const row = found.get(`${lookup.senderId} ${lookup.clientMessageId}`);
+              lookup.resolve(row ? { id: row.id, conversationId: row.conversationId } : null);
+            }
+          },
+          (error: unknown) => {
+            for (const lookup of batch) lookup.reject(error);
+          },
+        );
     }
   }
 
