@@ -296,10 +296,10 @@ describe(`messages (${engineLabel})`, () => {
   it('answers retries from PostgreSQL once the broker claim expired, many at once', async () => {
     const [al, bo] = await Promise.all([signUp(app.url), signUp(app.url)]);
     const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
-    const senders = [al, bo];
+    const senderOf = (i: number) => (i % 2 ? bo : al);
     const firsts = await Promise.all(
       Array.from({ length: 12 }, (_, i) =>
-        senders[i % 2]!.ws.message.send.mutate({
+        senderOf(i).ws.message.send.mutate({
           conversationId: id,
           content: `first ${i}`,
           clientMessageId: `expired-${i}`,
@@ -313,7 +313,7 @@ describe(`messages (${engineLabel})`, () => {
     // Retries and new sends together, so the lookups share queries.
     const again = await Promise.all(
       Array.from({ length: 16 }, (_, i) =>
-        senders[i % 2]!.ws.message.send.mutate({
+        senderOf(i).ws.message.send.mutate({
           conversationId: id,
           content: `retry ${i}`,
           clientMessageId: `expired-${i}`,

@@ -38,8 +38,8 @@ interface WrittenMessage {
 interface ClientIdLookup {
   senderId: string;
   clientMessageId: string;
-  resolve(row: WrittenMessage | null): void;
-  reject(error: unknown): void;
+  resolve: (row: WrittenMessage | null) => void;
+  reject: (error: unknown) => void;
 }
 
 /** A message as it travels through the stream and sits in the pending store. */
