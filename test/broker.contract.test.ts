@@ -250,6 +250,84 @@ function contract(engine: Engine) {
       expect(await broker.hget(hash, 'msg-2')).toBeNull();
     });
 
+    it('append with `counter` takes the next number in the same step and writes it into the slot', async () => {
+      const stream = fresh('stream');
+      const hash = fresh('pending');
+      const counter = fresh('seq');
+      const slot = '\u0000n\u0000';
+      // No counter: nothing is written, not even the claim.
+      const key = fresh('idem');
+      const missing = await broker.append(
+        stream,
+        { body: `{"n":${slot}}` },
+        {
+          counter: { key: counter, slot },
+          unique: { key, value: 'a', ttlMs: 10_000 },
+          pending: [{ key: hash, field: 'm1', value: `{"n":${slot}}` }],
+        },
+      );
+      expect(missing).toEqual({ appended: false, missingCounter: true });
+      expect((await broker.streamInfo(stream)).length).toBe(0);
+      expect(await broker.get(key)).toBeNull();
+      expect(await broker.get(counter)).toBeNull();
+      expect(await broker.hgetall(hash)).toEqual({});
+
+      await broker.set(counter, '41', { ttlMs: 60_000 });
+      const first = await broker.append(
+        stream,
+        { op: 'create', body: `{"n":${slot},"text":"${slot} stays"}`, plain: 'no slot' },
+        {
+          counter: { key: counter, slot },
+          unique: { key, value: 'a', ttlMs: 10_000 },
+          pending: [{ key: hash, field: 'm1', value: `{"n":${slot}}` }],
+        },
+      );
+      if (!first.appended) throw new Error('expected an append');
+      expect(first.counter).toBe(42);
+      // Only the first slot of each value is filled.
+      expect(await broker.rangeAfter(stream, '0-0', 10)).toEqual([
+        {
+          id: first.id,
+          fields: { op: 'create', body: `{"n":42,"text":"${slot} stays"}`, plain: 'no slot' },
+        },
+      ]);
+      expect(await broker.hget(hash, 'm1')).toBe(`${first.id}|{"n":42}`);
+      expect(await broker.get(counter)).toBe('42');
+      expect(await broker.ttlMs(counter)).toBeGreaterThan(0);
+
+      // A refused claim takes no number.
+      const refused = await broker.append(
+        stream,
+        { body: slot },
+        { counter: { key: counter, slot }, unique: { key, value: 'b', ttlMs: 10_000 } },
+      );
+      expect(refused).toEqual({ appended: false, existing: 'a' });
+      expect(await broker.get(counter)).toBe('42');
+
+      // Concurrent appends get distinct numbers, in the order of their entries.
+      const results = await Promise.all(
+        Array.from({ length: 20 }, () =>
+          broker.append(stream, { body: slot }, { counter: { key: counter, slot } }),
+        ),
+      );
+      const numbers = results.map((result) => (result.appended ? result.counter : -1));
+      expect([...numbers].sort((a, b) => (a ?? 0) - (b ?? 0))).toEqual(
+        Array.from({ length: 20 }, (_, i) => 43 + i),
+      );
+      const entries = await broker.rangeAfter(stream, first.id, 100);
+      expect(entries.map((entry) => Number(entry.fields.body))).toEqual(
+        Array.from({ length: 20 }, (_, i) => 43 + i),
+      );
+      // Without `counter`, a value holding the slot is written as given.
+      const untouched = await broker.append(stream, { body: slot });
+      if (!untouched.appended) throw new Error('expected an append');
+      expect(untouched.counter).toBeUndefined();
+      expect((await broker.rangeAfter(stream, first.id, 100)).at(-1)).toEqual({
+        id: untouched.id,
+        fields: { body: slot },
+      });
+    });
+
     it('append with `maxLen` keeps at least that many of the newest entries and trims whole old ones', async () => {
       const stream = fresh('stream');
       const ids: string[] = [];
@@ -596,6 +674,16 @@ function contract(engine: Engine) {
       expect(await broker.set(key, 'c')).toBe(true);
       expect(await broker.get(key)).toBe('c');
       expect(await broker.ttlMs(key)).toBe(-1);
+    });
+
+    it('mget reads several keys at once, null where a key is missing or expired', async () => {
+      const [a, b, gone, never] = [fresh('k'), fresh('k'), fresh('k'), fresh('k')];
+      await broker.set(a, '1');
+      await broker.set(b, 'two', { ttlMs: 60_000 });
+      await broker.set(gone, 'x', { ttlMs: 20 });
+      await sleep(60);
+      expect(await broker.mget([a, never, b, gone])).toEqual(['1', null, 'two', null]);
+      expect(await broker.mget([])).toEqual([]);
     });
 
     it('a key set with a ttl expires; setting again without one makes it permanent', async () => {

@@ -3,6 +3,7 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../server/src/app.js';
 import {
+  clientIdKey,
   DEAD_LETTER_STREAM,
   MESSAGES_STREAM,
   PERSIST_GROUP,
@@ -292,6 +293,48 @@ describe(`messages (${engineLabel})`, () => {
     });
     expect(later.id).toBe(first.id);
     expect((await rows(app, id)).map((r) => r.content)).toEqual(['once', 'race', 'mine']);
+  });
+
+  it('answers retries from PostgreSQL once the broker claim expired, many at once', async () => {
+    const [al, bo] = await Promise.all([signUp(app.url), signUp(app.url)]);
+    const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
+    const senderOf = (i: number) => (i % 2 ? bo : al);
+    const firsts = await Promise.all(
+      Array.from({ length: 12 }, (_, i) =>
+        senderOf(i).ws.message.send.mutate({
+          conversationId: id,
+          content: `first ${i}`,
+          clientMessageId: `expired-${i}`,
+        }),
+      ),
+    );
+    await drained(app);
+    // The claims expire (here: are deleted); only PostgreSQL still knows these keys.
+    const claims = firsts.map((m) => clientIdKey(m.senderId, m.clientMessageId ?? ''));
+    expect(await app.services.broker.del(...claims)).toBe(claims.length);
+    // Retries and new sends together, so the lookups share queries.
+    const again = await Promise.all(
+      Array.from({ length: 16 }, (_, i) =>
+        senderOf(i).ws.message.send.mutate({
+          conversationId: id,
+          content: `retry ${i}`,
+          clientMessageId: `expired-${i}`,
+        }),
+      ),
+    );
+    expect(again.slice(0, 12)).toEqual(firsts);
+    expect(again.slice(12).map((m) => m.content)).toEqual(['retry 12', 'retry 13', 'retry 14', 'retry 15']);
+    // The same key from the other sender is a different message.
+    const swapped = await bo.ws.message.send.mutate({
+      conversationId: id,
+      content: 'b',
+      clientMessageId: 'expired-0',
+    });
+    expect(swapped.id).not.toBe(firsts[0]?.id);
+    await drained(app);
+    const stored = await rows(app, id);
+    expect(stored).toHaveLength(17);
+    expect(stored.map((r) => r.seq)).toEqual(Array.from({ length: 17 }, (_, i) => i + 1));
   });
 
   it('edits (sender only) and deletes (sender or admin) leave a gapless history with tombstones', async () => {

@@ -164,22 +164,18 @@ serveCalls({
           const sender = users[n % users.length];
           if (!sender) return;
           const { conversationId } = sender;
-          await app.services.store.append(
-            {
-              id: uuidv7(),
-              conversationId,
-              seq: await app.services.store.allocateSeq(conversationId),
-              senderId: sender.user.id,
-              senderUsername: sender.user.username,
-              content,
-              type: 'text',
-              clientMessageId: null,
-              sentAt: new Date(),
-              editedAt: null,
-              deletedAt: null,
-            },
-            'create',
-          );
+          await app.services.store.appendNew({
+            id: uuidv7(),
+            conversationId,
+            senderId: sender.user.id,
+            senderUsername: sender.user.username,
+            content,
+            type: 'text',
+            clientMessageId: null,
+            sentAt: new Date(),
+            editedAt: null,
+            deletedAt: null,
+          });
         }
       }),
     );

@@ -95,7 +95,8 @@ const requireUser = t.middleware(async ({ ctx, next }) => {
   if (ctx.connectionId !== null && (await ctx.app.sessions.isRevoked(user))) {
     throw new TRPCError({ code: 'UNAUTHORIZED', message: 'Session ended' });
   }
-  return next({ ctx: { ...ctx, user } });
+  // tRPC merges this into the context; spreading it here would copy it once more per call.
+  return next({ ctx: { user } });
 });
 
 export const router = t.router;

@@ -108,12 +108,13 @@ export class Sessions {
   /** Whether an access token's session was revoked; fails open while the broker is down. */
   async isRevoked(user: AuthUser): Promise<boolean> {
     try {
-      const [family, everything] = await Promise.all([
-        this.broker.get(`revoked:session:${user.sessionId}`),
-        this.broker.get(`revoked:user:${user.id}`),
+      // One command for both marks: this runs on every call over a WebSocket.
+      const [family, everything] = await this.broker.mget([
+        `revoked:session:${user.sessionId}`,
+        `revoked:user:${user.id}`,
       ]);
       if (family) return true;
-      return everything !== null && Number(everything) >= user.issuedAt.getTime();
+      return everything != null && Number(everything) >= user.issuedAt.getTime();
     } catch (error) {
       // Access tokens are short-lived; while the broker is down their signature is enough.
       this.log.warn({ err: error }, 'revocation check skipped: broker unavailable');

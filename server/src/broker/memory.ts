@@ -73,16 +73,34 @@ export class MemoryBroker implements Broker {
     if (options.unique) {
       const held = this.readKey(options.unique.key);
       if (held !== null) return Promise.resolve({ appended: false, existing: held });
+    }
+    let fill = (value: string) => value;
+    let counter: number | undefined;
+    if (options.counter) {
+      const { key, slot } = options.counter;
+      const current = this.readKey(key);
+      if (current === null) return Promise.resolve({ appended: false, missingCounter: true });
+      const next = Number(current) + 1;
+      this.keys.set(key, { value: String(next), expiresAt: this.keys.get(key)?.expiresAt ?? null });
+      counter = next;
+      fill = (value) => {
+        const at = value.indexOf(slot);
+        return at < 0 ? value : value.slice(0, at) + String(next) + value.slice(at + slot.length);
+      };
+    }
+    if (options.unique) {
       this.keys.set(options.unique.key, {
         value: options.unique.value,
         expiresAt: Date.now() + options.unique.ttlMs,
       });
     }
-    const id = this.addEntry(stream, fields, options.maxLen);
+    const filled: Record<string, string> = {};
+    for (const name in fields) filled[name] = fill(fields[name] as string);
+    const id = this.addEntry(stream, filled, options.maxLen);
     for (const write of options.pending ?? []) {
-      this.hashFor(write.key).set(write.field, `${id}|${write.value}`);
+      this.hashFor(write.key).set(write.field, `${id}|${fill(write.value)}`);
     }
-    return Promise.resolve({ appended: true, id });
+    return Promise.resolve(counter === undefined ? { appended: true, id } : { appended: true, id, counter });
   }
 
   appendToMany(
@@ -258,6 +276,10 @@ export class MemoryBroker implements Broker {
 
   get(key: string): Promise<string | null> {
     return Promise.resolve(this.readKey(key));
+  }
+
+  mget(keys: string[]): Promise<(string | null)[]> {
+    return Promise.resolve(keys.map((key) => this.readKey(key)));
   }
 
   set(key: string, value: string, options: { ttlMs?: number; nx?: boolean } = {}): Promise<boolean> {

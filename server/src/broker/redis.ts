@@ -25,21 +25,48 @@ local function trim(key, maxLen, lastId)
 end
 `;
 
-// Claim the idempotency key, append, and record the pending copy in one step, so a crash can
-// never leave a claimed key without its message or a message without its pending copy.
+// Claim the idempotency key, take the next number of the counter, append, and record the
+// pending copy in one step, so a crash can never leave a claimed key without its message, a
+// message without its pending copy, or a number handed out twice.
+// KEYS: unique key or '', stream, counter or '', pending hashes.
+// ARGV: maxLen, unique value, unique ttl, pending count, counter slot, pending field/value
+// pairs, entry field/value pairs.
 const APPEND = `${TRIM}
 if KEYS[1] ~= '' then
   local held = redis.call('GET', KEYS[1])
   if held then return {0, held} end
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 end
+local n = ''
+if KEYS[3] ~= '' then
+  if redis.call('EXISTS', KEYS[3]) == 0 then return {2, ''} end
+  n = string.format('%d', redis.call('INCR', KEYS[3]))
+end
+if KEYS[1] ~= '' then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
 local pending = tonumber(ARGV[4])
-local id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5 + pending * 2))
+local slot = ARGV[5]
+local function fill(v)
+  if n == '' then return v end
+  local at = string.find(v, slot, 1, true)
+  if not at then return v end
+  return string.sub(v, 1, at - 1) .. n .. string.sub(v, at + #slot)
+end
+local first = 6 + pending * 2
+local id
+if n == '' then
+  id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, first))
+else
+  local fields = {}
+  for i = first, #ARGV, 2 do
+    fields[#fields + 1] = ARGV[i]
+    fields[#fields + 1] = fill(ARGV[i + 1])
+  end
+  id = redis.call('XADD', KEYS[2], '*', unpack(fields))
+end
 if ARGV[1] ~= '' then trim(KEYS[2], tonumber(ARGV[1]), id) end
 for i = 1, pending do
-  redis.call('HSET', KEYS[2 + i], ARGV[3 + i * 2], id .. '|' .. ARGV[4 + i * 2])
+  redis.call('HSET', KEYS[3 + i], ARGV[4 + i * 2], id .. '|' .. fill(ARGV[5 + i * 2]))
 end
-return {1, id}`;
+return {1, id, n}`;
 
 // One id from a one-entry stream, reused in every target stream: a single global order.
 const APPEND_MANY = `${TRIM}
@@ -230,21 +257,35 @@ export class RedisBroker implements Broker {
     options: AppendOptions = {},
   ): Promise<AppendResult> {
     const pending = options.pending ?? [];
-    const result = (await this.run(() =>
-      this.script('parleyAppend', APPEND)(
-        2 + pending.length,
-        options.unique ? this.k(options.unique.key) : '',
-        this.k(stream),
-        ...pending.map((write) => this.k(write.key)),
-        options.maxLen === undefined ? '' : String(options.maxLen),
-        options.unique?.value ?? '',
-        String(options.unique?.ttlMs ?? 0),
-        String(pending.length),
-        ...pending.flatMap((write) => [write.field, write.value]),
-        ...Object.entries(fields).flat(),
-      ),
-    )) as [number, string];
-    return result[0] === 1 ? { appended: true, id: result[1] } : { appended: false, existing: result[1] };
+    const args: (string | number)[] = [
+      3 + pending.length,
+      options.unique ? this.k(options.unique.key) : '',
+      this.k(stream),
+      options.counter ? this.k(options.counter.key) : '',
+    ];
+    for (const write of pending) args.push(this.k(write.key));
+    args.push(
+      options.maxLen === undefined ? '' : String(options.maxLen),
+      options.unique?.value ?? '',
+      String(options.unique?.ttlMs ?? 0),
+      String(pending.length),
+      options.counter?.slot ?? '',
+    );
+    for (const write of pending) args.push(write.field, write.value);
+    for (const name in fields) args.push(name, fields[name] as string);
+    const result = (await this.run(() => this.script('parleyAppend', APPEND)(...args))) as [
+      number,
+      string,
+      string?,
+    ];
+    if (result[0] === 1) {
+      return options.counter
+        ? { appended: true, id: result[1], counter: Number(result[2]) }
+        : { appended: true, id: result[1] };
+    }
+    return result[0] === 2
+      ? { appended: false, missingCounter: true }
+      : { appended: false, existing: result[1] };
   }
 
   async appendToMany(
@@ -392,6 +433,11 @@ export class RedisBroker implements Broker {
 
   get(key: string): Promise<string | null> {
     return this.run(() => this.client.get(this.k(key)));
+  }
+
+  mget(keys: string[]): Promise<(string | null)[]> {
+    if (keys.length === 0) return Promise.resolve([]);
+    return this.run(() => this.client.mget(keys.map((key) => this.k(key))));
   }
 
   async set(key: string, value: string, options: { ttlMs?: number; nx?: boolean } = {}): Promise<boolean> {

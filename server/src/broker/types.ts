@@ -38,7 +38,11 @@ export interface StreamInfo {
   maxDeletedId: string;
 }
 
-export type AppendResult = { appended: true; id: string } | { appended: false; existing: string };
+export type AppendResult =
+  | { appended: true; id: string; /** The counter's new value, with `counter`. */ counter?: number }
+  | { appended: false; existing: string }
+  /** With `counter`: the counter did not exist, so nothing was written. */
+  | { appended: false; missingCounter: true };
 
 export interface AppendOptions {
   /** Cap the stream at about this many entries (only trims whole old entries). */
@@ -50,6 +54,13 @@ export interface AppendOptions {
   unique?: { key: string; value: string; ttlMs: number };
   /** Store `<entry id>|<value>` in each hash `key` under `field`, in the same atomic step. */
   pending?: { key: string; field: string; value: string }[];
+  /**
+   * Increment the existing counter `key` in the same atomic step (after the `unique` check, so
+   * a refused append takes no number) and write its new value in place of the first `slot` in
+   * every field value and pending value. When the counter does not exist nothing is written
+   * (no claim either) and the result says `missingCounter`.
+   */
+  counter?: { key: string; slot: string };
 }
 
 export type Unsubscribe = () => Promise<void>;
@@ -109,6 +120,8 @@ export interface Broker {
 
   // Keys.
   get(key: string): Promise<string | null>;
+  /** The value of each key, null where it is missing. */
+  mget(keys: string[]): Promise<(string | null)[]>;
   /** Returns false when `nx` is set and the key already exists. */
   set(key: string, value: string, options?: { ttlMs?: number; nx?: boolean }): Promise<boolean>;
   del(...keys: string[]): Promise<number>;

@@ -31,11 +31,12 @@ export class MessageService {
    * to PostgreSQL. A repeated `clientMessageId` returns the first message instead.
    */
   async send(sender: Sender, input: SendMessage): Promise<Message> {
-    // Independent checks, one round trip's worth of waiting.
+    // Independent checks, one round trip's worth of waiting. A clientMessageId still claimed in
+    // the broker is caught by the append itself; PostgreSQL covers a retry after the claim expired.
     const [, recipients, earlier] = await Promise.all([
       this.throttle(sender.id),
       this.memberships.recipients(sender.id, input.conversationId),
-      input.clientMessageId ? this.store.claimedClientId(sender.id, input.clientMessageId) : null,
+      input.clientMessageId ? this.store.writtenClientId(sender.id, input.clientMessageId) : null,
     ]);
     if (earlier) return this.firstOf(earlier.id);
     return this.create(
@@ -84,7 +85,7 @@ export class MessageService {
     }
     if (message.deletedAt) throw new Forbidden('A deleted message cannot be edited');
     const edited: Message = { ...message, content: input.content, editedAt: new Date() };
-    await this.store.append(edited, 'update');
+    await this.store.appendUpdate(edited);
     await this.publish(message.conversationId, { type: 'message.updated', message: edited });
     return edited;
   }
@@ -99,7 +100,7 @@ export class MessageService {
     }
     if (message.deletedAt) return { ok: true };
     const tombstone: Message = { ...message, content: '', deletedAt: new Date() };
-    await this.store.append(tombstone, 'update');
+    await this.store.appendUpdate(tombstone);
     await this.publish(message.conversationId, {
       type: 'message.deleted',
       conversationId: message.conversationId,
@@ -116,11 +117,9 @@ export class MessageService {
     clientMessageId: string | null,
     recipients: string[],
   ): Promise<Message> {
-    const seq = await this.store.allocateSeq(conversationId);
-    const message: Message = {
+    const draft = {
       id: uuidv7(),
       conversationId,
-      seq,
       senderId: sender.id,
       senderUsername: sender.username,
       content,
@@ -130,9 +129,12 @@ export class MessageService {
       editedAt: null,
       deletedAt: null,
     };
-    const result = await this.store.append(message, 'create');
-    // Two sends with one clientMessageId raced and the other won: answer with its message.
+    // The seq is taken in the same broker step as the append.
+    const result = await this.store.appendNew(draft);
+    // The clientMessageId is claimed (a retry, or a concurrent send that won): answer with the
+    // first message.
     if (!result.appended) return this.firstOf(result.existing.id);
+    const message: Message = { ...draft, seq: result.seq };
     this.metrics?.messagesSent.inc({ type });
     await this.publishTo(recipients, { type: 'message.created', message });
     return message;

@@ -27,6 +27,21 @@ export const CLIENT_ID_TTL_MS = 60 * 60 * 1000;
 /** How long a send waits for PostgreSQL's answer on an unclaimed clientMessageId. */
 const CLIENT_ID_LOOKUP_TIMEOUT_MS = 250;
 
+/** At most this many client-id lookups share one query. */
+const CLIENT_ID_LOOKUP_BATCH = 200;
+
+interface WrittenMessage {
+  id: string;
+  conversationId: string;
+}
+
+interface ClientIdLookup {
+  senderId: string;
+  clientMessageId: string;
+  resolve: (row: WrittenMessage | null) => void;
+  reject: (error: unknown) => void;
+}
+
 /** A message as it travels through the stream and sits in the pending store. */
 export interface WireMessage {
   id: string;
@@ -40,6 +55,29 @@ export interface WireMessage {
   sentAt: number;
   editedAt: number | null;
   deletedAt: number | null;
+}
+
+/**
+ * Where the seq goes in a new message's JSON until the broker fills it in. JSON.stringify
+ * never writes a raw control character, so nothing else in the JSON can look like it.
+ */
+const SEQ_SLOT = '\u0000seq\u0000';
+
+/** A new message's wire JSON with `SEQ_SLOT` in place of its seq (not yet known). */
+function wireJsonAwaitingSeq(message: Omit<Message, 'seq'>): string {
+  const rest: Omit<WireMessage, 'seq'> = {
+    id: message.id,
+    conversationId: message.conversationId,
+    senderId: message.senderId,
+    senderUsername: message.senderUsername,
+    type: message.type,
+    content: message.content,
+    clientMessageId: message.clientMessageId,
+    sentAt: message.sentAt.getTime(),
+    editedAt: message.editedAt?.getTime() ?? null,
+    deletedAt: message.deletedAt?.getTime() ?? null,
+  };
+  return `{"seq":${SEQ_SLOT},${JSON.stringify(rest).slice(1)}`;
 }
 
 export function toWire(message: Message): WireMessage {
@@ -95,55 +133,109 @@ function splitPending(value: string): { entryId: string; rest: string } {
  * A pending copy is always at least as new as the row, so it wins when both exist.
  */
 export class MessageStore {
+  /** The queries of the send path, built once (and prepared by PostgreSQL once per connection). */
+  private readonly byClientId;
+  private readonly byClientIds;
+  private readonly maxSeq;
+  /** Client-id lookups waiting for the next batch (one query for all sends of a loop turn). */
+  private queuedLookups: ClientIdLookup[] = [];
+
   constructor(
     private readonly db: Database,
     private readonly broker: Broker,
-  ) {}
+  ) {
+    this.byClientId = db
+      .select({ id: messages.id, conversationId: messages.conversationId })
+      .from(messages)
+      .where(
+        and(
+          eq(messages.senderId, sql.placeholder('senderId')),
+          eq(messages.clientMessageId, sql.placeholder('clientMessageId')),
+        ),
+      )
+      .prepare('parley_message_by_client_id');
+    this.byClientIds = db
+      .select({
+        id: messages.id,
+        conversationId: messages.conversationId,
+        senderId: messages.senderId,
+        clientMessageId: messages.clientMessageId,
+      })
+      .from(messages)
+      .where(
+        sql`(${messages.senderId}, ${messages.clientMessageId}) in (select * from unnest(${sql.placeholder('senderIds')}::uuid[], ${sql.placeholder('clientMessageIds')}::text[]))`,
+      )
+      .prepare('parley_messages_by_client_ids');
+    this.maxSeq = db
+      .select({ max: sql<string | null>`max(${messages.seq})` })
+      .from(messages)
+      .where(eq(messages.conversationId, sql.placeholder('conversationId')))
+      .prepare('parley_message_max_seq');
+  }
 
   /**
-   * Appends a new or changed message to the stream together with its pending copy. With a
-   * `clientMessageId`, a second append with the same key appends nothing and returns the
-   * first message's `<conversation id>:<message id>`.
+   * Appends a new message under the next seq of its conversation, taken in the same atomic
+   * step as the append (so seqs grow in stream order and a refused append takes none). With a
+   * `clientMessageId` already claimed, appends nothing and returns the first message's ids.
+   * When the counter is missing (a new conversation, or Redis lost its data) it restarts from
+   * the highest seq PostgreSQL holds.
    */
-  async append(
-    message: Message,
-    op: 'create' | 'update',
-  ): Promise<{ appended: true } | { appended: false; existing: { conversationId: string; id: string } }> {
+  async appendNew(
+    message: Omit<Message, 'seq'>,
+  ): Promise<
+    { appended: true; seq: number } | { appended: false; existing: { conversationId: string; id: string } }
+  > {
+    const json = wireJsonAwaitingSeq(message);
+    const key = seqKey(message.conversationId);
+    const options = {
+      unique: message.clientMessageId
+        ? {
+            key: clientIdKey(message.senderId, message.clientMessageId),
+            value: `${message.conversationId}:${message.id}`,
+            ttlMs: CLIENT_ID_TTL_MS,
+          }
+        : undefined,
+      pending: [
+        { key: pendingKey(message.conversationId), field: message.id, value: json },
+        { key: PENDING_INDEX, field: message.id, value: message.conversationId },
+      ],
+      counter: { key, slot: SEQ_SLOT },
+    };
+    for (let attempt = 0; ; attempt++) {
+      const result = await this.broker.append(MESSAGES_STREAM, { op: 'create', m: json }, options);
+      if (result.appended) return { appended: true, seq: result.counter ?? 0 };
+      if (!('missingCounter' in result)) {
+        const [conversationId = '', id = ''] = result.existing.split(':');
+        return { appended: false, existing: { conversationId, id } };
+      }
+      // Only a counter removed again right after it was restored gets here twice.
+      if (attempt >= 2) throw new Error(`seq counter of ${message.conversationId} keeps disappearing`);
+      const [row] = await this.maxSeq.execute({ conversationId: message.conversationId });
+      await this.broker.set(key, String(Number(row?.max ?? 0)), { nx: true });
+    }
+  }
+
+  /** Appends a changed message (an edit, a tombstone) to the stream with its pending copy. */
+  async appendUpdate(message: Message): Promise<void> {
     const json = JSON.stringify(toWire(message));
-    const result = await this.broker.append(
+    await this.broker.append(
       MESSAGES_STREAM,
-      { op, m: json },
+      { op: 'update', m: json },
       {
-        unique:
-          op === 'create' && message.clientMessageId
-            ? {
-                key: clientIdKey(message.senderId, message.clientMessageId),
-                value: `${message.conversationId}:${message.id}`,
-                ttlMs: CLIENT_ID_TTL_MS,
-              }
-            : undefined,
         pending: [
           { key: pendingKey(message.conversationId), field: message.id, value: json },
           { key: PENDING_INDEX, field: message.id, value: message.conversationId },
         ],
       },
     );
-    if (result.appended) return { appended: true };
-    const [conversationId = '', id = ''] = result.existing.split(':');
-    return { appended: false, existing: { conversationId, id } };
   }
 
-  async claimedClientId(senderId: string, clientMessageId: string) {
-    const held = await this.broker.get(clientIdKey(senderId, clientMessageId));
-    if (held) {
-      const [conversationId = '', id = ''] = held.split(':');
-      return { conversationId, id };
-    }
-    const lookup = this.db
-      .select({ id: messages.id, conversationId: messages.conversationId })
-      .from(messages)
-      .where(and(eq(messages.senderId, senderId), eq(messages.clientMessageId, clientMessageId)))
-      .then(([row]) => row ?? null);
+  /**
+   * The message PostgreSQL holds for a `clientMessageId`, for a retry that comes after the
+   * broker's claim expired (a claim still held is caught by `appendNew` itself).
+   */
+  async writtenClientId(senderId: string, clientMessageId: string) {
+    const lookup = this.lookUpWritten(senderId, clientMessageId);
     // While PostgreSQL is unreachable its driver waits for a connection; sending must not. The
     // broker's claim, which covers any retry within its lifetime, then judges duplicates alone.
     let timer: NodeJS.Timeout | undefined;
@@ -157,6 +249,46 @@ export class MessageStore {
     } finally {
       clearTimeout(timer);
       lookup.catch(() => undefined);
+    }
+  }
+
+  private lookUpWritten(senderId: string, clientMessageId: string): Promise<WrittenMessage | null> {
+    return new Promise((resolve, reject) => {
+      const waiting = this.queuedLookups.push({ senderId, clientMessageId, resolve, reject });
+      // After this turn's I/O: every send that arrived in it shares one query.
+      if (waiting === 1) setImmediate(() => this.flushLookups());
+    });
+  }
+
+  private flushLookups(): void {
+    const queued = this.queuedLookups;
+    this.queuedLookups = [];
+    for (let start = 0; start < queued.length; start += CLIENT_ID_LOOKUP_BATCH) {
+      const batch = queued.slice(start, start + CLIENT_ID_LOOKUP_BATCH);
+      const [only] = batch;
+      if (batch.length === 1 && only) {
+        this.byClientId
+          .execute({ senderId: only.senderId, clientMessageId: only.clientMessageId })
+          .then(([row]) => only.resolve(row ?? null), only.reject);
+        continue;
+      }
+      this.byClientIds
+        .execute({
+          senderIds: batch.map((lookup) => lookup.senderId),
+          clientMessageIds: batch.map((lookup) => lookup.clientMessageId),
+        })
+        .then(
+          (rows) => {
+            const found = new Map(rows.map((row) => [`${row.senderId} ${row.clientMessageId}`, row]));
+            for (const lookup of batch) {
+              const row = found.get(`${lookup.senderId} ${lookup.clientMessageId}`);
+              lookup.resolve(row ? { id: row.id, conversationId: row.conversationId } : null);
+            }
+          },
+          (error: unknown) => {
+            for (const lookup of batch) lookup.reject(error);
+          },
+        );
     }
   }
 
@@ -282,31 +414,11 @@ export class MessageStore {
     return out;
   }
 
-  /**
-   * Next seq of a conversation, atomic across instances. When the counter is missing (a new
-   * conversation, or Redis lost its data) it restarts from the highest seq PostgreSQL holds.
-   */
-  async allocateSeq(conversationId: string): Promise<number> {
-    const key = seqKey(conversationId);
-    const next = await this.broker.incrExisting(key);
-    if (next !== null) return next;
-    const [row] = await this.db
-      .select({ max: sql<string | null>`max(${messages.seq})` })
-      .from(messages)
-      .where(eq(messages.conversationId, conversationId));
-    const floor = Number(row?.max ?? 0);
-    await this.broker.set(key, String(floor), { nx: true });
-    return this.broker.incr(key);
-  }
-
   /** The highest seq handed out so far (0 when none). */
   async currentSeq(conversationId: string): Promise<number> {
     const value = await this.broker.get(seqKey(conversationId));
     if (value !== null) return Number(value);
-    const [row] = await this.db
-      .select({ max: sql<string | null>`max(${messages.seq})` })
-      .from(messages)
-      .where(eq(messages.conversationId, conversationId));
+    const [row] = await this.maxSeq.execute({ conversationId });
     return Number(row?.max ?? 0);
   }
 }
