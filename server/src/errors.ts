@@ -118,6 +118,15 @@ export function toTRPCError(error: unknown): TRPCError {
   if (error instanceof DomainError) {
     return new TRPCError({ code: error.code, message: error.message, cause: error });
   }
+  if (error instanceof BrokerUnavailableError && error.outcomeUnknown) {
+    // The command was sent and may have run (a timeout, a connection cut mid-call).
+    return new TRPCError({
+      code: 'SERVICE_UNAVAILABLE',
+      message:
+        'Temporarily unavailable; the change may or may not have been applied. Retry shortly (a message.send retried with its clientMessageId is stored once).',
+      cause: error,
+    });
+  }
   if (error instanceof BrokerUnavailableError || error instanceof Unavailable) {
     return new TRPCError({
       code: 'SERVICE_UNAVAILABLE',

@@ -173,4 +173,51 @@ describe('dependency outages', () => {
     await Promise.all(recipients.map((r) => r.events.stop()));
     await Promise.all([al.close(), bo.close()]);
   });
+
+  it('Redis stalls mid-send: the caller learns the send may have landed, and its retry stores it once', async () => {
+    const scenario = await Scenario.create();
+    scenarios.push(scenario);
+    const app = await scenario.start({ worker: { blockMs: 200 } });
+    const [al, bo] = await Promise.all([signUp(app.url), signUp(app.url)]);
+    const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
+    const before = await al.api.message.send.mutate({ conversationId: id, content: 'before' });
+
+    // Hold the append itself (the script that writes to the message stream) on its way to Redis:
+    // the send times out while Redis has the command, and runs it once the stall ends.
+    let held = false;
+    scenario.redis.onForward = (chunk, direction) => {
+      if (held || direction !== 'up' || !chunk.toString('latin1').includes('parley:messages')) return;
+      held = true;
+      scenario.redis.pause();
+    };
+    const input = { conversationId: id, content: 'stalled', clientMessageId: 'stalled-1' };
+    const failure = await al.api.message.send.mutate(input).then(
+      () => null,
+      (error: unknown) => error,
+    );
+    scenario.redis.onForward = null;
+    expect(held).toBe(true);
+    expect(failureCode(failure)).toBe('SERVICE_UNAVAILABLE');
+    expect(String(failure)).toMatch(/may or may not have been applied/);
+    scenario.redis.restore();
+
+    // The retry, as the SDK makes it: same clientMessageId, answered with the one stored message.
+    let retried: Message | null = null;
+    const deadline = Date.now() + 15_000;
+    while (!retried) {
+      try {
+        retried = await al.api.message.send.mutate(input);
+      } catch (error) {
+        if (Date.now() > deadline) throw error;
+        await sleep(200);
+      }
+    }
+    const again = await al.api.message.send.mutate(input);
+    expect(again.id).toBe(retried.id);
+    await scenario.drained();
+    const rows = await scenario.rows(id);
+    expect(rows.filter((row) => row.id === retried.id)).toHaveLength(1);
+    expect(rows.map((row) => row.seq).sort((a, b) => a - b)).toEqual([before.seq, retried.seq]);
+    await Promise.all([al.close(), bo.close()]);
+  });
 });

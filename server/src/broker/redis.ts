@@ -219,7 +219,10 @@ export class RedisBroker implements Broker {
       return await operation();
     } catch (error) {
       if (isConnectionError(error)) {
-        throw new BrokerUnavailableError('Redis is not reachable', { cause: error });
+        throw new BrokerUnavailableError('Redis is not reachable', {
+          cause: error,
+          outcomeUnknown: !neverSent(error),
+        });
       }
       throw error;
     }
@@ -597,6 +600,13 @@ function pairs(flat: unknown[]): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (let i = 0; i + 1 < flat.length; i += 2) out[String(flat[i])] = flat[i + 1];
   return out;
+}
+
+/** Failures that keep a command from leaving this process at all. */
+function neverSent(error: unknown): boolean {
+  return (
+    error instanceof Error && /ECONNREFUSED|isn't writeable|Reached the max retries/i.test(error.message)
+  );
 }
 
 function isConnectionError(error: unknown): boolean {

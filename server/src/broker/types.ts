@@ -175,4 +175,17 @@ export const STREAM_ID = /^\d{1,20}-\d{1,20}$/;
 /** Thrown when the broker cannot be reached; the API maps it to a clear, retryable error. */
 export class BrokerUnavailableError extends Error {
   override name = 'BrokerUnavailableError';
+
+  constructor(
+    message: string,
+    options?: ErrorOptions & {
+      /** The command went out before the connection failed or timed out: it may have run. */
+      outcomeUnknown?: boolean;
+    },
+  ) {
+    super(message, options);
+    this.outcomeUnknown = options?.outcomeUnknown ?? false;
+  }
+
+  readonly outcomeUnknown: boolean;
 }

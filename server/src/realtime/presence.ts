@@ -81,10 +81,12 @@ export class Presence implements OnlineLookup {
     // an instance with thousands of connections refreshes them in a few round trips.
     for (let i = 0; i < local.length; i += HEARTBEAT_SLICE) {
       await Promise.all(
-        local.slice(i, i + HEARTBEAT_SLICE).flatMap(({ userId, key }) => [
-          this.broker.zadd(connectionsKey(userId), expiry, key),
-          this.broker.zadd(ONLINE_KEY, expiry, userId),
-        ]),
+        local
+          .slice(i, i + HEARTBEAT_SLICE)
+          .flatMap(({ userId, key }) => [
+            this.broker.zadd(connectionsKey(userId), expiry, key),
+            this.broker.zadd(ONLINE_KEY, expiry, userId),
+          ]),
       );
     }
     // Users whose every connection stopped being refreshed: their instance is gone.
