@@ -31,6 +31,10 @@ export interface PersistHooks {
 }
 
 const TRIM_INTERVAL_MS = 5_000;
+/** Below this many entries a batch counts as small, and the next read waits `LINGER_MS`. */
+const SMALL_BATCH = 50;
+/** Added to the persistence lag of a trickle of messages, to write them in fewer statements. */
+const LINGER_MS = 20;
 
 /**
  * Writes the message stream to PostgreSQL. Entries are acknowledged only after the commit that
@@ -87,8 +91,10 @@ export class PersistenceWorker {
     while (!this.stopping) {
       try {
         if (backoffMs > 0) await sleep(backoffMs);
-        await this.broker.ensureGroup(MESSAGES_STREAM, PERSIST_GROUP);
         if (rereadOwn) {
+          // At the start and after any failure (a group lost with Redis's data included), not
+          // on every batch: an existing group answers with an error, which costs a round trip.
+          await this.broker.ensureGroup(MESSAGES_STREAM, PERSIST_GROUP);
           await this.settling;
           await this.drainOwnPending();
           rereadOwn = false;
@@ -111,7 +117,10 @@ export class PersistenceWorker {
         prefetched = null;
         if (entries.length > 0) {
           launch(entries);
-          if (!this.stopping && failures.length === 0) prefetched = this.readNew();
+          // A small batch means messages are trickling in: waiting a moment lets the next read
+          // take several at once instead of one statement (and its round trips) per message.
+          const linger = entries.length < SMALL_BATCH ? LINGER_MS : 0;
+          if (!this.stopping && failures.length === 0) prefetched = this.readNew(linger);
           while (inFlight.size >= this.settings.concurrency) await Promise.race(inFlight);
         }
         if (failures.length > 0) throw failures[0];
@@ -134,12 +143,14 @@ export class PersistenceWorker {
     await prefetched?.catch(() => undefined);
   }
 
-  private readNew(): Promise<StreamEntry[]> {
-    const read = this.broker.readGroup(MESSAGES_STREAM, PERSIST_GROUP, this.settings.consumerName, {
-      mode: 'new',
-      count: this.settings.batchSize,
-      blockMs: this.settings.blockMs,
-    });
+  private readNew(afterMs = 0): Promise<StreamEntry[]> {
+    const readGroup = () =>
+      this.broker.readGroup(MESSAGES_STREAM, PERSIST_GROUP, this.settings.consumerName, {
+        mode: 'new',
+        count: this.settings.batchSize,
+        blockMs: this.settings.blockMs,
+      });
+    const read = afterMs > 0 ? sleep(afterMs).then(readGroup) : readGroup();
     // A failed prefetch surfaces when it is awaited; until then it must not go unhandled.
     read.catch(() => undefined);
     return read;
