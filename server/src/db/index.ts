@@ -40,7 +40,20 @@ async function openPostgres(url: string): Promise<DatabaseHandle> {
     // Keeps a dead server from stalling a request forever; the worker retries.
     idle_timeout: 30,
   });
-  const db = drizzle(client, { schema });
+  // drizzle runs every query through `unsafe`, which postgres.js leaves unprepared unless told:
+  // each query with parameters then costs two round trips (describe, then execute) and a fresh
+  // parse and plan in PostgreSQL. Prepared, a query text is described and planned once per
+  // connection and then sent in one round trip. The texts are drizzle's for a fixed set of
+  // queries (an id list gives one text per length), and postgres.js renews each connection,
+  // with its statements, within an hour.
+  const preparing = new Proxy(client, {
+    get(target, property, receiver) {
+      if (property !== 'unsafe') return Reflect.get(target, property, receiver) as unknown;
+      return (query: string, parameters?: unknown[], options?: { prepare?: boolean }) =>
+        target.unsafe(query, parameters as never, { ...options, prepare: (parameters?.length ?? 0) > 0 });
+    },
+  });
+  const db = drizzle(preparing, { schema });
   return {
     db,
     engine: 'postgres',
