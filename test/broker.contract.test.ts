@@ -328,6 +328,58 @@ function contract(engine: Engine) {
       });
     });
 
+    it('append with `fanOut` writes the event to every target and publishes it in the same step, or not at all', async () => {
+      const stream = fresh('stream');
+      const counter = fresh('seq');
+      const idStream = fresh('ids');
+      const logs = [fresh('log'), fresh('log')];
+      const channel = fresh('chan');
+      const slot = '\u0000n\u0000';
+      const box = inbox();
+      const stop = await broker.subscribe(channel, box.push);
+      const claim = fresh('claim');
+      const options = (value: string) => ({
+        counter: { key: counter, slot },
+        unique: { key: claim, value, ttlMs: 10_000 },
+        fanOut: {
+          idStream,
+          streams: logs,
+          fields: { e: `{"seq":${slot},"text":"${slot} stays"}` },
+          maxLen: 100,
+          publish: { channel, message: `["u"]\n{"seq":${slot}}` },
+        },
+      });
+      // No counter: nothing is appended, so no event either.
+      expect(await broker.append(stream, { m: slot }, options('first'))).toEqual({
+        appended: false,
+        missingCounter: true,
+      });
+      for (const log of logs) expect(await broker.rangeAfter(log, '0-0', 10)).toEqual([]);
+      await broker.set(counter, '6', { ttlMs: 60_000 });
+      const result = await broker.append(stream, { m: slot }, options('first'));
+      expect(result).toMatchObject({ appended: true, counter: 7 });
+      const [entry] = await broker.rangeAfter(logs[0] ?? '', '0-0', 10);
+      expect(entry?.fields).toEqual({ e: '{"seq":7,"text":"\u0000n\u0000 stays"}' });
+      for (const log of logs) expect(await broker.rangeAfter(log, '0-0', 10)).toEqual([entry]);
+      expect(await box.waitFor(1)).toEqual([`${entry?.id}\n["u"]\n{"seq":7}`]);
+      // A held claim: nothing appended, no event written or published.
+      expect(await broker.append(stream, { m: slot }, options('second'))).toEqual({
+        appended: false,
+        existing: 'first',
+      });
+      for (const log of logs) expect(await broker.rangeAfter(log, '0-0', 10)).toHaveLength(1);
+      // Event ids come from the id stream, in the same order as appendToMany's.
+      const later = await broker.appendToMany(idStream, logs, { e: 'later' }, { maxLen: 100 });
+      expect(compareStreamIds(entry?.id ?? '', later)).toBe(-1);
+      expect(box.messages).toHaveLength(1);
+      // A fan-out entry needs a field, checked before anything is written.
+      await expect(
+        broker.append(stream, { m: 'x' }, { fanOut: { idStream, streams: logs, fields: {}, maxLen: 100 } }),
+      ).rejects.toThrow(/wrong number of arg/i);
+      expect((await broker.streamInfo(stream)).length).toBe(1);
+      await stop();
+    });
+
     it('append with `maxLen` keeps at least that many of the newest entries and trims whole old ones', async () => {
       const stream = fresh('stream');
       const ids: string[] = [];

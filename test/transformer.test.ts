@@ -1,6 +1,8 @@
 import superjson from 'superjson';
 import { describe, expect, it } from 'vitest';
+import { MemoryBroker } from '../server/src/broker/memory.js';
 import { compareStreamIds } from '../server/src/broker/types.js';
+import { BrokerEventPublisher, envelope, openEnvelope } from '../server/src/realtime/publisher.js';
 import { wsEncoder } from '../server/src/realtime/frames.js';
 import {
   SUBSCRIPTION_REQUEST,
@@ -153,5 +155,56 @@ describe('stream ids', () => {
         ).toBe(Math.sign(i - j));
       }
     }
+  });
+});
+
+describe('events channel', () => {
+  const message = (content: string) => ({
+    id: '0190a000-0000-7000-8000-000000000001',
+    conversationId: '0190a000-0000-7000-8000-000000000002',
+    seq: 0,
+    senderId: '0190a000-0000-7000-8000-000000000003',
+    senderUsername: 'al',
+    type: 'text' as const,
+    content,
+    clientMessageId: null,
+    sentAt: new Date(1_700_000_000_000),
+    editedAt: null,
+    deletedAt: null,
+  });
+
+  it('carries recipients and the event text unescaped, and refuses what is not an envelope', () => {
+    const payload = superjson.stringify({ type: 'read', conversationId: 'c', userId: 'u', seq: 3 });
+    const raw = `5-0\n${envelope(['u1', 'u2'], payload)}`;
+    expect(raw.split('\n')).toHaveLength(3);
+    expect(openEnvelope(raw)).toEqual({ id: '5-0', recipients: ['u1', 'u2'], payload });
+    expect(openEnvelope('5-0\n{"r":["u1"],"e":"{}"}')).toBeNull();
+    expect(openEnvelope('5-0\n{"u1":1}\n{}')).toBeNull();
+    expect(openEnvelope('5-0\n[1]\n{}')).toBeNull();
+    expect(() => openEnvelope('5-0\nnot json\n{}')).toThrow();
+  });
+
+  it('puts the seq stand-in where the seq goes, ahead of any text the sender wrote', () => {
+    const publisher = new BrokerEventPublisher(new MemoryBroker(), 100);
+    const slot = '\u0000seq\u0000';
+    // Content that imitates both the stand-in and the text around the seq.
+    const content = `"message":{"seq":0, ${slot} \n x`;
+    const fan = publisher.fanOutNewMessage(
+      ['u2', 'u1', 'u2'],
+      { type: 'message.created', message: message(content) },
+      slot,
+    );
+    expect(fan?.streams).toEqual(['events:user:u2', 'events:user:u1']);
+    const fill = (text: string) => text.replace(slot, '42');
+    const payload = fill(fan?.fields.e ?? '');
+    expect(superjson.parse(payload)).toEqual({
+      type: 'message.created',
+      message: { ...message(content), seq: 42 },
+    });
+    const opened = openEnvelope(`7-0\n${fill(fan?.publish?.message ?? '')}`);
+    expect(opened).toEqual({ id: '7-0', recipients: ['u2', 'u1'], payload });
+    expect(
+      publisher.fanOutNewMessage([], { type: 'message.created', message: message('x') }, slot),
+    ).toBeNull();
   });
 });

@@ -70,6 +70,8 @@ export class MemoryBroker implements Broker {
 
   append(stream: string, fields: Record<string, string>, options: AppendOptions = {}): Promise<AppendResult> {
     if (Object.keys(fields).length === 0) return Promise.reject(noFields());
+    const fan = options.fanOut && options.fanOut.streams.length > 0 ? options.fanOut : null;
+    if (fan && Object.keys(fan.fields).length === 0) return Promise.reject(noFields());
     if (options.unique) {
       const held = this.readKey(options.unique.key);
       if (held !== null) return Promise.resolve({ appended: false, existing: held });
@@ -99,6 +101,12 @@ export class MemoryBroker implements Broker {
     const id = this.addEntry(stream, filled, options.maxLen);
     for (const write of options.pending ?? []) {
       this.hashFor(write.key).set(write.field, `${id}|${fill(write.value)}`);
+    }
+    if (fan) {
+      const fanFields: Record<string, string> = {};
+      for (const name in fan.fields) fanFields[name] = fill(fan.fields[name] as string);
+      const publish = fan.publish && { channel: fan.publish.channel, message: fill(fan.publish.message) };
+      void this.appendToMany(fan.idStream, fan.streams, fanFields, { maxLen: fan.maxLen, publish });
     }
     return Promise.resolve(counter === undefined ? { appended: true, id } : { appended: true, id, counter });
   }

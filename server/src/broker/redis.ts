@@ -12,26 +12,20 @@ import {
   type Unsubscribe,
 } from './types.js';
 
-// Redis records `max-deleted-entry-id` only for XDEL, not for trimming; resuming readers need
-// it to tell a gap from no gap, so trimming goes through here and records it with XSETID.
-// Trimming is exact (one entry per append once full), so the XRANGE stays small.
-const TRIM = `
-local function trim(key, maxLen, lastId)
-  local len = redis.call('XLEN', key)
-  if len <= maxLen then return end
-  local old = redis.call('XRANGE', key, '-', '+', 'COUNT', len - maxLen)
-  redis.call('XTRIM', key, 'MAXLEN', maxLen)
-  redis.call('XSETID', key, lastId, 'MAXDELETEDID', old[#old][1])
-end
-`;
+// Capped streams are trimmed by XADD itself (`MAXLEN`), with no further command. Redis records
+// `max-deleted-entry-id` only for XDEL; `streamInfo` derives the bound a resuming reader needs
+// from the first entry left.
 
-// Claim the idempotency key, take the next number of the counter, append, and record the
-// pending copy in one step, so a crash can never leave a claimed key without its message, a
-// message without its pending copy, or a number handed out twice.
-// KEYS: unique key or '', stream, counter or '', pending hashes.
-// ARGV: maxLen, unique value, unique ttl, pending count, counter slot, pending field/value
-// pairs, entry field/value pairs.
-const APPEND = `${TRIM}
+// Claim the idempotency key, take the next number of the counter, append, record the pending
+// copy and, optionally, fan an event out (one entry under one new id in each target stream, then
+// a publish) in one step, so a crash can never leave a claimed key without its message, a
+// message without its pending copy or its event, or a number handed out twice.
+// KEYS: unique key or '', stream, counter or '', pending hashes, then with a fan-out its id
+// stream and its target streams.
+// ARGV: maxLen, unique value, unique ttl, pending count, counter slot, fan-out target count,
+// pending field/value pairs, with a fan-out [maxLen, channel, message, field count, field/value
+// pairs], entry field/value pairs.
+const APPEND = `
 if KEYS[1] ~= '' then
   local held = redis.call('GET', KEYS[1])
   if held then return {0, held} end
@@ -44,37 +38,53 @@ end
 if KEYS[1] ~= '' then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
 local pending = tonumber(ARGV[4])
 local slot = ARGV[5]
+local targets = tonumber(ARGV[6])
 local function fill(v)
   if n == '' then return v end
   local at = string.find(v, slot, 1, true)
   if not at then return v end
   return string.sub(v, 1, at - 1) .. n .. string.sub(v, at + #slot)
 end
-local first = 6 + pending * 2
-local id
-if n == '' then
-  id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, first))
-else
-  local fields = {}
-  for i = first, #ARGV, 2 do
-    fields[#fields + 1] = ARGV[i]
-    fields[#fields + 1] = fill(ARGV[i + 1])
+local function pairsFrom(first, last)
+  local out = {}
+  for i = first, last, 2 do
+    out[#out + 1] = ARGV[i]
+    out[#out + 1] = fill(ARGV[i + 1])
   end
+  return out
+end
+local at = 7 + pending * 2
+local fan
+if targets > 0 then
+  local count = tonumber(ARGV[at + 3])
+  fan = {maxLen = ARGV[at], channel = ARGV[at + 1], message = ARGV[at + 2],
+         fields = pairsFrom(at + 4, at + 3 + count * 2)}
+  at = at + 4 + count * 2
+end
+local fields = pairsFrom(at, #ARGV)
+local id
+if ARGV[1] ~= '' then
+  id = redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], '*', unpack(fields))
+else
   id = redis.call('XADD', KEYS[2], '*', unpack(fields))
 end
-if ARGV[1] ~= '' then trim(KEYS[2], tonumber(ARGV[1]), id) end
 for i = 1, pending do
-  redis.call('HSET', KEYS[3 + i], ARGV[4 + i * 2], id .. '|' .. fill(ARGV[5 + i * 2]))
+  redis.call('HSET', KEYS[3 + i], ARGV[5 + i * 2], id .. '|' .. fill(ARGV[6 + i * 2]))
+end
+if fan then
+  local eventId = redis.call('XADD', KEYS[4 + pending], 'MAXLEN', '1', '*', 'x', '1')
+  for i = 1, targets do
+    redis.call('XADD', KEYS[4 + pending + i], 'MAXLEN', fan.maxLen, eventId, unpack(fan.fields))
+  end
+  if fan.channel ~= '' then redis.call('PUBLISH', fan.channel, eventId .. '\\n' .. fill(fan.message)) end
 end
 return {1, id, n}`;
 
 // One id from a one-entry stream, reused in every target stream: a single global order.
-const APPEND_MANY = `${TRIM}
+const APPEND_MANY = `
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '1', '*', 'x', '1')
-local maxLen = tonumber(ARGV[1])
 for i = 2, #KEYS do
-  redis.call('XADD', KEYS[i], id, unpack(ARGV, 4))
-  trim(KEYS[i], maxLen, id)
+  redis.call('XADD', KEYS[i], 'MAXLEN', ARGV[1], id, unpack(ARGV, 4))
 end
 if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], id .. '\\n' .. ARGV[3]) end
 return id`;
@@ -260,21 +270,42 @@ export class RedisBroker implements Broker {
     options: AppendOptions = {},
   ): Promise<AppendResult> {
     const pending = options.pending ?? [];
+    const fan = options.fanOut && options.fanOut.streams.length > 0 ? options.fanOut : null;
+    // Checked here: inside the script the message would already be appended when the fan-out's
+    // XADD failed.
+    if (fan && Object.keys(fan.fields).length === 0) {
+      throw new Error('ERR wrong number of arguments for XADD: a fan-out entry needs at least one field');
+    }
     const args: (string | number)[] = [
-      3 + pending.length,
+      3 + pending.length + (fan ? 1 + fan.streams.length : 0),
       options.unique ? this.k(options.unique.key) : '',
       this.k(stream),
       options.counter ? this.k(options.counter.key) : '',
     ];
     for (const write of pending) args.push(this.k(write.key));
+    if (fan) {
+      args.push(this.k(fan.idStream));
+      for (const target of fan.streams) args.push(this.k(target));
+    }
     args.push(
       options.maxLen === undefined ? '' : String(options.maxLen),
       options.unique?.value ?? '',
       String(options.unique?.ttlMs ?? 0),
       String(pending.length),
       options.counter?.slot ?? '',
+      String(fan?.streams.length ?? 0),
     );
     for (const write of pending) args.push(write.field, write.value);
+    if (fan) {
+      const names = Object.keys(fan.fields);
+      args.push(
+        String(fan.maxLen),
+        fan.publish ? this.k(fan.publish.channel) : '',
+        fan.publish?.message ?? '',
+        String(names.length),
+      );
+      for (const name of names) args.push(name, fan.fields[name] as string);
+    }
     for (const name in fields) args.push(name, fields[name] as string);
     const result = (await this.run(() => this.script('parleyAppend', APPEND)(...args))) as [
       number,

@@ -61,6 +61,21 @@ export interface AppendOptions {
    * (no claim either) and the result says `missingCounter`.
    */
   counter?: { key: string; slot: string };
+  /**
+   * Once the entry is appended, in the same atomic step: what `appendToMany` does with these
+   * arguments, with the counter's new value in place of the first `slot` in each field value
+   * and in the published message. Nothing of it happens when nothing is appended.
+   */
+  fanOut?: FanOut;
+}
+
+/** The arguments of `appendToMany`, for a fan-out that rides on another append. */
+export interface FanOut {
+  idStream: string;
+  streams: string[];
+  fields: Record<string, string>;
+  maxLen: number;
+  publish?: { channel: string; message: string };
 }
 
 export type Unsubscribe = () => Promise<void>;

@@ -129,15 +129,20 @@ export class MessageService {
       editedAt: null,
       deletedAt: null,
     };
-    // The seq is taken in the same broker step as the append.
-    const result = await this.store.appendNew(draft);
+    // The seq is taken, and the event written to every recipient's log and published, in the
+    // same broker step as the append: an accepted message always has its event.
+    const result = await this.store.appendNew(draft, (seqSlot) =>
+      this.events.fanOutNewMessage(
+        recipients,
+        { type: 'message.created', message: { ...draft, seq: 0 } },
+        seqSlot,
+      ),
+    );
     // The clientMessageId is claimed (a retry, or a concurrent send that won): answer with the
     // first message.
     if (!result.appended) return this.firstOf(result.existing.id);
-    const message: Message = { ...draft, seq: result.seq };
     this.metrics?.messagesSent.inc({ type });
-    await this.publishTo(recipients, { type: 'message.created', message });
-    return message;
+    return { ...draft, seq: result.seq };
   }
 
   private async firstOf(id: string): Promise<Message> {

@@ -1,6 +1,6 @@
 import { and, asc, desc, eq, gt, inArray, lt, sql } from 'drizzle-orm';
 import { members, messages } from '../../../drizzle/schema.js';
-import type { Broker } from '../broker/types.js';
+import type { Broker, FanOut } from '../broker/types.js';
 import type { Database } from '../db/index.js';
 import type { Message } from './schemas.js';
 
@@ -182,6 +182,8 @@ export class MessageStore {
    */
   async appendNew(
     message: Omit<Message, 'seq'>,
+    /** The event that goes out with the message, in the same step, given the seq's stand-in. */
+    announce?: (seqSlot: string) => FanOut | null,
   ): Promise<
     { appended: true; seq: number } | { appended: false; existing: { conversationId: string; id: string } }
   > {
@@ -200,6 +202,7 @@ export class MessageStore {
         { key: PENDING_INDEX, field: message.id, value: message.conversationId },
       ],
       counter: { key, slot: SEQ_SLOT },
+      fanOut: announce?.(SEQ_SLOT) ?? undefined,
     };
     for (let attempt = 0; ; attempt++) {
       const result = await this.broker.append(MESSAGES_STREAM, { op: 'create', m: json }, options);

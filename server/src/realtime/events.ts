@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import type { FanOut } from '../broker/types.js';
 import { Conversation } from '../conversations/schemas.js';
 import { Message } from '../messages/schemas.js';
 
@@ -37,4 +38,13 @@ export const EPHEMERAL_EVENTS = new Set<ParleyEvent['type']>(['typing', 'presenc
  */
 export interface EventPublisher {
   publish(recipients: readonly string[], event: ParleyEvent): Promise<void>;
+  /**
+   * A new message's event as a fan-out for the broker step that appends the message (see
+   * `AppendOptions.fanOut`), so the message and its event are written together or not at all.
+   * `seqSlot` stands in the event's text for the seq, which that step assigns; null without
+   * recipients.
+   */
+  fanOutNewMessage(recipients: readonly string[], event: NewMessageEvent, seqSlot: string): FanOut | null;
 }
+
+export type NewMessageEvent = Extract<ParleyEvent, { type: 'message.created' }>;

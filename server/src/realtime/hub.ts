@@ -4,7 +4,7 @@ import type { Broker, Unsubscribe } from '../broker/types.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import type { ParleyEvent } from './events.js';
-import { EVENTS_CHANNEL, type Envelope } from './publisher.js';
+import { EVENTS_CHANNEL, openEnvelope } from './publisher.js';
 import { shareEvent } from './transformer.js';
 
 /** A delivery to one local subscription: the broker id of a durable event, or null. */
@@ -72,23 +72,25 @@ export class Hub {
   }
 
   private onEvent(raw: string): void {
-    const newline = raw.indexOf('\n');
-    const id = raw.slice(0, newline);
-    let envelope: Envelope;
+    let opened: ReturnType<typeof openEnvelope>;
     try {
-      envelope = JSON.parse(raw.slice(newline + 1)) as Envelope;
-    } catch (error) {
-      this.log.error({ err: error }, 'unreadable event on the events channel');
+      opened = openEnvelope(raw);
+    } catch {
+      opened = null;
+    }
+    if (!opened) {
+      this.log.error('unreadable event on the events channel');
       return;
     }
+    const { id, recipients, payload } = opened;
     let event: ParleyEvent | null = null;
     let delivery: Delivery | null = null;
     let subscriptions = 0;
-    for (const userId of envelope.r) {
+    for (const userId of recipients) {
       const set = this.byUser.get(userId);
       if (!set) continue;
       // Decoded once per instance, and only when someone here needs it.
-      event ??= shareEvent(superjson.parse<ParleyEvent>(envelope.e));
+      event ??= shareEvent(superjson.parse<ParleyEvent>(payload));
       delivery ??= { id: id === '-' ? null : id, event };
       for (const subscriber of set) subscriber.deliver(delivery);
       subscriptions += set.size;
