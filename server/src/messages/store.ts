@@ -154,7 +154,11 @@ export class MessageStore {
         ),
       )
       .prepare('parley_message_by_client_id');
-    this.byClientIds = db
+    // One index lookup per key, whatever the planner knows of the table: a plain join or `IN`
+    // lets a plan made while the table was small (prepared statements keep theirs) hash-join
+    // against a sequential scan of every message, and keep doing so as the table grows.
+    const keys = sql`unnest(${sql.placeholder('senderIds')}::uuid[], ${sql.placeholder('clientMessageIds')}::text[]) as k(sender_id, client_message_id)`;
+    const match = db
       .select({
         id: messages.id,
         conversationId: messages.conversationId,
@@ -162,9 +166,18 @@ export class MessageStore {
         clientMessageId: messages.clientMessageId,
       })
       .from(messages)
-      .where(
-        sql`(${messages.senderId}, ${messages.clientMessageId}) in (select * from unnest(${sql.placeholder('senderIds')}::uuid[], ${sql.placeholder('clientMessageIds')}::text[]))`,
-      )
+      .where(sql`${messages.senderId} = k.sender_id and ${messages.clientMessageId} = k.client_message_id`)
+      .limit(1)
+      .as('m');
+    this.byClientIds = db
+      .select({
+        id: match.id,
+        conversationId: match.conversationId,
+        senderId: match.senderId,
+        clientMessageId: match.clientMessageId,
+      })
+      .from(keys)
+      .crossJoinLateral(match)
       .prepare('parley_messages_by_client_ids');
     this.maxSeq = db
       .select({ max: sql<string | null>`max(${messages.seq})` })
