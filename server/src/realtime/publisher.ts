@@ -1,5 +1,5 @@
-import superjson from 'superjson';
 import type { Broker, FanOut } from '../broker/types.js';
+import { stringify } from './serialize.js';
 import { EPHEMERAL_EVENTS, type EventPublisher, type NewMessageEvent, type ParleyEvent } from './events.js';
 
 /** One channel for every instance: each instance decodes an event once and fans out locally. */
@@ -42,7 +42,7 @@ export class BrokerEventPublisher implements EventPublisher {
   async publish(recipients: readonly string[], event: ParleyEvent): Promise<void> {
     const unique = [...new Set(recipients)];
     if (unique.length === 0) return;
-    const payload = superjson.stringify(event);
+    const payload = stringify(event);
     if (EPHEMERAL_EVENTS.has(event.type)) {
       await this.broker.publish(EVENTS_CHANNEL, `-\n${envelope(unique, payload)}`);
       return;
@@ -56,7 +56,7 @@ export class BrokerEventPublisher implements EventPublisher {
     if (unique.length === 0) return null;
     // The seq goes first, so the first `"seq":` of the text is the message's own.
     const { seq: _unknown, ...rest } = event.message;
-    const text = superjson.stringify({ type: event.type, message: { seq: 0, ...rest } });
+    const text = stringify({ type: event.type, message: { seq: 0, ...rest } });
     const marker = '"message":{"seq":0,';
     const at = text.indexOf(marker);
     if (at < 0) throw new Error('a new message event did not serialize as expected');

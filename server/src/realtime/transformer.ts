@@ -1,6 +1,5 @@
 import superjson from 'superjson';
-
-type Serialized = ReturnType<typeof superjson.serialize>;
+import { type Serialized, serialize } from './serialize.js';
 
 /** Event objects handed to many local subscriptions at once (see `Hub`). */
 const shared = new WeakSet<object>();
@@ -19,7 +18,7 @@ export function shareEvent<T extends object>(event: T): T {
 function once(value: object): Serialized {
   let result = serialized.get(value);
   if (!result) {
-    result = superjson.serialize(value);
+    result = serialize(value);
     serialized.set(value, result);
   }
   return result;
@@ -64,7 +63,7 @@ export interface SubscriptionRequest {
  */
 export const transformer = {
   serialize(value: unknown): Serialized {
-    if (typeof value !== 'object' || value === null) return superjson.serialize(value);
+    if (typeof value !== 'object' || value === null) return serialize(value);
     if (shared.has(value)) return once(value);
     // The WebSocket adapter wraps each tracked event in a fresh `{ id, data }` per socket.
     const wrapper = value as { id?: unknown; data?: unknown };
@@ -76,12 +75,12 @@ export const transformer = {
       Object.keys(wrapper).length === 2
     ) {
       const inner = once(wrapper.data);
-      if (!reusable(inner)) return superjson.serialize(value);
+      if (!reusable(inner)) return serialize(value);
       const meta = metaInWrapper(wrapper.data, inner);
       const json = { id: wrapper.id, data: inner.json };
       return meta ? { json, meta } : { json };
     }
-    return superjson.serialize(value);
+    return serialize(value);
   },
   deserialize<T>(payload: Serialized): T {
     const value = superjson.deserialize<T>(payload);
@@ -117,7 +116,7 @@ export function eventFrame(prefix: string, eventId: string, event: object): stri
   const id = JSON.stringify(eventId);
   const data = parts
     ? `{"json":{"id":${id},"data":${parts.json}}${parts.meta}}`
-    : JSON.stringify(superjson.serialize({ id: eventId, data: event }));
+    : JSON.stringify(serialize({ id: eventId, data: event }));
   return `${prefix},"result":{"type":"data","data":${data},"id":${id}}}`;
 }
 
