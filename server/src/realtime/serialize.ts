@@ -74,7 +74,9 @@ function visit(value: unknown, walk: Walk): unknown {
       return null;
     case 'object':
       break;
-    default:
+    case 'bigint':
+    case 'function':
+    case 'symbol':
       return UNSUPPORTED;
   }
   if (value === null) return null;
