@@ -83,7 +83,8 @@ export const transformer = {
     return serialize(value);
   },
   deserialize<T>(payload: Serialized): T {
-    const value = superjson.deserialize<T>(payload);
+    // In place: the payload was just parsed from the request and belongs to no one else.
+    const value = superjson.deserialize<T>(payload, { inPlace: true });
     const request = (payload as { [SUBSCRIPTION_REQUEST]?: SubscriptionRequest } | undefined)?.[
       SUBSCRIPTION_REQUEST
     ];
