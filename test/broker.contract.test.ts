@@ -625,6 +625,20 @@ function contract(engine: Engine) {
       expect(got).toEqual([{ id: appended.appended ? appended.id : '', fields: { late: 'yes' } }]);
     });
 
+    it('blocking reads started together on a fresh broker all get an answer', async () => {
+      const own = await engine.open();
+      try {
+        const streams = [fresh('stream'), fresh('stream'), fresh('stream')];
+        for (const stream of streams) await own.ensureGroup(stream, 'g');
+        const reads = streams.map((stream) =>
+          own.readGroup(stream, 'g', 'c', { count: 10, mode: 'new', blockMs: 100 }),
+        );
+        await expect(Promise.all(reads)).resolves.toEqual([[], [], []]);
+      } finally {
+        await own.close();
+      }
+    });
+
     it('ack removes entries from pending and counts only what was pending', async () => {
       const stream = fresh('stream');
       await broker.ensureGroup(stream, 'g');

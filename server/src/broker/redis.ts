@@ -148,6 +148,7 @@ export class RedisBroker implements Broker {
   private readonly client: Redis;
   private readonly subscriber: Redis;
   private blocking: Redis | null = null;
+  private blockingConnecting: Promise<void> | null = null;
   private readonly handlers = new Map<string, Set<(message: string) => void>>();
   private readonly commandTimeoutMs: number;
 
@@ -597,10 +598,19 @@ export class RedisBroker implements Broker {
 
   private async blockingConnection(blockMs: number): Promise<Redis> {
     if (!this.blocking) {
-      // A blocking read holds its connection, so it gets one of its own.
-      this.blocking = this.client.duplicate({ commandTimeout: blockMs + this.commandTimeoutMs });
-      this.blocking.on('error', () => undefined);
-      await this.blocking.connect();
+      // A blocking read holds its connection, so it gets one of its own. Whoever asks while it
+      // connects waits for the same connection instead of finding it not ready yet.
+      const connection = this.client.duplicate({ commandTimeout: blockMs + this.commandTimeoutMs });
+      connection.on('error', () => undefined);
+      this.blocking = connection;
+      this.blockingConnecting = connection.connect().finally(() => {
+        this.blockingConnecting = null;
+      });
+    }
+    try {
+      await this.blockingConnecting;
+    } catch (error) {
+      throw new BrokerUnavailableError('Redis is not reachable', { cause: error, outcomeUnknown: false });
     }
     if (this.blocking.status !== 'ready') {
       throw new BrokerUnavailableError(`Redis is not reachable (${this.blocking.status})`);
