@@ -1,7 +1,9 @@
 import superjson from 'superjson';
+import { Redis } from 'ioredis';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../server/src/app.js';
+import { subscriberName } from '../server/src/broker/redis.js';
 import type { ParleyEvent } from '../server/src/realtime/events.js';
 import { connect, signUp, wsUrl } from './support/client.js';
 import { TestDeployment, engineLabel, onRealEngines } from './support/env.js';
@@ -361,6 +363,41 @@ describe(`events (${engineLabel})`, () => {
     } finally {
       await local.cleanup();
     }
+  });
+});
+
+describe.skipIf(!onRealEngines)(`events channel loss (${engineLabel}; needs Redis)`, () => {
+  it('delivers what was published while the instance’s subscriber connection was down, once and in order', async () => {
+    const { al, bo, conversation } = await pair();
+    const events = await tap(bo, app, bo.user.id);
+    const sent = [await al.api.message.send.mutate({ conversationId: conversation.id, content: 'before' })];
+    await events.until(() => events.of('message.created').length === 1);
+
+    // Only this instance's Pub/Sub connection goes; sends (another connection) carry on, and
+    // what they publish until ioredis has reconnected and re-subscribed reaches nobody here.
+    const redis = new Redis(process.env.TEST_REDIS_URL ?? '', { lazyConnect: true });
+    await redis.connect();
+    try {
+      const name = subscriberName(app.services.config.redisPrefix);
+      const clients = String(await redis.call('CLIENT', 'LIST', 'TYPE', 'pubsub'));
+      const id = /id=(\d+) .*name=(\S+)/g;
+      const mine = [...clients.matchAll(id)].filter((m) => m[2] === name).map((m) => m[1] ?? '');
+      expect(mine).toHaveLength(1);
+      await redis.call('CLIENT', 'KILL', 'ID', mine[0] ?? '');
+    } finally {
+      redis.disconnect();
+    }
+    for (let i = 0; i < 20; i++) {
+      sent.push(
+        await al.api.message.send.mutate({ conversationId: conversation.id, content: `during ${i}` }),
+      );
+    }
+    await events.until(() => events.of('message.created').length >= sent.length, 15_000);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(events.of('message.created').map((e) => e.message.id)).toEqual(sent.map((m) => m.id));
+    const ids = events.received.map((r) => r.id);
+    expect(new Set(ids).size).toBe(ids.length);
+    await events.stop();
   });
 });
 

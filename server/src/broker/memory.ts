@@ -52,6 +52,11 @@ export class MemoryBroker implements Broker {
     return Promise.resolve();
   }
 
+  watchSubscriptions(): () => void {
+    // Delivery is in-process: there is no connection to lose.
+    return () => undefined;
+  }
+
   subscribe(channel: string, onMessage: (message: string) => void): Promise<Unsubscribe> {
     let handlers = this.channels.get(channel);
     if (!handlers) {

@@ -9,6 +9,7 @@ import {
   type PendingEntry,
   type StreamEntry,
   type StreamInfo,
+  type SubscriptionWatcher,
   type Unsubscribe,
 } from './types.js';
 
@@ -150,6 +151,10 @@ export class RedisBroker implements Broker {
   private blocking: Redis | null = null;
   private blockingConnecting: Promise<void> | null = null;
   private readonly handlers = new Map<string, Set<(message: string) => void>>();
+  private readonly watchers = new Set<SubscriptionWatcher>();
+  /** The subscriber connection went down after it was first up; not yet restored. */
+  private subscriberDown = false;
+  private closing = false;
   private readonly commandTimeoutMs: number;
 
   private constructor(options: RedisBrokerOptions) {
@@ -186,7 +191,12 @@ export class RedisBroker implements Broker {
       this.client.defineCommand(name, { lua });
     }
     // The subscriber keeps its subscriptions across reconnects (ioredis re-subscribes).
-    this.subscriber = new Redis(options.url, { ...common, enableOfflineQueue: true });
+    // Named, so that `CLIENT LIST` tells an instance's subscriber connection from the others.
+    this.subscriber = new Redis(options.url, {
+      ...common,
+      enableOfflineQueue: true,
+      connectionName: subscriberName(this.prefix),
+    });
     this.client.on('error', () => undefined);
     this.subscriber.on('error', () => undefined);
     this.subscriber.on('message', (channel: string, message: string) => {
@@ -200,7 +210,36 @@ export class RedisBroker implements Broker {
     const broker = new RedisBroker(options);
     await broker.client.connect();
     await broker.subscriber.connect();
+    broker.subscriber.on('close', () => {
+      if (broker.closing || broker.subscriberDown) return;
+      broker.subscriberDown = true;
+      for (const watcher of [...broker.watchers]) watcher.interrupted();
+    });
+    broker.subscriber.on('ready', () => {
+      if (broker.subscriberDown) void broker.restoreSubscriptions();
+    });
     return broker;
+  }
+
+  watchSubscriptions(watcher: SubscriptionWatcher): () => void {
+    this.watchers.add(watcher);
+    return () => this.watchers.delete(watcher);
+  }
+
+  /**
+   * ioredis re-subscribes by itself on reconnecting; subscribing once more, on the same
+   * connection, answers only after Redis has taken those, so from then on nothing is missed.
+   */
+  private async restoreSubscriptions(): Promise<void> {
+    const channels = [...this.handlers.keys()].map((channel) => this.k(channel));
+    try {
+      if (channels.length > 0) await this.subscriber.subscribe(...channels);
+    } catch {
+      return; // down again: the next reconnect tries again
+    }
+    if (this.closing || !this.subscriberDown || this.subscriber.status !== 'ready') return;
+    this.subscriberDown = false;
+    for (const watcher of [...this.watchers]) watcher.restored();
   }
 
   /**
@@ -582,6 +621,7 @@ export class RedisBroker implements Broker {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     this.handlers.clear();
     const connections = [this.client, this.subscriber, this.blocking].filter((c): c is Redis => c !== null);
     await Promise.all(
@@ -617,6 +657,11 @@ export class RedisBroker implements Broker {
     }
     return this.blocking;
   }
+}
+
+/** The client name of the Pub/Sub connection (`CLIENT LIST` shows it). */
+export function subscriberName(prefix: string): string {
+  return `${prefix.replace(/[^\w:.-]/g, '_')}subscriber`;
 }
 
 /** The largest stream id below `id`. */

@@ -80,12 +80,24 @@ export interface FanOut {
 
 export type Unsubscribe = () => Promise<void>;
 
+export interface SubscriptionWatcher {
+  interrupted(): void;
+  restored(): void;
+}
+
 export interface Broker {
   readonly engine: 'redis' | 'memory';
 
   // Pub/Sub: at-most-once, to every current subscriber of the channel on any instance.
   publish(channel: string, message: string): Promise<void>;
   subscribe(channel: string, onMessage: (message: string) => void): Promise<Unsubscribe>;
+  /**
+   * While the connection that receives this instance's Pub/Sub messages is down, whatever is
+   * published is lost to it. `interrupted` is called when that connection goes down, and
+   * `restored` once every subscription is in place again, so a subscriber can fetch what it
+   * missed from a durable log. The in-process engine never loses its subscriptions.
+   */
+  watchSubscriptions(watcher: SubscriptionWatcher): () => void;
 
   // Streams.
   append(stream: string, fields: Record<string, string>, options?: AppendOptions): Promise<AppendResult>;

@@ -21,6 +21,10 @@ export interface LocalSubscriber {
   deliver(delivery: Delivery): void;
   /** The session behind this subscription was revoked (logout, password change, deletion). */
   revoke(): void;
+  /** Live events may be missing from now on: keep what arrives until `catchUp`. */
+  hold(): void;
+  /** Live events flow again: fetch from the user's log what was missed, then go on. */
+  catchUp(): void;
 }
 
 /**
@@ -31,6 +35,8 @@ export interface LocalSubscriber {
 export class Hub {
   private readonly byUser = new Map<string, Set<LocalSubscriber>>();
   private readonly unsubscribes: Unsubscribe[] = [];
+  /** Between the loss of the broker's subscriber connection and its return. */
+  private interrupted = false;
 
   /** Events decoded and handed to at least one local subscriber. */
   delivered = 0;
@@ -44,6 +50,24 @@ export class Hub {
   async start(): Promise<void> {
     this.unsubscribes.push(await this.broker.subscribe(EVENTS_CHANNEL, (raw) => this.onEvent(raw)));
     this.unsubscribes.push(await this.broker.subscribe(REVOCATIONS_CHANNEL, (raw) => this.onRevocation(raw)));
+    // Pub/Sub drops what is published while this instance's subscriber connection is down;
+    // every durable event is also in its recipients' logs, which fill the gap.
+    const unwatch = this.broker.watchSubscriptions({
+      interrupted: () => {
+        this.interrupted = true;
+        this.log.warn('events channel lost; live events held until it is back');
+        for (const subscriber of this.subscribers()) subscriber.hold();
+      },
+      restored: () => {
+        this.interrupted = false;
+        this.log.info('events channel back; subscriptions catch up from their logs');
+        for (const subscriber of this.subscribers()) subscriber.catchUp();
+      },
+    });
+    this.unsubscribes.push(() => {
+      unwatch();
+      return Promise.resolve();
+    });
   }
 
   async stop(): Promise<void> {
@@ -51,6 +75,7 @@ export class Hub {
   }
 
   add(subscriber: LocalSubscriber): () => void {
+    if (this.interrupted) subscriber.hold();
     let set = this.byUser.get(subscriber.userId);
     if (!set) this.byUser.set(subscriber.userId, (set = new Set()));
     set.add(subscriber);

@@ -26,6 +26,10 @@ interface LiveState {
    * written to the socket as it arrives, and nothing is queued.
    */
   direct: ((delivery: Delivery) => void) | null;
+  /** While the events channel is down and until the catch-up: what arrived meanwhile. */
+  held: Delivery[] | null;
+  /** Set once the stream's start is known. */
+  position: StreamPosition | null;
 }
 
 /** Per-WebSocket state shared by the calls on one connection. */
@@ -90,9 +94,34 @@ export class Realtime {
     // Counted before the first await, so a burst on one connection cannot slip past the cap.
     if (connection) connection.subscriptions += 1;
 
-    const live: LiveState = { queue: [], failure: null, wake: null, direct: null };
+    const live: LiveState = {
+      queue: [],
+      failure: null,
+      wake: null,
+      direct: null,
+      held: null,
+      position: null,
+    };
     const fail = (error: Error) => {
       live.failure ??= error;
+      live.wake?.();
+    };
+    const log = userLog(user.id);
+    const accept = (delivery: Delivery) => {
+      if (live.direct) {
+        live.direct(delivery);
+        return;
+      }
+      if (live.queue.length >= limits.maxQueuedEvents) {
+        // Ephemeral events go first; if that is not enough, the client is cut off.
+        const kept = live.queue.filter((queued) => !EPHEMERAL_EVENTS.has(queued.event.type));
+        live.queue.splice(0, live.queue.length, ...kept);
+        if (live.queue.length >= limits.maxQueuedEvents) {
+          fail(new SlowConsumer());
+          return;
+        }
+      }
+      live.queue.push(delivery);
       live.wake?.();
     };
     const key = `${this.instanceId}:${randomUUID()}`;
@@ -101,23 +130,18 @@ export class Realtime {
       sessionId: user.sessionId,
       key,
       deliver: (delivery) => {
-        if (live.direct) {
-          live.direct(delivery);
+        if (live.held) {
+          if (live.held.length >= limits.maxQueuedEvents) fail(new SlowConsumer());
+          else live.held.push(delivery);
           return;
         }
-        if (live.queue.length >= limits.maxQueuedEvents) {
-          // Ephemeral events go first; if that is not enough, the client is cut off.
-          const kept = live.queue.filter((queued) => !EPHEMERAL_EVENTS.has(queued.event.type));
-          live.queue.splice(0, live.queue.length, ...kept);
-          if (live.queue.length >= limits.maxQueuedEvents) {
-            fail(new SlowConsumer());
-            return;
-          }
-        }
-        live.queue.push(delivery);
-        live.wake?.();
+        accept(delivery);
       },
       revoke: () => fail(new TRPCError({ code: 'UNAUTHORIZED', message: 'Session ended' })),
+      hold: () => {
+        live.held ??= [];
+      },
+      catchUp: () => void this.catchUp(live, log, accept),
     });
     // tRPC builds the context once per connection: the token's lifetime bounds the stream.
     const expiry = setTimeout(
@@ -149,11 +173,11 @@ export class Realtime {
       }
       await this.presence.connected(user.id, key);
       const epoch = await this.epoch();
-      const log = userLog(user.id);
       const start = request.lastEventId
         ? await this.resumePoint(log, epoch, request.lastEventId)
         : { last: await this.broker.lastId(log), resync: false, backfill: false };
-      return this.run(request, live, fail, cleanup, epoch, log, start);
+      live.position = new StreamPosition(start.last);
+      return this.run(request, live, live.position, fail, cleanup, epoch, log, start);
     } catch (error) {
       await cleanup();
       throw error;
@@ -176,6 +200,7 @@ export class Realtime {
   private async *run(
     request: StreamRequest,
     live: LiveState,
+    position: StreamPosition,
     fail: (error: Error) => void,
     cleanup: () => Promise<void>,
     epoch: string,
@@ -184,7 +209,6 @@ export class Realtime {
   ): AsyncGenerator<TrackedEnvelope<ParleyEvent>> {
     const { signal, socket } = request;
     const { limits } = this.config;
-    const position = new StreamPosition(start.last, start.backfill);
     const tooSlow = (socket: WebSocket) => {
       if (socket.bufferedAmount <= limits.maxSocketBufferBytes) return false;
       socket.close(1013, 'slow consumer');
@@ -239,6 +263,46 @@ export class Realtime {
     }
   }
 
+  /**
+   * After the events channel came back: what the user's log got meanwhile, then what arrived
+   * live since (held), each through the usual path, which drops what was already sent. When
+   * the log no longer reaches back that far, or lost its data, the client gets `resync`.
+   */
+  private async catchUp(live: LiveState, log: string, accept: (delivery: Delivery) => void): Promise<void> {
+    live.held ??= [];
+    const missed: Delivery[] = [];
+    try {
+      const position = live.position;
+      if (position) {
+        const info = await this.broker.streamInfo(log);
+        if (
+          compareStreamIds(info.maxDeletedId, position.last) > 0 ||
+          compareStreamIds(position.last, info.lastId) > 0
+        ) {
+          position.last = info.lastId;
+          missed.push({ id: null, event: { type: 'resync' } });
+        } else {
+          for (let after = position.last; ;) {
+            const page = await this.broker.rangeAfter(log, after, BACKFILL_PAGE);
+            for (const entry of page) {
+              after = entry.id;
+              if (entry.fields.e) missed.push({ id: entry.id, event: decode(entry.fields.e) });
+            }
+            if (page.length < BACKFILL_PAGE) break;
+          }
+        }
+      }
+    } catch (error) {
+      this.log.warn({ err: error }, 'events missed while the events channel was down could not be fetched');
+    } finally {
+      // Another catch-up may have finished meanwhile and released them already.
+      const held = live.held ?? [];
+      live.held = null;
+      for (const delivery of missed) accept(delivery);
+      for (const delivery of held) accept(delivery);
+    }
+  }
+
   private async epoch(): Promise<string> {
     const current = await this.broker.get(EPOCH_KEY);
     if (current) return current;
@@ -254,17 +318,16 @@ export class Realtime {
 class StreamPosition {
   private readonly removed = new Set<string>();
 
-  constructor(
-    public last: string,
-    /** Whether a backfill ran: live events it already gave are dropped. */
-    private readonly backfilled: boolean,
-  ) {}
+  constructor(public last: string) {}
 
-  /** Whether to send `delivery`; it is then sent under `last`. */
+  /**
+   * Whether to send `delivery`; it is then sent under `last`. A durable event at or below
+   * `last` was sent already (by a backfill or a catch-up) or precedes the stream's start.
+   */
   admit(delivery: Delivery): boolean {
     if (delivery.id !== null) {
-      if (this.backfilled && compareStreamIds(delivery.id, this.last) <= 0) return false;
-      if (compareStreamIds(delivery.id, this.last) > 0) this.last = delivery.id;
+      if (compareStreamIds(delivery.id, this.last) <= 0) return false;
+      this.last = delivery.id;
     }
     const { event } = delivery;
     if (event.type === 'conversation.removed') this.removed.add(event.conversationId);
