@@ -34,6 +34,8 @@ async function rows(target: App, conversationId: string): Promise<Row[]> {
   return (Array.isArray(result) ? result : (result as { rows: Row[] }).rows) as Row[];
 }
 
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
 /** Waits until the worker has written everything in the stream. */
 async function drained(target: App, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -612,6 +614,44 @@ describe(`persistence worker (${engineLabel})`, () => {
         expect(conversation?.last_seq).toBe(stored.length);
         expect(await broker.hgetall(pendingKey(group.id))).toEqual({});
       }
+    } finally {
+      await local.cleanup();
+    }
+  });
+});
+
+describe.skipIf(!onRealEngines)(`pending copies (${engineLabel}; needs Redis)`, () => {
+  it('acknowledges a written entry only once its pending copy is released', async () => {
+    const local = await TestDeployment.create();
+    try {
+      const target = await local.start({ runWorker: false });
+      const [al, bo] = await Promise.all([signUp(target.url), signUp(target.url)]);
+      const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
+      for (let i = 0; i < 5; i++) await al.api.message.send.mutate({ conversationId: id, content: `m${i}` });
+      const { broker, db, log, config } = target.services;
+      // The conversation's pending hash becomes a string: releasing its copies fails (WRONGTYPE).
+      await broker.set(pendingKey(id), 'not a hash');
+      const worker = new PersistenceWorker(
+        db,
+        broker,
+        { ...config.worker, blockMs: 50, claimIdleMs: 400 },
+        log,
+      );
+      worker.start();
+      try {
+        const deadline = Date.now() + 10_000;
+        while ((await rows(target, id)).length < 5 && Date.now() < deadline) await sleep(25);
+        expect(await rows(target, id)).toHaveLength(5);
+        await sleep(200);
+        // Written, but not acknowledged: the entries wait to be written and released again.
+        expect((await broker.groupInfo(MESSAGES_STREAM, PERSIST_GROUP))?.pending).toBe(5);
+        await broker.del(pendingKey(id));
+        await drained(target);
+      } finally {
+        await worker.stop();
+      }
+      const stored = await rows(target, id);
+      expect(stored.map((r) => r.content)).toEqual(['m0', 'm1', 'm2', 'm3', 'm4']);
     } finally {
       await local.cleanup();
     }

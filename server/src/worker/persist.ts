@@ -315,14 +315,16 @@ export class PersistenceWorker {
             deleted_at = excluded.deleted_at,
             version = excluded.version
         where messages.version < excluded.version`);
-    // Committed: acknowledging and releasing the pending copies can run while the next batch
-    // is written, in one round trip (both commands go out in the same pipeline). If either
-    // fails, the entries stay pending and are written again, harmlessly.
+    // Committed: releasing the pending copies and then acknowledging can run while the next
+    // batch is written. Released first: if either fails, the entries stay pending and are
+    // written and released again, harmlessly; acknowledged first, a failed release would leave
+    // copies that nothing releases any more.
     const ids = changes.map((change) => change.entryId);
     const previous = this.settling;
     this.settling = (async () => {
       await previous;
-      await Promise.all([this.broker.ack(MESSAGES_STREAM, PERSIST_GROUP, ids), this.releasePending(changes)]);
+      await this.releasePending(changes);
+      await this.broker.ack(MESSAGES_STREAM, PERSIST_GROUP, ids);
     })().catch((error: unknown) => {
       this.log.warn({ err: error }, 'acknowledgement deferred: entries stay pending and will be rewritten');
     });
