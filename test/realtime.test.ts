@@ -6,7 +6,7 @@ import type { App } from '../server/src/app.js';
 import { subscriberName } from '../server/src/broker/redis.js';
 import type { ParleyEvent } from '../server/src/realtime/events.js';
 import { connect, signUp, wsUrl } from './support/client.js';
-import { TestDeployment, engineLabel, onRealEngines } from './support/env.js';
+import { TestDeployment, engineLabel, engines, onRealEngines } from './support/env.js';
 import { expectCode } from './support/errors.js';
 import { tap } from './support/events.js';
 
@@ -375,7 +375,7 @@ describe.skipIf(!onRealEngines)(`events channel loss (${engineLabel}; needs Redi
 
     // Only this instance's Pub/Sub connection goes; sends (another connection) carry on, and
     // what they publish until ioredis has reconnected and re-subscribed reaches nobody here.
-    const redis = new Redis(process.env.TEST_REDIS_URL ?? '', { lazyConnect: true });
+    const redis = new Redis(engines.redisUrl ?? '', { lazyConnect: true });
     await redis.connect();
     try {
       const name = subscriberName(app.services.config.redisPrefix);
