@@ -328,6 +328,56 @@ function contract(engine: Engine) {
       });
     });
 
+    it('append with `refuseIf` and `limit` checks both first, and writes nothing when either refuses', async () => {
+      const stream = fresh('stream');
+      const counter = fresh('seq');
+      const claim = fresh('claim');
+      const hash = fresh('pending');
+      const [session, everyone, limit] = [fresh('mark'), fresh('mark'), fresh('limit')];
+      const slot = '\u0000n\u0000';
+      await broker.set(counter, '0', { ttlMs: 60_000 });
+      const options = (value: string) => ({
+        refuseIf: [{ key: session }, { key: everyone, atLeast: 1_000 }],
+        limit: { key: limit, max: 2, ttlMs: 60_000 },
+        counter: { key: counter, slot },
+        unique: { key: claim, value, ttlMs: 10_000 },
+        pending: [{ key: hash, field: value, value: slot }],
+      });
+      expect(await broker.append(stream, { m: slot }, options('a'))).toMatchObject({
+        appended: true,
+        counter: 1,
+      });
+      expect(await broker.get(limit)).toBe('1');
+      expect(await broker.ttlMs(limit)).toBeGreaterThan(0);
+      // A mark below `atLeast` does not refuse; one at it does, and so does any value without it.
+      await broker.set(everyone, '999', { ttlMs: 60_000 });
+      expect(await broker.append(stream, { m: slot }, { ...options('b'), unique: undefined })).toMatchObject({
+        appended: true,
+        counter: 2,
+      });
+      await broker.set(everyone, '1000', { ttlMs: 60_000 });
+      expect(await broker.append(stream, { m: slot }, options('c'))).toEqual({ appended: false, refused: 1 });
+      await broker.del(everyone);
+      await broker.set(session, 'any', { ttlMs: 60_000 });
+      expect(await broker.append(stream, { m: slot }, options('c'))).toEqual({ appended: false, refused: 0 });
+      // A refusal counts nothing, claims nothing and takes no number.
+      expect(await broker.get(limit)).toBe('2');
+      expect(await broker.get(counter)).toBe('2');
+      expect(await broker.get(claim)).toBe('a');
+      await broker.del(session);
+      // Past the limit: counted, nothing else written. The claim is checked after the limit.
+      await broker.del(claim);
+      expect(await broker.append(stream, { m: slot }, options('d'))).toEqual({
+        appended: false,
+        limited: true,
+      });
+      expect(await broker.get(limit)).toBe('3');
+      expect(await broker.get(counter)).toBe('2');
+      expect(await broker.get(claim)).toBeNull();
+      expect(Object.keys(await broker.hgetall(hash)).sort()).toEqual(['a', 'b']);
+      expect((await broker.streamInfo(stream)).length).toBe(2);
+    });
+
     it('append with `fanOut` writes the event to every target and publishes it in the same step, or not at all', async () => {
       const stream = fresh('stream');
       const counter = fresh('seq');

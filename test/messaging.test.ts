@@ -1,7 +1,11 @@
+import { createTRPCClient, createWSClient, wsLink } from '@trpc/client';
 import { sql } from 'drizzle-orm';
 import { pino } from 'pino';
+import superjson from 'superjson';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
 import type { App } from '../server/src/app.js';
+import type { AppRouter } from '../server/src/routers/_app.js';
 import {
   clientIdKey,
   DEAD_LETTER_STREAM,
@@ -10,7 +14,7 @@ import {
   pendingKey,
 } from '../server/src/messages/store.js';
 import { PersistenceWorker } from '../server/src/worker/persist.js';
-import { signUp } from './support/client.js';
+import { signUp, wsUrl } from './support/client.js';
 import { TestDeployment, engineLabel, onRealEngines } from './support/env.js';
 import { expectCode } from './support/errors.js';
 
@@ -252,6 +256,42 @@ describe(`messages (${engineLabel})`, () => {
     await expect(
       al.api.message.send.mutate({ conversationId: id, content: 'y'.repeat(4000) }),
     ).resolves.toBeTruthy();
+  });
+
+  it('refuses message.send over a socket whose session was revoked, on every path that answers it', async () => {
+    const [al, bo, cy] = await Promise.all([signUp(app.url), signUp(app.url), signUp(app.url)]);
+    const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
+    const { id: elsewhere } = await bo.api.conversation.openDirect.mutate({ userId: cy.user.id });
+    // One connection for the whole test: its context was built before the revocation.
+    let opened = 0;
+    const wsClient = createWSClient({
+      url: wsUrl(app.url),
+      WebSocket: WebSocket as unknown as typeof globalThis.WebSocket,
+      connectionParams: () => ({ token: al.tokens.accessToken }),
+      onOpen: () => (opened += 1),
+    });
+    const socket = createTRPCClient<AppRouter>({
+      links: [wsLink({ client: wsClient, transformer: superjson })],
+    });
+    await socket.message.send.mutate({ conversationId: id, content: 'before', clientMessageId: 'r-1' });
+    await drained(app);
+    // The claim has expired: only PostgreSQL knows this clientMessageId now.
+    await app.services.broker.del(clientIdKey(al.user.id, 'r-1'));
+    await al.api.auth.logout.mutate({ everywhere: true });
+    // A new message (refused by the append itself), a retry answered from PostgreSQL, and a
+    // conversation the sender is not in: each is refused for the session, none answered.
+    for (const call of [
+      () => socket.message.send.mutate({ conversationId: id, content: 'after' }),
+      () => socket.message.send.mutate({ conversationId: id, content: 'before', clientMessageId: 'r-1' }),
+      () => socket.message.send.mutate({ conversationId: elsewhere, content: 'not mine' }),
+    ]) {
+      expect((await expectCode(call(), 'UNAUTHORIZED')).message).toBe('Session ended');
+    }
+    expect(opened).toBe(1);
+    await drained(app);
+    expect((await rows(app, id)).map((row) => row.content)).toEqual(['before']);
+    await wsClient.close();
+    await Promise.all([al.close(), bo.close(), cy.close()]);
   });
 
   it('returns the first message for a repeated clientMessageId, never a second one', async () => {

@@ -4,7 +4,16 @@ import type { Context } from './context.js';
 import { DomainError, toTRPCError } from './errors.js';
 import { transformer } from './realtime/transformer.js';
 
-const t = initTRPC.context<Context>().create({
+export interface ProcedureMeta {
+  /**
+   * The procedure refuses a revoked session itself, in the same atomic step as its write
+   * (`Sessions.revocationMarks`), so `requireUser` leaves that check to it.
+   */
+  checksRevocation?: boolean;
+}
+
+const builder = initTRPC.context<Context>().meta<ProcedureMeta>();
+const t = builder.create({
   transformer,
   errorFormatter({ shape, error, ctx }) {
     const cause = error.cause;
@@ -83,7 +92,7 @@ async function* mapIterationErrors<T>(iterable: AsyncIterable<T>): AsyncGenerato
   }
 }
 
-const requireUser = t.middleware(async ({ ctx, next }) => {
+const requireUser = t.middleware(async ({ ctx, meta, next }) => {
   const user = ctx.user;
   if (!user) throw new TRPCError({ code: 'UNAUTHORIZED', message: 'Not authenticated' });
   // A WebSocket context lives as long as its connection; its token may expire meanwhile.
@@ -92,7 +101,7 @@ const requireUser = t.middleware(async ({ ctx, next }) => {
   }
   // ...and its session may be revoked meanwhile (logout, password change, refresh-token reuse).
   // HTTP calls were checked when their context was built.
-  if (ctx.connectionId !== null && (await ctx.app.sessions.isRevoked(user))) {
+  if (ctx.connectionId !== null && !meta?.checksRevocation && (await ctx.app.sessions.isRevoked(user))) {
     throw new TRPCError({ code: 'UNAUTHORIZED', message: 'Session ended' });
   }
   // tRPC merges this into the context; spreading it here would copy it once more per call.

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { and, eq, gt, isNull, ne } from 'drizzle-orm';
 import { sessions } from '../../../drizzle/schema.js';
-import type { Broker } from '../broker/types.js';
+import { type Broker, type Refusal, refuses } from '../broker/types.js';
 import type { Config } from '../config/index.js';
 import type { Database } from '../db/index.js';
 import type { Logger } from '../logger.js';
@@ -105,16 +105,25 @@ export class Sessions {
     await this.announce({ userId, sessionId: null });
   }
 
+  /**
+   * What marks the access token's session as revoked: its family's mark, or a mark for all the
+   * user's sessions set at or after the token was issued. A write can refuse on these in the
+   * same atomic step (`AppendOptions.refuseIf`).
+   */
+  revocationMarks(user: AuthUser): Refusal[] {
+    return [
+      { key: `revoked:session:${user.sessionId}` },
+      { key: `revoked:user:${user.id}`, atLeast: user.issuedAt.getTime() },
+    ];
+  }
+
   /** Whether an access token's session was revoked; fails open while the broker is down. */
   async isRevoked(user: AuthUser): Promise<boolean> {
+    const marks = this.revocationMarks(user);
     try {
       // One command for both marks: this runs on every call over a WebSocket.
-      const [family, everything] = await this.broker.mget([
-        `revoked:session:${user.sessionId}`,
-        `revoked:user:${user.id}`,
-      ]);
-      if (family) return true;
-      return everything != null && Number(everything) >= user.issuedAt.getTime();
+      const values = await this.broker.mget(marks.map((mark) => mark.key));
+      return marks.some((mark, i) => refuses(mark, values[i] ?? null));
     } catch (error) {
       // Access tokens are short-lived; while the broker is down their signature is enough.
       this.log.warn({ err: error }, 'revocation check skipped: broker unavailable');

@@ -8,6 +8,7 @@ import {
   type StreamInfo,
   type Unsubscribe,
   compareStreamIds,
+  refuses,
 } from './types.js';
 
 interface Group {
@@ -77,6 +78,14 @@ export class MemoryBroker implements Broker {
     if (Object.keys(fields).length === 0) return Promise.reject(noFields());
     const fan = options.fanOut && options.fanOut.streams.length > 0 ? options.fanOut : null;
     if (fan && Object.keys(fan.fields).length === 0) return Promise.reject(noFields());
+    const refused = (options.refuseIf ?? []).findIndex((refusal) =>
+      refuses(refusal, this.readKey(refusal.key)),
+    );
+    if (refused >= 0) return Promise.resolve({ appended: false, refused });
+    if (options.limit) {
+      const { key, max, ttlMs } = options.limit;
+      if (this.count(key, ttlMs) > max) return Promise.resolve({ appended: false, limited: true });
+    }
     if (options.unique) {
       const held = this.readKey(options.unique.key);
       if (held !== null) return Promise.resolve({ appended: false, existing: held });
@@ -319,19 +328,20 @@ export class MemoryBroker implements Broker {
   }
 
   incr(key: string, options: { ttlMs?: number } = {}): Promise<number> {
+    return Promise.resolve(this.count(key, options.ttlMs));
+  }
+
+  /** INCR, with a lifetime of `ttlMs` for a key it creates. */
+  private count(key: string, ttlMs: number | undefined): number {
     const current = this.readKey(key);
     const next = (current === null ? 0 : Number(current)) + 1;
     const existing = this.keys.get(key);
     this.keys.set(key, {
       value: String(next),
       expiresAt:
-        current === null
-          ? options.ttlMs === undefined
-            ? null
-            : Date.now() + options.ttlMs
-          : (existing?.expiresAt ?? null),
+        current === null ? (ttlMs === undefined ? null : Date.now() + ttlMs) : (existing?.expiresAt ?? null),
     });
-    return Promise.resolve(next);
+    return next;
   }
 
   incrExisting(key: string): Promise<number | null> {

@@ -17,16 +17,31 @@ import {
 // `max-deleted-entry-id` only for XDEL; `streamInfo` derives the bound a resuming reader needs
 // from the first entry left.
 
-// Claim the idempotency key, take the next number of the counter, append, record the pending
-// copy and, optionally, fan an event out (one entry under one new id in each target stream, then
-// a publish) in one step, so a crash can never leave a claimed key without its message, a
-// message without its pending copy or its event, or a number handed out twice.
-// KEYS: unique key or '', stream, counter or '', pending hashes, then with a fan-out its id
-// stream and its target streams.
+// Check the refusals, count against the limit, claim the idempotency key, take the next number
+// of the counter, append, record the pending copy and, optionally, fan an event out (one entry
+// under one new id in each target stream, then a publish) in one step, so a crash can never
+// leave a claimed key without its message, a message without its pending copy or its event, or
+// a number handed out twice.
+// KEYS: unique key or '', stream, counter or '', limit key or '', refusal keys, pending hashes,
+// then with a fan-out its id stream and its target streams.
 // ARGV: maxLen, unique value, unique ttl, pending count, counter slot, fan-out target count,
-// pending field/value pairs, with a fan-out [maxLen, channel, message, field count, field/value
-// pairs], entry field/value pairs.
+// refusal count, limit max, limit ttl, refusal thresholds ('' for any value), pending
+// field/value pairs, with a fan-out [maxLen, channel, message, field count, field/value pairs],
+// entry field/value pairs.
 const APPEND = `
+local refusals = tonumber(ARGV[7])
+for i = 1, refusals do
+  local v = redis.call('GET', KEYS[4 + i])
+  if v then
+    local least = ARGV[9 + i]
+    if least == '' or tonumber(v) >= tonumber(least) then return {3, tostring(i - 1)} end
+  end
+end
+if KEYS[4] ~= '' then
+  local count = redis.call('INCR', KEYS[4])
+  if count == 1 then redis.call('PEXPIRE', KEYS[4], ARGV[9]) end
+  if count > tonumber(ARGV[8]) then return {4, ''} end
+end
 if KEYS[1] ~= '' then
   local held = redis.call('GET', KEYS[1])
   if held then return {0, held} end
@@ -54,7 +69,7 @@ local function pairsFrom(first, last)
   end
   return out
 end
-local at = 7 + pending * 2
+local at = 10 + refusals + pending * 2
 local fan
 if targets > 0 then
   local count = tonumber(ARGV[at + 3])
@@ -69,13 +84,16 @@ if ARGV[1] ~= '' then
 else
   id = redis.call('XADD', KEYS[2], '*', unpack(fields))
 end
+local hashes = 4 + refusals
+local pairsAt = 8 + refusals
 for i = 1, pending do
-  redis.call('HSET', KEYS[3 + i], ARGV[5 + i * 2], id .. '|' .. fill(ARGV[6 + i * 2]))
+  redis.call('HSET', KEYS[hashes + i], ARGV[pairsAt + i * 2], id .. '|' .. fill(ARGV[pairsAt + 1 + i * 2]))
 end
 if fan then
-  local eventId = redis.call('XADD', KEYS[4 + pending], 'MAXLEN', '1', '*', 'x', '1')
+  local ids = hashes + pending + 1
+  local eventId = redis.call('XADD', KEYS[ids], 'MAXLEN', '1', '*', 'x', '1')
   for i = 1, targets do
-    redis.call('XADD', KEYS[4 + pending + i], 'MAXLEN', fan.maxLen, eventId, unpack(fan.fields))
+    redis.call('XADD', KEYS[ids + i], 'MAXLEN', fan.maxLen, eventId, unpack(fan.fields))
   end
   if fan.channel ~= '' then redis.call('PUBLISH', fan.channel, eventId .. '\\n' .. fill(fan.message)) end
 end
@@ -316,12 +334,16 @@ export class RedisBroker implements Broker {
     if (fan && Object.keys(fan.fields).length === 0) {
       throw new Error('ERR wrong number of arguments for XADD: a fan-out entry needs at least one field');
     }
+    const refusals = options.refuseIf ?? [];
+    const { limit } = options;
     const args: (string | number)[] = [
-      3 + pending.length + (fan ? 1 + fan.streams.length : 0),
+      4 + refusals.length + pending.length + (fan ? 1 + fan.streams.length : 0),
       options.unique ? this.k(options.unique.key) : '',
       this.k(stream),
       options.counter ? this.k(options.counter.key) : '',
+      limit ? this.k(limit.key) : '',
     ];
+    for (const refusal of refusals) args.push(this.k(refusal.key));
     for (const write of pending) args.push(this.k(write.key));
     if (fan) {
       args.push(this.k(fan.idStream));
@@ -334,7 +356,11 @@ export class RedisBroker implements Broker {
       String(pending.length),
       options.counter?.slot ?? '',
       String(fan?.streams.length ?? 0),
+      String(refusals.length),
+      String(limit?.max ?? 0),
+      String(limit?.ttlMs ?? 0),
     );
+    for (const refusal of refusals) args.push(refusal.atLeast === undefined ? '' : String(refusal.atLeast));
     for (const write of pending) args.push(write.field, write.value);
     if (fan) {
       const names = Object.keys(fan.fields);
@@ -357,9 +383,16 @@ export class RedisBroker implements Broker {
         ? { appended: true, id: result[1], counter: Number(result[2]) }
         : { appended: true, id: result[1] };
     }
-    return result[0] === 2
-      ? { appended: false, missingCounter: true }
-      : { appended: false, existing: result[1] };
+    switch (result[0]) {
+      case 2:
+        return { appended: false, missingCounter: true };
+      case 3:
+        return { appended: false, refused: Number(result[1]) };
+      case 4:
+        return { appended: false, limited: true };
+      default:
+        return { appended: false, existing: result[1] };
+    }
   }
 
   async appendToMany(

@@ -42,11 +42,38 @@ export type AppendResult =
   | { appended: true; id: string; /** The counter's new value, with `counter`. */ counter?: number }
   | { appended: false; existing: string }
   /** With `counter`: the counter did not exist, so nothing was written. */
-  | { appended: false; missingCounter: true };
+  | { appended: false; missingCounter: true }
+  /** With `refuseIf`: the refusal at this index held, so nothing was written. */
+  | { appended: false; refused: number }
+  /** With `limit`: the count went past its maximum, so nothing else was written. */
+  | { appended: false; limited: true };
+
+/** A key whose presence refuses an append: any value, or a number of at least `atLeast`. */
+export interface Refusal {
+  key: string;
+  atLeast?: number;
+}
+
+/** Whether `value`, the current value of `refusal.key` (null when absent), refuses. */
+export function refuses(refusal: Refusal, value: string | null): boolean {
+  if (value === null) return false;
+  return refusal.atLeast === undefined || Number(value) >= refusal.atLeast;
+}
 
 export interface AppendOptions {
   /** Cap the stream at about this many entries (only trims whole old entries). */
   maxLen?: number;
+  /**
+   * Checked first, in the same atomic step: when one of these refuses, nothing at all is
+   * written (not even the `limit` count) and the result gives its index.
+   */
+  refuseIf?: Refusal[];
+  /**
+   * Then counted, in the same atomic step: `key` is incremented (and given a lifetime of
+   * `ttlMs` when new); when its new value is above `max`, nothing else is written and the result
+   * says `limited`.
+   */
+  limit?: { key: string; max: number; ttlMs: number };
   /**
    * Claim `key` with `value` (expiring after `ttlMs`) in the same atomic step; when the key is
    * already held, nothing is appended and its current value is returned instead.

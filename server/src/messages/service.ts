@@ -1,8 +1,8 @@
 import { v7 as uuidv7 } from 'uuid';
-import type { Broker } from '../broker/types.js';
+import { type AppendOptions, type Broker, type Refusal, refuses } from '../broker/types.js';
 import type { Limits } from '../config/index.js';
 import type { Memberships } from '../conversations/membership.js';
-import { Forbidden, NotFound, RateLimited } from '../errors.js';
+import { Forbidden, NotFound, RateLimited, Unauthorized } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import { decodeCursor, encodeCursor } from '../pagination.js';
@@ -28,17 +28,25 @@ export class MessageService {
 
   /**
    * Resolves once the message has its id and seq and is in the stream; the worker writes it
-   * to PostgreSQL. A repeated `clientMessageId` returns the first message instead.
+   * to PostgreSQL. A repeated `clientMessageId` returns the first message instead. With
+   * `session`, the append is refused when one of those marks (the sender's session revoked) is
+   * set, checked in the same broker step as the append.
    */
-  async send(sender: Sender, input: SendMessage): Promise<Message> {
-    // Independent checks, one round trip's worth of waiting. A clientMessageId still claimed in
+  async send(sender: Sender, input: SendMessage, session: Refusal[] = []): Promise<Message> {
+    // Independent reads, one round trip's worth of waiting. A clientMessageId still claimed in
     // the broker is caught by the append itself; PostgreSQL covers a retry after the claim expired.
-    const [, recipients, earlier] = await Promise.all([
-      this.throttle(sender.id),
-      this.memberships.recipients(sender.id, input.conversationId),
+    const [recipients, earlier] = await Promise.all([
+      this.memberships.recipients(sender.id, input.conversationId).catch(async (error: unknown) => {
+        // A revoked session learns nothing, not even whether it is a member.
+        await this.requireSession(session);
+        throw error;
+      }),
       input.clientMessageId ? this.store.writtenClientId(sender.id, input.clientMessageId) : null,
     ]);
-    if (earlier) return this.firstOf(earlier.id);
+    if (earlier) {
+      await this.requireSession(session);
+      return this.firstOf(earlier.id);
+    }
     return this.create(
       input.conversationId,
       sender,
@@ -46,6 +54,10 @@ export class MessageService {
       'text',
       input.clientMessageId ?? null,
       recipients,
+      {
+        refuseIf: session,
+        limit: this.sendLimit(sender.id),
+      },
     );
   }
 
@@ -116,6 +128,7 @@ export class MessageService {
     type: Message['type'],
     clientMessageId: string | null,
     recipients: string[],
+    guard?: Pick<AppendOptions, 'refuseIf' | 'limit'>,
   ): Promise<Message> {
     const draft = {
       id: uuidv7(),
@@ -131,18 +144,29 @@ export class MessageService {
     };
     // The seq is taken, and the event written to every recipient's log and published, in the
     // same broker step as the append: an accepted message always has its event.
-    const result = await this.store.appendNew(draft, (seqSlot) =>
-      this.events.fanOutNewMessage(
-        recipients,
-        { type: 'message.created', message: { ...draft, seq: 0 } },
-        seqSlot,
-      ),
+    const result = await this.store.appendNew(
+      draft,
+      (seqSlot) =>
+        this.events.fanOutNewMessage(
+          recipients,
+          { type: 'message.created', message: { ...draft, seq: 0 } },
+          seqSlot,
+        ),
+      guard,
     );
+    if (result.appended) {
+      this.metrics?.messagesSent.inc({ type });
+      return { ...draft, seq: result.seq };
+    }
+    if ('refused' in result) throw new Unauthorized('Session ended');
+    if ('limited' in result) {
+      const windowMs = this.limits.sendWindowSeconds * 1000;
+      const retryAfter = Math.ceil((windowMs - (Date.now() % windowMs)) / 1000);
+      throw new RateLimited(`Too many messages; try again in ${retryAfter} s`, retryAfter);
+    }
     // The clientMessageId is claimed (a retry, or a concurrent send that won): answer with the
     // first message.
-    if (!result.appended) return this.firstOf(result.existing.id);
-    this.metrics?.messagesSent.inc({ type });
-    return { ...draft, seq: result.seq };
+    return this.firstOf(result.existing.id);
   }
 
   private async firstOf(id: string): Promise<Message> {
@@ -165,13 +189,17 @@ export class MessageService {
     }
   }
 
-  private async throttle(userId: string): Promise<void> {
+  /** At most `sendsPerUser` sends per user in each window of `sendWindowSeconds`. */
+  private sendLimit(userId: string): NonNullable<AppendOptions['limit']> {
     const windowMs = this.limits.sendWindowSeconds * 1000;
     const window = Math.floor(Date.now() / windowMs);
-    const count = await this.broker.incr(`throttle:send:${userId}:${window}`, { ttlMs: windowMs });
-    if (count > this.limits.sendsPerUser) {
-      const retryAfter = Math.ceil(((window + 1) * windowMs - Date.now()) / 1000);
-      throw new RateLimited(`Too many messages; try again in ${retryAfter} s`, retryAfter);
-    }
+    return { key: `throttle:send:${userId}:${window}`, max: this.limits.sendsPerUser, ttlMs: windowMs };
+  }
+
+  /** For the paths that answer without appending: refuses a revoked session the same way. */
+  private async requireSession(session: Refusal[]): Promise<void> {
+    if (session.length === 0) return;
+    const values = await this.broker.mget(session.map((mark) => mark.key));
+    if (session.some((mark, i) => refuses(mark, values[i] ?? null))) throw new Unauthorized('Session ended');
   }
 }

@@ -1,6 +1,6 @@
 import { and, asc, desc, eq, gt, inArray, lt, sql } from 'drizzle-orm';
 import { members, messages } from '../../../drizzle/schema.js';
-import type { Broker, FanOut } from '../broker/types.js';
+import type { AppendOptions, Broker, FanOut } from '../broker/types.js';
 import type { Database } from '../db/index.js';
 import type { Message } from './schemas.js';
 
@@ -197,12 +197,18 @@ export class MessageStore {
     message: Omit<Message, 'seq'>,
     /** The event that goes out with the message, in the same step, given the seq's stand-in. */
     announce?: (seqSlot: string) => FanOut | null,
+    /** Checked in the same step, before anything is written. */
+    guard: Pick<AppendOptions, 'refuseIf' | 'limit'> = {},
   ): Promise<
-    { appended: true; seq: number } | { appended: false; existing: { conversationId: string; id: string } }
+    | { appended: true; seq: number }
+    | { appended: false; existing: { conversationId: string; id: string } }
+    | { appended: false; refused: number }
+    | { appended: false; limited: true }
   > {
     const json = wireJsonAwaitingSeq(message);
     const key = seqKey(message.conversationId);
-    const options = {
+    const options: AppendOptions = {
+      ...guard,
       unique: message.clientMessageId
         ? {
             key: clientIdKey(message.senderId, message.clientMessageId),
@@ -220,7 +226,8 @@ export class MessageStore {
     for (let attempt = 0; ; attempt++) {
       const result = await this.broker.append(MESSAGES_STREAM, { op: 'create', m: json }, options);
       if (result.appended) return { appended: true, seq: result.counter ?? 0 };
-      if (!('missingCounter' in result)) {
+      if ('refused' in result || 'limited' in result) return result;
+      if ('existing' in result) {
         const [conversationId = '', id = ''] = result.existing.split(':');
         return { appended: false, existing: { conversationId, id } };
       }
@@ -228,6 +235,8 @@ export class MessageStore {
       if (attempt >= 2) throw new Error(`seq counter of ${message.conversationId} keeps disappearing`);
       const [row] = await this.maxSeq.execute({ conversationId: message.conversationId });
       await this.broker.set(key, String(Number(row?.max ?? 0)), { nx: true });
+      // The limit was counted already; the retry must not count the same send twice.
+      delete options.limit;
     }
   }
 

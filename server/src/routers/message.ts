@@ -5,9 +5,12 @@ import { authedProcedure, router } from '../trpc.js';
 
 export const messageRouter = router({
   send: authedProcedure
+    .meta({ checksRevocation: true })
     .input(SendMessage)
     .output(Message)
-    .mutation(({ ctx, input }) => ctx.app.messages.send(ctx.user, input)),
+    .mutation(({ ctx, input }) =>
+      ctx.app.messages.send(ctx.user, input, ctx.app.sessions.revocationMarks(ctx.user)),
+    ),
   list: authedProcedure
     .input(ListMessages)
     .output(page(Message))
