@@ -2,6 +2,7 @@ import { initTRPC, TRPCError } from '@trpc/server';
 import { z } from 'zod';
 import type { Context } from './context.js';
 import { DomainError, toTRPCError } from './errors.js';
+import { directStreamOf } from './realtime/frames.js';
 import { transformer } from './realtime/transformer.js';
 
 export interface ProcedureMeta {
@@ -42,7 +43,10 @@ const mapErrors = t.middleware(async ({ next }) => {
   }
   // A subscription fails while it is iterated, after this middleware returned: map that too,
   // or a domain error (a rate limit) would reach the client as an INTERNAL_SERVER_ERROR.
-  if (result.ok && isAsyncIterable(result.data)) return { ...result, data: mapIterationErrors(result.data) };
+  // A direct stream (over Parley's WebSocket handler) is never iterated and maps its own errors.
+  if (result.ok && isAsyncIterable(result.data) && !directStreamOf(result.data)) {
+    return { ...result, data: mapIterationErrors(result.data) };
+  }
   return result;
 });
 

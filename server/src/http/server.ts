@@ -1,13 +1,12 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
-import { applyWSSHandler } from '@trpc/server/adapters/ws';
 import { WebSocketServer } from 'ws';
 import { createContext } from '../context.js';
 import { appRouter } from '../routers/_app.js';
 import { routeOf } from '../metrics.js';
-import { wsEncoder } from '../realtime/frames.js';
 import { countRequest, handleOpsRequest } from './ops.js';
+import { serveWebSocket } from './ws.js';
 import type { Services } from '../services.js';
 
 export interface HttpSurface {
@@ -80,14 +79,14 @@ export async function startHttp(
   server.keepAliveTimeout = 65_000;
 
   const wss = new WebSocketServer({ noServer: true, maxPayload: config.limits.maxWsPayloadBytes });
-  const wsHandler = applyWSSHandler({
+  const wsHandler = serveWebSocket({
     wss,
     router: appRouter,
-    createContext: (opts) => createContext(app, { req: opts.req, info: opts.info }, 'ws', opts.res),
-    keepAlive: { enabled: true, pingMs: 30_000, pongWaitMs: 5_000 },
+    createContext: ({ req, socket, connectionParams }) =>
+      createContext(app, { req, info: { connectionParams } }, 'ws', socket),
+    keepAlive: { pingMs: 30_000, pongWaitMs: 5_000 },
     // The same cap as over HTTP: one message must not start an unbounded number of calls.
     maxBatchSize: config.limits.maxBatchSize,
-    experimental_encoder: wsEncoder,
     onError,
   });
   app.health.connections = () => wss.clients.size;
@@ -131,6 +130,7 @@ export async function startHttp(
     port,
     async close() {
       wsHandler.broadcastReconnectNotification();
+      wsHandler.close();
       // Give clients a moment to read the notification before their sockets close.
       await new Promise((resolve) => setTimeout(resolve, 100));
       for (const client of wss.clients) client.close(1012, 'server restarting');

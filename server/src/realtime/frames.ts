@@ -11,8 +11,8 @@ function isObject(value: unknown): value is Message {
 
 /**
  * Marks the input of an `events` subscription request with the request's JSON-RPC id, so the
- * subscription can write its own data frames, in the format tRPC's `wsLink` reads, without
- * going through the adapter's per-socket loop. Everything else is tRPC's plain JSON encoding.
+ * subscription can write its own data frames, in the format tRPC's `wsLink` reads
+ * (`DirectStream`). Everything else is tRPC's plain JSON encoding.
  */
 function tagEventsRequest(message: unknown): void {
   if (!isObject(message) || message.method !== 'subscription' || !isObject(message.params)) return;
@@ -26,9 +26,8 @@ function tagEventsRequest(message: unknown): void {
   params.input = input;
 }
 
-/** tRPC's WebSocket encoder (JSON text frames) with `events` requests tagged on the way in. */
+/** Decodes the WebSocket's JSON text frames, with `events` requests tagged on the way in. */
 export const wsEncoder = {
-  encode: (data: unknown): string => JSON.stringify(data),
   decode(data: string | ArrayBuffer | Uint8Array): unknown {
     if (typeof data !== 'string') {
       throw new Error('Binary WebSocket frames are not accepted: messages are JSON text frames');
@@ -39,3 +38,26 @@ export const wsEncoder = {
     return parsed;
   },
 };
+
+/**
+ * Set on the stream an `events` subscription returns when it can write its own frames (it came
+ * over Parley's WebSocket handler, `http/ws.ts`): the handler then hands the socket over to it
+ * instead of iterating the stream.
+ */
+export const DIRECT_STREAM = Symbol('direct stream');
+
+export interface DirectStream {
+  /**
+   * Writes the stream's frames (backfill, then live events) to the socket from now on; `end`
+   * is called once, with the error that ended the stream, or with null once it was stopped.
+   */
+  start(end: (error: Error | null) => void): void;
+  /** Stops the stream (the client's `subscription.stop`, or its socket closed). */
+  stop(): void;
+}
+
+/** The direct stream behind a subscription's result, if it has one. */
+export function directStreamOf(result: unknown): DirectStream | null {
+  if (typeof result !== 'object' || result === null) return null;
+  return (result as { [DIRECT_STREAM]?: DirectStream })[DIRECT_STREAM] ?? null;
+}

@@ -74,18 +74,19 @@ export class Hub {
     await Promise.all(this.unsubscribes.splice(0).map((unsubscribe) => unsubscribe()));
   }
 
-  add(subscriber: LocalSubscriber): () => void {
+  add(subscriber: LocalSubscriber): void {
     if (this.interrupted) subscriber.hold();
     let set = this.byUser.get(subscriber.userId);
     if (!set) this.byUser.set(subscriber.userId, (set = new Set()));
     set.add(subscriber);
-    return () => {
-      set.delete(subscriber);
-      if (set.size === 0) this.byUser.delete(subscriber.userId);
-    };
   }
 
-  /** Local subscriptions, for presence heartbeats. */
+  remove(subscriber: LocalSubscriber): void {
+    const set = this.byUser.get(subscriber.userId);
+    if (!set?.delete(subscriber)) return;
+    if (set.size === 0) this.byUser.delete(subscriber.userId);
+  }
+
   subscribers(): LocalSubscriber[] {
     return [...this.byUser.values()].flatMap((set) => [...set]);
   }

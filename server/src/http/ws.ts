@@ -1,0 +1,474 @@
+import type { IncomingMessage } from 'node:http';
+import {
+  type AnyTRPCRootTypes,
+  type AnyTRPCRouter,
+  callTRPCProcedure,
+  getTRPCErrorFromUnknown,
+  getTRPCErrorShape,
+  isTrackedEnvelope,
+  TRPCError,
+  type TRPCErrorShape,
+  type TRPCProcedureType,
+  type TRPCRootConfig,
+  transformTRPCResponse,
+} from '@trpc/server';
+import { parseConnectionParamsFromUnknown } from '@trpc/server/http';
+import { parseTRPCMessage } from '@trpc/server/rpc';
+import type { RawData, WebSocket, WebSocketServer } from 'ws';
+import { type DirectStream, directStreamOf, wsEncoder } from '../realtime/frames.js';
+
+/**
+ * tRPC's WebSocket protocol, as `wsLink` speaks it, served for one router: queries, mutations
+ * and subscriptions in JSON text frames, `connectionParams` as the first message when the URL
+ * asks for it, `PING`/`PONG`, `subscription.stop` and the `reconnect` notification. It answers
+ * every message as `@trpc/server/adapters/ws` does (same frames, same error shapes), with less
+ * state per connection: one object and two listeners, a subscription entry per subscription,
+ * and no timer per socket (one sweep serves the keep-alive of every connection). A subscription
+ * whose stream can write its own frames (`DirectStream`) is handed the socket and holds no
+ * iterator, promise or abort signal while it waits for events.
+ */
+export interface WsHandlerOptions<TContext> {
+  wss: WebSocketServer;
+  router: AnyTRPCRouter;
+  createContext(opts: {
+    req: IncomingMessage;
+    socket: WebSocket;
+    connectionParams: Record<string, string | undefined> | null;
+  }): Promise<TContext>;
+  /** A connection quiet for `pingMs` gets `PING`; one that stays quiet `pongWaitMs` longer is cut. */
+  keepAlive: { pingMs: number; pongWaitMs: number };
+  /** Most calls one message may carry. */
+  maxBatchSize: number;
+  onError(info: {
+    error: TRPCError;
+    path: string | undefined;
+    type: TRPCProcedureType | 'unknown';
+    ctx: TContext | undefined;
+  }): void;
+}
+
+export interface WsHandler {
+  /** Tells every client to reconnect (before a deploy). */
+  broadcastReconnectNotification(): void;
+  /** Stops the keep-alive sweep. */
+  close(): void;
+}
+
+type RequestId = string | number;
+
+interface Call {
+  id: RequestId;
+  jsonrpc: '2.0' | undefined;
+  type: TRPCProcedureType;
+  path: string;
+  input: unknown;
+}
+
+interface Subscription {
+  stopped: boolean;
+  stop(): void;
+}
+
+type ContextResult<TContext> = { ok: true; ctx: TContext } | { ok: false; error: TRPCError };
+
+const OPEN = 1;
+
+export function serveWebSocket<TContext>(options: WsHandlerOptions<TContext>): WsHandler {
+  const connections = new Set<Connection<TContext>>();
+  const { pingMs, pongWaitMs } = options.keepAlive;
+  const sweep = setInterval(
+    () => {
+      const now = Date.now();
+      for (const connection of connections) connection.keepAlive(now, pingMs, pongWaitMs);
+    },
+    Math.min(1_000, pongWaitMs),
+  );
+  sweep.unref();
+  options.wss.on('connection', (socket: WebSocket, req: IncomingMessage) => {
+    const connection = new Connection(options, socket, req);
+    connections.add(connection);
+    socket.on('message', (data, isBinary) => connection.receive(data, isBinary));
+    socket.on('error', (cause) => connection.report(getTRPCErrorFromUnknown(cause), undefined, 'unknown'));
+    socket.once('close', () => {
+      connections.delete(connection);
+      connection.closed();
+    });
+  });
+  return {
+    broadcastReconnectNotification() {
+      const frame = JSON.stringify({ id: null, method: 'reconnect' });
+      for (const client of options.wss.clients) if (client.readyState === OPEN) client.send(frame);
+    },
+    close: () => clearInterval(sweep),
+  };
+}
+
+class Connection<TContext> {
+  private ctx: TContext | undefined = undefined;
+  private ctxPromise: Promise<ContextResult<TContext>> | null = null;
+  private subscriptions: Map<RequestId, Subscription> | null = null;
+  /** Kept only until the context is built from it. */
+  private req: IncomingMessage | null;
+  private lastSeen = Date.now();
+  private pingedAt = 0;
+
+  constructor(
+    private readonly options: WsHandlerOptions<TContext>,
+    private readonly socket: WebSocket,
+    req: IncomingMessage,
+  ) {
+    this.req = req;
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    // Without `connectionParams=1` the context is built at once; otherwise from the first message.
+    if (url.searchParams.get('connectionParams') !== '1') this.ctxPromise = this.createContext(() => null);
+  }
+
+  keepAlive(now: number, pingMs: number, pongWaitMs: number): void {
+    if (this.pingedAt !== 0) {
+      if (now - this.pingedAt >= pongWaitMs) this.socket.terminate();
+    } else if (now - this.lastSeen >= pingMs && this.socket.readyState === OPEN) {
+      this.pingedAt = now;
+      this.socket.send('PING');
+    }
+  }
+
+  receive(raw: RawData, isBinary: boolean): void {
+    this.lastSeen = Date.now();
+    this.pingedAt = 0;
+    if (!Buffer.isBuffer(raw)) {
+      this.respondOrReport(() => ({
+        id: null,
+        error: this.shape(
+          new TRPCError({ code: 'UNPROCESSABLE_CONTENT', message: 'Unexpected WebSocket message format' }),
+          'unknown',
+          undefined,
+          undefined,
+        ),
+      }));
+      return;
+    }
+    const data = isBinary ? raw : raw.toString('utf8');
+    if (data === 'PONG') return;
+    if (data === 'PING') {
+      this.socket.send('PONG');
+      return;
+    }
+    if (!this.ctxPromise) {
+      this.ctxPromise = this.createContext(() => {
+        let message: unknown;
+        try {
+          message = wsEncoder.decode(data);
+          if (typeof message !== 'object' || message === null) throw new Error('Message was not an object');
+        } catch (cause) {
+          throw new TRPCError({
+            code: 'PARSE_ERROR',
+            message: 'Malformed TRPCConnectionParamsMessage',
+            cause,
+          });
+        }
+        return parseConnectionParamsFromUnknown((message as { data?: unknown }).data);
+      });
+      return;
+    }
+    let messages: ReturnType<typeof parseTRPCMessage>[];
+    try {
+      const decoded = wsEncoder.decode(data);
+      const list: unknown[] = Array.isArray(decoded) ? decoded : [decoded];
+      if (Array.isArray(decoded) && list.length > this.options.maxBatchSize) {
+        this.refuseBatch(list);
+        return;
+      }
+      const { transformer } = this.config;
+      messages = list.map((message) => parseTRPCMessage(message, transformer));
+    } catch (cause) {
+      const error = new TRPCError({ code: 'PARSE_ERROR', cause });
+      this.respondOrReport(() => ({ id: null, error: this.shape(error, 'unknown', undefined, undefined) }));
+      return;
+    }
+    messages.forEach((message, index) => {
+      this.handle(message, index).catch((cause: unknown) =>
+        this.report(getTRPCErrorFromUnknown(cause), undefined, 'unknown'),
+      );
+    });
+  }
+
+  closed(): void {
+    const subscriptions = this.subscriptions;
+    this.subscriptions = null;
+    for (const subscription of subscriptions?.values() ?? []) subscription.stop();
+  }
+
+  report(error: TRPCError, path: string | undefined, type: TRPCProcedureType | 'unknown'): void {
+    try {
+      this.options.onError({ error, path, type, ctx: this.ctx });
+    } catch (cause) {
+      console.error('[parley ws] onError failed', cause);
+    }
+  }
+
+  private async createContext(
+    connectionParams: () => Record<string, string | undefined> | null,
+  ): Promise<ContextResult<TContext>> {
+    const req = this.req;
+    this.req = null;
+    try {
+      if (!req) throw new Error('connection context built twice');
+      this.ctx = await this.options.createContext({
+        req,
+        socket: this.socket,
+        connectionParams: connectionParams(),
+      });
+      return { ok: true, ctx: this.ctx };
+    } catch (cause) {
+      const error = getTRPCErrorFromUnknown(cause);
+      this.report(error, undefined, 'unknown');
+      this.respondOrReport(() => ({ id: null, error: this.shape(error, 'unknown', undefined, undefined) }));
+      setImmediate(() => this.socket.close());
+      return { ok: false, error };
+    }
+  }
+
+  private async handle(message: ReturnType<typeof parseTRPCMessage>, batchIndex: number): Promise<void> {
+    const { id, jsonrpc } = message;
+    if (id === null) {
+      const error = new TRPCError({ code: 'PARSE_ERROR', message: '`id` is required' });
+      this.report(error, undefined, 'unknown');
+      this.respond({ id, jsonrpc, error: this.shape(error, 'unknown', undefined, undefined) });
+      return;
+    }
+    if (message.method === 'subscription.stop') {
+      this.subscriptions?.get(id)?.stop();
+      return;
+    }
+    const { path, lastEventId } = message.params;
+    const type = message.method;
+    let { input } = message.params;
+    if (lastEventId !== undefined) {
+      if (typeof input === 'object' && input !== null && !Array.isArray(input))
+        input = { ...input, lastEventId };
+      else input ??= { lastEventId };
+    }
+    if (type !== 'subscription') {
+      try {
+        const ready = await this.ctxPromise;
+        if (!ready?.ok) throw ready?.error ?? new TRPCError({ code: 'UNAUTHORIZED' });
+        const data: unknown = await callTRPCProcedure({
+          router: this.options.router,
+          path,
+          getRawInput: () => Promise.resolve(input),
+          ctx: ready.ctx,
+          type,
+          signal: undefined,
+          batchIndex,
+        });
+        if (isIterable(data)) {
+          throw new TRPCError({
+            code: 'UNSUPPORTED_MEDIA_TYPE',
+            message: `Cannot return an async iterable or observable from a ${type} procedure with WebSockets`,
+          });
+        }
+        this.respond({ id, jsonrpc, result: { type: 'data', data } });
+      } catch (cause) {
+        this.fail({ id, jsonrpc, type, path, input }, cause);
+      }
+      return;
+    }
+    await this.subscribe({ id, jsonrpc, type, path, input }, batchIndex);
+  }
+
+  private async subscribe(call: Call, batchIndex: number): Promise<void> {
+    const { id, jsonrpc, path, input } = call;
+    const subscriptions = (this.subscriptions ??= new Map());
+    if (subscriptions.has(id)) {
+      this.fail(call, new TRPCError({ code: 'BAD_REQUEST', message: `Duplicate id ${id}` }));
+      return;
+    }
+    // Held from now, so a stop (or the socket closing) during the set-up is not missed.
+    const entry: Subscription = {
+      stopped: false,
+      stop() {
+        this.stopped = true;
+      },
+    };
+    subscriptions.set(id, entry);
+    // For a stream that is iterated here; a direct stream is stopped through its own handle.
+    const controller = new AbortController();
+    let result: AsyncIterable<unknown>;
+    try {
+      const ready = await this.ctxPromise;
+      if (!ready?.ok) throw ready?.error ?? new TRPCError({ code: 'UNAUTHORIZED' });
+      if (entry.stopped || this.socket.readyState !== OPEN) {
+        this.release(id, entry);
+        this.respond({ id, jsonrpc, result: { type: 'stopped' } });
+        return;
+      }
+      const value: unknown = await callTRPCProcedure({
+        router: this.options.router,
+        path,
+        getRawInput: () => Promise.resolve(input),
+        ctx: ready.ctx,
+        type: 'subscription',
+        signal: controller.signal,
+        batchIndex,
+      });
+      if (!isIterable(value)) {
+        throw new TRPCError({
+          code: 'INTERNAL_SERVER_ERROR',
+          message: `Subscription ${path} did not return an async iterable`,
+        });
+      }
+      result = value;
+    } catch (cause) {
+      this.release(id, entry);
+      this.fail(call, cause);
+      return;
+    }
+    const direct = directStreamOf(result);
+    // Only what its frames need is kept for a direct stream, not the call's input.
+    if (direct) this.handOver(direct, id, jsonrpc, path, entry);
+    else await this.iterate(result, controller, call, entry);
+  }
+
+  /** Gives the socket to a stream that writes its own frames; nothing is held here meanwhile. */
+  private handOver(
+    direct: DirectStream,
+    id: RequestId,
+    jsonrpc: '2.0' | undefined,
+    path: string,
+    entry: Subscription,
+  ): void {
+    if (entry.stopped || this.socket.readyState !== OPEN) {
+      this.release(id, entry);
+      direct.stop();
+      return;
+    }
+    entry.stop = () => direct.stop();
+    this.respond({ id, jsonrpc, result: { type: 'started' } });
+    direct.start((error) => {
+      this.release(id, entry);
+      if (error) this.fail({ id, jsonrpc, type: 'subscription', path, input: undefined }, error);
+      this.respond({ id, jsonrpc, result: { type: 'stopped' } });
+    });
+  }
+
+  /** Sends what any other stream yields, one value at a time, each raced against a stop. */
+  private async iterate(
+    stream: AsyncIterable<unknown>,
+    controller: AbortController,
+    call: Call,
+    entry: Subscription,
+  ): Promise<void> {
+    const { id, jsonrpc, path } = call;
+    const iterator = stream[Symbol.asyncIterator]();
+    let wake: (() => void) | null = null;
+    entry.stop = () => {
+      entry.stopped = true;
+      // The procedure's `signal`: how a stream waiting for its next value learns of the stop.
+      controller.abort();
+      wake?.();
+    };
+    if (!entry.stopped && this.socket.readyState === OPEN) {
+      this.respond({ id, jsonrpc, result: { type: 'started' } });
+    }
+    try {
+      while (!entry.stopped && this.socket.readyState === OPEN) {
+        const next = await new Promise<IteratorResult<unknown> | null>((resolve, reject) => {
+          wake = () => resolve(null);
+          iterator.next().then(resolve, reject);
+        });
+        wake = null;
+        if (next === null || next.done) break;
+        const value: unknown = next.value;
+        this.respond({
+          id,
+          jsonrpc,
+          result: isTrackedEnvelope(value)
+            ? { type: 'data', id: value[0], data: { id: value[0], data: value[1] } }
+            : { type: 'data', data: value },
+        });
+      }
+    } catch (cause) {
+      this.fail(call, cause);
+    } finally {
+      this.release(id, entry);
+      controller.abort();
+      void iterator
+        .return?.()
+        .catch((cause: unknown) => this.report(getTRPCErrorFromUnknown(cause), path, 'subscription'));
+      this.respond({ id, jsonrpc, result: { type: 'stopped' } });
+    }
+  }
+
+  /** Reports a call's failure and answers it with the error. */
+  private fail(call: Call, cause: unknown): void {
+    const error = getTRPCErrorFromUnknown(cause);
+    this.report(error, call.path, call.type);
+    this.respond({
+      id: call.id,
+      jsonrpc: call.jsonrpc,
+      error: this.shape(error, call.type, call.path, call.input),
+    });
+  }
+
+  private release(id: RequestId, entry: Subscription): void {
+    if (this.subscriptions?.get(id) === entry) this.subscriptions.delete(id);
+  }
+
+  private refuseBatch(list: unknown[]): void {
+    const error = new TRPCError({ code: 'BAD_REQUEST', message: 'Batch call exceeds maximum size' });
+    this.report(error, undefined, 'unknown');
+    const shape = this.shape(error, 'unknown', undefined, undefined);
+    let answered = false;
+    for (const raw of list) {
+      if (typeof raw !== 'object' || raw === null) continue;
+      const { id, method, jsonrpc } = raw as { id?: unknown; method?: unknown; jsonrpc?: unknown };
+      if (method === 'subscription.stop' || (typeof id !== 'number' && typeof id !== 'string')) continue;
+      this.respondOrReport(() => ({ id, jsonrpc: jsonrpc === '2.0' ? '2.0' : undefined, error: shape }));
+      answered = true;
+    }
+    if (!answered) this.respondOrReport(() => ({ id: null, error: shape }));
+  }
+
+  /** The error shape the client gets: the router's `errorFormatter` applied. */
+  private shape(
+    error: TRPCError,
+    type: TRPCProcedureType | 'unknown',
+    path: string | undefined,
+    input: unknown,
+  ): TRPCErrorShape {
+    return getTRPCErrorShape({
+      config: this.config,
+      error,
+      type,
+      path,
+      input,
+      ctx: this.ctx,
+    }) as TRPCErrorShape;
+  }
+
+  private respond(message: Parameters<typeof transformTRPCResponse>[1]): void {
+    if (this.socket.readyState !== OPEN) return;
+    this.socket.send(JSON.stringify(transformTRPCResponse(this.config, message)));
+  }
+
+  private get config(): TRPCRootConfig<AnyTRPCRootTypes> {
+    return this.options.router._def._config as TRPCRootConfig<AnyTRPCRootTypes>;
+  }
+
+  /** For answers not tied to a call: a failure to build or send one is reported, not thrown. */
+  private respondOrReport(build: () => Parameters<typeof transformTRPCResponse>[1]): void {
+    try {
+      this.respond(build());
+    } catch (cause) {
+      this.report(getTRPCErrorFromUnknown(cause), undefined, 'unknown');
+    }
+  }
+}
+
+function isIterable(value: unknown): value is AsyncIterable<unknown> {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as { [Symbol.asyncIterator]?: unknown })[Symbol.asyncIterator] === 'function'
+  );
+}
