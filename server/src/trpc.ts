@@ -35,30 +35,21 @@ const t = builder.create({
   },
 });
 
-/** Maps the domain error family to tRPC codes in one place; anything else stays a 500. */
-const mapErrors = t.middleware(async ({ next }) => {
-  const result = await next();
-  if (!result.ok && result.error.code === 'INTERNAL_SERVER_ERROR' && result.error.cause) {
-    throw toTRPCError(result.error.cause);
-  }
-  // A subscription fails while it is iterated, after this middleware returned: map that too,
-  // or a domain error (a rate limit) would reach the client as an INTERNAL_SERVER_ERROR.
-  // A direct stream (over Parley's WebSocket handler) is never iterated and maps its own errors.
-  if (result.ok && isAsyncIterable(result.data) && !directStreamOf(result.data)) {
-    return { ...result, data: mapIterationErrors(result.data) };
-  }
-  return result;
-});
-
 /**
- * Counts and times every call per procedure and outcome, and writes the request log line
- * (request id, user id, never the input: it may hold passwords or tokens).
+ * Around every call, in one middleware (tRPC copies the call's options at each level): maps
+ * the domain error family to tRPC codes in one place (anything else stays a 500), then counts
+ * and times the call per procedure and outcome and writes the request log line (request id,
+ * user id, never the input: it may hold passwords or tokens).
  */
-const observe = t.middleware(async ({ ctx, path, type, next }) => {
+const instrument = t.middleware(async ({ ctx, path, type, next }) => {
   const started = performance.now();
   const result = await next();
+  const failure =
+    !result.ok && result.error.code === 'INTERNAL_SERVER_ERROR' && result.error.cause
+      ? toTRPCError(result.error.cause)
+      : null;
   const seconds = (performance.now() - started) / 1000;
-  const code = result.ok ? 'OK' : result.error.code;
+  const code = result.ok ? 'OK' : (failure ?? result.error).code;
   const labels = { procedure: path, type, code };
   ctx.app.metrics.trpcCalls.inc(labels);
   ctx.app.metrics.trpcDuration.observe(labels, seconds);
@@ -76,6 +67,13 @@ const observe = t.middleware(async ({ ctx, path, type, next }) => {
       },
       'call',
     );
+  }
+  if (failure) throw failure;
+  // A subscription fails while it is iterated, after this middleware returned: map that too,
+  // or a domain error (a rate limit) would reach the client as an INTERNAL_SERVER_ERROR.
+  // A direct stream (over Parley's WebSocket handler) is never iterated and maps its own errors.
+  if (result.ok && isAsyncIterable(result.data) && !directStreamOf(result.data)) {
+    return { ...result, data: mapIterationErrors(result.data) };
   }
   return result;
 });
@@ -114,5 +112,5 @@ const requireUser = t.middleware(async ({ ctx, meta, next }) => {
 
 export const router = t.router;
 export const createCallerFactory = t.createCallerFactory;
-export const publicProcedure = t.procedure.use(observe).use(mapErrors);
+export const publicProcedure = t.procedure.use(instrument);
 export const authedProcedure = publicProcedure.use(requireUser);
