@@ -2,8 +2,12 @@ import superjson from 'superjson';
 import { Redis } from 'ioredis';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { IncomingMessage } from 'node:http';
 import type { App } from '../server/src/app.js';
 import { subscriberName } from '../server/src/broker/redis.js';
+import { createContext } from '../server/src/context.js';
+import { appRouter } from '../server/src/routers/_app.js';
+import { createCallerFactory } from '../server/src/trpc.js';
 import type { ParleyEvent } from '../server/src/realtime/events.js';
 import { connect, signUp, wsUrl } from './support/client.js';
 import { TestDeployment, engineLabel, engines, onRealEngines } from './support/env.js';
@@ -20,6 +24,14 @@ beforeAll(async () => {
 afterAll(async () => {
   await deployment?.cleanup();
 });
+
+async function until(check: () => boolean, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
 
 async function pair(target: App = app) {
   const [al, bo] = await Promise.all([signUp(target.url), signUp(target.url)]);
@@ -323,6 +335,52 @@ describe(`events (${engineLabel})`, () => {
     expect(created(7).some((e) => e.message.id === last.id)).toBe(false);
     expect(frames.filter((f) => f.id === 7 && f.result?.type === 'stopped')).toHaveLength(1);
     socket.close();
+  });
+
+  it('serves a consumer that iterates the stream (a server-side caller): resume, live events, stop on abort', async () => {
+    const { al, bo, conversation } = await pair();
+    const ctx = await createContext(
+      app.services,
+      {
+        req: { headers: { authorization: `Bearer ${bo.token}` }, socket: {} } as IncomingMessage,
+        info: { connectionParams: null },
+      },
+      'http',
+    );
+    const open = async (signal: AbortSignal, lastEventId?: string) => {
+      const caller = createCallerFactory(appRouter)(ctx, { signal });
+      const stream = await caller.events(lastEventId ? { lastEventId } : undefined);
+      return stream[Symbol.asyncIterator]();
+    };
+    const take = async (iterator: Awaited<ReturnType<typeof open>>) => {
+      for (;;) {
+        const next = await iterator.next();
+        if (next.done) throw new Error('stream ended');
+        // A server-side caller gets tRPC's tracked envelopes as they are: [id, event].
+        const [id, event] = next.value as unknown as [string, ParleyEvent];
+        if (event.type === 'message.created') return { id, event };
+      }
+    };
+    const streams = () => app.services.realtime.hub.subscribers().length;
+    const before = streams();
+    const first = new AbortController();
+    const live = await open(first.signal);
+    expect(streams()).toBe(before + 1);
+    const sent = await al.api.message.send.mutate({ conversationId: conversation.id, content: 'one' });
+    const one = await take(live);
+    expect(one.event).toMatchObject({ message: { id: sent.id } });
+    first.abort();
+    await expect(live.next()).resolves.toMatchObject({ done: true });
+    await until(() => streams() === before);
+
+    // Resumed after the first event: exactly what came after it.
+    await al.api.message.send.mutate({ conversationId: conversation.id, content: 'two' });
+    const second = new AbortController();
+    const resumed = await open(second.signal, one.id);
+    expect((await take(resumed)).event).toMatchObject({ message: { content: 'two' } });
+    second.abort();
+    await until(() => streams() === before);
+    await Promise.all([al.close(), bo.close()]);
   });
 
   it('disconnects a client that never reads its socket, keeping server memory bounded', async () => {

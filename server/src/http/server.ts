@@ -87,13 +87,10 @@ export async function startHttp(
     keepAlive: { pingMs: 30_000, pongWaitMs: 5_000 },
     // The same cap as over HTTP: one message must not start an unbounded number of calls.
     maxBatchSize: config.limits.maxBatchSize,
+    onConnection: (open) => (open ? metrics.wsConnections.inc() : metrics.wsConnections.dec()),
     onError,
   });
   app.health.connections = () => wss.clients.size;
-  wss.on('connection', (ws) => {
-    metrics.wsConnections.inc();
-    ws.once('close', () => metrics.wsConnections.dec());
-  });
 
   server.on('upgrade', (req, socket, head) => {
     const path = (req.url ?? '/').split('?')[0];

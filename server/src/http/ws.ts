@@ -39,6 +39,8 @@ export interface WsHandlerOptions<TContext> {
   keepAlive: { pingMs: number; pongWaitMs: number };
   /** Most calls one message may carry. */
   maxBatchSize: number;
+  /** Told of every connection opened and closed (for metrics). */
+  onConnection?(open: boolean): void;
   onError(info: {
     error: TRPCError;
     path: string | undefined;
@@ -87,11 +89,13 @@ export function serveWebSocket<TContext>(options: WsHandlerOptions<TContext>): W
   options.wss.on('connection', (socket: WebSocket, req: IncomingMessage) => {
     const connection = new Connection(options, socket, req);
     connections.add(connection);
+    options.onConnection?.(true);
     socket.on('message', (data, isBinary) => connection.receive(data, isBinary));
     socket.on('error', (cause) => connection.report(getTRPCErrorFromUnknown(cause), undefined, 'unknown'));
     socket.once('close', () => {
       connections.delete(connection);
       connection.closed();
+      options.onConnection?.(false);
     });
   });
   return {

@@ -7,15 +7,15 @@ import type { Config } from '../config/index.js';
 import { RateLimited } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { ParleyEvent } from './events.js';
-import { DIRECT_STREAM } from './frames.js';
 import type { Hub } from './hub.js';
 import type { Presence } from './presence.js';
 import { userLog } from './publisher.js';
-import { EventStream, type StreamStart } from './stream.js';
+import { EventStream, type StreamDeps, type StreamStart } from './stream.js';
 import type { SubscriptionRequest } from './transformer.js';
 
 /** Changes whenever the broker loses its data, so ids from before cannot be resumed from. */
 const EPOCH_KEY = 'events:epoch';
+const EXPIRY_SWEEP_MS = 250;
 
 /** Per-WebSocket state shared by the calls on one connection. */
 export interface ConnectionState {
@@ -36,6 +36,10 @@ export class Realtime {
   readonly instanceId = randomUUID();
   /** Numbers this instance's subscriptions, for their keys. */
   private subscriptionCount = 0;
+  /** Every open stream, for the sweep that ends those whose access token expired. */
+  private readonly streams = new Set<EventStream>();
+  private expirySweep: NodeJS.Timeout | null = null;
+  private readonly streamDeps: StreamDeps;
 
   constructor(
     private readonly broker: Broker,
@@ -43,14 +47,38 @@ export class Realtime {
     readonly presence: Presence,
     private readonly config: Config,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.streamDeps = {
+      broker,
+      limits: config.limits,
+      log,
+      // What a stream leaves behind when it ends: its hub entry, its count, its presence.
+      onEnd: (stream) => {
+        this.streams.delete(stream);
+        this.hub.remove(stream);
+        const connection = stream.owner as ConnectionState | null;
+        if (connection) connection.subscriptions -= 1;
+        void this.presence
+          .disconnected(stream.userId, stream.key)
+          .catch((error: unknown) => this.log.warn({ err: error }, 'presence not updated on disconnect'));
+      },
+    };
+  }
 
   async start(): Promise<void> {
     await this.hub.start();
+    // One timer for every stream instead of one each: a token's expiry ends its stream within
+    // a quarter of a second.
+    this.expirySweep = setInterval(() => {
+      const now = Date.now();
+      for (const stream of this.streams) stream.expireBy(now);
+    }, EXPIRY_SWEEP_MS);
+    this.expirySweep.unref();
     this.presence.start(() => this.hub.subscribers().map((s) => ({ userId: s.userId, key: s.key })));
   }
 
   async stop(): Promise<void> {
+    if (this.expirySweep) clearInterval(this.expirySweep);
     this.presence.stop();
     await this.hub.stop();
   }
@@ -63,7 +91,7 @@ export class Realtime {
    * already gave, and goes live. Over Parley's WebSocket handler it writes its own frames
    * (`DIRECT_STREAM`); any other consumer iterates it.
    */
-  async stream(request: StreamRequest): Promise<AsyncGenerator<TrackedEnvelope<ParleyEvent>>> {
+  async stream(request: StreamRequest): Promise<AsyncIterable<TrackedEnvelope<ParleyEvent>>> {
     const { user, connection } = request;
     const { limits } = this.config;
     if (connection && connection.subscriptions >= limits.maxSubscriptionsPerConnection) {
@@ -72,17 +100,15 @@ export class Realtime {
     // Counted before the first await, so a burst on one connection cannot slip past the cap.
     if (connection) connection.subscriptions += 1;
     const log = userLog(user.id);
-    const stream = new EventStream({
-      broker: this.broker,
-      limits,
-      log: this.log,
-      userId: user.id,
-      sessionId: user.sessionId,
-      key: `${this.instanceId}:${(this.subscriptionCount += 1).toString(36)}`,
-      userLog: log,
-      expiresAt: user.expiresAt,
-      onEnd: (ended) => this.ended(ended, connection),
-    });
+    const stream = new EventStream(
+      this.streamDeps,
+      user.id,
+      user.sessionId,
+      `${this.instanceId}:${(this.subscriptionCount += 1).toString(36)}`,
+      user.expiresAt.getTime(),
+      connection,
+    );
+    this.streams.add(stream);
     this.hub.add(stream);
     const direct =
       request.socket && request.request ? { socket: request.socket, request: request.request } : null;
@@ -102,21 +128,8 @@ export class Realtime {
       stream.stop();
       throw error;
     }
-    const iterated = stream.iterate(direct ? undefined : (request.signal ?? undefined));
-    if (direct) {
-      stream.writeTo(direct.socket, direct.request);
-      Object.defineProperty(iterated, DIRECT_STREAM, { value: stream });
-    }
-    return iterated;
-  }
-
-  /** What a stream leaves behind when it ends: its hub entry, its count, its presence. */
-  private async ended(stream: EventStream, connection: ConnectionState | null): Promise<void> {
-    this.hub.remove(stream);
-    if (connection) connection.subscriptions -= 1;
-    await this.presence
-      .disconnected(stream.userId, stream.key)
-      .catch((error: unknown) => this.log.warn({ err: error }, 'presence not updated on disconnect'));
+    if (direct) stream.writeTo(direct.socket, direct.request);
+    return direct ? stream : stream.iterateWith(request.signal ?? undefined);
   }
 
   /** Where a resumed stream starts, or that it cannot be resumed (`resync`). */

@@ -6,8 +6,9 @@ import type { Limits } from '../config/index.js';
 import { toTRPCError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { EPHEMERAL_EVENTS, type ParleyEvent } from './events.js';
-import type { DirectStream } from './frames.js';
+import { DIRECT_STREAM, type DirectStream } from './frames.js';
 import type { Delivery, LocalSubscriber } from './hub.js';
+import { userLog } from './publisher.js';
 import { eventFrame, framePrefix, type SubscriptionRequest } from './transformer.js';
 
 const BACKFILL_PAGE = 500;
@@ -29,20 +30,13 @@ export interface StreamStart {
   backfill: boolean;
 }
 
-export interface EventStreamOptions {
+/** What every stream of an instance shares. */
+export interface StreamDeps {
   broker: Broker;
   limits: Limits;
   log: Logger;
-  userId: string;
-  sessionId: string;
-  /** Unique per subscription across instances. */
-  key: string;
-  /** The user's event log. */
-  userLog: string;
-  /** When the access token behind the stream expires. */
-  expiresAt: Date;
-  /** Runs once, when the stream ends (however it ends). */
-  onEnd: (stream: EventStream) => Promise<void>;
+  /** Runs once per stream, when it ends (however it ends). */
+  onEnd: (stream: EventStream) => void;
 }
 
 /**
@@ -52,11 +46,9 @@ export interface EventStreamOptions {
  * All of its state is in its fields, with no closure per subscription: thousands of idle
  * subscriptions hold little more than their sockets.
  */
-export class EventStream implements LocalSubscriber, DirectStream {
-  readonly userId: string;
-  readonly sessionId: string;
-  readonly key: string;
-  private readonly options: EventStreamOptions;
+export class EventStream
+  implements LocalSubscriber, DirectStream, AsyncIterable<TrackedEnvelope<ParleyEvent>>
+{
   private queue: Delivery[] = [];
   /** While the events channel is down and until the catch-up: what arrived meanwhile. */
   private held: Delivery[] | null = null;
@@ -65,21 +57,30 @@ export class EventStream implements LocalSubscriber, DirectStream {
   private position: StreamPosition | null = null;
   private epoch = '';
   private start_: StreamStart | null = null;
-  private readonly expiry: NodeJS.Timeout;
   private ended = false;
   /** Set for a direct stream: its socket and frame prefix, and whether it writes live. */
   private socket: WebSocket | null = null;
   private prefix = '';
   private live = false;
   private end: ((error: Error | null) => void) | null = null;
+  /** For an iterated stream: its consumer's signal. */
+  private signal: AbortSignal | undefined = undefined;
 
-  constructor(options: EventStreamOptions) {
-    this.options = options;
-    this.userId = options.userId;
-    this.sessionId = options.sessionId;
-    this.key = options.key;
-    // The context is built once per connection: the token's lifetime bounds the stream.
-    this.expiry = setTimeout(expire, Math.max(0, options.expiresAt.getTime() - Date.now()), this);
+  constructor(
+    private readonly deps: StreamDeps,
+    readonly userId: string,
+    readonly sessionId: string,
+    /** Unique per subscription across instances. */
+    readonly key: string,
+    /** When the access token behind the stream expires (the context is built once per connection). */
+    readonly expiresAt: number,
+    /** Whatever the owner keeps with the stream (its connection's counters). */
+    readonly owner: unknown,
+  ) {}
+
+  /** Present while the stream writes its own frames (see `DirectStream`). */
+  get [DIRECT_STREAM](): DirectStream | undefined {
+    return this.socket ? this : undefined;
   }
 
   /** Where the stream starts, once known; events that arrive before are queued. */
@@ -99,7 +100,7 @@ export class EventStream implements LocalSubscriber, DirectStream {
 
   deliver(delivery: Delivery): void {
     if (this.held) {
-      if (this.held.length >= this.options.limits.maxQueuedEvents) this.fail(new SlowConsumer());
+      if (this.held.length >= this.deps.limits.maxQueuedEvents) this.fail(new SlowConsumer());
       else this.held.push(delivery);
       return;
     }
@@ -140,8 +141,25 @@ export class EventStream implements LocalSubscriber, DirectStream {
     this.finish(null);
   }
 
-  /** The stream as an async generator, for a consumer that iterates it (HTTP, a caller). */
-  async *iterate(signal: AbortSignal | undefined): AsyncGenerator<TrackedEnvelope<ParleyEvent>> {
+  /** For a consumer that iterates the stream (HTTP, a caller) and stops it with `signal`. */
+  iterateWith(signal: AbortSignal | undefined): this {
+    this.signal = signal;
+    return this;
+  }
+
+  [Symbol.asyncIterator](): AsyncGenerator<TrackedEnvelope<ParleyEvent>> {
+    return this.iterate();
+  }
+
+  /** Ends the stream with `UNAUTHORIZED` once its access token has expired. */
+  expireBy(now: number): void {
+    if (now >= this.expiresAt) {
+      this.fail(new TRPCError({ code: 'UNAUTHORIZED', message: 'Access token expired' }));
+    }
+  }
+
+  private async *iterate(): AsyncGenerator<TrackedEnvelope<ParleyEvent>> {
+    const { signal } = this;
     const position = this.position;
     const start = this.start_;
     if (!position || !start) throw new Error('stream iterated before it began');
@@ -153,11 +171,7 @@ export class EventStream implements LocalSubscriber, DirectStream {
       }
       if (start.backfill) {
         for (;;) {
-          const page = await this.options.broker.rangeAfter(
-            this.options.userLog,
-            position.last,
-            BACKFILL_PAGE,
-          );
+          const page = await this.deps.broker.rangeAfter(userLog(this.userId), position.last, BACKFILL_PAGE);
           for (const entry of page) {
             position.last = entry.id;
             if (entry.fields.e) yield tracked(`${epoch}.${entry.id}`, decode(entry.fields.e));
@@ -196,7 +210,7 @@ export class EventStream implements LocalSubscriber, DirectStream {
       this.send(delivery);
       return;
     }
-    const { maxQueuedEvents } = this.options.limits;
+    const { maxQueuedEvents } = this.deps.limits;
     if (this.queue.length >= maxQueuedEvents) {
       // Ephemeral events go first; if that is not enough, the client is cut off.
       this.queue = this.queue.filter((queued) => !EPHEMERAL_EVENTS.has(queued.event.type));
@@ -221,7 +235,7 @@ export class EventStream implements LocalSubscriber, DirectStream {
     if (start.resync) this.write(`${this.epoch}.${position.last}`, { type: 'resync' });
     if (start.backfill) {
       for (;;) {
-        const page = await this.options.broker.rangeAfter(this.options.userLog, position.last, BACKFILL_PAGE);
+        const page = await this.deps.broker.rangeAfter(userLog(this.userId), position.last, BACKFILL_PAGE);
         for (const entry of page) {
           if (this.ended) return;
           position.last = entry.id;
@@ -246,7 +260,7 @@ export class EventStream implements LocalSubscriber, DirectStream {
   private write(eventId: string, event: ParleyEvent): void {
     const socket = this.socket;
     if (this.ended || !socket || socket.readyState !== socket.OPEN) return;
-    if (socket.bufferedAmount > this.options.limits.maxSocketBufferBytes) {
+    if (socket.bufferedAmount > this.deps.limits.maxSocketBufferBytes) {
       socket.close(1013, 'slow consumer');
       this.finish(new SlowConsumer());
       return;
@@ -261,8 +275,7 @@ export class EventStream implements LocalSubscriber, DirectStream {
     this.live = false;
     this.queue = [];
     this.held = null;
-    clearTimeout(this.expiry);
-    void this.options.onEnd(this);
+    this.deps.onEnd(this);
     const end = this.end;
     this.end = null;
     end?.(error === null ? null : toTRPCError(error));
@@ -271,11 +284,12 @@ export class EventStream implements LocalSubscriber, DirectStream {
   private async fetchMissed(): Promise<void> {
     this.held ??= [];
     const missed: Delivery[] = [];
-    const { broker, userLog } = this.options;
+    const { broker } = this.deps;
+    const log = userLog(this.userId);
     try {
       const position = this.position;
       if (position) {
-        const info = await broker.streamInfo(userLog);
+        const info = await broker.streamInfo(log);
         if (
           compareStreamIds(info.maxDeletedId, position.last) > 0 ||
           compareStreamIds(position.last, info.lastId) > 0
@@ -284,7 +298,7 @@ export class EventStream implements LocalSubscriber, DirectStream {
           missed.push({ id: null, event: { type: 'resync' } });
         } else {
           for (let after = position.last; ;) {
-            const page = await broker.rangeAfter(userLog, after, BACKFILL_PAGE);
+            const page = await broker.rangeAfter(log, after, BACKFILL_PAGE);
             for (const entry of page) {
               after = entry.id;
               if (entry.fields.e) missed.push({ id: entry.id, event: decode(entry.fields.e) });
@@ -294,7 +308,7 @@ export class EventStream implements LocalSubscriber, DirectStream {
         }
       }
     } catch (error) {
-      this.options.log.warn(
+      this.deps.log.warn(
         { err: error },
         'events missed while the events channel was down could not be fetched',
       );
@@ -306,10 +320,6 @@ export class EventStream implements LocalSubscriber, DirectStream {
       for (const delivery of held) this.accept(delivery);
     }
   }
-}
-
-function expire(stream: EventStream): void {
-  stream.fail(new TRPCError({ code: 'UNAUTHORIZED', message: 'Access token expired' }));
 }
 
 /**
