@@ -170,13 +170,9 @@ export class EventStream
         yield tracked(`${epoch}.${position.last}`, { type: 'resync' });
       }
       if (start.backfill) {
-        for (;;) {
-          const page = await this.deps.broker.rangeAfter(userLog(this.userId), position.last, BACKFILL_PAGE);
-          for (const entry of page) {
-            position.last = entry.id;
-            if (entry.fields.e) yield tracked(`${epoch}.${entry.id}`, decode(entry.fields.e));
-          }
-          if (page.length < BACKFILL_PAGE) break;
+        for await (const entry of eventsAfter(this.deps.broker, userLog(this.userId), position.last)) {
+          position.last = entry.id;
+          if (entry.event) yield tracked(`${epoch}.${entry.id}`, entry.event);
         }
       }
       for (;;) {
@@ -234,14 +230,10 @@ export class EventStream
     if (!position || !start) throw new Error('stream started before it began');
     if (start.resync) this.write(`${this.epoch}.${position.last}`, { type: 'resync' });
     if (start.backfill) {
-      for (;;) {
-        const page = await this.deps.broker.rangeAfter(userLog(this.userId), position.last, BACKFILL_PAGE);
-        for (const entry of page) {
-          if (this.ended) return;
-          position.last = entry.id;
-          if (entry.fields.e) this.write(`${this.epoch}.${entry.id}`, decode(entry.fields.e));
-        }
-        if (page.length < BACKFILL_PAGE) break;
+      for await (const entry of eventsAfter(this.deps.broker, userLog(this.userId), position.last)) {
+        if (this.ended) return;
+        position.last = entry.id;
+        if (entry.event) this.write(`${this.epoch}.${entry.id}`, entry.event);
       }
     }
     if (this.ended) return;
@@ -297,13 +289,8 @@ export class EventStream
           position.last = info.lastId;
           missed.push({ id: null, event: { type: 'resync' } });
         } else {
-          for (let after = position.last; ;) {
-            const page = await broker.rangeAfter(log, after, BACKFILL_PAGE);
-            for (const entry of page) {
-              after = entry.id;
-              if (entry.fields.e) missed.push({ id: entry.id, event: decode(entry.fields.e) });
-            }
-            if (page.length < BACKFILL_PAGE) break;
+          for await (const { id, event } of eventsAfter(broker, log, position.last)) {
+            if (event) missed.push({ id, event });
           }
         }
       }
@@ -348,6 +335,22 @@ class StreamPosition {
       if (conversationId && this.removed.has(conversationId)) return false;
     }
     return true;
+  }
+}
+
+/** The entries of a user's log after `after`, oldest first, read a page at a time. */
+async function* eventsAfter(
+  broker: Broker,
+  log: string,
+  after: string,
+): AsyncGenerator<{ id: string; event: ParleyEvent | null }> {
+  for (let last = after; ;) {
+    const page = await broker.rangeAfter(log, last, BACKFILL_PAGE);
+    for (const entry of page) {
+      last = entry.id;
+      yield { id: entry.id, event: entry.fields.e ? decode(entry.fields.e) : null };
+    }
+    if (page.length < BACKFILL_PAGE) return;
   }
 }
 
