@@ -378,6 +378,31 @@ function contract(engine: Engine) {
       expect((await broker.streamInfo(stream)).length).toBe(2);
     });
 
+    it('append with `requireValue` writes nothing unless the key holds exactly that value', async () => {
+      const stream = fresh('stream');
+      const key = fresh('roster');
+      const limit = fresh('limit');
+      const options = (value: string) => ({
+        requireValue: { key, value },
+        limit: { key: limit, max: 10, ttlMs: 60_000 },
+      });
+      // Missing, or another value: refused before anything is counted or written.
+      expect(await broker.append(stream, { m: '1' }, options('a'))).toEqual({
+        appended: false,
+        changed: true,
+      });
+      await broker.set(key, 'b', { ttlMs: 60_000 });
+      expect(await broker.append(stream, { m: '2' }, options('a'))).toEqual({
+        appended: false,
+        changed: true,
+      });
+      expect(await broker.get(limit)).toBeNull();
+      expect((await broker.streamInfo(stream)).length).toBe(0);
+      expect(await broker.append(stream, { m: '3' }, options('b'))).toMatchObject({ appended: true });
+      expect(await broker.get(limit)).toBe('1');
+      expect((await broker.rangeAfter(stream, '0-0', 10)).map((entry) => entry.fields.m)).toEqual(['3']);
+    });
+
     it('append with `fanOut` writes the event to every target and publishes it in the same step, or not at all', async () => {
       const stream = fresh('stream');
       const counter = fresh('seq');

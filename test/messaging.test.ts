@@ -14,7 +14,7 @@ import {
   pendingKey,
 } from '../server/src/messages/store.js';
 import { PersistenceWorker } from '../server/src/worker/persist.js';
-import { signUp, wsUrl } from './support/client.js';
+import { connect, signUp, wsUrl } from './support/client.js';
 import { TestDeployment, engineLabel, onRealEngines } from './support/env.js';
 import { expectCode } from './support/errors.js';
 
@@ -257,6 +257,36 @@ describe(`messages (${engineLabel})`, () => {
       al.api.message.send.mutate({ conversationId: id, content: 'y'.repeat(4000) }),
     ).resolves.toBeTruthy();
   });
+
+  it.skipIf(!onRealEngines)(
+    'refuses a send on an instance whose copy of the roster is out of date, and accepts a new member’s (needs PostgreSQL + Redis)',
+    async () => {
+      const second = await deployment.start({ worker: { blockMs: 100 } });
+      const [al, bo, cy] = await Promise.all([signUp(app.url), signUp(app.url), signUp(app.url)]);
+      const group = await al.api.conversation.createGroup.mutate({
+        name: 'rosters',
+        memberIds: [bo.user.id],
+      });
+      const boOnSecond = connect(second.url, bo.tokens.accessToken);
+      const cyOnSecond = connect(second.url, cy.tokens.accessToken);
+      // The second instance now holds a copy of the roster: al and bo.
+      await boOnSecond.api.message.send.mutate({ conversationId: group.id, content: 'bo, before' });
+      // Changed through the first instance: bo removed, cy added.
+      await al.api.conversation.removeMember.mutate({ id: group.id, userId: bo.user.id });
+      await al.api.conversation.addMembers.mutate({ id: group.id, userIds: [cy.user.id] });
+      await expectCode(
+        boOnSecond.api.message.send.mutate({ conversationId: group.id, content: 'bo, removed' }),
+        'NOT_FOUND',
+      );
+      await cyOnSecond.api.message.send.mutate({ conversationId: group.id, content: 'cy, added' });
+      await drained(app);
+      const contents = (await rows(app, group.id)).map((row) => row.content);
+      expect(contents).toContain('bo, before');
+      expect(contents).toContain('cy, added');
+      expect(contents).not.toContain('bo, removed');
+      await Promise.all([al.close(), bo.close(), cy.close(), boOnSecond.close(), cyOnSecond.close()]);
+    },
+  );
 
   it('refuses message.send over a socket whose session was revoked, on every path that answers it', async () => {
     const [al, bo, cy] = await Promise.all([signUp(app.url), signUp(app.url), signUp(app.url)]);

@@ -78,6 +78,9 @@ export class MemoryBroker implements Broker {
     if (Object.keys(fields).length === 0) return Promise.reject(noFields());
     const fan = options.fanOut && options.fanOut.streams.length > 0 ? options.fanOut : null;
     if (fan && Object.keys(fan.fields).length === 0) return Promise.reject(noFields());
+    if (options.requireValue && this.readKey(options.requireValue.key) !== options.requireValue.value) {
+      return Promise.resolve({ appended: false, changed: true });
+    }
     const refused = (options.refuseIf ?? []).findIndex((refusal) =>
       refuses(refusal, this.readKey(refusal.key)),
     );

@@ -17,23 +17,24 @@ import {
 // `max-deleted-entry-id` only for XDEL; `streamInfo` derives the bound a resuming reader needs
 // from the first entry left.
 
-// Check the refusals, count against the limit, claim the idempotency key, take the next number
+// Check the required value and the refusals, count against the limit, claim the idempotency key, take the next number
 // of the counter, append, record the pending copy and, optionally, fan an event out (one entry
 // under one new id in each target stream, then a publish) in one step, so a crash can never
 // leave a claimed key without its message, a message without its pending copy or its event, or
 // a number handed out twice.
-// KEYS: unique key or '', stream, counter or '', limit key or '', refusal keys, pending hashes,
-// then with a fan-out its id stream and its target streams.
+// KEYS: unique key or '', stream, counter or '', limit key or '', required key or '', refusal
+// keys, pending hashes, then with a fan-out its id stream and its target streams.
 // ARGV: maxLen, unique value, unique ttl, pending count, counter slot, fan-out target count,
-// refusal count, limit max, limit ttl, refusal thresholds ('' for any value), pending
-// field/value pairs, with a fan-out [maxLen, channel, message, field count, field/value pairs],
-// entry field/value pairs.
+// refusal count, limit max, limit ttl, required value, refusal thresholds ('' for any value),
+// pending field/value pairs, with a fan-out [maxLen, channel, message, field count, field/value
+// pairs], entry field/value pairs.
 const APPEND = `
+if KEYS[5] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[10] then return {5, ''} end
 local refusals = tonumber(ARGV[7])
 for i = 1, refusals do
-  local v = redis.call('GET', KEYS[4 + i])
+  local v = redis.call('GET', KEYS[5 + i])
   if v then
-    local least = ARGV[9 + i]
+    local least = ARGV[10 + i]
     if least == '' or tonumber(v) >= tonumber(least) then return {3, tostring(i - 1)} end
   end
 end
@@ -69,7 +70,7 @@ local function pairsFrom(first, last)
   end
   return out
 end
-local at = 10 + refusals + pending * 2
+local at = 11 + refusals + pending * 2
 local fan
 if targets > 0 then
   local count = tonumber(ARGV[at + 3])
@@ -84,8 +85,8 @@ if ARGV[1] ~= '' then
 else
   id = redis.call('XADD', KEYS[2], '*', unpack(fields))
 end
-local hashes = 4 + refusals
-local pairsAt = 8 + refusals
+local hashes = 5 + refusals
+local pairsAt = 9 + refusals
 for i = 1, pending do
   redis.call('HSET', KEYS[hashes + i], ARGV[pairsAt + i * 2], id .. '|' .. fill(ARGV[pairsAt + 1 + i * 2]))
 end
@@ -337,11 +338,12 @@ export class RedisBroker implements Broker {
     const refusals = options.refuseIf ?? [];
     const { limit } = options;
     const args: (string | number)[] = [
-      4 + refusals.length + pending.length + (fan ? 1 + fan.streams.length : 0),
+      5 + refusals.length + pending.length + (fan ? 1 + fan.streams.length : 0),
       options.unique ? this.k(options.unique.key) : '',
       this.k(stream),
       options.counter ? this.k(options.counter.key) : '',
       limit ? this.k(limit.key) : '',
+      options.requireValue ? this.k(options.requireValue.key) : '',
     ];
     for (const refusal of refusals) args.push(this.k(refusal.key));
     for (const write of pending) args.push(this.k(write.key));
@@ -359,6 +361,7 @@ export class RedisBroker implements Broker {
       String(refusals.length),
       String(limit?.max ?? 0),
       String(limit?.ttlMs ?? 0),
+      options.requireValue?.value ?? '',
     );
     for (const refusal of refusals) args.push(refusal.atLeast === undefined ? '' : String(refusal.atLeast));
     for (const write of pending) args.push(write.field, write.value);
@@ -390,6 +393,8 @@ export class RedisBroker implements Broker {
         return { appended: false, refused: Number(result[1]) };
       case 4:
         return { appended: false, limited: true };
+      case 5:
+        return { appended: false, changed: true };
       default:
         return { appended: false, existing: result[1] };
     }

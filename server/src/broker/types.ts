@@ -46,7 +46,9 @@ export type AppendResult =
   /** With `refuseIf`: the refusal at this index held, so nothing was written. */
   | { appended: false; refused: number }
   /** With `limit`: the count went past its maximum, so nothing else was written. */
-  | { appended: false; limited: true };
+  | { appended: false; limited: true }
+  /** With `requireValue`: the key did not hold that value, so nothing was written. */
+  | { appended: false; changed: true };
 
 /** A key whose presence refuses an append: any value, or a number of at least `atLeast`. */
 export interface Refusal {
@@ -64,8 +66,13 @@ export interface AppendOptions {
   /** Cap the stream at about this many entries (only trims whole old entries). */
   maxLen?: number;
   /**
-   * Checked first, in the same atomic step: when one of these refuses, nothing at all is
-   * written (not even the `limit` count) and the result gives its index.
+   * Checked first, in the same atomic step: unless `key` holds exactly `value` (a value read
+   * earlier, still current), nothing at all is written and the result says `changed`.
+   */
+  requireValue?: { key: string; value: string };
+  /**
+   * Checked next: when one of these refuses, nothing at all is written (not even the `limit`
+   * count) and the result gives its index.
    */
   refuseIf?: Refusal[];
   /**

@@ -21,14 +21,53 @@ interface Roster {
   members: string[];
 }
 
+/** A roster as the broker holds it: its key, its exact text, and its members. */
+export interface SendRoster {
+  key: string;
+  text: string;
+  members: string[];
+}
+
 const rosterKey = (conversationId: string) => `roster:${conversationId}`;
 const ROSTER_TTL_MS = 10 * 60 * 1000;
+/** Rosters this instance keeps for the send path; the oldest goes first beyond this. */
+const LOCAL_ROSTERS = 10_000;
 
 export class Memberships {
+  /** This instance's copies of broker rosters, for the send path (see `sendRoster`). */
+  private readonly local = new Map<string, SendRoster>();
+
   constructor(
     private readonly db: Database,
     private readonly broker: Broker,
   ) {}
+
+  /**
+   * The roster a send goes out with: this instance's copy when it has one (with `fresh`, or
+   * without a copy, the broker's). A copy may be out of date; the send's append requires the
+   * broker's roster to still be this text (`AppendOptions.requireValue`), and when it is not,
+   * the send asks again with `fresh`. So a send costs no round trip for its roster, and none
+   * is ever accepted on a roster that changed.
+   */
+  async sendRoster(conversationId: string, fresh = false): Promise<SendRoster> {
+    const copy = fresh ? undefined : this.local.get(conversationId);
+    if (copy) return copy;
+    const key = rosterKey(conversationId);
+    let text = await this.broker.get(key);
+    if (text === null) {
+      const filled = JSON.stringify(await this.load(conversationId));
+      const set = await this.broker.set(key, filled, { ttlMs: ROSTER_TTL_MS, nx: true });
+      text = set ? filled : ((await this.broker.get(key)) ?? filled);
+    }
+    const roster: SendRoster = { key, text, members: (JSON.parse(text) as Roster).members };
+    this.local.delete(conversationId);
+    this.local.set(conversationId, roster);
+    if (this.local.size > LOCAL_ROSTERS) {
+      const oldest = this.local.keys().next();
+      if (!oldest.done) this.local.delete(oldest.value);
+    }
+    return roster;
+  }
 
   /**
    * Members of a live conversation (empty when it is deleted or unknown), from the broker's
@@ -49,6 +88,8 @@ export class Memberships {
 
   /** Call after every committed membership change of the conversation. */
   async refresh(conversationId: string): Promise<void> {
+    // This instance's copy goes at once; other instances' sends find theirs out of date.
+    this.local.delete(conversationId);
     const roster = await this.load(conversationId);
     await this.broker.set(rosterKey(conversationId), JSON.stringify(roster), { ttlMs: ROSTER_TTL_MS });
   }

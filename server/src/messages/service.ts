@@ -2,13 +2,16 @@ import { v7 as uuidv7 } from 'uuid';
 import { type AppendOptions, type Broker, type Refusal, refuses } from '../broker/types.js';
 import type { Limits } from '../config/index.js';
 import type { Memberships } from '../conversations/membership.js';
-import { Forbidden, NotFound, RateLimited, Unauthorized } from '../errors.js';
+import { Forbidden, NotFound, RateLimited, Unauthorized, Unavailable } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import { decodeCursor, encodeCursor } from '../pagination.js';
 import type { EventPublisher, ParleyEvent } from '../realtime/events.js';
 import type { EditMessage, ListMessages, Message, SendMessage } from './schemas.js';
 import type { MessageStore } from './store.js';
+
+/** What `create` answers when the roster a send relied on changed before its append. */
+const ROSTER_CHANGED = Symbol('roster changed');
 
 export interface Sender {
   id: string;
@@ -33,38 +36,61 @@ export class MessageService {
    * set, checked in the same broker step as the append.
    */
   async send(sender: Sender, input: SendMessage, session: Refusal[] = []): Promise<Message> {
-    // Independent reads, one round trip's worth of waiting. A clientMessageId still claimed in
-    // the broker is caught by the append itself; PostgreSQL covers a retry after the claim expired.
-    const [recipients, earlier] = await Promise.all([
-      this.memberships.recipients(sender.id, input.conversationId).catch(async (error: unknown) => {
-        // A revoked session learns nothing, not even whether it is a member.
-        await this.requireSession(session);
-        throw error;
-      }),
-      input.clientMessageId ? this.store.writtenClientId(sender.id, input.clientMessageId) : null,
-    ]);
+    // A clientMessageId still claimed in the broker is caught by the append itself; PostgreSQL
+    // covers a retry after the claim expired. Looked up while the roster is read.
+    const earlierLookup = input.clientMessageId
+      ? this.store.writtenClientId(sender.id, input.clientMessageId)
+      : null;
+    let roster = await this.senderRoster(sender.id, input.conversationId, session, false);
+    const earlier = await earlierLookup;
     if (earlier) {
       await this.requireSession(session);
       return this.firstOf(earlier.id);
     }
-    return this.create(
-      input.conversationId,
-      sender,
-      input.content,
-      'text',
-      input.clientMessageId ?? null,
-      recipients,
-      {
-        refuseIf: session,
-        limit: this.sendLimit(sender.id),
-      },
-    );
+    for (let attempt = 1; ; attempt++) {
+      const result = await this.create(
+        input.conversationId,
+        sender,
+        input.content,
+        'text',
+        input.clientMessageId ?? null,
+        roster.members,
+        {
+          requireValue: { key: roster.key, value: roster.text },
+          refuseIf: session,
+          limit: this.sendLimit(sender.id),
+        },
+      );
+      if (result !== ROSTER_CHANGED) return result;
+      // The membership changed since this instance read it: read it again, and check again.
+      if (attempt >= 3) throw new Unavailable('The conversation kept changing; nothing was sent');
+      roster = await this.senderRoster(sender.id, input.conversationId, session, true);
+    }
+  }
+
+  /** The roster of a conversation the sender is in (a copy missing them is checked afresh). */
+  private async senderRoster(senderId: string, conversationId: string, session: Refusal[], fresh: boolean) {
+    try {
+      let roster = await this.memberships.sendRoster(conversationId, fresh);
+      if (!fresh && !roster.members.includes(senderId)) {
+        roster = await this.memberships.sendRoster(conversationId, true);
+      }
+      if (!roster.members.includes(senderId)) throw new NotFound('Conversation');
+      return roster;
+    } catch (error) {
+      // A revoked session learns nothing, not even whether it is a member.
+      await this.requireSession(session);
+      throw error;
+    }
   }
 
   /** A `system` message ("al added bo") in the conversation's history, seen by every member. */
   async appendSystem(conversationId: string, actor: Sender, content: string): Promise<Message> {
     const recipients = await this.memberships.memberIds(conversationId);
-    return this.create(conversationId, actor, content, 'system', null, recipients);
+    const created = await this.create(conversationId, actor, content, 'system', null, recipients);
+    // Without `requireValue` the append never answers `changed`.
+    if (created === ROSTER_CHANGED) throw new Error('an append without a roster check answered `changed`');
+    return created;
   }
 
   async list(userId: string, input: ListMessages) {
@@ -128,8 +154,8 @@ export class MessageService {
     type: Message['type'],
     clientMessageId: string | null,
     recipients: string[],
-    guard?: Pick<AppendOptions, 'refuseIf' | 'limit'>,
-  ): Promise<Message> {
+    guard?: Pick<AppendOptions, 'requireValue' | 'refuseIf' | 'limit'>,
+  ): Promise<Message | typeof ROSTER_CHANGED> {
     const draft = {
       id: uuidv7(),
       conversationId,
@@ -159,6 +185,7 @@ export class MessageService {
       return { ...draft, seq: result.seq };
     }
     if ('refused' in result) throw new Unauthorized('Session ended');
+    if ('changed' in result) return ROSTER_CHANGED;
     if ('limited' in result) {
       const windowMs = this.limits.sendWindowSeconds * 1000;
       const retryAfter = Math.ceil((windowMs - (Date.now() % windowMs)) / 1000);

@@ -198,12 +198,13 @@ export class MessageStore {
     /** The event that goes out with the message, in the same step, given the seq's stand-in. */
     announce?: (seqSlot: string) => FanOut | null,
     /** Checked in the same step, before anything is written. */
-    guard: Pick<AppendOptions, 'refuseIf' | 'limit'> = {},
+    guard: Pick<AppendOptions, 'requireValue' | 'refuseIf' | 'limit'> = {},
   ): Promise<
     | { appended: true; seq: number }
     | { appended: false; existing: { conversationId: string; id: string } }
     | { appended: false; refused: number }
     | { appended: false; limited: true }
+    | { appended: false; changed: true }
   > {
     const json = wireJsonAwaitingSeq(message);
     const key = seqKey(message.conversationId);
@@ -226,7 +227,7 @@ export class MessageStore {
     for (let attempt = 0; ; attempt++) {
       const result = await this.broker.append(MESSAGES_STREAM, { op: 'create', m: json }, options);
       if (result.appended) return { appended: true, seq: result.counter ?? 0 };
-      if ('refused' in result || 'limited' in result) return result;
+      if ('refused' in result || 'limited' in result || 'changed' in result) return result;
       if ('existing' in result) {
         const [conversationId = '', id = ''] = result.existing.split(':');
         return { appended: false, existing: { conversationId, id } };
