@@ -29,7 +29,11 @@ export async function tap(
   const received: Received[] = [];
   const errors: unknown[] = [];
   const before = await app.services.realtime.presence.connectionCount(userId);
+  let started = false;
   const subscription = client.api.events.subscribe(input, {
+    onStarted: () => {
+      started = true;
+    },
     onData: (envelope) => received.push({ id: envelope.id, event: envelope.data }),
     onError: (error) => errors.push(error),
   });
@@ -58,9 +62,10 @@ export async function tap(
       }
     },
   };
-  // The subscription is live once the server counts the connection (some instance does).
+  // Live once the server has answered `started` (the stream's start is fixed then: an event
+  // sent before could precede it) and counts the connection (some instance does).
   const deadline = Date.now() + 10_000;
-  while ((await app.services.realtime.presence.connectionCount(userId)) <= before) {
+  while (!started || (await app.services.realtime.presence.connectionCount(userId)) <= before) {
     if (errors.length > 0) throw new Error(`subscription failed: ${String(errors[0])}`);
     if (Date.now() > deadline) throw new Error('subscription did not start');
     await new Promise((resolve) => setTimeout(resolve, 10));
