@@ -56,8 +56,7 @@ export class Realtime {
       onEnd: (stream) => {
         this.streams.delete(stream);
         this.hub.remove(stream);
-        const connection = stream.owner as ConnectionState | null;
-        if (connection) connection.subscriptions -= 1;
+        if (stream.connection) stream.connection.subscriptions -= 1;
         void this.presence
           .disconnected(stream.userId, stream.key)
           .catch((error: unknown) => this.log.warn({ err: error }, 'presence not updated on disconnect'));

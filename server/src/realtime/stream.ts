@@ -9,6 +9,7 @@ import { EPHEMERAL_EVENTS, type ParleyEvent } from './events.js';
 import { DIRECT_STREAM, type DirectStream } from './frames.js';
 import type { Delivery, LocalSubscriber } from './hub.js';
 import { userLog } from './publisher.js';
+import type { ConnectionState } from './service.js';
 import { eventFrame, framePrefix, type SubscriptionRequest } from './transformer.js';
 
 const BACKFILL_PAGE = 500;
@@ -74,8 +75,8 @@ export class EventStream
     readonly key: string,
     /** When the access token behind the stream expires (the context is built once per connection). */
     readonly expiresAt: number,
-    /** Whatever the owner keeps with the stream (its connection's counters). */
-    readonly owner: unknown,
+    /** The counters of the WebSocket connection it runs on, if any. */
+    readonly connection: ConnectionState | null,
   ) {}
 
   /** Present while the stream writes its own frames (see `DirectStream`). */
