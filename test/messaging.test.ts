@@ -38,6 +38,21 @@ async function rows(target: App, conversationId: string): Promise<Row[]> {
   return (Array.isArray(result) ? result : (result as { rows: Row[] }).rows) as Row[];
 }
 
+/** A stored message's times, as milliseconds since the epoch. */
+async function storedTimes(target: App, id: string): Promise<Record<string, number | null>> {
+  const result = await target.services.db.execute(
+    sql`select (extract(epoch from sent_at) * 1000)::float8 as sent_at,
+               (extract(epoch from edited_at) * 1000)::float8 as edited_at,
+               (extract(epoch from deleted_at) * 1000)::float8 as deleted_at
+        from messages where id = ${id}`,
+  );
+  const [row] = (Array.isArray(result) ? result : (result as { rows: unknown[] }).rows) as Record<
+    string,
+    number | string | null
+  >[];
+  return Object.fromEntries(Object.entries(row ?? {}).map(([k, v]) => [k, v === null ? null : Number(v)]));
+}
+
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Waits until the worker has written everything in the stream. */
@@ -437,8 +452,13 @@ describe(`messages (${engineLabel})`, () => {
     expect(stored.map((r) => r.seq)).toEqual(stored.map((_, i) => i + 1));
     const row = stored.find((r) => r.id === mine.id);
     expect(row?.content).toBe('');
-    expect(row?.deleted_at).not.toBeNull();
-    expect(row?.edited_at).not.toBeNull();
+    // The written times are the ones the API answered with, to the millisecond.
+    const times = await storedTimes(app, mine.id);
+    expect(times).toEqual({
+      sent_at: mine.sentAt.getTime(),
+      edited_at: edited.editedAt?.getTime(),
+      deleted_at: tombstone.deletedAt?.getTime(),
+    });
   });
 
   it('reads its writes: history, byId, edit and delete work before the worker writes anything', async () => {
@@ -575,17 +595,72 @@ describe(`persistence worker (${engineLabel})`, () => {
           deletedAt: null,
         }),
       });
+      // In a real conversation, from a sender that does not exist.
+      await broker.append(MESSAGES_STREAM, {
+        op: 'create',
+        m: JSON.stringify({
+          id: '01900000-0000-7000-8000-000000000002',
+          conversationId: id,
+          seq: 1_000,
+          senderId: '00000000-0000-4000-8000-000000000000',
+          senderUsername: 'nobody',
+          type: 'text',
+          content: 'from nobody',
+          clientMessageId: null,
+          sentAt: Date.now(),
+          editedAt: null,
+          deletedAt: null,
+        }),
+      });
       const good = await al.api.message.send.mutate({ conversationId: id, content: 'after the poison' });
       await drained(target, 20_000);
       expect((await rows(target, id)).map((r) => r.id)).toEqual([good.id]);
       const dead = await broker.rangeAfter(DEAD_LETTER_STREAM, '0-0', 10);
       expect(dead.map((entry) => entry.fields.reason)).toEqual([
         'unreadable entry',
-        expect.stringMatching(/foreign key|violates/i),
+        expect.stringMatching(/violates foreign key: no such conversation/),
+        expect.stringMatching(/violates foreign key: no such sender/),
       ]);
     } finally {
       await local.cleanup();
     }
+  });
+
+  it('keeps every message tied to its conversation and its sender, whoever writes to the table', async () => {
+    const [al, bo] = await Promise.all([signUp(app.url), signUp(app.url)]);
+    const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
+    const kept = await al.api.message.send.mutate({ conversationId: id, content: 'kept' });
+    const reply = await bo.api.message.send.mutate({ conversationId: id, content: 'reply' });
+    await drained(app);
+    const db = app.services.db;
+    const missing = '00000000-0000-4000-8000-00000000dead';
+    const insert = (conversationId: string, senderId: string) =>
+      db.execute(sql`insert into messages (id, conversation_id, seq, sender_id, sender_username, content, sent_at)
+                     values (gen_random_uuid(), ${conversationId}, 999, ${senderId}, 'x', 'x', now())`);
+    const refusal = async (statement: Promise<unknown>) => {
+      const error = await statement.then(
+        () => null,
+        (e: unknown) => e,
+      );
+      let cause: unknown = error;
+      while (cause instanceof Error && cause.cause instanceof Error) cause = cause.cause;
+      const code = (cause as { code?: unknown } | null)?.code;
+      return `${String(code)}: ${cause instanceof Error ? cause.message : 'no error'}`;
+    };
+    expect(await refusal(insert(missing, al.user.id))).toMatch(/^23503: .*no such conversation/);
+    expect(await refusal(insert(id, missing))).toMatch(/^23503: .*no such sender/);
+    expect(
+      await refusal(db.execute(sql`update messages set conversation_id = ${missing} where id = ${kept.id}`)),
+    ).toMatch(/^23503: .*no such conversation/);
+    // A sender with messages cannot be removed outright (accounts are deleted by anonymising them).
+    await db.execute(sql`delete from members where conversation_id = ${id}`);
+    expect(await refusal(db.execute(sql`delete from users where id = ${bo.user.id}`))).toMatch(
+      /^23503: .*the user sent messages/,
+    );
+    expect((await rows(app, id)).map((r) => r.id)).toEqual([kept.id, reply.id]);
+    // Removing a conversation outright removes its messages with it.
+    await db.execute(sql`delete from conversations where id = ${id}`);
+    expect(await rows(app, id)).toEqual([]);
   });
 
   it('writes entries a vanished worker had read but not acknowledged, exactly once', async () => {
