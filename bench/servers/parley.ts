@@ -132,9 +132,7 @@ serveCalls({
     }));
   },
   /** Rows this process's persistence worker has written so far, without asking PostgreSQL. */
-  async persisted() {
-    return Promise.resolve(app.worker?.stats.persisted ?? 0);
-  },
+  persisted: () => app.worker?.stats.persisted ?? 0,
   /** How far the persistence group is behind the message stream. */
   async groupLag() {
     const info = await app.services.broker.groupInfo(MESSAGES_STREAM, PERSIST_GROUP);

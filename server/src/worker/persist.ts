@@ -16,8 +16,6 @@ import {
 interface Change {
   entryId: string;
   message: WireMessage;
-  /** The entry's JSON as read from the stream: an object, handed to PostgreSQL as it is. */
-  json: string;
 }
 
 export interface WorkerStats {
@@ -218,7 +216,7 @@ export class PersistenceWorker {
         const count = deliveries.get(change.entryId) ?? 1;
         if (count >= this.settings.maxDeliveries) {
           await this.deadLetter(
-            { id: change.entryId, fields: { op: 'upsert', m: change.json } },
+            { id: change.entryId, fields: { op: 'upsert', m: JSON.stringify(change.message) } },
             describe(error),
           );
         } else {
@@ -254,13 +252,23 @@ export class PersistenceWorker {
     // The latest change of each message within the batch is the one that counts.
     const latest = new Map<string, Change>();
     for (const change of changes) latest.set(change.message.id, change);
-    // One JSON parameter instead of twelve per row: each entry's own JSON object with its
-    // version put in front, so nothing is encoded again; PostgreSQL reads the wire fields.
-    let rows = '[';
-    for (const { entryId, json } of latest.values()) {
-      rows += `${rows.length > 1 ? ',' : ''}{"version":"${versionOf(entryId)}",${json.slice(json.indexOf('{') + 1)}`;
-    }
-    rows += ']';
+    // One JSON parameter instead of twelve per row: cheap to build and to parse at any size.
+    const rows = JSON.stringify(
+      [...latest.values()].map(({ entryId, message }) => ({
+        id: message.id,
+        conversation_id: message.conversationId,
+        seq: message.seq,
+        sender_id: message.senderId,
+        sender_username: message.senderUsername,
+        type: message.type,
+        content: message.content,
+        client_message_id: message.clientMessageId,
+        sent_at: new Date(message.sentAt).toISOString(),
+        edited_at: message.editedAt === null ? null : new Date(message.editedAt).toISOString(),
+        deleted_at: message.deletedAt === null ? null : new Date(message.deletedAt).toISOString(),
+        version: versionOf(entryId),
+      })),
+    );
     const activity = new Map<string, { seq: number; at: number }>();
     for (const { message } of latest.values()) {
       const current = activity.get(message.conversationId);
@@ -297,13 +305,9 @@ export class PersistenceWorker {
       )
       insert into messages (id, conversation_id, seq, sender_id, sender_username, type, content,
                             client_message_id, sent_at, edited_at, deleted_at, version)
-      select id, "conversationId", seq, "senderId", "senderUsername", type, content,
-             "clientMessageId", to_timestamp("sentAt" / 1000.0), to_timestamp("editedAt" / 1000.0),
-             to_timestamp("deletedAt" / 1000.0), version
-      from json_to_recordset(${rows}::json) as r(
-        version text, id uuid, "conversationId" uuid, seq bigint, "senderId" uuid,
-        "senderUsername" text, type message_type, content text, "clientMessageId" text,
-        "sentAt" double precision, "editedAt" double precision, "deletedAt" double precision)
+      select id, conversation_id, seq, sender_id, sender_username, type, content,
+             client_message_id, sent_at, edited_at, deleted_at, version
+      from json_populate_recordset(null::messages, ${rows}::json)
       order by id
       on conflict (id) do update
         set content = excluded.content,
@@ -381,11 +385,8 @@ function parse(entry: StreamEntry): Change | null {
   try {
     const raw = entry.fields.m;
     if (!raw) return null;
-    const message = JSON.parse(raw) as Partial<WireMessage> | null;
+    const message = JSON.parse(raw) as Partial<WireMessage>;
     if (
-      typeof message !== 'object' ||
-      message === null ||
-      Array.isArray(message) ||
       typeof message.id !== 'string' ||
       typeof message.conversationId !== 'string' ||
       typeof message.seq !== 'number' ||
@@ -395,7 +396,7 @@ function parse(entry: StreamEntry): Change | null {
     ) {
       return null;
     }
-    return { entryId: entry.id, message: message as WireMessage, json: raw };
+    return { entryId: entry.id, message: message as WireMessage };
   } catch {
     return null;
   }
