@@ -58,7 +58,7 @@ export function buildServices(deps: {
   const conversations = new ConversationService(db, store, memberships, messages, events, broker);
   const presence = new Presence(broker, memberships, users, events, config.presence, log);
   users.presence = presence;
-  hub = new Hub(broker, log, metrics);
+  hub = new Hub(broker, sessions, log, metrics);
   const realtime = new Realtime(broker, hub, presence, config, log);
   return {
     config,

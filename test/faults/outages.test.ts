@@ -1,8 +1,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Message } from '../../server/src/messages/schemas.js';
-import { signUp } from '../support/client.js';
+import { connect, signUp } from '../support/client.js';
 import { tap } from '../support/events.js';
 import { failureCode, oracle, Scenario } from './harness.js';
+import { waitUntil } from './support.js';
 
 const scenarios: Scenario[] = [];
 afterEach(async () => {
@@ -219,5 +220,40 @@ describe('dependency outages', () => {
     expect(rows.filter((row) => row.id === retried.id)).toHaveLength(1);
     expect(rows.map((row) => row.seq).sort((a, b) => a - b)).toEqual([before.seq, retried.seq]);
     await Promise.all([al.close(), bo.close()]);
+  });
+});
+
+describe('revocations missed', () => {
+  it('a session logged out while one instance had no Redis: its streams there end when Redis is back', async () => {
+    const scenario = await Scenario.create();
+    scenarios.push(scenario);
+    // A reaches Redis through the proxy; B directly, so it can log out while A cannot hear it.
+    const a = await scenario.start();
+    const b = await scenario.deployment.start();
+    const [al, bo, cy] = await Promise.all([signUp(b.url), signUp(a.url), signUp(a.url)]);
+    const toBo = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
+    const toCy = await al.api.conversation.openDirect.mutate({ userId: cy.user.id });
+    const boEvents = await tap(bo, a, bo.user.id);
+    const cyEvents = await tap(cy, a, cy.user.id);
+
+    scenario.redis.cut();
+    const boOnB = connect(b.url, bo.tokens.accessToken);
+    await boOnB.api.auth.logout.mutate({});
+    const toBoDuring = await al.api.message.send.mutate({ conversationId: toBo.id, content: 'after logout' });
+    const toCyDuring = await al.api.message.send.mutate({ conversationId: toCy.id, content: 'while cut' });
+    scenario.redis.restore();
+
+    // Once A is back on Redis: the logged-out session's stream ends, unserved; the other catches up.
+    await waitUntil(
+      async () => Promise.resolve(boEvents.errors.length > 0),
+      'the revoked stream ended',
+      20_000,
+    );
+    expect(String(boEvents.errors[0])).toMatch(/Session ended/);
+    expect(boEvents.of('message.created').map((e) => e.message.id)).not.toContain(toBoDuring.id);
+    await cyEvents.until((received) => received.some((r) => r.event.type === 'message.created'), 20_000);
+    expect(cyEvents.of('message.created').map((e) => e.message.id)).toEqual([toCyDuring.id]);
+    await cyEvents.stop();
+    await Promise.all([al.close(), bo.close(), cy.close(), boOnB.close()]);
   });
 });

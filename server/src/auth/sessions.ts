@@ -17,6 +17,24 @@ export interface Revocation {
   sessionId: string | null;
 }
 
+/** Who holds an access token: enough to find the marks that revoke it. */
+export interface SessionHolder {
+  userId: string;
+  sessionId: string;
+  /** When the access token was issued (ms). */
+  issuedAt: number;
+}
+
+/** Sessions checked per broker command by `revokedAmong`. */
+const REVOCATION_CHECK_BATCH = 500;
+
+function marksOf(holder: SessionHolder): Refusal[] {
+  return [
+    { key: `revoked:session:${holder.sessionId}` },
+    { key: `revoked:user:${holder.userId}`, atLeast: holder.issuedAt },
+  ];
+}
+
 /**
  * Refresh-token sessions. A login starts a family; each refresh rotates to a new row of the
  * same family. Revocation is written to PostgreSQL (refresh tokens) and to the broker
@@ -111,10 +129,24 @@ export class Sessions {
    * same atomic step (`AppendOptions.refuseIf`).
    */
   revocationMarks(user: AuthUser): Refusal[] {
-    return [
-      { key: `revoked:session:${user.sessionId}` },
-      { key: `revoked:user:${user.id}`, atLeast: user.issuedAt.getTime() },
-    ];
+    return marksOf({ userId: user.id, sessionId: user.sessionId, issuedAt: user.issuedAt.getTime() });
+  }
+
+  /**
+   * Which of these sessions were revoked, in order: for holders that may have missed the
+   * announcement (a subscription whose events channel was down). Throws while the broker is down.
+   */
+  async revokedAmong(holders: readonly SessionHolder[]): Promise<boolean[]> {
+    const revoked: boolean[] = [];
+    for (let start = 0; start < holders.length; start += REVOCATION_CHECK_BATCH) {
+      const marks = holders.slice(start, start + REVOCATION_CHECK_BATCH).map(marksOf);
+      const values = await this.broker.mget(marks.flat().map((mark) => mark.key));
+      let at = 0;
+      for (const pair of marks) {
+        revoked.push(pair.map((mark) => refuses(mark, values[at++] ?? null)).some(Boolean));
+      }
+    }
+    return revoked;
   }
 
   /** Whether an access token's session was revoked; fails open while the broker is down. */

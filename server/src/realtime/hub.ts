@@ -1,5 +1,5 @@
 import superjson from 'superjson';
-import { REVOCATIONS_CHANNEL, type Revocation } from '../auth/sessions.js';
+import { REVOCATIONS_CHANNEL, type Revocation, type SessionHolder, type Sessions } from '../auth/sessions.js';
 import type { Broker, Unsubscribe } from '../broker/types.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
@@ -7,15 +7,16 @@ import type { ParleyEvent } from './events.js';
 import { EVENTS_CHANNEL, openEnvelope } from './publisher.js';
 import { shareEvent } from './transformer.js';
 
+/** How often a catch-up tries to reach Redis before the subscriptions go on unchecked (about 10 s). */
+const CATCH_UP_ATTEMPTS = 8;
+
 /** A delivery to one local subscription: the broker id of a durable event, or null. */
 export interface Delivery {
   readonly id: string | null;
   readonly event: ParleyEvent;
 }
 
-export interface LocalSubscriber {
-  userId: string;
-  sessionId: string;
+export interface LocalSubscriber extends SessionHolder {
   /** Unique per subscription across instances (`<instance>:<subscription>`). */
   key: string;
   deliver(delivery: Delivery): void;
@@ -37,12 +38,15 @@ export class Hub {
   private readonly unsubscribes: Unsubscribe[] = [];
   /** Between the loss of the broker's subscriber connection and its return. */
   private interrupted = false;
+  /** Returns of the events channel so far, so that only the latest one catches up. */
+  private restores = 0;
 
   /** Events decoded and handed to at least one local subscriber. */
   delivered = 0;
 
   constructor(
     private readonly broker: Broker,
+    private readonly sessions: Pick<Sessions, 'revokedAmong'>,
     private readonly log: Logger,
     private readonly metrics?: Pick<Metrics, 'eventsFannedOut'>,
   ) {}
@@ -61,7 +65,7 @@ export class Hub {
       restored: () => {
         this.interrupted = false;
         this.log.info('events channel back; subscriptions catch up from their logs');
-        for (const subscriber of this.subscribers()) subscriber.catchUp();
+        void this.catchUp(this.subscribers());
       },
     });
     this.unsubscribes.push(() => {
@@ -95,6 +99,38 @@ export class Hub {
     let total = 0;
     for (const set of this.byUser.values()) total += set.size;
     return total;
+  }
+
+  /**
+   * After the events channel came back. Revocations announced meanwhile reached no one here,
+   * so each held subscription's session is checked first: a revoked one ends, the others
+   * catch up (until then, what arrives live is held, so a revoked session gets nothing more).
+   * Redis's other connection may come back a little later than the channel's: the check is
+   * retried for a while, which also lets the catch-up read the logs.
+   */
+  private async catchUp(held: LocalSubscriber[]): Promise<void> {
+    const restore = (this.restores += 1);
+    let revoked: boolean[] = [];
+    for (let attempt = 1; ; attempt++) {
+      try {
+        revoked = await this.sessions.revokedAmong(held);
+        break;
+      } catch (error) {
+        if (attempt >= CATCH_UP_ATTEMPTS) {
+          // Fails open, as every revocation check does while the broker is down: access tokens
+          // are short-lived, and a stream still ends when its token expires.
+          this.log.warn({ err: error }, 'sessions of held subscriptions could not be checked');
+          break;
+        }
+        await new Promise((resolve) => setTimeout(resolve, Math.min(100 * 2 ** attempt, 2_000)));
+        // Lost again meanwhile: the next return of the channel takes over.
+        if (this.interrupted || restore !== this.restores) return;
+      }
+    }
+    held.forEach((subscriber, i) => {
+      if (revoked[i]) subscriber.revoke();
+      else subscriber.catchUp();
+    });
   }
 
   private onEvent(raw: string): void {

@@ -103,6 +103,7 @@ export class Realtime {
       this.streamDeps,
       user.id,
       user.sessionId,
+      user.issuedAt.getTime(),
       `${this.instanceId}:${(this.subscriptionCount += 1).toString(36)}`,
       user.expiresAt.getTime(),
       connection,

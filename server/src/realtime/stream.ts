@@ -71,6 +71,8 @@ export class EventStream
     private readonly deps: StreamDeps,
     readonly userId: string,
     readonly sessionId: string,
+    /** When the access token behind the stream was issued (ms), to find its revocation marks. */
+    readonly issuedAt: number,
     /** Unique per subscription across instances. */
     readonly key: string,
     /** When the access token behind the stream expires (the context is built once per connection). */
