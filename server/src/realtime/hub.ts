@@ -123,10 +123,10 @@ export class Hub {
           break;
         }
         await new Promise((resolve) => setTimeout(resolve, Math.min(100 * 2 ** attempt, 2_000)));
-        // Lost again meanwhile: the next return of the channel takes over.
-        if (this.interrupted || restore !== this.restores) return;
       }
     }
+    // Lost again meanwhile: the subscriptions stay held, and the next return takes over.
+    if (this.interrupted || restore !== this.restores) return;
     held.forEach((subscriber, i) => {
       if (revoked[i]) subscriber.revoke();
       else subscriber.catchUp();
