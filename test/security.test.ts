@@ -301,6 +301,29 @@ async function expectEventually(check: () => Promise<boolean>, timeoutMs = 5000)
   }
 }
 
+describe(`tokens over HTTP (${engineLabel})`, () => {
+  it('refuses a token it accepted before once that token expires or its session ends', async () => {
+    // HTTP requests reuse the verification of a token they have seen: that must not outlive
+    // the token, nor skip the revocation check.
+    const ida = await signUp(app.url);
+    const claims = claimsOf(ida.tokens.accessToken);
+    const exp = Math.floor(Date.now() / 1000) + 2;
+    const shortLived = connect(
+      app.url,
+      sign({ alg: 'HS256', typ: 'JWT' }, { ...claims, exp }, deployment.jwtSecret),
+    );
+    await expect(shortLived.api.auth.me.query()).resolves.toMatchObject({ id: ida.user.id });
+    await expect(shortLived.api.auth.me.query()).resolves.toMatchObject({ id: ida.user.id });
+    await new Promise((resolve) => setTimeout(resolve, exp * 1000 - Date.now() + 200));
+    await expectCode(shortLived.api.auth.me.query(), 'UNAUTHORIZED');
+
+    await expect(ida.api.auth.me.query()).resolves.toMatchObject({ id: ida.user.id });
+    await ida.api.auth.logout.mutate({});
+    await expectCode(ida.api.auth.me.query(), 'UNAUTHORIZED');
+    await Promise.all([shortLived.close(), ida.close()]);
+  });
+});
+
 describe(`tokens over the WebSocket (${engineLabel})`, () => {
   it('refuses forged, foreign and misused tokens in connectionParams and in ?token=', async () => {
     const carol = await signUp(app.url);

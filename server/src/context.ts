@@ -41,7 +41,8 @@ export async function createContext(
   socket: WebSocket | null = null,
 ): Promise<Context> {
   const token = bearerToken(opts.req, opts.info.connectionParams, transport);
-  const user = token ? await app.auth.authenticate(token) : null;
+  // Over HTTP every request carries the token; a WebSocket carries it once.
+  const user = token ? await app.auth.authenticate(token, { reuse: transport === 'http' }) : null;
   return {
     app,
     user,

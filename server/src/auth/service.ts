@@ -10,9 +10,14 @@ import { type AuthUser, verifyAccessToken } from './tokens.js';
 
 const INVALID_LOGIN = 'Invalid username, email or password';
 
+/** Verified access tokens kept for `authenticate(…, { reuse: true })`, oldest out first. */
+const VERIFIED_TOKENS_KEPT = 10_000;
+
 export class AuthService {
   /** Checked against when the user does not exist, so both failures cost one hash. */
   private readonly dummyHash: Promise<string>;
+  /** Access tokens that verified, by their whole text (signature included). */
+  private readonly verified = new Map<string, Readonly<AuthUser>>();
 
   constructor(
     private readonly broker: Broker,
@@ -76,10 +81,35 @@ export class AuthService {
     return { ok: true };
   }
 
-  /** Verifies an access token and that its session has not been revoked since. */
-  async authenticate(token: string): Promise<AuthUser | null> {
-    const user = await verifyAccessToken(this.config.jwt, token);
+  /**
+   * Verifies an access token and that its session has not been revoked since. With `reuse`, a
+   * token that verified before is not verified again until it expires: an HTTP client sends the
+   * same token with every request for its whole lifetime. Its revocation is checked every time.
+   */
+  async authenticate(token: string, options: { reuse?: boolean } = {}): Promise<AuthUser | null> {
+    const user = options.reuse
+      ? await this.verifyOnce(token)
+      : await verifyAccessToken(this.config.jwt, token);
     if (!user || (await this.sessions.isRevoked(user))) return null;
     return user;
+  }
+
+  private async verifyOnce(token: string): Promise<Readonly<AuthUser> | null> {
+    const known = this.verified.get(token);
+    if (known) {
+      if (known.expiresAt.getTime() > Date.now()) return known;
+      this.verified.delete(token);
+      return null;
+    }
+    const user = await verifyAccessToken(this.config.jwt, token);
+    if (!user) return null;
+    if (this.verified.size >= VERIFIED_TOKENS_KEPT) {
+      const oldest = this.verified.keys().next();
+      if (!oldest.done) this.verified.delete(oldest.value);
+    }
+    // Shared by every request with this token.
+    const shared = Object.freeze(user);
+    this.verified.set(token, shared);
+    return shared;
   }
 }
