@@ -322,6 +322,26 @@ describe(`tokens over HTTP (${engineLabel})`, () => {
     await expectCode(ida.api.auth.me.query(), 'UNAUTHORIZED');
     await Promise.all([shortLived.close(), ida.close()]);
   });
+
+  it('refuses every call of a revoked session, batched or alone, message.send included', async () => {
+    const [jo, kim] = await Promise.all([signUp(app.url), signUp(app.url)]);
+    const { id } = await jo.api.conversation.openDirect.mutate({ userId: kim.user.id });
+    await jo.api.message.send.mutate({ conversationId: id, content: 'before' });
+    await jo.api.auth.logout.mutate({});
+    // Made in one tick: the two queries go out as one HTTP request, sharing one context.
+    await Promise.all([
+      expectCode(jo.api.auth.me.query(), 'UNAUTHORIZED'),
+      expectCode(jo.api.conversation.list.query({}), 'UNAUTHORIZED'),
+      expectCode(
+        jo.api.message.send.mutate({ conversationId: id, content: 'after, batched' }),
+        'UNAUTHORIZED',
+      ),
+    ]);
+    await expectCode(jo.api.message.send.mutate({ conversationId: id, content: 'after' }), 'UNAUTHORIZED');
+    const seen = await kim.api.message.list.query({ conversationId: id });
+    expect(seen.items.map((m) => m.content)).toEqual(['before']);
+    await Promise.all([jo.close(), kim.close()]);
+  });
 });
 
 describe(`tokens over the WebSocket (${engineLabel})`, () => {
