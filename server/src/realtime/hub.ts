@@ -7,7 +7,7 @@ import type { ParleyEvent } from './events.js';
 import { EVENTS_CHANNEL, openEnvelope } from './publisher.js';
 import { shareEvent } from './transformer.js';
 
-/** How often a catch-up tries to reach Redis before the subscriptions go on unchecked (about 10 s). */
+/** How often a catch-up tries to reach Redis before the subscriptions go on unchecked (about 9 s). */
 const CATCH_UP_ATTEMPTS = 8;
 
 /** A delivery to one local subscription: the broker id of a durable event, or null. */
