@@ -912,7 +912,7 @@ function contract(engine: Engine) {
   });
 
   describe('sorted sets', () => {
-    it('zadd updates a member in place; zrem and zremRangeByScore (inclusive) count removals', async () => {
+    it('zadd updates members in place, several at once; zrem and zremRangeByScore (inclusive) count removals', async () => {
       const key = fresh('zset');
       expect(await broker.zcard(key)).toBe(0);
       await broker.zadd(key, 10, 'a');
@@ -920,6 +920,13 @@ function contract(engine: Engine) {
       await broker.zadd(key, 30, 'c');
       await broker.zadd(key, 5, 'c');
       expect(await broker.zcard(key)).toBe(3);
+      // Several members at once, new and existing, all to one score; no members changes nothing.
+      await broker.zadd(key, 7, 'd', 'e', 'b');
+      await broker.zadd(key, 9);
+      expect(await broker.zscores(key, ['b', 'd', 'e'])).toEqual([7, 7, 7]);
+      await broker.zadd(key, 20, 'b');
+      expect(await broker.zrem(key, 'd')).toBe(1);
+      expect(await broker.zrem(key, 'e')).toBe(1);
       // c moved to 5, so "up to 10" removes a and c.
       expect(await broker.zremRangeByScore(key, 10)).toBe(2);
       expect(await broker.zcard(key)).toBe(1);

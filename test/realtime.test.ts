@@ -210,6 +210,28 @@ describe(`events (${engineLabel})`, () => {
     await watcher.stop();
   });
 
+  it('keeps every connection of every user alive for as long as its instance runs', async () => {
+    const local = await TestDeployment.create();
+    try {
+      const settings = { presence: { ttlMs: 600, heartbeatMs: 150 } };
+      const instance = await local.start(settings);
+      const [cy, di] = await Promise.all([signUp(instance.url), signUp(instance.url)]);
+      const laptop = connect(instance.url, cy.token);
+      const taps = [await tap(cy, instance, cy.user.id), await tap(laptop, instance, cy.user.id)];
+      taps.push(await tap(di, instance, di.user.id));
+      // Three lifetimes of a connection entry: only the heartbeat can have kept them.
+      await new Promise((resolve) => setTimeout(resolve, 1_800));
+      const { presence } = instance.services.realtime;
+      expect(await presence.connectionCount(cy.user.id)).toBe(2);
+      expect(await presence.connectionCount(di.user.id)).toBe(1);
+      expect(await presence.onlineAmong([cy.user.id, di.user.id])).toEqual(new Set([cy.user.id, di.user.id]));
+      for (const events of taps) await events.stop();
+      await laptop.close();
+    } finally {
+      await local.cleanup();
+    }
+  });
+
   it('stops a removed member at once', async () => {
     const [owner, member] = await Promise.all([signUp(app.url), signUp(app.url)]);
     const group = await owner.api.conversation.createGroup.mutate({

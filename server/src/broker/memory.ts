@@ -394,13 +394,14 @@ export class MemoryBroker implements Broker {
     return Promise.resolve(removed);
   }
 
-  zadd(key: string, score: number, member: string): Promise<void> {
+  zadd(key: string, score: number, ...members: string[]): Promise<void> {
+    if (members.length === 0) return Promise.resolve();
     let zset = this.zsets.get(key);
     if (!zset) {
       zset = new Map();
       this.zsets.set(key, zset);
     }
-    zset.set(member, score);
+    for (const member of members) zset.set(member, score);
     return Promise.resolve();
   }
 

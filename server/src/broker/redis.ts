@@ -622,8 +622,10 @@ export class RedisBroker implements Broker {
     return this.run(() => this.client.hdel(this.k(key), ...fields));
   }
 
-  async zadd(key: string, score: number, member: string): Promise<void> {
-    await this.run(() => this.client.zadd(this.k(key), score, member));
+  async zadd(key: string, score: number, ...members: string[]): Promise<void> {
+    if (members.length === 0) return;
+    const pairs = members.flatMap((member) => [score, member]);
+    await this.run(() => this.client.zadd(this.k(key), ...pairs));
   }
 
   zrem(key: string, member: string): Promise<number> {

@@ -201,7 +201,8 @@ export interface Broker {
   hdel(key: string, ...fields: string[]): Promise<number>;
 
   // Sorted sets (presence, rate windows).
-  zadd(key: string, score: number, member: string): Promise<void>;
+  /** Adds or moves each of `members` to `score`, in one step. */
+  zadd(key: string, score: number, ...members: string[]): Promise<void>;
   zrem(key: string, member: string): Promise<number>;
   zremRangeByScore(key: string, max: number): Promise<number>;
   zcard(key: string): Promise<number>;

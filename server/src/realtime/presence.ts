@@ -78,16 +78,19 @@ export class Presence implements OnlineLookup {
   private async heartbeat(local: { userId: string; key: string }[]): Promise<void> {
     const expiry = Date.now() + this.settings.ttlMs;
     // In slices sent together (pipelined by the Redis client), not one round trip after another:
-    // an instance with thousands of connections refreshes them in a few round trips.
+    // an instance with thousands of connections refreshes them in a few round trips, with one
+    // command per user (for all of their connections here) and one for the online set.
     for (let i = 0; i < local.length; i += HEARTBEAT_SLICE) {
-      await Promise.all(
-        local
-          .slice(i, i + HEARTBEAT_SLICE)
-          .flatMap(({ userId, key }) => [
-            this.broker.zadd(connectionsKey(userId), expiry, key),
-            this.broker.zadd(ONLINE_KEY, expiry, userId),
-          ]),
-      );
+      const byUser = new Map<string, string[]>();
+      for (const { userId, key } of local.slice(i, i + HEARTBEAT_SLICE)) {
+        const keys = byUser.get(userId);
+        if (keys) keys.push(key);
+        else byUser.set(userId, [key]);
+      }
+      await Promise.all([
+        ...[...byUser].map(([userId, keys]) => this.broker.zadd(connectionsKey(userId), expiry, ...keys)),
+        this.broker.zadd(ONLINE_KEY, expiry, ...byUser.keys()),
+      ]);
     }
     // Users whose every connection stopped being refreshed: their instance is gone.
     const stale = await this.broker.zrangeByScore(ONLINE_KEY, Date.now(), 100);
