@@ -151,11 +151,12 @@ export class Sessions {
 
   /** Whether an access token's session was revoked; fails open while the broker is down. */
   async isRevoked(user: AuthUser): Promise<boolean> {
-    const marks = this.revocationMarks(user);
     try {
       // One command for both marks: this runs on every call over a WebSocket.
-      const values = await this.broker.mget(marks.map((mark) => mark.key));
-      return marks.some((mark, i) => refuses(mark, values[i] ?? null));
+      const [revoked] = await this.revokedAmong([
+        { userId: user.id, sessionId: user.sessionId, issuedAt: user.issuedAt.getTime() },
+      ]);
+      return revoked ?? false;
     } catch (error) {
       // Access tokens are short-lived; while the broker is down their signature is enough.
       this.log.warn({ err: error }, 'revocation check skipped: broker unavailable');
