@@ -141,6 +141,18 @@ describe('docker-compose.yml', () => {
     expect(/location \/trpc \{([^}]*)\}/.exec(nginx)?.[1]).toContain('proxy_pass http://parley_api');
     // Metrics are not served to the public side of the proxy.
     expect(/location = \/metrics \{([^}]*)\}/.exec(nginx)?.[1]).toContain('return 404');
+    // Access lines never hold a query string (plain WebSocket clients may send `?token=`): every
+    // access log names a format of this file, and no format logs the request line or arguments.
+    const accessLogs = [...nginx.matchAll(/^\s*access_log\s+(\S+)\s*(\S*?);/gm)];
+    expect(accessLogs.length).toBeGreaterThan(0);
+    const formats = new Map(
+      [...nginx.matchAll(/log_format\s+(\S+)\s+([^;]*);/g)].map((m) => [m[1], m[2] ?? '']),
+    );
+    for (const [, path, format] of accessLogs) {
+      if (path === 'off') continue;
+      expect(formats.has(format ?? ''), `access_log ${path} uses a format defined here`).toBe(true);
+      expect(formats.get(format ?? '')).not.toMatch(/\$(request|request_uri|args|query_string|arg_\w+)\b/);
+    }
     expect(compose.services.proxy?.depends_on).toMatchObject({
       'api-1': { condition: 'service_healthy' },
       'api-2': { condition: 'service_healthy' },

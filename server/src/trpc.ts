@@ -16,11 +16,11 @@ export interface ProcedureMeta {
 const builder = initTRPC.context<Context>().meta<ProcedureMeta>();
 const t = builder.create({
   transformer,
-  errorFormatter({ shape, error, ctx }) {
+  errorFormatter({ shape, error }) {
     const cause = error.cause;
     const zodError = cause instanceof z.ZodError ? z.flattenError(cause) : null;
     const field = cause instanceof DomainError && cause.field ? cause.field : null;
-    const showStack = ctx?.app.config.env === 'development';
+    // No stack trace in any mode: it names files and lines of the server; the log has it.
     const { stack: _stack, ...data } = shape.data;
     return {
       ...shape,
@@ -28,7 +28,6 @@ const t = builder.create({
       message: cause instanceof z.ZodError ? z.prettifyError(cause) : shape.message,
       data: {
         ...data,
-        ...(showStack && _stack ? { stack: _stack } : {}),
         zodError: zodError ?? (field ? { formErrors: [], fieldErrors: { [field]: [error.message] } } : null),
       },
     };

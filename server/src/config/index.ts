@@ -78,6 +78,14 @@ export const EnvSchema = z.object({
       ),
   ),
   PARLEY_WORKER: z.preprocess(emptyAsUndefined, z.enum(['on', 'off']).default('on')),
+  /** Bearer token a `/metrics` scrape must present; unset: only scrapes from this machine. */
+  METRICS_TOKEN: z.preprocess(
+    emptyAsUndefined,
+    z
+      .string()
+      .refine((s) => Buffer.byteLength(s) >= 16, 'must be at least 16 bytes long')
+      .optional(),
+  ),
   /** `on` behind a reverse proxy: throttling uses the address it appends to X-Forwarded-For. */
   TRUST_PROXY: z.preprocess(emptyAsUndefined, z.enum(['on', 'off']).default('off')),
   PARLEY_WORKER_ID: z.preprocess(
@@ -149,6 +157,8 @@ export interface Config {
   corsOrigins: string[];
   /** Take the client address from the last X-Forwarded-For entry (set by a trusted proxy). */
   trustProxy: boolean;
+  /** What a `/metrics` scrape must send as its bearer token; null: scrapes from loopback only. */
+  metricsToken: string | null;
   runWorker: boolean;
   worker: {
     /** Consumer name in the stream's group; a stable one lets a restarted worker resume its own entries at once. */
@@ -242,6 +252,7 @@ export function loadConfig(
     logFormat: env.LOG_FORMAT ?? (env.NODE_ENV === 'development' ? 'pretty' : 'json'),
     corsOrigins: env.CORS_ORIGINS,
     trustProxy: env.TRUST_PROXY === 'on',
+    metricsToken: env.METRICS_TOKEN ?? null,
     runWorker: env.PARLEY_WORKER === 'on',
     worker: {
       consumerName: env.PARLEY_WORKER_ID ?? `${hostname()}-${process.pid}`,

@@ -1,3 +1,4 @@
+import { z } from 'zod';
 import { v7 as uuidv7 } from 'uuid';
 import { and, asc, desc, eq, inArray, isNull, lt, or, sql } from 'drizzle-orm';
 import { conversations, members, users } from '../../../drizzle/schema.js';
@@ -6,7 +7,7 @@ import type { Database } from '../db/index.js';
 import { Forbidden, Invalid, NotFound } from '../errors.js';
 import type { MessageService, Sender } from '../messages/service.js';
 import type { MessageStore } from '../messages/store.js';
-import { decodeCursor, encodeCursor } from '../pagination.js';
+import { CursorField, decodeCursor, encodeCursor } from '../pagination.js';
 import type { EventPublisher, ParleyEvent } from '../realtime/events.js';
 import type { Memberships } from './membership.js';
 import type { Conversation, CreateGroup, ListConversations, Member } from './schemas.js';
@@ -77,7 +78,7 @@ export class ConversationService {
   }
 
   async list(userId: string, input: ListConversations) {
-    const after = decodeCursor(input.cursor, ['at', 'id']);
+    const after = decodeCursor(input.cursor, z.object({ at: CursorField.at, id: CursorField.id }));
     const rows = await this.db
       .select({ id: conversations.id, lastActivityAt: conversations.lastActivityAt })
       .from(members)

@@ -1,5 +1,7 @@
+import { timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { clientAddress } from '../context.js';
 import { routeOf } from '../metrics.js';
 import type { Services } from '../services.js';
 
@@ -8,7 +10,12 @@ import type { Services } from '../services.js';
  * and `/metrics`; returns false for any other path. Shared by the API server and the
  * worker-only process.
  */
-export function handleOpsRequest(app: Services, url: string, res: http.ServerResponse): boolean {
+export function handleOpsRequest(
+  app: Services,
+  url: string,
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+): boolean {
   if (url === '/healthz') {
     res.writeHead(200, { 'content-type': 'text/plain' }).end('ok');
     return true;
@@ -29,6 +36,12 @@ export function handleOpsRequest(app: Services, url: string, res: http.ServerRes
     return true;
   }
   if (url === '/metrics') {
+    if (!mayScrape(app, req)) {
+      res
+        .writeHead(403, { 'content-type': 'text/plain' })
+        .end('metrics are served to loopback or with METRICS_TOKEN');
+      return true;
+    }
     void app.metrics.registry.metrics().then(
       (body) => res.writeHead(200, { 'content-type': app.metrics.registry.contentType }).end(body),
       (error: unknown) => {
@@ -39,6 +52,26 @@ export function handleOpsRequest(app: Services, url: string, res: http.ServerRes
     return true;
   }
   return false;
+}
+
+/**
+ * Metrics name procedures, counts and the process's internals: on the API port they are for
+ * the operator, so a scrape needs `METRICS_TOKEN` as a bearer token when one is set, and
+ * otherwise has to come from this machine (a request forwarded by a trusted proxy counts as
+ * coming from the address it forwards).
+ */
+function mayScrape(app: Services, req: http.IncomingMessage): boolean {
+  const token = app.config.metricsToken;
+  if (token) {
+    const given = Buffer.from(req.headers.authorization ?? '');
+    const expected = Buffer.from(`Bearer ${token}`);
+    return given.length === expected.length && timingSafeEqual(given, expected);
+  }
+  return isLoopback(clientAddress(req, app.config.trustProxy));
+}
+
+function isLoopback(address: string): boolean {
+  return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.');
 }
 
 /** Counts and times a request under its route once the response is sent. */
@@ -65,7 +98,7 @@ export async function startOpsHttp(
 ): Promise<{ port: number; close(): Promise<void> }> {
   const server = http.createServer((req, res) => {
     countRequest(app, req, res);
-    if (!handleOpsRequest(app, req.url ?? '/', res)) {
+    if (!handleOpsRequest(app, req.url ?? '/', req, res)) {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
     }
   });

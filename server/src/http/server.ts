@@ -73,7 +73,7 @@ export async function startHttp(
       trpcHandler(req, res);
       return;
     }
-    if (handleOpsRequest(app, url, res)) return;
+    if (handleOpsRequest(app, url, req, res)) return;
     res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
   });
   server.keepAliveTimeout = 65_000;

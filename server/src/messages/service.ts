@@ -1,3 +1,4 @@
+import { z } from 'zod';
 import { v7 as uuidv7 } from 'uuid';
 import { type AppendOptions, type Broker, type Refusal, refuses } from '../broker/types.js';
 import type { Limits } from '../config/index.js';
@@ -5,7 +6,7 @@ import type { Memberships } from '../conversations/membership.js';
 import { Forbidden, NotFound, RateLimited, Unauthorized, Unavailable } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
-import { decodeCursor, encodeCursor } from '../pagination.js';
+import { CursorField, decodeCursor, encodeCursor } from '../pagination.js';
 import type { EventPublisher, ParleyEvent } from '../realtime/events.js';
 import type { EditMessage, ListMessages, Message, SendMessage } from './schemas.js';
 import type { MessageStore } from './store.js';
@@ -95,7 +96,7 @@ export class MessageService {
 
   async list(userId: string, input: ListMessages) {
     await this.memberships.require(userId, input.conversationId);
-    const position = decodeCursor(input.cursor, ['seq', 'order']);
+    const position = decodeCursor(input.cursor, z.object({ seq: CursorField.seq, order: CursorField.order }));
     const ascending = position ? position.order === 'asc' : input.afterSeq !== undefined;
     const range = ascending
       ? { after: position ? Number(position.seq) : (input.afterSeq ?? 0) }

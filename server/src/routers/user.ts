@@ -6,11 +6,11 @@ export const userRouter = router({
   list: authedProcedure
     .input(ListUsers.optional())
     .output(page(PublicUser))
-    .query(({ ctx, input }) => ctx.app.users.list(input ?? ListUsers.parse({}))),
+    .query(({ ctx, input }) => ctx.app.users.list(ctx.user.id, input ?? ListUsers.parse({}))),
   byId: authedProcedure
     .input(z.object({ id: Id }))
     .output(PublicUser)
-    .query(({ ctx, input }) => ctx.app.users.byId(input.id)),
+    .query(({ ctx, input }) => ctx.app.users.byId(ctx.user.id, input.id)),
   update: authedProcedure
     .input(UpdateUser)
     .output(Me)

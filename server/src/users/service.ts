@@ -1,13 +1,14 @@
 import { randomUUID } from 'node:crypto';
+import { z } from 'zod';
 import { and, asc, eq, gt, inArray, isNull, or, sql } from 'drizzle-orm';
-import { users } from '../../../drizzle/schema.js';
+import { conversations, members, users } from '../../../drizzle/schema.js';
 import { hashPassword, verifyPassword } from '../auth/passwords.js';
 import type { Register } from '../auth/schemas.js';
 import type { Sessions } from '../auth/sessions.js';
 import type { AuthUser } from '../auth/tokens.js';
 import type { Database } from '../db/index.js';
 import { Conflict, Forbidden, Invalid, NotFound } from '../errors.js';
-import { decodeCursor, encodeCursor } from '../pagination.js';
+import { CursorField, decodeCursor, encodeCursor } from '../pagination.js';
 import type { ListUsers, Me, PublicUser, UpdateUser } from './schemas.js';
 
 /** Who is online right now, across every instance. */
@@ -82,11 +83,49 @@ export class UserService {
     return toMe(row, online.has(id));
   }
 
-  async byId(id: string): Promise<PublicUser> {
+  /** A user's profile; their presence only when `viewerId` shares a conversation with them. */
+  async byId(viewerId: string, id: string): Promise<PublicUser> {
     const row = await this.findActive(id);
     if (!row) throw new NotFound('User');
-    const online = await this.presence.onlineAmong([id]);
-    return toPublic(row, online.has(id));
+    const [user] = await this.asSeenBy(viewerId, [row]);
+    if (!user) throw new NotFound('User');
+    return user;
+  }
+
+  /**
+   * Profiles as `viewerId` may see them: `online` and `lastSeenAt` are shown to the people who
+   * share a conversation with that user (as the event stream does), and hidden from others.
+   */
+  private async asSeenBy(viewerId: string, rows: UserRow[]): Promise<PublicUser[]> {
+    if (rows.length === 0) return [];
+    const ids = rows.map((row) => row.id);
+    const [contacts, online] = await Promise.all([
+      this.contactsAmong(viewerId, ids),
+      this.presence.onlineAmong(ids),
+    ]);
+    return rows.map((row) =>
+      contacts.has(row.id)
+        ? toPublic(row, online.has(row.id))
+        : { ...toPublic(row, false), lastSeenAt: null },
+    );
+  }
+
+  /** Those of `ids` who share a live conversation with `viewerId` (the viewer included). */
+  private async contactsAmong(viewerId: string, ids: string[]): Promise<Set<string>> {
+    const contacts = new Set(ids.includes(viewerId) ? [viewerId] : []);
+    const others = ids.filter((id) => id !== viewerId);
+    if (others.length === 0) return contacts;
+    const mine = this.db
+      .select({ conversationId: members.conversationId })
+      .from(members)
+      .innerJoin(conversations, eq(conversations.id, members.conversationId))
+      .where(and(eq(members.userId, viewerId), isNull(conversations.deletedAt)));
+    const rows = await this.db
+      .selectDistinct({ userId: members.userId })
+      .from(members)
+      .where(and(inArray(members.userId, others), inArray(members.conversationId, mine)));
+    for (const row of rows) contacts.add(row.userId);
+    return contacts;
   }
 
   async publicUsers(ids: string[]): Promise<Map<string, PublicUser>> {
@@ -97,8 +136,14 @@ export class UserService {
   }
 
   /** Prefix search on username or display name, in username order, keyset-paginated. */
-  async list(input: ListUsers): Promise<{ items: PublicUser[]; nextCursor: string | null }> {
-    const after = decodeCursor(input.cursor, ['username', 'id']);
+  async list(
+    viewerId: string,
+    input: ListUsers,
+  ): Promise<{ items: PublicUser[]; nextCursor: string | null }> {
+    const after = decodeCursor(
+      input.cursor,
+      z.object({ username: CursorField.username, id: CursorField.id }),
+    );
     const prefix = input.query ? `${escapeLike(input.query.toLowerCase())}%` : null;
     const rows = await this.db
       .select()
@@ -123,10 +168,9 @@ export class UserService {
       .orderBy(asc(sql`lower(${users.username})`), asc(users.id))
       .limit(input.limit + 1);
     const pageRows = rows.slice(0, input.limit);
-    const online = await this.presence.onlineAmong(pageRows.map((row) => row.id));
     const last = pageRows[pageRows.length - 1];
     return {
-      items: pageRows.map((row) => toPublic(row, online.has(row.id))),
+      items: await this.asSeenBy(viewerId, pageRows),
       nextCursor:
         rows.length > input.limit && last
           ? encodeCursor({ username: last.username.toLowerCase(), id: last.id })
