@@ -254,6 +254,66 @@ describe(`@parley/client as a packed package (${engineLabel})`, () => {
     }
     expect(await exited).toBe(0);
   });
+
+  it('drives parley-chat from a user name to a conversation: open, group create, send, history, conversations', async () => {
+    const bin = path.join(projectDir, 'node_modules', '.bin', 'parley-chat');
+    const common = ['--url', app.url, '--token-file', path.join(projectDir, 'cli-session-2.json')];
+    const suffix = Math.random().toString(36).slice(2, 8);
+    const me = `me_${suffix}`;
+    await sh(bin, ['register', '--username', me, '--email', `${me}@example.test`, ...common], projectDir, {
+      PARLEY_PASSWORD: 'correct horse battery',
+    });
+    const friends = await Promise.all(
+      ['bo', 'cy'].map(async (name) => {
+        const client = createParleyClient({ url: app.url });
+        const username = `${name}_${suffix}`;
+        await client.register({
+          username,
+          email: `${username}@example.test`,
+          password: 'correct horse battery',
+        });
+        return { client, username };
+      }),
+    );
+    const [bo, cy] = friends as [(typeof friends)[number], (typeof friends)[number]];
+    try {
+      const opened = await sh(bin, ['open', bo.username, ...common], projectDir);
+      const directId = /^([0-9a-f-]{36}) /.exec(opened.stdout)?.[1];
+      expect(directId).toBeTruthy();
+      // Opening again finds the same conversation.
+      expect((await sh(bin, ['open', `@${bo.username}`, ...common], projectDir)).stdout).toContain(directId);
+
+      const created = await sh(
+        bin,
+        ['group', 'create', `crew ${suffix}`, bo.username, cy.username, ...common],
+        projectDir,
+      );
+      expect(created.stdout).toMatch(/\(3 members\)/);
+
+      await sh(bin, ['send', bo.username, 'hi', 'bo', ...common], projectDir);
+      await sh(bin, ['send', `crew ${suffix}`, 'hi', 'crew', ...common], projectDir);
+      await bo.client.api.message.send.mutate({ conversationId: directId ?? '', content: 'hi yourself' });
+
+      const history = await sh(bin, ['history', bo.username, ...common], projectDir);
+      expect(history.stdout.trim().split('\n')).toEqual([
+        expect.stringMatching(new RegExp(`^#1 \\S+ ${me}: hi bo$`)),
+        expect.stringMatching(new RegExp(`^#2 \\S+ ${bo.username}: hi yourself$`)),
+      ]);
+
+      const listed = (await sh(bin, ['conversations', ...common], projectDir)).stdout.trim().split('\n');
+      expect(listed).toHaveLength(2);
+      // Newest activity first: the direct conversation, with one unread message from bo.
+      expect(listed[0]).toContain(`${directId}  @${bo.username} (1 unread) ${bo.username}: hi yourself`);
+      expect(listed[1]).toContain(`crew ${suffix} (group) ${me}: hi crew`);
+
+      const unknown = await sh(bin, ['history', 'nobody-by-that-name', ...common], projectDir).catch(
+        (error: Error) => error.message,
+      );
+      expect(unknown).toContain('no conversation named "nobody-by-that-name"');
+    } finally {
+      await Promise.all(friends.map((friend) => friend.client.close()));
+    }
+  });
 });
 
 async function waitFor(condition: () => boolean, message: () => string, timeoutMs = 10_000) {

@@ -13,12 +13,19 @@ Commands:
   register --username <name> --email <address> [--display-name <name>]
   logout [--everywhere]                         end the session
   whoami                                        print the signed-in user
-  send <conversationId> <text…>                 post a message
+  conversations                                 your conversations, newest activity first
+  open <username>                               open (or find) the direct conversation with
+                                                a user and print its id
+  group create <name> [<username>…]             create a group with these members
+  history <conversation> [--limit <n>]          the latest messages, oldest first
+  send <conversation> <text…>                   post a message
   tail [--json]                                 print the event stream until interrupted
 
 Options:
   --url <url>          server URL (default: PARLEY_URL, the URL used at login, or
                        http://localhost:3000)
+  <conversation> is a conversation id, a group's name or a direct partner's username.
+
   --token-file <path>  where the session is kept (default: PARLEY_TOKEN_FILE or
                        ${defaultSessionPath()})
 `;
@@ -34,6 +41,7 @@ const { values, positionals } = parseArgs({
     'display-name': { type: 'string' },
     everywhere: { type: 'boolean' },
     json: { type: 'boolean' },
+    limit: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   },
 });
@@ -89,10 +97,62 @@ async function run(client: ParleyClient, url: string, command: string): Promise<
       console.log(`${user.username} (${user.displayName}) <${user.email}> ${user.id}`);
       return 0;
     }
+    case 'conversations': {
+      const me = await client.currentUser();
+      if (!me) return notSignedIn();
+      for (const conversation of await allConversations(client)) {
+        const last = conversation.lastMessage;
+        const unread = conversation.unreadCount > 0 ? ` (${conversation.unreadCount} unread)` : '';
+        const preview = last ? ` ${last.senderUsername}: ${oneLine(last.content)}` : '';
+        console.log(`${conversation.id}  ${titleOf(conversation, me.id)}${unread}${preview}`);
+      }
+      return 0;
+    }
+    case 'open': {
+      const [username] = rest;
+      if (!username) throw new UsageError('open needs <username>');
+      if (!(await client.currentUser())) return notSignedIn();
+      const [user] = await usersNamed(client, [username]);
+      const conversation = await client.api.conversation.openDirect.mutate({ userId: user?.id ?? '' });
+      console.log(`${conversation.id}  ${username}`);
+      return 0;
+    }
+    case 'group': {
+      const [verb, name, ...usernames] = rest;
+      if (verb !== 'create' || !name) throw new UsageError('group create needs <name> [<username>…]');
+      if (!(await client.currentUser())) return notSignedIn();
+      const members = await usersNamed(client, usernames);
+      const group = await client.api.conversation.createGroup.mutate({
+        name,
+        memberIds: members.map((user) => user.id),
+      });
+      console.log(`${group.id}  ${group.name ?? name} (${group.members.length} members)`);
+      return 0;
+    }
+    case 'history': {
+      const [which] = rest;
+      if (!which) throw new UsageError('history needs <conversation>');
+      const me = await client.currentUser();
+      if (!me) return notSignedIn();
+      const limit = values.limit === undefined ? 20 : Number(values.limit);
+      if (!Number.isInteger(limit) || limit < 1 || limit > 100) throw new UsageError('--limit is 1 to 100');
+      const conversationId = await resolveConversation(client, which, me.id);
+      const page = await client.api.message.list.query({ conversationId, limit });
+      for (const message of [...page.items].reverse()) {
+        const content = message.deletedAt ? '(deleted)' : oneLine(message.content);
+        const edited = message.editedAt && !message.deletedAt ? ' (edited)' : '';
+        console.log(
+          `#${message.seq} ${message.sentAt.toISOString()} ${message.senderUsername}: ${content}${edited}`,
+        );
+      }
+      return 0;
+    }
     case 'send': {
-      const [conversationId, ...words] = rest;
-      if (!conversationId || words.length === 0) throw new UsageError('send needs <conversationId> <text>');
-      if (!client.tokens && !(await client.currentUser())) return notSignedIn();
+      const [which, ...words] = rest;
+      if (!which || words.length === 0) throw new UsageError('send needs <conversation> <text>');
+      const me = await client.currentUser();
+      if (!me) return notSignedIn();
+      const conversationId = await resolveConversation(client, which, me.id);
       const message = await client.api.message.send.mutate({ conversationId, content: words.join(' ') });
       console.log(`${message.id} #${message.seq} ${message.sentAt.toISOString()}`);
       return 0;
@@ -120,6 +180,64 @@ async function run(client: ParleyClient, url: string, command: string): Promise<
 }
 
 class UsageError extends Error {}
+
+type Conversation = Awaited<
+  ReturnType<ParleyClient['api']['conversation']['list']['query']>
+>['items'][number];
+
+async function allConversations(client: ParleyClient): Promise<Conversation[]> {
+  const all: Conversation[] = [];
+  let cursor: string | null = null;
+  do {
+    const page: { items: Conversation[]; nextCursor: string | null } =
+      await client.api.conversation.list.query({ limit: 100, cursor });
+    all.push(...page.items);
+    cursor = page.nextCursor;
+  } while (cursor);
+  return all;
+}
+
+/** A group's name, or the other member's username for a direct conversation. */
+function titleOf(conversation: Conversation, myId: string): string {
+  if (conversation.type === 'group') return `${conversation.name ?? ''} (group)`;
+  const other = conversation.members.find((member) => member.userId !== myId);
+  return other ? `@${other.username}` : '(direct)';
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** An id as given, or the one conversation whose group name or direct partner matches. */
+async function resolveConversation(client: ParleyClient, which: string, myId: string): Promise<string> {
+  if (UUID.test(which)) return which;
+  const wanted = which.replace(/^@/, '').toLowerCase();
+  const matches = (await allConversations(client)).filter((conversation) =>
+    conversation.type === 'group'
+      ? conversation.name?.toLowerCase() === wanted
+      : conversation.members.some((m) => m.userId !== myId && m.username.toLowerCase() === wanted),
+  );
+  const [only] = matches;
+  if (!only) throw new UsageError(`no conversation named "${which}"`);
+  if (matches.length > 1) throw new UsageError(`"${which}" names ${matches.length} conversations: use an id`);
+  return only.id;
+}
+
+/** The users with exactly these usernames (ignoring case), in the order given. */
+async function usersNamed(client: ParleyClient, usernames: string[]) {
+  return Promise.all(
+    usernames.map(async (username) => {
+      const wanted = username.replace(/^@/, '');
+      const page = await client.api.user.list.query({ query: wanted, limit: 100 });
+      const user = page.items.find((candidate) => candidate.username.toLowerCase() === wanted.toLowerCase());
+      if (!user) throw new UsageError(`no user named "${username}"`);
+      return user;
+    }),
+  );
+}
+
+function oneLine(text: string): string {
+  const flat = text.replace(/\s+/g, ' ');
+  return flat.length > 80 ? `${flat.slice(0, 79)}…` : flat;
+}
 
 function need(value: string | undefined, what: string): string {
   if (!value) throw new UsageError(`${command ?? 'this command'} needs ${what}`);
