@@ -1,7 +1,8 @@
 import { initTRPC, TRPCError } from '@trpc/server';
 import { z } from 'zod';
 import type { Context } from './context.js';
-import { DomainError, toTRPCError } from './errors.js';
+import { DomainError, RateLimited, toTRPCError } from './errors.js';
+import { spendBudget } from './limits/spend.js';
 import { directStreamOf } from './realtime/frames.js';
 import { transformer } from './realtime/transformer.js';
 
@@ -30,6 +31,8 @@ const t = builder.create({
         ...data,
         ...(showStack && _stack ? { stack: _stack } : {}),
         zodError: zodError ?? (field ? { formErrors: [], fieldErrors: { [field]: [error.message] } } : null),
+        // TOO_MANY_REQUESTS: the seconds to wait before trying again (`Retry-After` over HTTP).
+        ...(cause instanceof RateLimited ? { retryAfter: cause.retryAfterSeconds } : {}),
       },
     };
   },
@@ -110,7 +113,23 @@ const requireUser = t.middleware(async ({ ctx, meta, next }) => {
   return next({ ctx: { user } });
 });
 
+/**
+ * Every call spends from its procedure's budget (`server/src/limits/budgets.ts`), counted per
+ * user or per address in one atomic broker step that all instances share; after `requireUser`,
+ * so that a per-user budget knows its user. Before the input is parsed: a refused input costs
+ * a call too.
+ */
+const spend = t.middleware(async ({ ctx, path, next }) => {
+  await spendBudget(ctx.app.broker, ctx.app.config.limits.budgets, path, {
+    userId: ctx.user?.id ?? null,
+    ip: ctx.ip,
+  });
+  return next();
+});
+
+const instrumented = t.procedure.use(instrument);
+
 export const router = t.router;
 export const createCallerFactory = t.createCallerFactory;
-export const publicProcedure = t.procedure.use(instrument);
-export const authedProcedure = publicProcedure.use(requireUser);
+export const publicProcedure = instrumented.use(spend);
+export const authedProcedure = instrumented.use(requireUser).use(spend);
