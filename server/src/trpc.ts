@@ -1,5 +1,6 @@
 import { initTRPC, TRPCError } from '@trpc/server';
 import { z } from 'zod';
+import { BrokerUnavailableError } from './broker/types.js';
 import type { Context } from './context.js';
 import { DomainError, RateLimited, toTRPCError } from './errors.js';
 import { spendBudget } from './limits/spend.js';
@@ -120,10 +121,17 @@ const requireUser = t.middleware(async ({ ctx, meta, next }) => {
  * a call too.
  */
 const spend = t.middleware(async ({ ctx, path, next }) => {
-  await spendBudget(ctx.app.broker, ctx.app.config.limits.budgets, path, {
-    userId: ctx.user?.id ?? null,
-    ip: ctx.ip,
-  });
+  try {
+    await spendBudget(ctx.app.broker, ctx.app.config.limits.budgets, path, {
+      userId: ctx.user?.id ?? null,
+      ip: ctx.ip,
+    });
+  } catch (error) {
+    // While the broker is unreachable nothing can be counted, and the call goes ahead as it
+    // would have: what needs the broker fails by itself, and `health` can still say it is down.
+    // (Password guesses are not let through: their throttle refuses without the broker.)
+    if (!(error instanceof BrokerUnavailableError)) throw error;
+  }
   return next();
 });
 

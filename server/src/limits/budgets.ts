@@ -20,7 +20,7 @@ export const defaultBudgets = {
    */
   registration: { per: 'address', max: 5, windowSeconds: 10 * 60 },
   /** What a client without an account calls: `health`, `auth.refresh`. */
-  anonymous: { per: 'address', max: 300, windowSeconds: 60 },
+  anonymous: { per: 'address', max: 600, windowSeconds: 60 },
   /** Reading one's own data, conversations and messages. */
   reads: { per: 'user', max: 1200, windowSeconds: 60 },
   /** `user.list`: a prefix search over every user's names. */
