@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { MemoryBroker } from '../server/src/broker/memory.js';
 import { RedisBroker } from '../server/src/broker/redis.js';
 import { type Broker, compareStreamIds, STREAM_ID, type StreamInfo } from '../server/src/broker/types.js';
@@ -881,6 +881,86 @@ function contract(engine: Engine) {
     });
   });
 
+  describe('allowances', () => {
+    it('spend takes from an allowance until none is left, then refuses with the time left in its window and takes nothing', async () => {
+      const key = fresh('allowance');
+      const allowance = { key, max: 3, windowMs: 5_000 };
+      for (let i = 0; i < 3; i++) expect(await broker.spend([allowance])).toEqual({ spent: true });
+      const refused = await broker.spend([allowance]);
+      expect(refused.spent).toBe(false);
+      const waitMs = refused.spent ? 0 : refused.retryAfterMs;
+      expect(waitMs).toBeGreaterThan(4_000);
+      expect(waitMs).toBeLessThanOrEqual(5_000);
+      // The window started with the first attempt and is not moved by later ones or by refusals.
+      expect(await broker.ttlMs(key)).toBeLessThanOrEqual(waitMs);
+      await broker.refund([key]);
+      expect(await broker.spend([allowance])).toEqual({ spent: true });
+      expect((await broker.spend([allowance])).spent).toBe(false);
+    });
+
+    it('spend takes from every allowance or from none', async () => {
+      const tight = { key: fresh('allowance'), max: 1, windowMs: 60_000 };
+      const loose = { key: fresh('allowance'), max: 4, windowMs: 60_000 };
+      expect(await broker.spend([tight, loose])).toEqual({ spent: true });
+      for (let i = 0; i < 3; i++) expect((await broker.spend([loose, tight])).spent).toBe(false);
+      // The refusals took nothing from `loose`: three of its four are left.
+      for (let i = 0; i < 3; i++) expect(await broker.spend([loose])).toEqual({ spent: true });
+      expect((await broker.spend([loose])).spent).toBe(false);
+      expect(await broker.spend([])).toEqual({ spent: true });
+    });
+
+    it('past its allowance a backoff slows down, doubling up to its cap, and every attempt restarts the window', async () => {
+      const key = fresh('allowance');
+      const allowance = { key, max: 2, windowMs: 30_000, backoff: { firstMs: 150, maxMs: 300 } };
+      expect(await broker.spend([allowance])).toEqual({ spent: true });
+      expect(await broker.spend([allowance])).toEqual({ spent: true });
+      const waits: number[] = [];
+      for (let round = 0; round < 3; round++) {
+        const refused = await broker.spend([allowance]);
+        expect(refused.spent).toBe(false);
+        waits.push(refused.spent ? 0 : refused.retryAfterMs);
+        // Refused attempts cost nothing, so asking until it is allowed is how a client waits.
+        await vi.waitFor(
+          async () => {
+            expect(await broker.spend([allowance])).toEqual({ spent: true });
+          },
+          { timeout: 2_000, interval: 20 },
+        );
+        expect(await broker.ttlMs(key)).toBeGreaterThan(29_000);
+      }
+      const [first, second, third] = waits;
+      expect(first).toBeGreaterThan(0);
+      expect(first).toBeLessThanOrEqual(150);
+      expect(second).toBeGreaterThan(150);
+      expect(second).toBeLessThanOrEqual(300);
+      expect(third).toBeGreaterThan(150);
+      expect(third).toBeLessThanOrEqual(300);
+    });
+
+    it('refund gives back one attempt, never below none, and creates nothing', async () => {
+      const key = fresh('allowance');
+      const allowance = { key, max: 1, windowMs: 60_000 };
+      await broker.refund([key]);
+      expect(await broker.ttlMs(key)).toBe(-2);
+      expect(await broker.spend([allowance])).toEqual({ spent: true });
+      await broker.refund([key]);
+      await broker.refund([key]);
+      expect(await broker.spend([allowance])).toEqual({ spent: true });
+      expect((await broker.spend([allowance])).spent).toBe(false);
+      await broker.refund([]);
+    });
+
+    it('a burst of spends on two instances takes exactly the allowance', async () => {
+      const other = await engine.peer(broker);
+      const allowance = { key: fresh('allowance'), max: 7, windowMs: 60_000 };
+      const results = await Promise.all(
+        Array.from({ length: 40 }, (_, i) => (i % 2 ? other : broker).spend([allowance])),
+      );
+      expect(results.filter((result) => result.spent)).toHaveLength(7);
+      if (other !== broker) await other.close();
+    });
+  });
+
   describe('hashes', () => {
     it('hset, hget, hgetall and hdel', async () => {
       const key = fresh('hash');
@@ -957,6 +1037,7 @@ function contract(engine: Engine) {
       const counter = fresh('counter');
       const stream = fresh('stream');
       const hash = fresh('hash');
+      const allowance = fresh('allowance');
       const calls: Promise<unknown>[] = [];
       for (let i = 0; i < 300; i++) {
         calls.push(broker.incr(counter, { ttlMs: 60_000 }));
@@ -965,12 +1046,17 @@ function contract(engine: Engine) {
         calls.push(broker.hdelIfPrefix(hash, `f${i - 1}`, `${i - 1}-0`));
         calls.push(broker.incrExisting(fresh('missing')));
         calls.push(broker.get(counter));
+        calls.push(broker.spend([{ key: allowance, max: 100, windowMs: 60_000 }]));
+        if (i % 3 === 0) calls.push(broker.refund([allowance]));
       }
       const results = await Promise.all(calls);
       expect(results.filter((r) => r === null).length).toBeGreaterThanOrEqual(300);
       expect(await broker.get(counter)).toBe('300');
       expect((await broker.streamInfo(stream)).length).toBe(50);
       expect(Object.keys(await broker.hgetall(hash))).toEqual(['f299']);
+      // 300 spends, 100 refunds that land in between: whatever the order, the allowance of 100
+      // is used up, and no refund took more than was spent.
+      expect((await broker.spend([{ key: allowance, max: 100, windowMs: 60_000 }])).spent).toBe(false);
     });
   });
 

@@ -364,7 +364,7 @@ describe(`behind the proxy (${engineLabel})`, () => {
   }
 
   it('throttles failed logins per forwarded client address only when TRUST_PROXY is on', async () => {
-    const limits = { loginFailuresPerAddress: 2, loginFailuresPerAccount: 1000 };
+    const limits = { loginFailuresPerAddress: 2, loginFailuresPerAccount: 1000, loginDelaySeconds: 60 };
     const trusting = await deployment.start({ trustProxy: true, limits });
     const name = (n: number) => `nobody_${n}_${Math.random().toString(36).slice(2, 8)}`;
     // The proxy appends the address it saw; what the client sent before it is not trusted.

@@ -435,7 +435,7 @@ describe(`login throttling (${engineLabel})`, () => {
     const local = await TestDeployment.create();
     try {
       const target = await local.start({
-        limits: { loginFailuresPerAccount: 100, loginFailuresPerAddress: 5 },
+        limits: { loginFailuresPerAccount: 100, loginFailuresPerAddress: 5, loginDelaySeconds: 60 },
       });
       const victim = await signUp(target.url);
       const anon = connect(target.url);
@@ -445,7 +445,7 @@ describe(`login throttling (${engineLabel})`, () => {
           'UNAUTHORIZED',
         );
       }
-      // Every account is closed to this address now, even with the right password.
+      // Every sign-in from this address without a device token waits now, the right password too.
       const throttled = await expectCode(
         anon.api.auth.login.mutate({ username: victim.user.username, password: victim.password }),
         'TOO_MANY_REQUESTS',
@@ -466,7 +466,7 @@ describe(`login throttling (${engineLabel})`, () => {
       it('counts failures on two instances of one deployment together', async () => {
         const local = await TestDeployment.create();
         try {
-          const limits = { loginFailuresPerAccount: 4, loginFailuresPerAddress: 1000 };
+          const limits = { loginFailuresPerAccount: 4, loginFailuresPerAddress: 1000, loginDelaySeconds: 60 };
           const [one, two] = [await local.start({ limits }), await local.start({ limits })];
           const victim = await signUp(one.url);
           const clients = [connect(one.url), connect(two.url)];

@@ -39,6 +39,11 @@ export interface ParleyClient {
   readonly user: Me | null;
   /** The current tokens, or null when signed out. */
   readonly tokens: StoredTokens | null;
+  /**
+   * This device's token from its last sign-in (kept after sign-out, in `storage` when it can
+   * hold one), sent with every `login` so that others' failed attempts do not slow it down.
+   */
+  readonly deviceToken: string | null;
   /** The event stream: `events.on('message.created', …)`, `for await (const e of events)`. */
   readonly events: ParleyEvents;
   login(input: LoginInput): Promise<Me>;
@@ -165,15 +170,20 @@ export function createParleyClient(options: ParleyClientOptions): ParleyClient {
     get tokens() {
       return session.current;
     },
+    get deviceToken() {
+      return session.currentDevice;
+    },
     events,
     async login(input) {
-      const result = await anonymous.auth.login.mutate(input);
-      await session.signIn(result.tokens, result.user);
+      // This device's token, so that failures by anyone else do not slow this sign-in down.
+      const deviceToken = input.deviceToken ?? (await session.deviceToken()) ?? undefined;
+      const result = await anonymous.auth.login.mutate({ ...input, deviceToken });
+      await session.signIn(result.tokens, result.user, result.deviceToken);
       return result.user;
     },
     async register(input) {
       const result = await anonymous.auth.register.mutate(input);
-      await session.signIn(result.tokens, result.user);
+      await session.signIn(result.tokens, result.user, result.deviceToken);
       return result.user;
     },
     async logout({ everywhere } = {}) {

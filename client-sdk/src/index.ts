@@ -21,5 +21,6 @@ export type {
   RegisterInput,
   RouterInputs,
   RouterOutputs,
+  SignIn,
   Tokens,
 } from './types.js';

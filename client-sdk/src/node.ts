@@ -3,10 +3,12 @@ import { homedir } from 'node:os';
 import path from 'node:path';
 import type { StoredTokens, TokenStorage } from './storage.js';
 
-/** What a session file holds: the server it belongs to and its tokens. */
+/** What a session file holds: the server it belongs to, its tokens and the device token. */
 export interface SessionFile {
   url?: string;
   tokens?: StoredTokens;
+  /** Kept after sign-out; see `TokenStorage.getDeviceToken`. */
+  deviceToken?: string;
 }
 
 /**
@@ -54,6 +56,13 @@ export function fileTokenStorage(file: string = defaultSessionPath()): TokenStor
       const { tokens: _tokens, ...rest } = await readSessionFile(file);
       if (Object.keys(rest).length === 0) await rm(file, { force: true });
       else await writeSessionFile(file, rest);
+    },
+    async getDeviceToken() {
+      return (await readSessionFile(file)).deviceToken ?? null;
+    },
+    async setDeviceToken(deviceToken) {
+      const current = await readSessionFile(file);
+      await writeSessionFile(file, { ...current, deviceToken });
     },
   };
 }

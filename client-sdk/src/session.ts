@@ -31,6 +31,8 @@ const REFRESH_RETRY_MS = 5_000;
  */
 export class Session {
   private tokens: StoredTokens | null = null;
+  /** The last device token the server gave this device; survives sign-out. */
+  private device: string | null = null;
   private refreshing: Promise<string | null> | null = null;
   private timer: ReturnType<typeof setTimeout> | null = null;
   /** Bumped on every sign-in and sign-out, so a refresh that ends after one is dropped. */
@@ -43,6 +45,7 @@ export class Session {
   }
 
   private async load(initial: Tokens | StoredTokens | undefined): Promise<void> {
+    this.device = (await this.options.storage.getDeviceToken?.()) ?? null;
     if (initial) {
       const tokens = isStoredTokens(initial) ? initial : toStoredTokens(initial);
       await this.options.storage.set(tokens);
@@ -60,6 +63,10 @@ export class Session {
 
   get current(): StoredTokens | null {
     return this.tokens;
+  }
+
+  get currentDevice(): string | null {
+    return this.device;
   }
 
   /** The access token to send now; refreshed first when it is about to expire. */
@@ -128,10 +135,20 @@ export class Session {
     return tokens.accessToken;
   }
 
-  async signIn(tokens: Tokens, user: Me): Promise<StoredTokens> {
+  /** The device token to send with the next sign-in, if this device has one. */
+  async deviceToken(): Promise<string | null> {
+    await this.ready;
+    return this.device;
+  }
+
+  async signIn(tokens: Tokens, user: Me, deviceToken?: string): Promise<StoredTokens> {
     await this.ready;
     this.generation += 1;
     const stored = toStoredTokens(tokens);
+    if (deviceToken && deviceToken !== this.device) {
+      this.device = deviceToken;
+      await this.options.storage.setDeviceToken?.(deviceToken);
+    }
     await this.options.storage.set(stored);
     this.adopt(stored);
     this.options.onChange({ type: 'signedIn', user, tokens: stored });

@@ -19,12 +19,22 @@ type MaybePromise<T> = T | Promise<T>;
 export interface TokenStorage {
   get(): MaybePromise<StoredTokens | null | undefined>;
   set(tokens: StoredTokens): MaybePromise<void>;
+  /** Forgets the tokens, but not the device token: it outlives a sign-out. */
   clear(): MaybePromise<void>;
+  /**
+   * The device token the last sign-in on this device answered with. The client sends it with
+   * every `login`, so that the server counts failed attempts on this account from this device
+   * apart from everyone else's, whose failures then never hold this device's sign-in up.
+   * Optional: without these two, the client keeps it for as long as it lives.
+   */
+  getDeviceToken?(): MaybePromise<string | null | undefined>;
+  setDeviceToken?(deviceToken: string): MaybePromise<void>;
 }
 
 /** The default: tokens live as long as the client object. */
 export function memoryTokenStorage(initial: StoredTokens | null = null): TokenStorage {
   let tokens = initial;
+  let deviceToken: string | null = null;
   return {
     get: () => tokens,
     set: (next) => {
@@ -32,6 +42,10 @@ export function memoryTokenStorage(initial: StoredTokens | null = null): TokenSt
     },
     clear: () => {
       tokens = null;
+    },
+    getDeviceToken: () => deviceToken,
+    setDeviceToken: (next) => {
+      deviceToken = next;
     },
   };
 }

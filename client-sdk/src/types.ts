@@ -15,7 +15,10 @@ export type PublicUser = RouterOutputs['user']['byId'];
 export type Tokens = RouterOutputs['auth']['refresh']['tokens'];
 export type Message = RouterOutputs['message']['byId'];
 export type Conversation = RouterOutputs['conversation']['byId'];
+/** `{ email, password }` or `{ username, password }`, with this device's `deviceToken` if it has one. */
 export type LoginInput = RouterInputs['auth']['login'];
+/** What `auth.login` and `auth.register` answer: the user, the tokens and this device's token. */
+export type SignIn = RouterOutputs['auth']['login'];
 export type RegisterInput = RouterInputs['auth']['register'];
 
 /** One item of the `events` subscription as it arrives: the event and, when tracked, its id. */

@@ -1,3 +1,5 @@
+import { PasswordGuesses } from './auth/guesses.js';
+import { Passwords } from './auth/passwords.js';
 import { AuthService } from './auth/service.js';
 import { Sessions } from './auth/sessions.js';
 import type { Broker } from './broker/types.js';
@@ -45,8 +47,10 @@ export function buildServices(deps: {
   const { config, log, database, broker } = deps;
   const db = database.db;
   const sessions = new Sessions(db, broker, config, log);
-  const users = new UserService(db, sessions, config.passwordHashCost);
-  const auth = new AuthService(broker, config, users, sessions);
+  const passwords = new Passwords(config.passwordHashCost, config.limits);
+  const guesses = new PasswordGuesses(broker, passwords, config.limits);
+  const users = new UserService(db, sessions, passwords, guesses);
+  const auth = new AuthService(config, users, sessions, guesses);
   const health = new HealthService(database, broker, config.version);
   // The hub exists only further down; the gauge reads it on scrape.
   let hub: Hub | null = null;

@@ -1,7 +1,9 @@
 import { initTRPC, TRPCError } from '@trpc/server';
 import { z } from 'zod';
+import { BrokerUnavailableError } from './broker/types.js';
 import type { Context } from './context.js';
-import { DomainError, toTRPCError } from './errors.js';
+import { DomainError, RateLimited, toTRPCError } from './errors.js';
+import { spendBudget } from './limits/spend.js';
 import { directStreamOf } from './realtime/frames.js';
 import { transformer } from './realtime/transformer.js';
 
@@ -29,6 +31,8 @@ const t = builder.create({
       data: {
         ...data,
         zodError: zodError ?? (field ? { formErrors: [], fieldErrors: { [field]: [error.message] } } : null),
+        // TOO_MANY_REQUESTS: the seconds to wait before trying again (`Retry-After` over HTTP).
+        ...(cause instanceof RateLimited ? { retryAfter: cause.retryAfterSeconds } : {}),
       },
     };
   },
@@ -109,7 +113,30 @@ const requireUser = t.middleware(async ({ ctx, meta, next }) => {
   return next({ ctx: { user } });
 });
 
+/**
+ * Every call spends from its procedure's budget (`server/src/limits/budgets.ts`), counted per
+ * user or per address in one atomic broker step that all instances share; after `requireUser`,
+ * so that a per-user budget knows its user. Before the input is parsed: a refused input costs
+ * a call too.
+ */
+const spend = t.middleware(async ({ ctx, path, next }) => {
+  try {
+    await spendBudget(ctx.app.broker, ctx.app.config.limits.budgets, path, {
+      userId: ctx.user?.id ?? null,
+      ip: ctx.ip,
+    });
+  } catch (error) {
+    // While the broker is unreachable nothing can be counted, and the call goes ahead as it
+    // would have: what needs the broker fails by itself, and `health` can still say it is down.
+    // (Password guesses are not let through: their throttle refuses without the broker.)
+    if (!(error instanceof BrokerUnavailableError)) throw error;
+  }
+  return next();
+});
+
+const instrumented = t.procedure.use(instrument);
+
 export const router = t.router;
 export const createCallerFactory = t.createCallerFactory;
-export const publicProcedure = t.procedure.use(instrument);
-export const authedProcedure = publicProcedure.use(requireUser);
+export const publicProcedure = instrumented.use(spend);
+export const authedProcedure = instrumented.use(requireUser).use(spend);

@@ -4,6 +4,7 @@ import postgres from 'postgres';
 import { Redis } from 'ioredis';
 import { createApp, type App } from '../../server/src/app.js';
 import { type Config, loadConfig } from '../../server/src/config/index.js';
+import { type Budgets, defaultBudgets } from '../../server/src/limits/budgets.js';
 import { createLogger } from '../../server/src/logger.js';
 
 /** The only place tests read the environment: which engines the suite runs against. */
@@ -15,6 +16,10 @@ export const onRealEngines = Boolean(engines.databaseUrl && engines.redisUrl);
 export const engineLabel = `${engines.databaseUrl ? 'postgres' : 'pglite'}+${engines.redisUrl ? 'redis' : 'memory'}`;
 
 type ConfigOverrides = Parameters<typeof loadConfig>[1];
+
+const generousBudgets = Object.fromEntries(
+  Object.entries(defaultBudgets).map(([name, budget]) => [name, { ...budget, max: 1_000_000 }]),
+) as Budgets;
 
 /**
  * One isolated deployment for a test file: its own PostgreSQL database (or in-memory PGlite)
@@ -71,6 +76,13 @@ export class TestDeployment {
         // Far below OWASP's cost, only so the suite stays fast; production uses 17.
         passwordHashCost: 10,
         ...overrides,
+        // Tests register many users from one address and call procedures far more often than a
+        // person would; a test of a limit sets the one it checks.
+        limits: {
+          passwordHashQueue: 10_000,
+          ...overrides.limits,
+          budgets: { ...generousBudgets, ...overrides.limits?.budgets },
+        },
       },
     );
   }

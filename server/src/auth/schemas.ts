@@ -9,8 +9,11 @@ export const Register = z.object({
 });
 export type Register = z.infer<typeof Register>;
 
+/** The `deviceToken` a sign-in on this device answered with; see `server/src/auth/devices.ts`. */
+const DeviceToken = z.string().max(128).optional();
+
 export const Login = z.union([
-  z.object({ email: Email, password: z.string().min(1).max(128) }),
+  z.object({ email: Email, password: z.string().min(1).max(128), deviceToken: DeviceToken }),
   z.object({
     // Not `Username`, so an old or mistyped name gets the usual answer; but never a control
     // character, which no username has and PostgreSQL refuses in text.
@@ -20,6 +23,7 @@ export const Login = z.union([
       .max(64)
       .refine((value) => !/[\u0000-\u001f\u007f]/.test(value), 'must not contain control characters'),
     password: z.string().min(1).max(128),
+    deviceToken: DeviceToken,
   }),
 ]);
 export type Login = z.infer<typeof Login>;
@@ -31,7 +35,15 @@ export const Tokens = z.object({
 });
 export type Tokens = z.infer<typeof Tokens>;
 
-export const Session = z.object({ user: Me, tokens: Tokens });
+export const Session = z.object({
+  user: Me,
+  tokens: Tokens,
+  /**
+   * Names this device to later sign-ins on this account (`auth.login`'s `deviceToken`), whose
+   * failed attempts then count against this device alone. Keep it across sign-outs.
+   */
+  deviceToken: z.string(),
+});
 
 export const Refresh = z.object({ refreshToken: z.string().min(1).max(512) });
 export const Logout = z.object({

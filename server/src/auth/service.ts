@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import type { Broker } from '../broker/types.js';
 import type { Config } from '../config/index.js';
-import { RateLimited, Unauthorized } from '../errors.js';
+import { Unauthorized } from '../errors.js';
 import type { UserService } from '../users/service.js';
-import { hashPassword, verifyPassword } from './passwords.js';
+import { deviceOf, issueDeviceToken } from './devices.js';
+import type { PasswordGuesses } from './guesses.js';
+import { hashPassword } from './passwords.js';
 import type { Login, Logout, Register, Tokens } from './schemas.js';
 import type { Sessions } from './sessions.js';
 import { type AuthUser, verifyAccessToken } from './tokens.js';
@@ -20,10 +21,10 @@ export class AuthService {
   private readonly verified = new Map<string, Readonly<AuthUser>>();
 
   constructor(
-    private readonly broker: Broker,
     private readonly config: Config,
     private readonly users: UserService,
     private readonly sessions: Sessions,
+    private readonly guesses: PasswordGuesses,
   ) {
     this.dummyHash = hashPassword(randomUUID(), config.passwordHashCost);
   }
@@ -31,35 +32,35 @@ export class AuthService {
   async register(input: Register) {
     const user = await this.users.create(input);
     const tokens = await this.sessions.start(user);
-    return { user, tokens };
+    return { user, tokens, deviceToken: issueDeviceToken(this.config.jwt.secret, user.id) };
   }
 
+  /**
+   * The guess is counted before the password is hashed (see `PasswordGuesses`): against the
+   * device alone when the client presents a device token of this account, otherwise against the
+   * account (whichever name it was given by) and the address.
+   */
   async login(input: Login, ip: string) {
-    const identifier = ('email' in input ? input.email : input.username).toLowerCase();
-    const keys = [`throttle:login:account:${identifier}`, `throttle:login:address:${ip}`] as const;
-    const { limits } = this.config;
-    const [accountFailures, addressFailures] = await Promise.all(keys.map((key) => this.broker.get(key)));
-    if (
-      Number(accountFailures ?? 0) >= limits.loginFailuresPerAccount ||
-      Number(addressFailures ?? 0) >= limits.loginFailuresPerAddress
-    ) {
-      const waits = await Promise.all(keys.map((key) => this.broker.ttlMs(key)));
-      const retryAfter = Math.max(1, Math.ceil(Math.max(...waits) / 1000));
-      throw new RateLimited(`Too many failed logins; try again in ${retryAfter} s`, retryAfter);
-    }
-
-    const record = await this.users.findCredentials(
-      'email' in input ? { email: input.email } : { username: input.username },
-    );
-    const valid = await verifyPassword(input.password, record?.passwordHash ?? (await this.dummyHash));
-    if (!record || !valid) {
-      const ttlMs = limits.loginWindowSeconds * 1000;
-      await Promise.all(keys.map((key) => this.broker.incr(key, { ttlMs })));
-      throw new Unauthorized(INVALID_LOGIN);
-    }
-    await this.broker.del(keys[0]);
+    const by = 'email' in input ? { email: input.email } : { username: input.username };
+    const record = await this.users.findCredentials(by);
+    const name = by.email !== undefined ? `email:${by.email}` : `username:${by.username}`;
+    const secret = this.config.jwt.secret;
+    const deviceId = record && input.deviceToken ? deviceOf(secret, record.id, input.deviceToken) : null;
+    const allowances = deviceId
+      ? [this.guesses.device(deviceId)]
+      : [
+          record ? this.guesses.account(record.id) : this.guesses.unknownAccount(name.toLowerCase()),
+          this.guesses.address(ip),
+        ];
+    const stored = record?.passwordHash ?? (await this.dummyHash);
+    const valid = await this.guesses.check(input.password, stored, allowances);
+    if (!record || !valid) throw new Unauthorized(INVALID_LOGIN);
     const tokens = await this.sessions.start(record);
-    return { user: await this.users.me(record.id), tokens };
+    return {
+      user: await this.users.me(record.id),
+      tokens,
+      deviceToken: deviceId && input.deviceToken ? input.deviceToken : issueDeviceToken(secret, record.id),
+    };
   }
 
   async refresh(refreshToken: string): Promise<{ tokens: Tokens }> {

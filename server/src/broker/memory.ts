@@ -1,9 +1,11 @@
 import {
+  type Allowance,
   type AppendOptions,
   type AppendResult,
   type Broker,
   type GroupInfo,
   type PendingEntry,
+  type Spent,
   type StreamEntry,
   type StreamInfo,
   type Unsubscribe,
@@ -356,6 +358,53 @@ export class MemoryBroker implements Broker {
     if (this.readKey(key) === null) return Promise.resolve(-2);
     const expiresAt = this.keys.get(key)?.expiresAt ?? null;
     return Promise.resolve(expiresAt === null ? -1 : Math.max(0, expiresAt - Date.now()));
+  }
+
+  spend(allowances: Allowance[]): Promise<Spent> {
+    const now = Date.now();
+    const states = allowances.map((allowance) => this.allowanceState(allowance.key));
+    let waitMs = 0;
+    allowances.forEach((allowance, i) => {
+      const state = states[i];
+      if (!state || state.taken < allowance.max) return;
+      const wait = allowance.backoff ? state.notBefore - now : (state.expiresAt ?? now) - now;
+      waitMs = Math.max(waitMs, wait);
+    });
+    if (waitMs > 0) return Promise.resolve({ spent: false, retryAfterMs: waitMs });
+    allowances.forEach((allowance, i) => {
+      const state = states[i];
+      const taken = (state?.taken ?? 0) + 1;
+      const { backoff } = allowance;
+      const notBefore =
+        backoff && taken >= allowance.max
+          ? now + Math.min(backoff.maxMs, backoff.firstMs * 2 ** (taken - allowance.max))
+          : (state?.notBefore ?? 0);
+      // A fixed window keeps the expiry its first attempt gave it; a backoff window restarts.
+      const expiresAt = backoff || !state ? now + allowance.windowMs : state.expiresAt;
+      this.keys.set(allowance.key, { value: `${taken}:${notBefore}`, expiresAt });
+    });
+    return Promise.resolve({ spent: true });
+  }
+
+  refund(keys: string[]): Promise<void> {
+    for (const key of keys) {
+      const state = this.allowanceState(key);
+      if (!state || state.taken <= 0) continue;
+      this.keys.set(key, { value: `${state.taken - 1}:${state.notBefore}`, expiresAt: state.expiresAt });
+    }
+    return Promise.resolve();
+  }
+
+  /** An allowance is kept as `<taken>:<not before, ms>` under its key. */
+  private allowanceState(key: string) {
+    const value = this.readKey(key);
+    if (value === null) return null;
+    const [taken, notBefore] = value.split(':').map(Number);
+    return {
+      taken: taken ?? 0,
+      notBefore: notBefore ?? 0,
+      expiresAt: this.keys.get(key)?.expiresAt ?? null,
+    };
   }
 
   hget(key: string, field: string): Promise<string | null> {

@@ -1,5 +1,6 @@
 import { Redis } from 'ioredis';
 import {
+  type Allowance,
   type AppendOptions,
   type AppendResult,
   type Broker,
@@ -7,6 +8,7 @@ import {
   compareStreamIds,
   type GroupInfo,
   type PendingEntry,
+  type Spent,
   type StreamEntry,
   type StreamInfo,
   type SubscriptionWatcher,
@@ -153,6 +155,57 @@ local v = redis.call('INCR', KEYS[1])
 if v == 1 and ARGV[1] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return v`;
 
+// Takes one attempt from every allowance or, when one of them has none left, none at all and
+// answers how long to wait (ms); 0 when taken. An allowance is a hash: `n` attempts taken,
+// `at` the time (ms, Redis's clock, shared by every instance) before which a backoff refuses.
+// KEYS: one per allowance. ARGV: four values per allowance, from `allowanceArgs`.
+const SPEND = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local wait = 0
+local taken = {}
+for i = 1, #KEYS do
+  local max, first = tonumber(ARGV[i * 4 - 3]), tonumber(ARGV[i * 4 - 1])
+  local state = redis.call('HMGET', KEYS[i], 'n', 'at')
+  local n = tonumber(state[1]) or 0
+  taken[i] = n
+  if n >= max then
+    local w
+    if first > 0 then w = (tonumber(state[2]) or 0) - now else w = redis.call('PTTL', KEYS[i]) end
+    if w > wait then wait = w end
+  end
+end
+if wait > 0 then return wait end
+for i = 1, #KEYS do
+  local max, window, first, cap = tonumber(ARGV[i * 4 - 3]), ARGV[i * 4 - 2], tonumber(ARGV[i * 4 - 1]), tonumber(ARGV[i * 4])
+  local n = taken[i] + 1
+  redis.call('HSET', KEYS[i], 'n', n)
+  if first > 0 then
+    if n >= max then
+      redis.call('HSET', KEYS[i], 'at', string.format('%d', now + math.min(cap, first * 2 ^ (n - max))))
+    end
+    redis.call('PEXPIRE', KEYS[i], window)
+  elseif n == 1 or redis.call('PTTL', KEYS[i]) < 0 then
+    redis.call('PEXPIRE', KEYS[i], window)
+  end
+end
+return 0`;
+
+const REFUND = `
+for i = 1, #KEYS do
+  local n = tonumber(redis.call('HGET', KEYS[i], 'n'))
+  if n and n > 0 then redis.call('HINCRBY', KEYS[i], 'n', -1) end
+end
+return 0`;
+
+/** SPEND's four arguments for one allowance, in the order the script reads them. */
+function allowanceArgs(
+  allowance: Allowance,
+): [max: string, windowMs: string, firstMs: string, maxMs: string] {
+  const { max, windowMs, backoff } = allowance;
+  return [String(max), String(windowMs), String(backoff?.firstMs ?? 0), String(backoff?.maxMs ?? 0)];
+}
+
 type RawEntry = [string, string[] | null];
 
 export interface RedisBrokerOptions {
@@ -204,6 +257,8 @@ export class RedisBroker implements Broker {
       parleyAppendMany: APPEND_MANY,
       parleyIncrWithTtl: INCR_WITH_TTL,
       parleyIncrExisting: INCR_EXISTING,
+      parleySpend: SPEND,
+      parleyRefund: REFUND,
       parleyHdelIfPrefix: HDEL_IF_PREFIX,
       parleyHdelIfPrefixMany: HDEL_IF_PREFIX_MANY,
     })) {
@@ -584,6 +639,26 @@ export class RedisBroker implements Broker {
 
   ttlMs(key: string): Promise<number> {
     return this.run(() => this.client.pttl(this.k(key)));
+  }
+
+  async spend(allowances: Allowance[]): Promise<Spent> {
+    if (allowances.length === 0) return { spent: true };
+    const args = allowances.flatMap(allowanceArgs);
+    const waitMs = Number(
+      await this.run(() =>
+        this.script('parleySpend', SPEND)(
+          allowances.length,
+          ...allowances.map((allowance) => this.k(allowance.key)),
+          ...args,
+        ),
+      ),
+    );
+    return waitMs > 0 ? { spent: false, retryAfterMs: waitMs } : { spent: true };
+  }
+
+  async refund(keys: string[]): Promise<void> {
+    if (keys.length === 0) return;
+    await this.run(() => this.script('parleyRefund', REFUND)(keys.length, ...keys.map((key) => this.k(key))));
   }
 
   hget(key: string, field: string): Promise<string | null> {

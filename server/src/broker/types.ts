@@ -112,6 +112,26 @@ export interface FanOut {
   publish?: { channel: string; message: string };
 }
 
+/**
+ * An allowance of attempts under one key, for `spend`: `max` attempts per window of `windowMs`,
+ * the window starting with the first attempt.
+ */
+export interface Allowance {
+  key: string;
+  max: number;
+  windowMs: number;
+  /**
+   * Past `max`, slow down instead of refusing until the window ends: the next attempt is allowed
+   * `firstMs` after the last one, each further one after twice as long as the one before, at
+   * most `maxMs`; and every attempt starts the window afresh, so it ends only once the attempts
+   * stop.
+   */
+  backoff?: { firstMs: number; maxMs: number };
+}
+
+/** What `spend` answers: taken, or refused with how long to wait before trying again. */
+export type Spent = { spent: true } | { spent: false; retryAfterMs: number };
+
 export type Unsubscribe = () => Promise<void>;
 
 export interface SubscriptionWatcher {
@@ -191,6 +211,14 @@ export interface Broker {
   /** Increments only an existing counter; null when it is missing. */
   incrExisting(key: string): Promise<number | null>;
   ttlMs(key: string): Promise<number>;
+  /**
+   * Takes one attempt from each allowance, all or none, in one atomic step shared by every
+   * instance: when any of them has none left, nothing is taken and the answer says how long until
+   * all of them would allow one. A refused call takes nothing, so asking again costs nothing.
+   */
+  spend(allowances: Allowance[]): Promise<Spent>;
+  /** Gives back one attempt taken by `spend` from each key (never below none taken). */
+  refund(keys: string[]): Promise<void>;
   hget(key: string, field: string): Promise<string | null>;
   hgetall(key: string): Promise<Record<string, string>>;
   hset(key: string, field: string, value: string): Promise<void>;

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { z } from 'zod';
+import { type Budgets, defaultBudgets } from '../limits/budgets.js';
 
 /** A duration such as `15m`, `7d`, `30s`, `500ms` or a plain number of seconds. */
 const Duration = z
@@ -123,10 +124,31 @@ export interface Limits {
   maxQueuedEvents: number;
   /** Events kept per user for resume; a client away for longer gets `resync`. */
   eventLogLength: number;
-  /** Failed logins per account, and per address, within `loginWindowSeconds`. */
+  /**
+   * Password guesses allowed per account (sign-in, and the current password that changing the
+   * password or deleting the account asks for) and per address, without delay, within
+   * `loginWindowSeconds`; past that, sign-in slows down (`loginDelaySeconds`) rather than
+   * refusing until the window ends. A sign-in that presents the device token of an earlier one
+   * on that account is counted against that device alone (`loginFailuresPerDevice`), so what
+   * others try never holds it up.
+   */
   loginFailuresPerAccount: number;
   loginFailuresPerAddress: number;
+  loginFailuresPerDevice: number;
+  /** The window closes this long after the last attempt. */
   loginWindowSeconds: number;
+  /** Past the allowance: the wait after the first further guess, doubling with each one after. */
+  loginDelaySeconds: number;
+  /** ...up to this. */
+  loginMaxDelaySeconds: number;
+  /**
+   * Password hashes (scrypt: 128 MiB and about half a second each) computed at once by this
+   * instance, and how many more may wait for one; beyond that a call gets TOO_MANY_REQUESTS.
+   */
+  passwordHashConcurrency: number;
+  passwordHashQueue: number;
+  /** Calls per user or per address of each procedure (`server/src/limits/budgets.ts`). */
+  budgets: Budgets;
   /** Messages one user may send within `sendWindowSeconds`. */
   sendsPerUser: number;
   sendWindowSeconds: number;
@@ -195,7 +217,14 @@ export const defaultLimits: Limits = {
   eventLogLength: 2_000,
   loginFailuresPerAccount: 10,
   loginFailuresPerAddress: 50,
+  loginFailuresPerDevice: 10,
   loginWindowSeconds: 15 * 60,
+  loginDelaySeconds: 1,
+  loginMaxDelaySeconds: 60,
+  // Three of libuv's four threads (see `hashConcurrency`), and twice that many waiting.
+  passwordHashConcurrency: 3,
+  passwordHashQueue: 6,
+  budgets: defaultBudgets,
   sendsPerUser: 600,
   sendWindowSeconds: 60,
 };
@@ -209,7 +238,7 @@ export function loadConfig(
   source: Record<string, string | undefined> = process.env,
   overrides: Partial<Omit<Config, 'jwt' | 'limits' | 'worker' | 'presence'>> & {
     jwt?: Partial<Config['jwt']>;
-    limits?: Partial<Limits>;
+    limits?: Partial<Omit<Limits, 'budgets'>> & { budgets?: Partial<Budgets> };
     worker?: Partial<Config['worker']>;
     presence?: Partial<Config['presence']>;
   } = {},
@@ -262,7 +291,7 @@ export function loadConfig(
       claimIdleMs: 30_000,
       maxDeliveries: 5,
     },
-    limits: defaultLimits,
+    limits: { ...defaultLimits, ...hashConcurrency(source.UV_THREADPOOL_SIZE) },
     presence: { ttlMs: 45_000, heartbeatMs: 15_000 },
     version: '0.1.0',
   };
@@ -270,8 +299,26 @@ export function loadConfig(
     ...base,
     ...overrides,
     jwt: { ...base.jwt, ...overrides.jwt },
-    limits: { ...base.limits, ...overrides.limits },
+    limits: {
+      ...base.limits,
+      ...overrides.limits,
+      budgets: { ...base.limits.budgets, ...overrides.limits?.budgets },
+    },
     worker: { ...base.worker, ...overrides.worker },
     presence: { ...base.presence, ...overrides.presence },
   };
+}
+
+/**
+ * Password hashes run on libuv's thread pool (`UV_THREADPOOL_SIZE`, 4 by default), which also
+ * serves WebCrypto (every token signed or verified), DNS lookups and file access: hashing on
+ * all of its threads would hold those up behind half-second hashes. One thread is left free;
+ * raise `UV_THREADPOOL_SIZE` for more hashes at once.
+ */
+function hashConcurrency(
+  threadPoolSize: string | undefined,
+): Pick<Limits, 'passwordHashConcurrency' | 'passwordHashQueue'> {
+  const threads = Number.parseInt(threadPoolSize ?? '', 10);
+  const concurrency = Math.max(1, (Number.isInteger(threads) && threads > 0 ? threads : 4) - 1);
+  return { passwordHashConcurrency: concurrency, passwordHashQueue: concurrency * 2 };
 }

@@ -14,6 +14,11 @@ import type { Conversation, CreateGroup, ListConversations, Member } from './sch
 
 /** How long a `typing` signal lasts unless repeated. */
 export const TYPING_TTL_MS = 5_000;
+/**
+ * At most one `typing` event per user and conversation in this long, however often the client
+ * calls: shorter than `TYPING_TTL_MS`, so that steady typing keeps the signal on without a gap.
+ */
+export const TYPING_COALESCE_MS = 3_000;
 
 type ConversationRow = typeof conversations.$inferSelect;
 
@@ -235,11 +240,19 @@ export class ConversationService {
     return { lastReadSeq: current.lastReadSeq };
   }
 
-  /** Ephemeral: kept in the broker with an expiry, never written to PostgreSQL. */
+  /**
+   * Ephemeral: never written to PostgreSQL. Coalesced across instances: only the call that
+   * claims the user's slot in this conversation (a key set only when absent, expiring after
+   * `TYPING_COALESCE_MS`) sends the event; the others succeed without one.
+   */
   async typing(userId: string, id: string): Promise<{ ok: true }> {
     const recipients = await this.memberships.recipients(userId, id);
     const until = new Date(Date.now() + TYPING_TTL_MS);
-    await this.broker.set(`typing:${id}:${userId}`, until.toISOString(), { ttlMs: TYPING_TTL_MS });
+    const claimed = await this.broker.set(`typing:${id}:${userId}`, until.toISOString(), {
+      ttlMs: TYPING_COALESCE_MS,
+      nx: true,
+    });
+    if (!claimed) return { ok: true };
     await this.publish(
       recipients.filter((member) => member !== userId),
       { type: 'typing', conversationId: id, userId, until },

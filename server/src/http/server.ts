@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import { WebSocketServer } from 'ws';
 import { createContext } from '../context.js';
+import { RateLimited } from '../errors.js';
 import { appRouter } from '../routers/_app.js';
 import { routeOf } from '../metrics.js';
 import { countRequest, handleOpsRequest } from './ops.js';
@@ -52,6 +53,14 @@ export async function startHttp(
     maxBatchSize: config.limits.maxBatchSize,
     createContext: (opts) => createContext(app, { req: opts.req, info: opts.info }, 'http'),
     onError,
+    // A call refused as too many carries its wait in `error.data.retryAfter`; HTTP clients and
+    // proxies read it from `Retry-After` (the longest, when several calls of a batch were refused).
+    responseMeta: ({ errors }) => {
+      const waits = errors.flatMap((error) =>
+        error.cause instanceof RateLimited ? [error.cause.retryAfterSeconds] : [],
+      );
+      return waits.length > 0 ? { headers: { 'retry-after': String(Math.max(...waits)) } } : {};
+    },
   });
 
   const server = http.createServer((req, res) => {

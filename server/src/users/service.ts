@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { and, asc, eq, gt, inArray, isNull, or, sql } from 'drizzle-orm';
 import { conversations, members, users } from '../../../drizzle/schema.js';
-import { hashPassword, verifyPassword } from '../auth/passwords.js';
+import type { PasswordGuesses } from '../auth/guesses.js';
+import type { Passwords } from '../auth/passwords.js';
 import type { Register } from '../auth/schemas.js';
 import type { Sessions } from '../auth/sessions.js';
 import type { AuthUser } from '../auth/tokens.js';
@@ -27,11 +28,12 @@ export class UserService {
   constructor(
     private readonly db: Database,
     private readonly sessions: Sessions,
-    private readonly passwordHashCost: number,
+    private readonly passwords: Passwords,
+    private readonly guesses: PasswordGuesses,
   ) {}
 
   async create(input: Register): Promise<Me> {
-    const passwordHash = await hashPassword(input.password, this.passwordHashCost);
+    const passwordHash = await this.passwords.hash(input.password);
     try {
       const [row] = await this.db
         .insert(users)
@@ -46,9 +48,10 @@ export class UserService {
       if (!row) throw new Error('insert returned no row');
       return toMe(row, false);
     } catch (error) {
-      const constraint = uniqueViolation(error);
-      if (constraint?.includes('username')) throw new Conflict('Username is taken', 'username');
-      if (constraint?.includes('email')) throw new Conflict('Email is already registered', 'email');
+      // One answer for both, naming neither field, so that it does not single out a registered
+      // email. (A probe with a fresh username still learns it: without email verification a
+      // sign-up can only succeed or fail. The registration budget per address bounds the rate.)
+      if (uniqueViolation(error) !== null) throw new Conflict('Username or email is already taken');
       throw error;
     }
   }
@@ -184,10 +187,11 @@ export class UserService {
     const changes: Partial<typeof users.$inferInsert> = { updatedAt: new Date() };
     if (input.displayName !== undefined) changes.displayName = input.displayName;
     if (input.password !== undefined) {
-      if (!(await verifyPassword(input.currentPassword ?? '', current.passwordHash))) {
+      const allowance = [this.guesses.account(user.id)];
+      if (!(await this.guesses.check(input.currentPassword ?? '', current.passwordHash, allowance))) {
         throw new Forbidden('Current password is wrong');
       }
-      changes.passwordHash = await hashPassword(input.password, this.passwordHashCost);
+      changes.passwordHash = await this.passwords.hash(input.password);
     }
     const [row] = await this.db.update(users).set(changes).where(eq(users.id, user.id)).returning();
     if (!row) throw new NotFound('User');
@@ -203,7 +207,7 @@ export class UserService {
   async delete(user: AuthUser, password: string): Promise<{ ok: true }> {
     const current = await this.findActive(user.id);
     if (!current) throw new NotFound('User');
-    if (!(await verifyPassword(password, current.passwordHash))) {
+    if (!(await this.guesses.check(password, current.passwordHash, [this.guesses.account(user.id)]))) {
       throw new Invalid('Password is wrong', 'password');
     }
     await this.db.update(users).set({ deletedAt: new Date() }).where(eq(users.id, user.id));
