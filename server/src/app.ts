@@ -5,6 +5,18 @@ import { startHttp } from './http/server.js';
 import { createLogger, type Logger } from './logger.js';
 import { buildServices, type Services } from './services.js';
 import { PersistenceWorker } from './worker/persist.js';
+import { WrittenEntries } from './worker/written.js';
+
+/**
+ * How long a change waits for the in-process worker to write it before the call answers that
+ * it may or may not be stored (a write normally takes a few milliseconds).
+ */
+const WRITE_WAIT_MS = 10_000;
+/**
+ * The worker's linger while calls wait for its writes: it then adds to every call's latency, so
+ * it only gathers the sends that arrive together (20 ms made a lone send take 20 ms, not 8).
+ */
+const WAITED_LINGER_MS = 5;
 
 export interface App {
   services: Services;
@@ -47,19 +59,32 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       { database: database.engine, broker: broker.engine },
       `using ${database.engine === 'pglite' ? `embedded PostgreSQL in ${config.dataDir}` : 'PostgreSQL'} and ${broker.engine === 'memory' ? 'the in-process broker' : 'Redis'}`,
     );
-    const services = buildServices({ config, log, database, broker });
+    // The in-process broker's stream lives and dies with this process, and only this process's
+    // worker can write it to the database: a change is acknowledged once that worker wrote it,
+    // and revocations, which the broker would otherwise forget, are set again from PostgreSQL.
+    // (The configuration and the CLI refuse the in-process broker without this worker; an app
+    // built without it, beside a worker of its caller's own, gets no wait.)
+    const inProcessBroker = broker.engine === 'memory';
+    const written = inProcessBroker && config.runWorker ? new WrittenEntries(WRITE_WAIT_MS) : null;
+    const services = buildServices({ config, log, database, broker, durability: written });
+    if (inProcessBroker) await services.sessions.restoreRevocations();
     await services.realtime.start();
     closers.push(() => services.realtime.stop());
 
     let worker: PersistenceWorker | null = null;
     if (config.runWorker) {
       const { metrics } = services;
-      worker = new PersistenceWorker(database.db, broker, config.worker, log.child({ component: 'worker' }), {
+      const settings = written ? { ...config.worker, lingerMs: WAITED_LINGER_MS } : config.worker;
+      worker = new PersistenceWorker(database.db, broker, settings, log.child({ component: 'worker' }), {
         onBatch: (size, durationMs) => {
           metrics.persistBatchSize.observe(size);
           metrics.persistLatency.observe(durationMs / 1000);
         },
-        onDeadLetter: () => metrics.deadLetters.inc(),
+        onDeadLetter: (entryId) => {
+          metrics.deadLetters.inc();
+          written?.markDeadLettered(entryId);
+        },
+        onWritten: (entryIds) => written?.markWritten(entryIds),
       });
       worker.start();
       // Stops before the broker and database close (closers run in reverse).

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { type Config, ConfigError, EnvSchema, loadConfig } from './config/index.js';
+import { type Config, ConfigError, EnvSchema, IN_PROCESS_WORKER_ONLY, loadConfig } from './config/index.js';
+import { DataDirLocked } from './db/lock.js';
 import { createLogger } from './logger.js';
 
 // The server's modules (database engines, tRPC, ws) load only for the commands that use them,
@@ -24,6 +25,8 @@ Configuration comes from environment variables (see .env.example and docs/OPERAT
 SIGTERM or SIGINT drains connections and stops the worker after its current batch.`;
 
 const EX_USAGE = 64;
+/** Another process holds DATA_DIR: starting again once it has stopped may work. */
+const EX_TEMPFAIL = 75;
 const EX_CONFIG = 78;
 /** How long a graceful stop may take before the process exits anyway. */
 const SHUTDOWN_DEADLINE_MS = 30_000;
@@ -170,7 +173,23 @@ async function main(argv: string[]): Promise<number> {
     }
     throw error;
   }
+  if (!config.redisUrl && (command === 'worker' || noWorker)) {
+    const what = command === 'worker' ? 'parley worker' : '--no-worker';
+    console.error(`Invalid configuration:\n  ${what}: ${IN_PROCESS_WORKER_ONLY}`);
+    return EX_CONFIG;
+  }
+  try {
+    return await run(config, command, noWorker);
+  } catch (error) {
+    if (error instanceof DataDirLocked) {
+      console.error(error.message);
+      return EX_TEMPFAIL;
+    }
+    throw error;
+  }
+}
 
+async function run(config: Config, command: 'start' | 'worker' | 'migrate', noWorker: boolean) {
   if (command === 'migrate') {
     const log = createLogger({ level: config.logLevel, pretty: config.logFormat === 'pretty' });
     const { openDatabase } = await import('./db/index.js');

@@ -60,9 +60,18 @@ export class RateLimited extends DomainError {
   }
 }
 
-/** A dependency (Redis, PostgreSQL) is down: the caller may retry; nothing was accepted. */
+/**
+ * A dependency (Redis, PostgreSQL) is down: the caller may retry. Nothing was accepted, unless
+ * `outcomeUnknown` says the change went out and may yet be applied.
+ */
 export class Unavailable extends Error {
   override name = 'Unavailable';
+  readonly outcomeUnknown: boolean;
+
+  constructor(message: string, options?: ErrorOptions & { outcomeUnknown?: boolean }) {
+    super(message, options);
+    this.outcomeUnknown = options?.outcomeUnknown ?? false;
+  }
 }
 
 /**
@@ -118,7 +127,7 @@ export function toTRPCError(error: unknown): TRPCError {
   if (error instanceof DomainError) {
     return new TRPCError({ code: error.code, message: error.message, cause: error });
   }
-  if (error instanceof BrokerUnavailableError && error.outcomeUnknown) {
+  if ((error instanceof BrokerUnavailableError || error instanceof Unavailable) && error.outcomeUnknown) {
     // The command was sent and may have run (a timeout, a connection cut mid-call).
     return new TRPCError({
       code: 'SERVICE_UNAVAILABLE',

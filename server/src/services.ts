@@ -10,7 +10,7 @@ import type { Logger } from './logger.js';
 import { Memberships } from './conversations/membership.js';
 import { ConversationService } from './conversations/service.js';
 import { MessageService } from './messages/service.js';
-import { MessageStore } from './messages/store.js';
+import { type Durability, MessageStore } from './messages/store.js';
 import type { EventPublisher } from './realtime/events.js';
 import { Hub } from './realtime/hub.js';
 import { Presence } from './realtime/presence.js';
@@ -43,8 +43,10 @@ export function buildServices(deps: {
   log: Logger;
   database: DatabaseHandle;
   broker: Broker;
+  /** Makes message changes resolve only once written to PostgreSQL (see `createApp`). */
+  durability?: Durability | null;
 }): Services {
-  const { config, log, database, broker } = deps;
+  const { config, log, database, broker, durability = null } = deps;
   const db = database.db;
   const sessions = new Sessions(db, broker, config, log);
   const passwords = new Passwords(config.passwordHashCost, config.limits);
@@ -56,7 +58,7 @@ export function buildServices(deps: {
   let hub: Hub | null = null;
   const metrics = createMetrics({ broker, subscriptions: () => hub?.count() ?? 0 });
   const memberships = new Memberships(db, broker);
-  const store = new MessageStore(db, broker);
+  const store = new MessageStore(db, broker, durability);
   const events = new BrokerEventPublisher(broker, config.limits.eventLogLength);
   const messages = new MessageService(store, memberships, events, broker, config.limits, log, metrics);
   const conversations = new ConversationService(db, store, memberships, messages, events, broker);

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { and, eq, gt, isNull, ne } from 'drizzle-orm';
+import { and, eq, gt, isNull, max, ne } from 'drizzle-orm';
 import { sessions } from '../../../drizzle/schema.js';
 import { type Broker, type Refusal, refuses } from '../broker/types.js';
 import type { Config } from '../config/index.js';
@@ -121,6 +121,31 @@ export class Sessions {
       .where(and(eq(sessions.userId, userId), isNull(sessions.revokedAt)));
     await this.broker.set(`revoked:user:${userId}`, String(now), { ttlMs: this.accessTtlMs });
     await this.announce({ userId, sessionId: null });
+  }
+
+  /**
+   * Sets again, from PostgreSQL, the mark of every session revoked within an access token's
+   * lifetime, each for what is left of that lifetime: for a broker that starts empty (the
+   * in-process one, after a restart), so that an access token of a session logged out before
+   * stays refused. Every access token belongs to a session, so the sessions' marks cover the
+   * user-wide ones too. Returns how many were set.
+   */
+  async restoreRevocations(): Promise<number> {
+    const now = Date.now();
+    const revoked = await this.db
+      .select({ familyId: sessions.familyId, revokedAt: max(sessions.revokedAt) })
+      .from(sessions)
+      .where(gt(sessions.revokedAt, new Date(now - this.accessTtlMs)))
+      .groupBy(sessions.familyId);
+    let restored = 0;
+    for (const { familyId, revokedAt } of revoked) {
+      const ttlMs = (revokedAt?.getTime() ?? 0) + this.accessTtlMs - now;
+      if (ttlMs <= 0) continue;
+      await this.broker.set(`revoked:session:${familyId}`, '1', { ttlMs });
+      restored += 1;
+    }
+    if (restored > 0) this.log.info({ sessions: restored }, 'session revocations restored from the database');
+    return restored;
   }
 
   /**

@@ -190,6 +190,11 @@ export interface Config {
     /** Batches written at the same time, each in its own transaction. */
     concurrency: number;
     blockMs: number;
+    /**
+     * After a small batch, how long the next read waits so that a trickle of messages is
+     * written in fewer statements; it adds to the persistence lag.
+     */
+    lingerMs: number;
     claimIdleMs: number;
     maxDeliveries: number;
   };
@@ -205,6 +210,13 @@ export interface Config {
 export class ConfigError extends Error {
   override name = 'ConfigError';
 }
+
+/**
+ * Why every process without REDIS_URL runs its own worker: the in-process broker's stream is
+ * seen by no other process, so nothing else could write its messages to the database.
+ */
+export const IN_PROCESS_WORKER_ONLY =
+  'without REDIS_URL the broker is in-process, so the persistence worker must run in the same process (set REDIS_URL to run the API and the worker apart)';
 
 export const defaultLimits: Limits = {
   maxBodyBytes: 1024 * 1024,
@@ -259,6 +271,9 @@ export function loadConfig(
       'Invalid configuration:\n  JWT_SECRET: is required when NODE_ENV=production (at least 32 bytes)',
     );
   }
+  if (env.PARLEY_WORKER === 'off' && !env.REDIS_URL) {
+    throw new ConfigError(`Invalid configuration:\n  PARLEY_WORKER: ${IN_PROCESS_WORKER_ONLY}`);
+  }
   const secret = env.JWT_SECRET ? new TextEncoder().encode(env.JWT_SECRET) : new Uint8Array(randomBytes(32));
   const base: Config = {
     env: env.NODE_ENV,
@@ -288,6 +303,7 @@ export function loadConfig(
       batchSize: env.PARLEY_WORKER_BATCH_SIZE,
       concurrency: env.PARLEY_WORKER_CONCURRENCY,
       blockMs: 1000,
+      lingerMs: 20,
       claimIdleMs: 30_000,
       maxDeliveries: 5,
     },

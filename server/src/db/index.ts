@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { sql } from 'drizzle-orm';
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
 import { schema } from '../../../drizzle/schema.js';
+import { type DataDirLock, lockDataDir } from './lock.js';
 
 export type Schema = typeof schema;
 /** The one database type every service uses, whichever engine is underneath. */
@@ -80,16 +81,24 @@ async function openPglite(dataDir: string): Promise<DatabaseHandle> {
   const { PGlite } = await import('@electric-sql/pglite');
   const { drizzle } = await import('drizzle-orm/pglite');
   const { migrate } = await import('drizzle-orm/pglite/migrator');
-  // `memory://` keeps everything in memory (tests); anything else is a folder on disk.
+  // `memory://` keeps everything in memory (tests); anything else is a folder on disk, which
+  // this process takes for itself before PGlite opens its files in it (`pglite/`).
+  const inMemory = dataDir.startsWith('memory://');
+  const lock: DataDirLock | null = inMemory ? null : lockDataDir(dataDir);
   let client: InstanceType<typeof PGlite>;
-  if (dataDir.startsWith('memory://')) {
-    client = new PGlite();
-  } else {
-    const folder = `${dataDir.replace(/\/$/, '')}/pglite`;
-    mkdirSync(folder, { recursive: true });
-    client = new PGlite(folder);
+  try {
+    if (inMemory) {
+      client = new PGlite();
+    } else {
+      const folder = `${dataDir.replace(/\/$/, '')}/pglite`;
+      mkdirSync(folder, { recursive: true });
+      client = new PGlite(folder);
+    }
+    await client.waitReady;
+  } catch (error) {
+    lock?.release();
+    throw error;
   }
-  await client.waitReady;
   const db = drizzle(client, { schema });
   return {
     db,
@@ -100,7 +109,12 @@ async function openPglite(dataDir: string): Promise<DatabaseHandle> {
     },
     ping: () => pingDatabase(db),
     async close() {
-      await client.close();
+      try {
+        await client.close();
+      } finally {
+        // Last of all: a process still draining keeps the directory to itself until here.
+        lock?.release();
+      }
     },
   };
 }

@@ -122,6 +122,15 @@ export function versionOf(entryId: string): string {
   return `${ms.padStart(16, '0')}-${n.padStart(10, '0')}`;
 }
 
+/**
+ * Tells when a stream entry is in PostgreSQL. Given only where the stream dies with the process
+ * (the in-process broker): there a change is acknowledged once it is written, not once queued.
+ */
+export interface Durability {
+  /** Resolves once the entry is committed; rejects when it will not be, or not in time. */
+  untilWritten(entryId: string): Promise<void>;
+}
+
 function splitPending(value: string): { entryId: string; rest: string } {
   const bar = value.indexOf('|');
   return { entryId: value.slice(0, bar), rest: value.slice(bar + 1) };
@@ -143,6 +152,8 @@ export class MessageStore {
   constructor(
     private readonly db: Database,
     private readonly broker: Broker,
+    /** With it, every append resolves only once its change is in PostgreSQL. */
+    private readonly durability: Durability | null = null,
   ) {
     this.byClientId = db
       .select({ id: messages.id, conversationId: messages.conversationId })
@@ -226,10 +237,16 @@ export class MessageStore {
     };
     for (let attempt = 0; ; attempt++) {
       const result = await this.broker.append(MESSAGES_STREAM, { op: 'create', m: json }, options);
-      if (result.appended) return { appended: true, seq: result.counter ?? 0 };
+      if (result.appended) {
+        await this.untilMessageWritten(message.id);
+        return { appended: true, seq: result.counter ?? 0 };
+      }
       if ('refused' in result || 'limited' in result || 'changed' in result) return result;
       if ('existing' in result) {
         const [conversationId = '', id = ''] = result.existing.split(':');
+        // The first send may still be on its way (a concurrent duplicate, or a retry after it
+        // timed out): the answer acknowledges it too.
+        await this.untilMessageWritten(id);
         return { appended: false, existing: { conversationId, id } };
       }
       // Only a counter removed again right after it was restored gets here twice.
@@ -254,6 +271,28 @@ export class MessageStore {
         ],
       },
     );
+    await this.untilMessageWritten(message.id);
+  }
+
+  /**
+   * With `durability`: resolves once the change pending for this message, if any, is written.
+   * The worker releases a pending copy before it reports the entry written, so a copy still
+   * there once the wait has begun is reported to that wait; a newer change that replaced it
+   * is waited for instead (writing it writes the whole message).
+   */
+  private async untilMessageWritten(messageId: string): Promise<void> {
+    if (!this.durability) return;
+    let where = await this.broker.hget(PENDING_INDEX, messageId);
+    while (where !== null) {
+      const written = this.durability.untilWritten(splitPending(where).entryId);
+      const now = await this.broker.hget(PENDING_INDEX, messageId);
+      if (now === where) {
+        await written;
+        return;
+      }
+      written.catch(() => undefined);
+      where = now;
+    }
   }
 
   /**

@@ -27,14 +27,18 @@ export interface WorkerStats {
 
 export interface PersistHooks {
   onBatch?(size: number, durationMs: number): void;
+  /** After the entry went to the dead-letter stream (and its pending copy was released). */
   onDeadLetter?(entryId: string): void;
+  /**
+   * After these entries were committed and their pending copies released: a caller that saw an
+   * entry's pending copy before waiting for it is always told (`WrittenEntries` relies on it).
+   */
+  onWritten?(entryIds: string[]): void;
 }
 
 const TRIM_INTERVAL_MS = 5_000;
-/** Below this many entries a batch counts as small, and the next read waits `LINGER_MS`. */
+/** Below this many entries a batch counts as small, and the next read waits `lingerMs`. */
 const SMALL_BATCH = 50;
-/** Added to the persistence lag of a trickle of messages, to write them in fewer statements. */
-const LINGER_MS = 20;
 
 /**
  * Writes the message stream to PostgreSQL. Entries are acknowledged only after the commit that
@@ -119,7 +123,7 @@ export class PersistenceWorker {
           launch(entries);
           // A small batch means messages are trickling in: waiting a moment lets the next read
           // take several at once instead of one statement (and its round trips) per message.
-          const linger = entries.length < SMALL_BATCH ? LINGER_MS : 0;
+          const linger = entries.length < SMALL_BATCH ? this.settings.lingerMs : 0;
           if (!this.stopping && failures.length === 0) prefetched = this.readNew(linger);
           while (inFlight.size >= this.settings.concurrency) await Promise.race(inFlight);
         }
@@ -324,6 +328,7 @@ export class PersistenceWorker {
     this.settling = (async () => {
       await previous;
       await this.releasePending(changes);
+      this.hooks.onWritten?.(ids);
       await this.broker.ack(MESSAGES_STREAM, PERSIST_GROUP, ids);
     })().catch((error: unknown) => {
       this.log.warn({ err: error }, 'acknowledgement deferred: entries stay pending and will be rewritten');
