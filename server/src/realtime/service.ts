@@ -115,10 +115,9 @@ export class Realtime {
     // An iterated stream abandoned before its first read would never run its `finally`.
     if (!direct) request.signal?.addEventListener('abort', () => stream.stop(), { once: true });
     try {
-      if ((await this.presence.connectionCount(user.id)) >= limits.maxConnectionsPerUser) {
+      if (!(await this.presence.connect(user.id, stream.key, limits.maxConnectionsPerUser))) {
         throw new RateLimited('Too many connections for this user', 5);
       }
-      await this.presence.connected(user.id, stream.key);
       const epoch = await this.epoch();
       const start: StreamStart = request.lastEventId
         ? await this.resumePoint(log, epoch, request.lastEventId)
