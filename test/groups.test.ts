@@ -81,15 +81,29 @@ describe(`group changes (${engineLabel})`, () => {
     await Promise.all(taps.map((events) => events.stop()));
   });
 
-  it('a rename sends each member one conversation update and one system message', async () => {
+  it('a rename sends each member one conversation update, with their own unread count, and one system message', async () => {
     const [owner, bo, cy, dd] = await users(4);
     if (!owner || !bo || !cy || !dd) throw new Error('users missing');
     const group = await owner.api.conversation.createGroup.mutate({
       name: 'Before',
       memberIds: [bo.user.id, cy.user.id, dd.user.id],
     });
-    const taps = await Promise.all([owner, bo, cy, dd].map((u) => tap(u, app, u.user.id)));
+    // Different unread counts: bo read up to the first message, cy everything, dd nothing.
+    const first = await owner.api.message.send.mutate({ conversationId: group.id, content: 'one' });
+    const second = await owner.api.message.send.mutate({ conversationId: group.id, content: 'two' });
+    await bo.api.conversation.markRead.mutate({ id: group.id, seq: first.seq });
+    await cy.api.conversation.markRead.mutate({ id: group.id, seq: second.seq });
+    const everyone = [owner, bo, cy, dd];
+    const taps = await Promise.all(everyone.map((u) => tap(u, app, u.user.id)));
     await owner.api.conversation.rename.mutate({ id: group.id, name: 'After' });
+    for (const [i, events] of taps.entries()) {
+      await events.until(() => events.of('conversation.upserted').length > 0);
+      const own = await everyone[i]?.api.conversation.byId.query({ id: group.id });
+      expect(events.of('conversation.upserted')[0]?.conversation.unreadCount).toBe(own?.unreadCount);
+    }
+    expect(
+      new Set(taps.map((events) => events.of('conversation.upserted')[0]?.conversation.unreadCount)).size,
+    ).toBe(4);
     await sentinel(owner, group.id, taps, 'after the rename');
     for (const events of taps) {
       expect(events.of('conversation.upserted').map((e) => e.conversation.name)).toEqual(['After']);

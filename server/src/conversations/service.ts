@@ -345,14 +345,34 @@ export class ConversationService {
     await this.publish(recipients, { type: 'conversation.removed', conversationId: id });
   }
 
-  /** Sends each recipient the conversation as they see it (their own unread count). */
+  /**
+   * Sends each recipient the conversation as they see it. Only the unread count differs from
+   * one member to the next, so the rest is read once, and recipients whose counts agree get
+   * one event between them: a group's change costs one read of it, a count per member, and
+   * as many events to publish as there are distinct counts.
+   */
   private async announce(id: string, recipients: string[]): Promise<void> {
-    const views = await Promise.all(
-      recipients.map(async (userId) => [userId, await this.view(id, userId)] as const),
+    const [shared] = (await this.views([id], null)).values();
+    if (!shared || recipients.length === 0) return;
+    const readPositions = new Map(shared.members.map((member) => [member.userId, member.lastReadSeq]));
+    const counts = await Promise.all(
+      recipients.map(async (userId) => {
+        const position = readPositions.get(userId);
+        if (position === undefined) return 0;
+        const unread = await this.store.unreadCounts(userId, new Map([[id, position]]));
+        return Math.max(0, unread.get(id) ?? 0);
+      }),
     );
+    const byCount = new Map<number, string[]>();
+    recipients.forEach((userId, i) => {
+      const count = counts[i] ?? 0;
+      const group = byCount.get(count);
+      if (group) group.push(userId);
+      else byCount.set(count, [userId]);
+    });
     await Promise.all(
-      views.map(([userId, conversation]) =>
-        this.publish([userId], { type: 'conversation.upserted', conversation }),
+      [...byCount].map(([unreadCount, group]) =>
+        this.publish(group, { type: 'conversation.upserted', conversation: { ...shared, unreadCount } }),
       ),
     );
   }
@@ -379,8 +399,11 @@ export class ConversationService {
     return view;
   }
 
-  /** Builds the `Conversation` shape for many conversations in a fixed number of queries. */
-  private async views(ids: string[], viewerId: string): Promise<Map<string, Conversation>> {
+  /**
+   * Builds the `Conversation` shape for many conversations in a fixed number of queries, with
+   * the unread counts of `viewerId` (none without one).
+   */
+  private async views(ids: string[], viewerId: string | null): Promise<Map<string, Conversation>> {
     const out = new Map<string, Conversation>();
     if (ids.length === 0) return out;
     const [rows, memberRows] = await Promise.all([
@@ -410,7 +433,7 @@ export class ConversationService {
     }
     const [latest, unread] = await Promise.all([
       this.store.latest(ids),
-      this.store.unreadCounts(viewerId, readPositions),
+      viewerId === null ? new Map<string, number>() : this.store.unreadCounts(viewerId, readPositions),
     ]);
     for (const row of rows as ConversationRow[]) {
       const lastMessage = latest.get(row.id) ?? null;
