@@ -249,7 +249,6 @@ export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
-
 /**
  * Reads the environment once. This is the only module that looks at `process.env`;
  * everything else receives a `Config`. `fileValues` (from `parley --config`) use the same
