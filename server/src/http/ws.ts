@@ -23,9 +23,9 @@ import { type DirectStream, directStreamOf, wsEncoder } from '../realtime/frames
  * asks for it, `PING`/`PONG`, `subscription.stop` and the `reconnect` notification. It answers
  * every message as `@trpc/server/adapters/ws` does (same frames, same error shapes), with less
  * state per connection: one object and two listeners, a subscription entry per subscription,
- * and no timer per socket (one sweep serves the keep-alive of every connection). A subscription
- * whose stream can write its own frames (`DirectStream`) is handed the socket and holds no
- * iterator, promise or abort signal while it waits for events.
+ * and no timer per socket (one sweep serves the keep-alive and the authentication deadline of
+ * every connection). A subscription whose stream can write its own frames (`DirectStream`) is
+ * handed the socket and holds no iterator, promise or abort signal while it waits for events.
  */
 export interface WsHandlerOptions<TContext> {
   wss: WebSocketServer;
