@@ -1030,6 +1030,49 @@ function contract(engine: Engine) {
       expect(await broker.zrangeByScore(key, 0, 10)).toEqual([]);
       expect(await broker.zscores(key, ['a', 'missing', 'half', 'c'])).toEqual([10, null, 1.5, 30]);
     });
+    it('zaddCapped adds below the cap only, after dropping expired members; a present member keeps its place', async () => {
+      const key = fresh('zset');
+      expect(await broker.zaddCapped(key, 'a', 100, { max: 2, expireUpTo: 10 })).toEqual({
+        added: true,
+        others: 0,
+      });
+      expect(await broker.zaddCapped(key, 'b', 100, { max: 2, expireUpTo: 10 })).toEqual({
+        added: true,
+        others: 1,
+      });
+      expect(await broker.zaddCapped(key, 'c', 100, { max: 2, expireUpTo: 10 })).toEqual({
+        added: false,
+        others: 2,
+      });
+      expect(await broker.zscores(key, ['c'])).toEqual([null]);
+      // Already in: moved, not refused.
+      expect(await broker.zaddCapped(key, 'a', 200, { max: 2, expireUpTo: 10 })).toEqual({
+        added: true,
+        others: 1,
+      });
+      expect(await broker.zscores(key, ['a'])).toEqual([200]);
+      // Once `b` has expired (score 100 at or below 150), there is room again.
+      expect(await broker.zaddCapped(key, 'c', 300, { max: 2, expireUpTo: 150 })).toEqual({
+        added: true,
+        others: 1,
+      });
+      expect(await broker.zrangeByScore(key, 1000, 10)).toEqual(['a', 'c']);
+    });
+
+    it('zaddCapped never lets concurrent callers, on two handles, past the cap', async () => {
+      const key = fresh('zset');
+      const peer = await engine.peer(broker);
+      const results = await Promise.all(
+        Array.from({ length: 60 }, (_, i) =>
+          (i % 2 ? peer : broker).zaddCapped(key, `m${i}`, Date.now() + 60_000, {
+            max: 20,
+            expireUpTo: Date.now(),
+          }),
+        ),
+      );
+      expect(results.filter((r) => r.added)).toHaveLength(20);
+      expect(await broker.zcard(key)).toBe(20);
+    });
   });
 
   describe('concurrency', () => {

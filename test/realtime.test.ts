@@ -93,7 +93,7 @@ describe(`events (${engineLabel})`, () => {
       { type: 'message.deleted', conversationId: group.id, messageId: message.id },
     ]);
     expect(memberEvents.of('member.joined')).toEqual([
-      { type: 'member.joined', conversationId: group.id, userId: newcomer.user.id, by: owner.user.id },
+      { type: 'member.joined', conversationId: group.id, userIds: [newcomer.user.id], by: owner.user.id },
     ]);
     await memberEvents.stop();
     await newcomerEvents.stop();

@@ -35,7 +35,8 @@ const config = loadConfig(
     // Accounts are created by the thousand before the run; signing in is not what is measured.
     passwordHashCost: 10,
     // The per-user send limit guards against abuse; the saturation search goes past it on purpose.
-    limits: { sendsPerUser: 1_000_000 },
+    // Every client connects from this machine's address, and groups go up to --group-size.
+    limits: { sendsPerUser: 1_000_000, maxSocketsPerAddress: 1_000_000, maxGroupMembers: 1_000 },
   },
 );
 

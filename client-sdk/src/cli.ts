@@ -266,7 +266,7 @@ function describe(event: ParleyEvent): string {
       return `[${event.conversationId}] conversation removed`;
     case 'member.joined':
     case 'member.left':
-      return `[${event.conversationId}] ${event.userId} ${event.type === 'member.joined' ? 'joined' : 'left'}`;
+      return `[${event.conversationId}] ${event.userIds.join(', ')} ${event.type === 'member.joined' ? 'joined' : 'left'}`;
     case 'typing':
       return `[${event.conversationId}] ${event.userId} is typing`;
     case 'read':

@@ -1,4 +1,4 @@
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import type { WebSocket } from 'ws';
 import type { AuthUser } from './auth/tokens.js';
@@ -15,6 +15,8 @@ export interface Context {
   connectionId: string | null;
   /** The WebSocket the calls arrive on, to watch its send buffer. */
   socket: WebSocket | null;
+  /** The HTTP response a call over HTTP answers into: an `events` stream (SSE) watches it. */
+  response: ServerResponse | null;
   connection: ConnectionState | null;
 }
 
@@ -36,7 +38,12 @@ export function clientAddress(req: IncomingMessage, trustProxy = false): string 
  */
 export async function createContext(
   app: Services,
-  opts: { req: IncomingMessage; info: { connectionParams: Record<string, string | undefined> | null } },
+  opts: {
+    req: IncomingMessage;
+    /** Over HTTP: the response the call answers into. */
+    response?: ServerResponse | null;
+    info: { connectionParams: Record<string, string | undefined> | null };
+  },
   transport: 'http' | 'ws',
   socket: WebSocket | null = null,
 ): Promise<Context> {
@@ -50,6 +57,7 @@ export async function createContext(
     requestId: newId(),
     connectionId: transport === 'ws' ? newId() : null,
     socket,
+    response: opts.response ?? null,
     connection: transport === 'ws' ? { subscriptions: 0 } : null,
   };
 }

@@ -61,7 +61,15 @@ export function buildServices(deps: {
   const store = new MessageStore(db, broker, durability);
   const events = new BrokerEventPublisher(broker, config.limits.eventLogLength);
   const messages = new MessageService(store, memberships, events, broker, config.limits, log, metrics);
-  const conversations = new ConversationService(db, store, memberships, messages, events, broker);
+  const conversations = new ConversationService(
+    db,
+    store,
+    memberships,
+    messages,
+    events,
+    broker,
+    config.limits,
+  );
   const presence = new Presence(broker, memberships, users, events, config.presence, log);
   users.presence = presence;
   hub = new Hub(broker, sessions, log, metrics);

@@ -454,6 +454,22 @@ export class MemoryBroker implements Broker {
     return Promise.resolve();
   }
 
+  zaddCapped(
+    key: string,
+    member: string,
+    score: number,
+    cap: { max: number; expireUpTo: number },
+  ): Promise<{ added: boolean; others: number }> {
+    // No await in between: the check and the add are one step, as in Redis.
+    void this.zremRangeByScore(key, cap.expireUpTo);
+    const zset = this.zsets.get(key);
+    const present = zset?.has(member) ?? false;
+    const others = (zset?.size ?? 0) - (present ? 1 : 0);
+    if (!present && others >= cap.max) return Promise.resolve({ added: false, others });
+    void this.zadd(key, score, member);
+    return Promise.resolve({ added: true, others });
+  }
+
   zrem(key: string, member: string): Promise<number> {
     const zset = this.zsets.get(key);
     const removed = zset?.delete(member) ? 1 : 0;

@@ -206,6 +206,17 @@ function allowanceArgs(
   return [String(max), String(windowMs), String(backoff?.firstMs ?? 0), String(backoff?.maxMs ?? 0)];
 }
 
+// Expire, count, and add only below the cap, in one step (see `Broker.zaddCapped`).
+// KEYS: the set. ARGV: expireUpTo, max, score, member.
+const ZADD_CAPPED = `
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local present = redis.call('ZSCORE', KEYS[1], ARGV[4])
+local others = redis.call('ZCARD', KEYS[1])
+if present then others = others - 1 end
+if not present and others >= tonumber(ARGV[2]) then return {0, others} end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
+return {1, others}`;
+
 type RawEntry = [string, string[] | null];
 
 export interface RedisBrokerOptions {
@@ -261,6 +272,7 @@ export class RedisBroker implements Broker {
       parleyRefund: REFUND,
       parleyHdelIfPrefix: HDEL_IF_PREFIX,
       parleyHdelIfPrefixMany: HDEL_IF_PREFIX_MANY,
+      parleyZaddCapped: ZADD_CAPPED,
     })) {
       this.client.defineCommand(name, { lua });
     }
@@ -701,6 +713,25 @@ export class RedisBroker implements Broker {
     if (members.length === 0) return;
     const pairs = members.flatMap((member) => [score, member]);
     await this.run(() => this.client.zadd(this.k(key), ...pairs));
+  }
+
+  async zaddCapped(
+    key: string,
+    member: string,
+    score: number,
+    cap: { max: number; expireUpTo: number },
+  ): Promise<{ added: boolean; others: number }> {
+    const [added, others] = (await this.run(() =>
+      this.script('parleyZaddCapped', ZADD_CAPPED)(
+        1,
+        this.k(key),
+        String(cap.expireUpTo),
+        String(cap.max),
+        String(score),
+        member,
+      ),
+    )) as [number, number];
+    return { added: added === 1, others: Number(others) };
   }
 
   zrem(key: string, member: string): Promise<number> {

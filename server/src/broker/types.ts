@@ -231,6 +231,19 @@ export interface Broker {
   // Sorted sets (presence, rate windows).
   /** Adds or moves each of `members` to `score`, in one step. */
   zadd(key: string, score: number, ...members: string[]): Promise<void>;
+  /**
+   * Adds `member` at `score` unless `key` already holds `max` members, counted once those
+   * scored at or below `expireUpTo` are removed; all in one step, so callers racing on any
+   * instance never take more than `max` places between them. A member already present keeps
+   * its place (moved to `score`). Says whether `member` holds a place now, and how many other
+   * members the set held.
+   */
+  zaddCapped(
+    key: string,
+    member: string,
+    score: number,
+    cap: { max: number; expireUpTo: number },
+  ): Promise<{ added: boolean; others: number }>;
   zrem(key: string, member: string): Promise<number>;
   zremRangeByScore(key: string, max: number): Promise<number>;
   zcard(key: string): Promise<number>;

@@ -34,6 +34,44 @@ const Url = (protocols: string[]) =>
 
 const emptyAsUndefined = (value: unknown) => (value === '' ? undefined : value);
 
+export const defaultLimits: Limits = {
+  maxBodyBytes: 1024 * 1024,
+  maxBatchSize: 50,
+  maxWsPayloadBytes: 64 * 1024,
+  maxConnectionsPerUser: 20,
+  maxSocketsPerUser: 20,
+  // Per instance. Without TRUST_PROXY behind a proxy every socket has the proxy's address, so
+  // this also caps the instance's sockets in all: turn TRUST_PROXY on there.
+  maxSocketsPerAddress: 100,
+  // `wsLink` sends its connectionParams as the first message, right after the socket opens.
+  unauthenticatedSocketMs: 10_000,
+  maxSubscriptionsPerConnection: 4,
+  maxSocketBufferBytes: 4 * 1024 * 1024,
+  maxQueuedEvents: 2_000,
+  // Below the idle timeouts of common proxies (nginx: 60 s).
+  ssePingMs: 15_000,
+  sseMaxDurationMs: 10 * 60_000,
+  // Until large groups are designed for: every membership change or rename sends each member
+  // the conversation with its whole member list and their own unread count, so in the worst
+  // case (every member a different count) its bytes grow with the square of the group. Measured
+  // on PostgreSQL + Redis: about 1 s for 250 members, 3.5 s for 500, and at 1,000 Redis
+  // commands time out (every send meanwhile fails with SERVICE_UNAVAILABLE).
+  maxGroupMembers: 250,
+  eventLogLength: 2_000,
+  loginFailuresPerAccount: 10,
+  loginFailuresPerAddress: 50,
+  loginFailuresPerDevice: 10,
+  loginWindowSeconds: 15 * 60,
+  loginDelaySeconds: 1,
+  loginMaxDelaySeconds: 60,
+  // Three of libuv's four threads (see `hashConcurrency`), and twice that many waiting.
+  passwordHashConcurrency: 3,
+  passwordHashQueue: 6,
+  budgets: defaultBudgets,
+  sendsPerUser: 600,
+  sendWindowSeconds: 60,
+};
+
 export const EnvSchema = z.object({
   NODE_ENV: z.preprocess(
     emptyAsUndefined,
@@ -103,6 +141,31 @@ export const EnvSchema = z.object({
   ),
   /** Batches the persistence worker writes to PostgreSQL at the same time. */
   PARLEY_WORKER_CONCURRENCY: z.preprocess(emptyAsUndefined, z.coerce.number().int().min(1).max(8).default(3)),
+  /** Most members a group may have. */
+  PARLEY_MAX_GROUP_MEMBERS: z.preprocess(
+    emptyAsUndefined,
+    z.coerce.number().int().min(2).max(100_000).default(defaultLimits.maxGroupMembers),
+  ),
+  /** WebSocket connections one user may hold open on one instance. */
+  PARLEY_MAX_SOCKETS_PER_USER: z.preprocess(
+    emptyAsUndefined,
+    z.coerce.number().int().min(1).max(10_000).default(defaultLimits.maxSocketsPerUser),
+  ),
+  /** WebSocket connections one client address may hold open on one instance. */
+  PARLEY_MAX_SOCKETS_PER_ADDRESS: z.preprocess(
+    emptyAsUndefined,
+    z.coerce.number().int().min(1).max(1_000_000).default(defaultLimits.maxSocketsPerAddress),
+  ),
+  /** How long a WebSocket may stay open without authenticating. */
+  PARLEY_WS_AUTH_TIMEOUT: z.preprocess(
+    emptyAsUndefined,
+    Duration.default(defaultLimits.unauthenticatedSocketMs / 1000),
+  ),
+  /** How long one server-sent events response lasts before the client is made to reconnect. */
+  PARLEY_SSE_MAX_DURATION: z.preprocess(
+    emptyAsUndefined,
+    Duration.default(defaultLimits.sseMaxDurationMs / 1000),
+  ),
 });
 
 export type Env = z.infer<typeof EnvSchema>;
@@ -114,14 +177,33 @@ export interface Limits {
   maxBatchSize: number;
   /** Largest WebSocket frame, in bytes. */
   maxWsPayloadBytes: number;
-  /** Open WebSocket connections one user may hold across all instances. */
+  /** `events` streams one user may hold open across all instances (WebSocket and SSE). */
   maxConnectionsPerUser: number;
+  /**
+   * WebSocket connections one user may hold open on one instance. Counted per instance: a
+   * socket costs the instance that holds it, and the streams on them are capped across
+   * instances by `maxConnectionsPerUser`.
+   */
+  maxSocketsPerUser: number;
+  /**
+   * WebSocket connections one client address (with `trustProxy`, the forwarded one) may hold
+   * open on one instance; more are refused before the upgrade with 429.
+   */
+  maxSocketsPerAddress: number;
+  /** A WebSocket that has not authenticated within this long is closed (1008). */
+  unauthenticatedSocketMs: number;
   /** Subscriptions one WebSocket connection may hold. */
   maxSubscriptionsPerConnection: number;
   /** Buffered bytes after which a socket that does not read is closed. */
   maxSocketBufferBytes: number;
   /** Events waiting for one subscription before it is closed as too slow. */
   maxQueuedEvents: number;
+  /** An `events` stream over server-sent events gets a `ping` after this long without an event. */
+  ssePingMs: number;
+  /** An `events` response over server-sent events ends after this long; the client reconnects and resumes. */
+  sseMaxDurationMs: number;
+  /** Most members of a group, its owner included. */
+  maxGroupMembers: number;
   /** Events kept per user for resume; a client away for longer gets `resync`. */
   eventLogLength: number;
   /**
@@ -218,29 +300,6 @@ export class ConfigError extends Error {
 export const IN_PROCESS_WORKER_ONLY =
   'without REDIS_URL the broker is in-process, so the persistence worker must run in the same process (set REDIS_URL to run the API and the worker apart)';
 
-export const defaultLimits: Limits = {
-  maxBodyBytes: 1024 * 1024,
-  maxBatchSize: 50,
-  maxWsPayloadBytes: 64 * 1024,
-  maxConnectionsPerUser: 20,
-  maxSubscriptionsPerConnection: 4,
-  maxSocketBufferBytes: 4 * 1024 * 1024,
-  maxQueuedEvents: 2_000,
-  eventLogLength: 2_000,
-  loginFailuresPerAccount: 10,
-  loginFailuresPerAddress: 50,
-  loginFailuresPerDevice: 10,
-  loginWindowSeconds: 15 * 60,
-  loginDelaySeconds: 1,
-  loginMaxDelaySeconds: 60,
-  // Three of libuv's four threads (see `hashConcurrency`), and twice that many waiting.
-  passwordHashConcurrency: 3,
-  passwordHashQueue: 6,
-  budgets: defaultBudgets,
-  sendsPerUser: 600,
-  sendWindowSeconds: 60,
-};
-
 /**
  * Reads the environment once. This is the only module that looks at `process.env`;
  * everything else receives a `Config`. `fileValues` (from `parley --config`) use the same
@@ -307,7 +366,15 @@ export function loadConfig(
       claimIdleMs: 30_000,
       maxDeliveries: 5,
     },
-    limits: { ...defaultLimits, ...hashConcurrency(source.UV_THREADPOOL_SIZE) },
+    limits: {
+      ...defaultLimits,
+      ...hashConcurrency(source.UV_THREADPOOL_SIZE),
+      maxGroupMembers: env.PARLEY_MAX_GROUP_MEMBERS,
+      maxSocketsPerUser: env.PARLEY_MAX_SOCKETS_PER_USER,
+      maxSocketsPerAddress: env.PARLEY_MAX_SOCKETS_PER_ADDRESS,
+      unauthenticatedSocketMs: env.PARLEY_WS_AUTH_TIMEOUT * 1000,
+      sseMaxDurationMs: env.PARLEY_SSE_MAX_DURATION * 1000,
+    },
     presence: { ttlMs: 45_000, heartbeatMs: 15_000 },
     version: '0.1.0',
   };

@@ -3,6 +3,7 @@ import { v7 as uuidv7 } from 'uuid';
 import { and, asc, desc, eq, inArray, isNull, lt, or, sql } from 'drizzle-orm';
 import { conversations, members, users } from '../../../drizzle/schema.js';
 import type { Broker } from '../broker/types.js';
+import type { Limits } from '../config/index.js';
 import type { Database } from '../db/index.js';
 import { Forbidden, Invalid, NotFound } from '../errors.js';
 import type { MessageService, Sender } from '../messages/service.js';
@@ -10,7 +11,7 @@ import type { MessageStore } from '../messages/store.js';
 import { CursorField, decodeCursor, encodeCursor } from '../pagination.js';
 import type { EventPublisher, ParleyEvent } from '../realtime/events.js';
 import type { Memberships } from './membership.js';
-import type { Conversation, CreateGroup, ListConversations, Member } from './schemas.js';
+import type { Conversation, CreateGroup, ListConversations, Member, Role } from './schemas.js';
 
 /** How long a `typing` signal lasts unless repeated. */
 export const TYPING_TTL_MS = 5_000;
@@ -20,7 +21,11 @@ export const TYPING_TTL_MS = 5_000;
  */
 export const TYPING_COALESCE_MS = 3_000;
 
+/** A system message names at most this many added members; past it, it counts them. */
+const NAMES_IN_SYSTEM_MESSAGE = 3;
+
 type ConversationRow = typeof conversations.$inferSelect;
+type Transaction = Parameters<Parameters<Database['transaction']>[0]>[0];
 
 export class ConversationService {
   constructor(
@@ -30,6 +35,7 @@ export class ConversationService {
     private readonly messages: MessageService,
     private readonly events: EventPublisher,
     private readonly broker: Broker,
+    private readonly limits: Pick<Limits, 'maxGroupMembers'>,
   ) {}
 
   /** The same pair always gets the same conversation, whoever opens it and however often. */
@@ -65,6 +71,9 @@ export class ConversationService {
 
   async createGroup(me: Sender, input: CreateGroup): Promise<Conversation> {
     const others = [...new Set(input.memberIds)].filter((id) => id !== me.id);
+    if (others.length + 1 > this.limits.maxGroupMembers) {
+      throw new Invalid(`a group has at most ${this.limits.maxGroupMembers} members`, 'memberIds');
+    }
     await this.requireUsers(others);
     const id = uuidv7();
     await this.db.transaction(async (tx) => {
@@ -130,23 +139,54 @@ export class ConversationService {
     return this.view(id, me.id);
   }
 
+  /**
+   * Adds users to a group, up to `maxGroupMembers`. However many are added, the call makes one
+   * system message and one `member.joined` naming them all, and each member gets the
+   * conversation once.
+   */
   async addMembers(me: Sender, id: string, userIds: string[]): Promise<Conversation> {
     await this.memberships.requireManager(me.id, id);
     const wanted = [...new Set(userIds)];
     const found = await this.requireUsers(wanted);
-    const added = await this.db
-      .insert(members)
-      .values(wanted.map((userId) => ({ conversationId: id, userId, role: 'member' as const })))
-      .onConflictDoNothing()
-      .returning({ userId: members.userId });
-    if (added.length > 0) {
-      await this.memberships.refresh(id);
-      await this.touch(id);
-      const everyone = await this.memberships.memberIds(id);
-      for (const { userId } of added) {
-        await this.messages.appendSystem(id, me, `${me.username} added ${found.get(userId) ?? 'someone'}`);
-        await this.publish(everyone, { type: 'member.joined', conversationId: id, userId, by: me.id });
+    const { maxGroupMembers } = this.limits;
+    const inserted = await this.db.transaction(async (tx) => {
+      // Counted and inserted under the conversation's lock: concurrent additions take turns,
+      // so together they never pass the cap.
+      await lockLive(tx, id);
+      const current = await tx
+        .select({ userId: members.userId })
+        .from(members)
+        .where(eq(members.conversationId, id));
+      const present = new Set(current.map((row) => row.userId));
+      const newcomers = wanted.filter((userId) => !present.has(userId));
+      if (current.length + newcomers.length > maxGroupMembers) {
+        const room = Math.max(0, maxGroupMembers - current.length);
+        throw new Invalid(
+          `a group has at most ${maxGroupMembers} members; this one has room for ${room} more`,
+          'userIds',
+        );
       }
+      if (newcomers.length === 0) return [];
+      const rows = await tx
+        .insert(members)
+        .values(newcomers.map((userId) => ({ conversationId: id, userId, role: 'member' as const })))
+        .onConflictDoNothing()
+        .returning({ userId: members.userId });
+      await tx.update(conversations).set({ updatedAt: new Date() }).where(eq(conversations.id, id));
+      return rows;
+    });
+    if (inserted.length > 0) {
+      const addedIds = new Set(inserted.map((row) => row.userId));
+      // In the order the caller gave them.
+      const added = wanted.filter((userId) => addedIds.has(userId));
+      await this.memberships.refresh(id);
+      const everyone = await this.memberships.memberIds(id);
+      await this.messages.appendSystem(
+        id,
+        me,
+        `${me.username} added ${namesOf(added.map((userId) => found.get(userId) ?? 'someone'))}`,
+      );
+      await this.publish(everyone, { type: 'member.joined', conversationId: id, userIds: added, by: me.id });
       await this.announce(id, everyone);
     }
     return this.view(id, me.id);
@@ -154,14 +194,21 @@ export class ConversationService {
 
   async removeMember(me: Sender, id: string, userId: string): Promise<Conversation> {
     if (userId === me.id) throw new Invalid('use conversation.leave to leave a conversation', 'userId');
-    const mine = await this.memberships.requireManager(me.id, id);
-    const target = await this.memberships.find(userId, id);
-    if (!target) throw new NotFound('Member');
-    if (target.role === 'owner') throw new Forbidden('The owner cannot be removed');
-    if (target.role === 'admin' && mine.role !== 'owner') {
-      throw new Forbidden('Only the owner can remove an admin');
-    }
-    await this.dropMember(id, me, userId, 'removed');
+    await this.memberships.requireManager(me.id, id);
+    await this.db.transaction(async (tx) => {
+      // Roles are read under the conversation's lock: a concurrent leave may have just made
+      // the target the owner, or taken the caller's role.
+      await lockLive(tx, id);
+      const mine = await roleIn(tx, id, me.id);
+      if (!mine) throw new NotFound('Conversation');
+      if (mine === 'member') throw new Forbidden('Only group admins and the owner can do that');
+      const target = await roleIn(tx, id, userId);
+      if (!target) throw new NotFound('Member');
+      if (target === 'owner') throw new Forbidden('The owner cannot be removed');
+      if (target === 'admin' && mine !== 'owner') throw new Forbidden('Only the owner can remove an admin');
+      await this.deleteMember(tx, id, userId);
+    });
+    await this.memberDropped(id, me, userId, 'removed');
     return this.view(id, me.id);
   }
 
@@ -170,41 +217,62 @@ export class ConversationService {
     if (mine.type !== 'group' || mine.role !== 'owner')
       throw new Forbidden('Only the owner can change roles');
     if (userId === me.id) throw new Forbidden('The owner keeps the owner role');
-    const [updated] = await this.db
-      .update(members)
-      .set({ role })
-      .where(and(eq(members.conversationId, id), eq(members.userId, userId)))
-      .returning({ userId: members.userId });
-    if (!updated) throw new NotFound('Member');
-    await this.touch(id);
+    await this.db.transaction(async (tx) => {
+      // Under the lock, so that a concurrent leave cannot hand the group to the member whose
+      // role this is about to change, or take the ownership this call relies on.
+      await lockLive(tx, id);
+      if ((await roleIn(tx, id, me.id)) !== 'owner') throw new Forbidden('Only the owner can change roles');
+      const target = await roleIn(tx, id, userId);
+      if (!target) throw new NotFound('Member');
+      await tx
+        .update(members)
+        .set({ role })
+        .where(and(eq(members.conversationId, id), eq(members.userId, userId)));
+      await tx.update(conversations).set({ updatedAt: new Date() }).where(eq(conversations.id, id));
+    });
     await this.announce(id, await this.memberships.memberIds(id));
     return this.view(id, me.id);
   }
 
   /**
    * Leaves a group. An owner who leaves hands the group to the longest-standing admin (or
-   * member); the last one out deletes it. A direct conversation cannot be left.
+   * member); the last one out deletes it. A direct conversation cannot be left. Leaves of one
+   * group take turns under its lock, each deciding on what the others left: when the owner
+   * and its only admin leave at once, whichever goes second finds the group as the first left
+   * it, so the group keeps an owner for as long as it has members.
    */
   async leave(me: Sender, id: string): Promise<{ ok: true }> {
     const mine = await this.memberships.require(me.id, id);
     if (mine.type === 'direct') throw new Forbidden('A direct conversation cannot be left');
-    if (mine.role === 'owner') {
-      const [heir] = await this.db
-        .select({ userId: members.userId })
-        .from(members)
-        .where(and(eq(members.conversationId, id), sql`${members.userId} <> ${me.id}`))
-        .orderBy(sql`case ${members.role} when 'admin' then 0 else 1 end`, asc(members.joinedAt))
-        .limit(1);
-      if (!heir) {
-        await this.softDelete(id, [me.id]);
-        return { ok: true };
+    const outcome = await this.db.transaction(async (tx) => {
+      await lockLive(tx, id);
+      const role = await roleIn(tx, id, me.id);
+      if (!role) throw new NotFound('Conversation');
+      if (role === 'owner') {
+        const [heir] = await tx
+          .select({ userId: members.userId })
+          .from(members)
+          .where(and(eq(members.conversationId, id), sql`${members.userId} <> ${me.id}`))
+          .orderBy(sql`case ${members.role} when 'admin' then 0 else 1 end`, asc(members.joinedAt))
+          .limit(1);
+        if (!heir) {
+          await tx.update(conversations).set({ deletedAt: new Date() }).where(eq(conversations.id, id));
+          return 'deleted' as const;
+        }
+        await tx
+          .update(members)
+          .set({ role: 'owner' })
+          .where(and(eq(members.conversationId, id), eq(members.userId, heir.userId)));
       }
-      await this.db
-        .update(members)
-        .set({ role: 'owner' })
-        .where(and(eq(members.conversationId, id), eq(members.userId, heir.userId)));
+      await this.deleteMember(tx, id, me.id);
+      return 'left' as const;
+    });
+    if (outcome === 'deleted') {
+      await this.memberships.refresh(id);
+      await this.publish([me.id], { type: 'conversation.removed', conversationId: id });
+      return { ok: true };
     }
-    await this.dropMember(id, me, me.id, 'left');
+    await this.memberDropped(id, me, me.id, 'left');
     return { ok: true };
   }
 
@@ -260,16 +328,16 @@ export class ConversationService {
     return { ok: true };
   }
 
-  private async dropMember(id: string, actor: Sender, userId: string, how: 'left' | 'removed') {
-    const [gone] = await this.db
-      .delete(members)
-      .where(and(eq(members.conversationId, id), eq(members.userId, userId)))
-      .returning({ userId: members.userId });
-    if (!gone) throw new NotFound('Member');
+  private async deleteMember(tx: Transaction, id: string, userId: string): Promise<void> {
+    await tx.delete(members).where(and(eq(members.conversationId, id), eq(members.userId, userId)));
+    await tx.update(conversations).set({ updatedAt: new Date() }).where(eq(conversations.id, id));
+  }
+
+  /** What follows a committed departure: the roster, one system message and the events. */
+  private async memberDropped(id: string, actor: Sender, userId: string, how: 'left' | 'removed') {
     await this.memberships.refresh(id);
     const [user] = await this.db.select({ username: users.username }).from(users).where(eq(users.id, userId));
     const name = user?.username ?? 'someone';
-    await this.touch(id);
     await this.messages.appendSystem(
       id,
       actor,
@@ -279,7 +347,7 @@ export class ConversationService {
     await this.publish([...remaining, userId], {
       type: 'member.left',
       conversationId: id,
-      userId,
+      userIds: [userId],
       by: how === 'left' ? null : actor.id,
     });
     await this.publish([userId], { type: 'conversation.removed', conversationId: id });
@@ -292,18 +360,34 @@ export class ConversationService {
     await this.publish(recipients, { type: 'conversation.removed', conversationId: id });
   }
 
-  private async touch(id: string): Promise<void> {
-    await this.db.update(conversations).set({ updatedAt: new Date() }).where(eq(conversations.id, id));
-  }
-
-  /** Sends each recipient the conversation as they see it (their own unread count). */
+  /**
+   * Sends each recipient the conversation as they see it. Only the unread count differs from
+   * one member to the next, so the rest is read once, and recipients whose counts agree get
+   * one event between them: a group's change costs one read of it, a count per member, and
+   * as many events to publish as there are distinct counts.
+   */
   private async announce(id: string, recipients: string[]): Promise<void> {
-    const views = await Promise.all(
-      recipients.map(async (userId) => [userId, await this.view(id, userId)] as const),
+    const [shared] = (await this.views([id], null)).values();
+    if (!shared || recipients.length === 0) return;
+    const readPositions = new Map(shared.members.map((member) => [member.userId, member.lastReadSeq]));
+    const counts = await Promise.all(
+      recipients.map(async (userId) => {
+        const position = readPositions.get(userId);
+        if (position === undefined) return 0;
+        const unread = await this.store.unreadCounts(userId, new Map([[id, position]]));
+        return Math.max(0, unread.get(id) ?? 0);
+      }),
     );
+    const byCount = new Map<number, string[]>();
+    recipients.forEach((userId, i) => {
+      const count = counts[i] ?? 0;
+      const group = byCount.get(count);
+      if (group) group.push(userId);
+      else byCount.set(count, [userId]);
+    });
     await Promise.all(
-      views.map(([userId, conversation]) =>
-        this.publish([userId], { type: 'conversation.upserted', conversation }),
+      [...byCount].map(([unreadCount, group]) =>
+        this.publish(group, { type: 'conversation.upserted', conversation: { ...shared, unreadCount } }),
       ),
     );
   }
@@ -330,8 +414,11 @@ export class ConversationService {
     return view;
   }
 
-  /** Builds the `Conversation` shape for many conversations in a fixed number of queries. */
-  private async views(ids: string[], viewerId: string): Promise<Map<string, Conversation>> {
+  /**
+   * Builds the `Conversation` shape for many conversations in a fixed number of queries, with
+   * the unread counts of `viewerId` (none without one).
+   */
+  private async views(ids: string[], viewerId: string | null): Promise<Map<string, Conversation>> {
     const out = new Map<string, Conversation>();
     if (ids.length === 0) return out;
     const [rows, memberRows] = await Promise.all([
@@ -361,7 +448,7 @@ export class ConversationService {
     }
     const [latest, unread] = await Promise.all([
       this.store.latest(ids),
-      this.store.unreadCounts(viewerId, readPositions),
+      viewerId === null ? new Map<string, number>() : this.store.unreadCounts(viewerId, readPositions),
     ]);
     for (const row of rows as ConversationRow[]) {
       const lastMessage = latest.get(row.id) ?? null;
@@ -380,4 +467,33 @@ export class ConversationService {
     }
     return out;
   }
+}
+
+/**
+ * Locks a live conversation's row until the transaction ends: membership changes of one
+ * conversation take turns. `NO KEY UPDATE`, so the worker's inserts of messages (which check
+ * their conversation with `KEY SHARE`) go on meanwhile.
+ */
+async function lockLive(tx: Transaction, id: string): Promise<void> {
+  const [row] = await tx
+    .select({ id: conversations.id })
+    .from(conversations)
+    .where(and(eq(conversations.id, id), isNull(conversations.deletedAt)))
+    .for('no key update');
+  if (!row) throw new NotFound('Conversation');
+}
+
+async function roleIn(tx: Transaction, id: string, userId: string): Promise<Role | null> {
+  const [row] = await tx
+    .select({ role: members.role })
+    .from(members)
+    .where(and(eq(members.conversationId, id), eq(members.userId, userId)));
+  return row?.role ?? null;
+}
+
+/** "bo", "bo and cy", "bo, cy and dd"; past a few names, "5 people". */
+function namesOf(names: string[]): string {
+  if (names.length > NAMES_IN_SYSTEM_MESSAGE) return `${names.length} people`;
+  if (names.length <= 1) return names[0] ?? 'nobody';
+  return `${names.slice(0, -1).join(', ')} and ${names[names.length - 1]}`;
 }

@@ -1,11 +1,14 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { TRPCError } from '@trpc/server';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import { WebSocketServer } from 'ws';
-import { createContext } from '../context.js';
+import type { Limits } from '../config/index.js';
+import { clientAddress, createContext } from '../context.js';
 import { RateLimited } from '../errors.js';
-import { appRouter } from '../routers/_app.js';
+import { type AppRouter, appRouter } from '../routers/_app.js';
 import { routeOf } from '../metrics.js';
+import { SocketCounts } from './admission.js';
 import { countRequest, handleOpsRequest } from './ops.js';
 import { serveWebSocket } from './ws.js';
 import type { Services } from '../services.js';
@@ -47,11 +50,12 @@ export async function startHttp(
   };
 
   const trpcHandler = createHTTPHandler({
-    router: appRouter,
+    router: withServerSentEvents(appRouter, config.limits),
     basePath: '/trpc/',
     maxBodySize: config.limits.maxBodyBytes,
     maxBatchSize: config.limits.maxBatchSize,
-    createContext: (opts) => createContext(app, { req: opts.req, info: opts.info }, 'http'),
+    createContext: (opts) =>
+      createContext(app, { req: opts.req, response: opts.res, info: opts.info }, 'http'),
     onError,
     // A call refused as too many carries its wait in `error.data.retryAfter`; HTTP clients and
     // proxies read it from `Retry-After` (the longest, when several calls of a batch were refused).
@@ -88,14 +92,24 @@ export async function startHttp(
   server.keepAliveTimeout = 65_000;
 
   const wss = new WebSocketServer({ noServer: true, maxPayload: config.limits.maxWsPayloadBytes });
+  const socketsByUser = new SocketCounts();
+  const socketsByAddress = new SocketCounts();
   const wsHandler = serveWebSocket({
     wss,
     router: appRouter,
     createContext: ({ req, socket, connectionParams }) =>
-      createContext(app, { req, info: { connectionParams } }, 'ws', socket),
+      createContext(app, { req, response: null, info: { connectionParams } }, 'ws', socket),
     keepAlive: { pingMs: 30_000, pongWaitMs: 5_000 },
     // The same cap as over HTTP: one message must not start an unbounded number of calls.
     maxBatchSize: config.limits.maxBatchSize,
+    authDeadline: { ms: config.limits.unauthenticatedSocketMs, authenticated: (ctx) => ctx.user !== null },
+    admit: (ctx) =>
+      !ctx.user || socketsByUser.take(ctx.user.id, config.limits.maxSocketsPerUser)
+        ? null
+        : new TRPCError({ code: 'TOO_MANY_REQUESTS', message: 'Too many connections for this user' }),
+    release: (ctx) => {
+      if (ctx.user) socketsByUser.give(ctx.user.id);
+    },
     onConnection: (open) => (open ? metrics.wsConnections.inc() : metrics.wsConnections.dec()),
     onError,
   });
@@ -117,6 +131,14 @@ export async function startHttp(
       socket.end('HTTP/1.1 403 Forbidden\r\n\r\n');
       return;
     }
+    // Counted from the upgrade until the TCP connection closes, however the upgrade ends.
+    const address = clientAddress(req, config.trustProxy);
+    if (!socketsByAddress.take(address, config.limits.maxSocketsPerAddress)) {
+      count('429');
+      socket.end('HTTP/1.1 429 Too Many Requests\r\nRetry-After: 5\r\nContent-Length: 0\r\n\r\n');
+      return;
+    }
+    socket.once('close', () => socketsByAddress.give(address));
     count('101');
     wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
   });
@@ -151,4 +173,22 @@ export async function startHttp(
       });
     },
   };
+}
+
+/**
+ * The router as HTTP serves it: the same procedures, with this instance's settings for
+ * subscriptions over server-sent events (`GET /trpc/events`). tRPC reads them from the
+ * router's config, which `initTRPC` fixes once per process; these depend on the config. A
+ * stream gets a `ping` after `ssePingMs` without an event (the client reconnects after three
+ * missed), and ends after `sseMaxDurationMs` without tRPC's `return` event, so the client's
+ * EventSource reconnects and resumes with `Last-Event-ID`.
+ */
+function withServerSentEvents(router: AppRouter, limits: Limits): AppRouter {
+  const sse = {
+    enabled: true,
+    ping: { enabled: true, intervalMs: limits.ssePingMs },
+    maxDurationMs: limits.sseMaxDurationMs,
+    client: { reconnectAfterInactivityMs: limits.ssePingMs * 3 },
+  };
+  return { ...router, _def: { ...router._def, _config: { ...router._def._config, sse } } };
 }

@@ -23,9 +23,9 @@ import { type DirectStream, directStreamOf, wsEncoder } from '../realtime/frames
  * asks for it, `PING`/`PONG`, `subscription.stop` and the `reconnect` notification. It answers
  * every message as `@trpc/server/adapters/ws` does (same frames, same error shapes), with less
  * state per connection: one object and two listeners, a subscription entry per subscription,
- * and no timer per socket (one sweep serves the keep-alive of every connection). A subscription
- * whose stream can write its own frames (`DirectStream`) is handed the socket and holds no
- * iterator, promise or abort signal while it waits for events.
+ * and no timer per socket (one sweep serves the keep-alive and the authentication deadline of
+ * every connection). A subscription whose stream can write its own frames (`DirectStream`) is
+ * handed the socket and holds no iterator, promise or abort signal while it waits for events.
  */
 export interface WsHandlerOptions<TContext> {
   wss: WebSocketServer;
@@ -39,6 +39,18 @@ export interface WsHandlerOptions<TContext> {
   keepAlive: { pingMs: number; pongWaitMs: number };
   /** Most calls one message may carry. */
   maxBatchSize: number;
+  /**
+   * A connection still without an authenticated context this long after it opened is closed
+   * with 1008. One whose context is being built is left to finish: `wsLink` sends its
+   * `connectionParams` as the first message, and the token check may take a moment.
+   */
+  authDeadline?: { ms: number; authenticated(ctx: TContext): boolean };
+  /**
+   * Asked once a connection's context is built: an error refuses the connection (answered,
+   * then closed with 1008); otherwise `release` is called with the context when it closes.
+   */
+  admit?(ctx: TContext): TRPCError | null;
+  release?(ctx: TContext): void;
   /** Told of every connection opened and closed (for metrics). */
   onConnection?(open: boolean): void;
   onError(info: {
@@ -81,7 +93,10 @@ export function serveWebSocket<TContext>(options: WsHandlerOptions<TContext>): W
   const sweep = setInterval(
     () => {
       const now = Date.now();
-      for (const connection of connections) connection.keepAlive(now, pingMs, pongWaitMs);
+      for (const connection of connections) {
+        connection.keepAlive(now, pingMs, pongWaitMs);
+        connection.checkAuthenticated(now);
+      }
     },
     Math.min(1_000, pongWaitMs),
   );
@@ -110,11 +125,16 @@ export function serveWebSocket<TContext>(options: WsHandlerOptions<TContext>): W
 class Connection<TContext> {
   private ctx: TContext | undefined = undefined;
   private ctxPromise: Promise<ContextResult<TContext>> | null = null;
+  private ctxSettled = false;
   private subscriptions: Map<RequestId, Subscription> | null = null;
   /** Kept only until the context is built from it. */
   private req: IncomingMessage | null;
   private lastSeen = Date.now();
   private pingedAt = 0;
+  /** When the connection opened, until it is authenticated (then 0). */
+  private unauthenticatedSince = Date.now();
+  /** Counted by `admit`: to be released when the connection closes. */
+  private admitted = false;
 
   constructor(
     private readonly options: WsHandlerOptions<TContext>,
@@ -125,6 +145,16 @@ class Connection<TContext> {
     const url = new URL(req.url ?? '/', 'http://localhost');
     // Without `connectionParams=1` the context is built at once; otherwise from the first message.
     if (url.searchParams.get('connectionParams') !== '1') this.ctxPromise = this.createContext(() => null);
+  }
+
+  /** Closes a connection that has not authenticated within the deadline. */
+  checkAuthenticated(now: number): void {
+    const deadline = this.options.authDeadline;
+    if (!deadline || this.unauthenticatedSince === 0 || now - this.unauthenticatedSince < deadline.ms) return;
+    // A context being built (the first message arrived) gets to finish; it decides then.
+    if (this.ctxPromise && !this.ctxSettled) return;
+    this.unauthenticatedSince = 0;
+    this.socket.close(1008, 'Authentication required');
   }
 
   keepAlive(now: number, pingMs: number, pongWaitMs: number): void {
@@ -197,6 +227,10 @@ class Connection<TContext> {
   }
 
   closed(): void {
+    if (this.admitted && this.ctx !== undefined) {
+      this.admitted = false;
+      this.options.release?.(this.ctx);
+    }
     const subscriptions = this.subscriptions;
     this.subscriptions = null;
     for (const subscription of subscriptions?.values() ?? []) subscription.stop();
@@ -215,20 +249,33 @@ class Connection<TContext> {
   ): Promise<ContextResult<TContext>> {
     const req = this.req;
     this.req = null;
+    let refused = false;
     try {
       if (!req) throw new Error('connection context built twice');
-      this.ctx = await this.options.createContext({
+      const ctx = await this.options.createContext({
         req,
         socket: this.socket,
         connectionParams: connectionParams(),
       });
-      return { ok: true, ctx: this.ctx };
+      this.ctx = ctx;
+      // Closed meanwhile: nothing to admit, and nothing would release it.
+      if (this.socket.readyState !== OPEN) throw new TRPCError({ code: 'CLIENT_CLOSED_REQUEST' });
+      const refusal = this.options.admit?.(ctx) ?? null;
+      if (refusal) {
+        refused = true;
+        throw refusal;
+      }
+      this.admitted = this.options.admit !== undefined;
+      if (this.options.authDeadline?.authenticated(ctx) ?? true) this.unauthenticatedSince = 0;
+      return { ok: true, ctx };
     } catch (cause) {
       const error = getTRPCErrorFromUnknown(cause);
       this.report(error, undefined, 'unknown');
       this.respondOrReport(() => ({ id: null, error: this.shape(error, 'unknown', undefined, undefined) }));
-      setImmediate(() => this.socket.close());
+      setImmediate(() => (refused ? this.socket.close(1008, error.message) : this.socket.close()));
       return { ok: false, error };
+    } finally {
+      this.ctxSettled = true;
     }
   }
 

@@ -10,10 +10,11 @@ export const ParleyEvent = z.discriminatedUnion('type', [
   z.object({ type: z.literal('message.deleted'), conversationId: z.string(), messageId: z.string() }),
   z.object({ type: z.literal('conversation.upserted'), conversation: Conversation }),
   z.object({ type: z.literal('conversation.removed'), conversationId: z.string() }),
+  // One event per change, naming everyone it added or removed; `by` is null when they left.
   z.object({
     type: z.enum(['member.joined', 'member.left']),
     conversationId: z.string(),
-    userId: z.string(),
+    userIds: z.array(z.string()),
     by: z.string().nullable(),
   }),
   z.object({ type: z.literal('typing'), conversationId: z.string(), userId: z.string(), until: z.date() }),

@@ -55,13 +55,22 @@ export class Presence implements OnlineLookup {
     return new Set(userIds.filter((_, i) => (scores[i] ?? 0) > now));
   }
 
-  async connected(userId: string, key: string): Promise<void> {
-    const expiry = Date.now() + this.settings.ttlMs;
-    await this.broker.zremRangeByScore(connectionsKey(userId), Date.now());
-    const before = await this.broker.zcard(connectionsKey(userId));
-    await this.broker.zadd(connectionsKey(userId), expiry, key);
+  /**
+   * Counts a new connection of the user, unless they already hold `max` live ones on all
+   * instances together: checked and counted in one broker step, so a burst of subscriptions
+   * (on one instance or several) never gets past the cap. Returns whether it was counted.
+   */
+  async connect(userId: string, key: string, max: number): Promise<boolean> {
+    const now = Date.now();
+    const expiry = now + this.settings.ttlMs;
+    const { added, others } = await this.broker.zaddCapped(connectionsKey(userId), key, expiry, {
+      max,
+      expireUpTo: now,
+    });
+    if (!added) return false;
     await this.broker.zadd(ONLINE_KEY, expiry, userId);
-    if (before === 0) await this.announce(userId, true, new Date());
+    if (others === 0) await this.announce(userId, true, new Date());
+    return true;
   }
 
   async disconnected(userId: string, key: string): Promise<void> {

@@ -1,4 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
+import type { ServerResponse } from 'node:http';
 import type { TrackedEnvelope } from '@trpc/server';
 import type { WebSocket } from 'ws';
 import type { AuthUser } from '../auth/tokens.js';
@@ -27,6 +28,8 @@ export interface StreamRequest {
   lastEventId: string | null;
   signal: AbortSignal | undefined;
   socket: WebSocket | null;
+  /** Over HTTP (server-sent events): the response the stream is written into. */
+  response: ServerResponse | null;
   connection: ConnectionState | null;
   /** The JSON-RPC request of the subscription, when it came over the WebSocket. */
   request: SubscriptionRequest | null;
@@ -115,10 +118,9 @@ export class Realtime {
     // An iterated stream abandoned before its first read would never run its `finally`.
     if (!direct) request.signal?.addEventListener('abort', () => stream.stop(), { once: true });
     try {
-      if ((await this.presence.connectionCount(user.id)) >= limits.maxConnectionsPerUser) {
+      if (!(await this.presence.connect(user.id, stream.key, limits.maxConnectionsPerUser))) {
         throw new RateLimited('Too many connections for this user', 5);
       }
-      await this.presence.connected(user.id, stream.key);
       const epoch = await this.epoch();
       const start: StreamStart = request.lastEventId
         ? await this.resumePoint(log, epoch, request.lastEventId)
@@ -129,7 +131,7 @@ export class Realtime {
       throw error;
     }
     if (direct) stream.writeTo(direct.socket, direct.request);
-    return direct ? stream : stream.iterateWith(request.signal ?? undefined);
+    return direct ? stream : stream.iterateWith(request.signal ?? undefined, request.response);
   }
 
   /** Where a resumed stream starts, or that it cannot be resumed (`resync`). */

@@ -1,3 +1,4 @@
+import type { ServerResponse } from 'node:http';
 import { type TrackedEnvelope, TRPCError, tracked } from '@trpc/server';
 import superjson from 'superjson';
 import type { WebSocket } from 'ws';
@@ -13,6 +14,11 @@ import type { ConnectionState } from './service.js';
 import { eventFrame, framePrefix, type SubscriptionRequest } from './transformer.js';
 
 const BACKFILL_PAGE = 500;
+/**
+ * An ended stream's HTTP response that has not finished this long after (its client stopped
+ * reading) is cut off, so it holds no connection.
+ */
+const RESPONSE_GRACE_MS = 5_000;
 
 /** Ends a subscription whose client does not keep up; it resumes after reconnecting. */
 export class SlowConsumer extends TRPCError {
@@ -66,6 +72,13 @@ export class EventStream
   private end: ((error: Error | null) => void) | null = null;
   /** For an iterated stream: its consumer's signal. */
   private signal: AbortSignal | undefined = undefined;
+  /**
+   * For a stream iterated into an HTTP response (server-sent events): that response, which
+   * gets the WebSocket's slow-consumer rule. The response is written as the stream is read,
+   * so a client that stops reading stops the reads: the queue then fills, or the bytes pile
+   * up in the response's buffer.
+   */
+  private response: ServerResponse | null = null;
 
   constructor(
     private readonly deps: StreamDeps,
@@ -103,7 +116,7 @@ export class EventStream
 
   deliver(delivery: Delivery): void {
     if (this.held) {
-      if (this.held.length >= this.deps.limits.maxQueuedEvents) this.fail(new SlowConsumer());
+      if (this.held.length >= this.deps.limits.maxQueuedEvents) this.tooSlow();
       else this.held.push(delivery);
       return;
     }
@@ -144,9 +157,13 @@ export class EventStream
     this.finish(null);
   }
 
-  /** For a consumer that iterates the stream (HTTP, a caller) and stops it with `signal`. */
-  iterateWith(signal: AbortSignal | undefined): this {
+  /**
+   * For a consumer that iterates the stream (HTTP, a caller) and stops it with `signal`;
+   * over HTTP, `response` is what it writes into.
+   */
+  iterateWith(signal: AbortSignal | undefined, response: ServerResponse | null = null): this {
     this.signal = signal;
+    this.response = response;
     return this;
   }
 
@@ -209,17 +226,34 @@ export class EventStream
       this.send(delivery);
       return;
     }
-    const { maxQueuedEvents } = this.deps.limits;
+    const { maxQueuedEvents, maxSocketBufferBytes } = this.deps.limits;
     if (this.queue.length >= maxQueuedEvents) {
       // Ephemeral events go first; if that is not enough, the client is cut off.
       this.queue = this.queue.filter((queued) => !EPHEMERAL_EVENTS.has(queued.event.type));
       if (this.queue.length >= maxQueuedEvents) {
-        this.fail(new SlowConsumer());
+        this.tooSlow();
         return;
       }
     }
+    if (this.response && this.response.writableLength > maxSocketBufferBytes) {
+      this.tooSlow();
+      return;
+    }
     this.queue.push(delivery);
     this.wake?.();
+  }
+
+  /**
+   * Ends a stream whose client does not keep up. An iterated stream learns of it at its next
+   * read; over HTTP that read never comes (the response waits for the client), so the
+   * response is cut off and the stream ends at once.
+   */
+  private tooSlow(): void {
+    this.fail(new SlowConsumer());
+    const response = this.response;
+    if (!response) return;
+    response.destroy();
+    this.finish(this.failure);
   }
 
   /**
@@ -267,6 +301,13 @@ export class EventStream
     if (this.ended) return;
     this.ended = true;
     this.wake?.();
+    const response = this.response;
+    if (response && !response.writableFinished) {
+      setTimeout(() => {
+        if (!response.writableFinished) response.destroy();
+      }, RESPONSE_GRACE_MS).unref();
+    }
+    this.response = null;
     this.live = false;
     this.queue = [];
     this.held = null;

@@ -22,6 +22,7 @@ export const eventsProcedure = authedProcedure
       lastEventId: input?.lastEventId ?? null,
       signal,
       socket: ctx.socket,
+      response: ctx.response,
       connection: ctx.connection,
       request: ctx.subscriptionRequest,
     }),
