@@ -66,7 +66,7 @@ export function createRestApi(
         signal: undefined,
         batchIndex: 0,
       });
-      send(res, 200, {}, JSON.stringify(data ?? null));
+      send(res, 200, {}, `${JSON.stringify(data ?? null)}\n`);
     } catch (cause) {
       const error = toTRPCError(cause);
       onError({ error, path: route?.procedure, ctx });
@@ -84,7 +84,7 @@ export function createRestApi(
       // The rest of a body too large to read is not read: the connection cannot be reused.
       if (error.code === 'PAYLOAD_TOO_LARGE') headers.connection = 'close';
       const body = { error: { message: shape.message, ...shape.data } };
-      send(res, getHTTPStatusCodeFromError(error), headers, JSON.stringify(body));
+      send(res, getHTTPStatusCodeFromError(error), headers, `${JSON.stringify(body)}\n`);
     }
   }
 
@@ -116,6 +116,7 @@ function parseUrl(target: string): URL | null {
   }
 }
 
+/** Answers with JSON; API answers end with a newline, so that each `curl` answer is a line of its own. */
 function send(res: http.ServerResponse, status: number, headers: http.OutgoingHttpHeaders, body: string) {
   if (res.headersSent || res.destroyed) return;
   res.writeHead(status, { ...headers, 'content-type': 'application/json' }).end(body);
