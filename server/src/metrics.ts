@@ -152,6 +152,8 @@ export function createMetrics(deps: {
 export function routeOf(url: string): string {
   const path = url.split('?')[0] ?? '/';
   if (path === '/trpc' || path.startsWith('/trpc/')) return '/trpc';
+  if (path === '/api' || path.startsWith('/api/')) return '/api';
+  if (path === '/openapi.json') return path;
   if (path === '/ws' || path === '/healthz' || path === '/readyz' || path === '/metrics') return path;
   return 'other';
 }

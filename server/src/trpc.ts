@@ -140,3 +140,13 @@ export const router = t.router;
 export const createCallerFactory = t.createCallerFactory;
 export const publicProcedure = instrumented.use(spend);
 export const authedProcedure = instrumented.use(requireUser).use(spend);
+
+/**
+ * Whether a procedure refuses calls without a signed-in user: whether `requireUser` is among its
+ * middlewares. The REST adapter's OpenAPI document marks those with the bearer scheme.
+ */
+export function requiresUser(procedure: { _def: object }): boolean {
+  // Built procedures keep their middleware functions at runtime; tRPC's types do not declare them.
+  const middlewares = (procedure._def as { middlewares?: unknown[] }).middlewares ?? [];
+  return requireUser._middlewares.some((fn) => middlewares.includes(fn));
+}

@@ -10,6 +10,7 @@ import { type AppRouter, appRouter } from '../routers/_app.js';
 import { routeOf } from '../metrics.js';
 import { SocketCounts } from './admission.js';
 import { countRequest, handleOpsRequest } from './ops.js';
+import { createRestApi } from './rest.js';
 import { serveWebSocket } from './ws.js';
 import type { Services } from '../services.js';
 
@@ -21,7 +22,10 @@ export interface HttpSurface {
   close(): Promise<void>;
 }
 
-/** Serves `/trpc` (HTTP), `/ws` (WebSocket), `/healthz`, `/readyz` and `/metrics` on one port. */
+/**
+ * Serves `/trpc` (HTTP), `/ws` (WebSocket), `/api/…` and `/openapi.json` (REST), `/healthz`,
+ * `/readyz` and `/metrics` on one port.
+ */
 export async function startHttp(
   app: Services,
   options: { port: number; host: string },
@@ -67,6 +71,9 @@ export async function startHttp(
     },
   });
 
+  // The same procedures as plain JSON at `/api/…`, described at `/openapi.json`.
+  const rest = createRestApi(app, { router: appRouter, maxBodyBytes: config.limits.maxBodyBytes, onError });
+
   const server = http.createServer((req, res) => {
     const url = req.url ?? '/';
     countRequest(app, req, res);
@@ -87,6 +94,7 @@ export async function startHttp(
       return;
     }
     if (handleOpsRequest(app, url, req, res)) return;
+    if (rest.handle(req, res)) return;
     res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
   });
   server.keepAliveTimeout = 65_000;
