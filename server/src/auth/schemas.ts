@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { LineText, Text } from '../text.js';
 import { DisplayName, Email, Me, Password, Username } from '../users/schemas.js';
 
 export const Register = z.object({
@@ -10,16 +11,12 @@ export const Register = z.object({
 export type Register = z.infer<typeof Register>;
 
 export const Login = z.union([
-  z.object({ email: Email, password: z.string().min(1).max(128) }),
+  z.object({ email: Email, password: Text.min(1).max(128) }),
   z.object({
     // Not `Username`, so an old or mistyped name gets the usual answer; but never a control
     // character, which no username has and PostgreSQL refuses in text.
-    username: z
-      .string()
-      .min(1)
-      .max(64)
-      .refine((value) => !/[\u0000-\u001f\u007f]/.test(value), 'must not contain control characters'),
-    password: z.string().min(1).max(128),
+    username: LineText.min(1).max(64),
+    password: Text.min(1).max(128),
   }),
 ]);
 export type Login = z.infer<typeof Login>;
@@ -33,9 +30,9 @@ export type Tokens = z.infer<typeof Tokens>;
 
 export const Session = z.object({ user: Me, tokens: Tokens });
 
-export const Refresh = z.object({ refreshToken: z.string().min(1).max(512) });
+export const Refresh = z.object({ refreshToken: Text.min(1).max(512) });
 export const Logout = z.object({
-  refreshToken: z.string().min(1).max(512).optional(),
+  refreshToken: Text.min(1).max(512).optional(),
   everywhere: z.boolean().optional(),
 });
 export type Logout = z.infer<typeof Logout>;
