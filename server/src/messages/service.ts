@@ -39,7 +39,7 @@ export class MessageService {
     // A clientMessageId still claimed in the broker is caught by the append itself; PostgreSQL
     // covers a retry after the claim expired. Looked up while the roster is read.
     const earlierLookup = input.clientMessageId
-      ? this.store.writtenClientId(sender.id, input.clientMessageId)
+      ? this.store.writtenClientId(sender.id, input.conversationId, input.clientMessageId)
       : null;
     let roster = await this.senderRoster(sender.id, input.conversationId, session, false);
     const earlier = await earlierLookup;

@@ -15,13 +15,16 @@ export const pendingKey = (conversationId: string) => `pending:conversation:${co
 export const PENDING_INDEX = 'pending:messages';
 /** Live seq counter of a conversation. */
 export const seqKey = (conversationId: string) => `seq:${conversationId}`;
-/** Idempotency claim of a client message id: value `<conversation id>:<message id>`. */
-export const clientIdKey = (senderId: string, clientMessageId: string) =>
-  `client-message:${senderId}:${clientMessageId}`;
+/**
+ * Idempotency claim of a client message id, which is the sender's within one conversation (the
+ * same id in another conversation is another message): value `<conversation id>:<message id>`.
+ */
+export const clientIdKey = (senderId: string, conversationId: string, clientMessageId: string) =>
+  `client-message:${senderId}:${conversationId}:${clientMessageId}`;
 
 /**
  * How long a clientMessageId is claimed in the broker. Retries come within seconds or minutes;
- * a later one is caught by PostgreSQL's unique (sender, clientMessageId) key.
+ * a later one is caught by PostgreSQL's unique (sender, conversation, clientMessageId) key.
  */
 export const CLIENT_ID_TTL_MS = 60 * 60 * 1000;
 /** How long a send waits for PostgreSQL's answer on an unclaimed clientMessageId. */
@@ -37,6 +40,7 @@ interface WrittenMessage {
 
 interface ClientIdLookup {
   senderId: string;
+  conversationId: string;
   clientMessageId: string;
   resolve: (row: WrittenMessage | null) => void;
   reject: (error: unknown) => void;
@@ -150,6 +154,7 @@ export class MessageStore {
       .where(
         and(
           eq(messages.senderId, sql.placeholder('senderId')),
+          eq(messages.conversationId, sql.placeholder('conversationId')),
           eq(messages.clientMessageId, sql.placeholder('clientMessageId')),
         ),
       )
@@ -157,7 +162,7 @@ export class MessageStore {
     // One index lookup per key, whatever the planner knows of the table: a plain join or `IN`
     // lets a plan made while the table was small (prepared statements keep theirs) hash-join
     // against a sequential scan of every message, and keep doing so as the table grows.
-    const keys = sql`unnest(${sql.placeholder('senderIds')}::uuid[], ${sql.placeholder('clientMessageIds')}::text[]) as k(sender_id, client_message_id)`;
+    const keys = sql`unnest(${sql.placeholder('senderIds')}::uuid[], ${sql.placeholder('conversationIds')}::uuid[], ${sql.placeholder('clientMessageIds')}::text[]) as k(sender_id, conversation_id, client_message_id)`;
     const match = db
       .select({
         id: messages.id,
@@ -166,7 +171,9 @@ export class MessageStore {
         clientMessageId: messages.clientMessageId,
       })
       .from(messages)
-      .where(sql`${messages.senderId} = k.sender_id and ${messages.clientMessageId} = k.client_message_id`)
+      .where(
+        sql`${messages.senderId} = k.sender_id and ${messages.conversationId} = k.conversation_id and ${messages.clientMessageId} = k.client_message_id`,
+      )
       .limit(1)
       .as('m');
     this.byClientIds = db
@@ -212,7 +219,7 @@ export class MessageStore {
       ...guard,
       unique: message.clientMessageId
         ? {
-            key: clientIdKey(message.senderId, message.clientMessageId),
+            key: clientIdKey(message.senderId, message.conversationId, message.clientMessageId),
             value: `${message.conversationId}:${message.id}`,
             ttlMs: CLIENT_ID_TTL_MS,
           }
@@ -260,8 +267,8 @@ export class MessageStore {
    * The message PostgreSQL holds for a `clientMessageId`, for a retry that comes after the
    * broker's claim expired (a claim still held is caught by `appendNew` itself).
    */
-  async writtenClientId(senderId: string, clientMessageId: string) {
-    const lookup = this.lookUpWritten(senderId, clientMessageId);
+  async writtenClientId(senderId: string, conversationId: string, clientMessageId: string) {
+    const lookup = this.lookUpWritten({ senderId, conversationId, clientMessageId });
     // While PostgreSQL is unreachable its driver waits for a connection; sending must not. The
     // broker's claim, which covers any retry within its lifetime, then judges duplicates alone.
     let timer: NodeJS.Timeout | undefined;
@@ -278,9 +285,11 @@ export class MessageStore {
     }
   }
 
-  private lookUpWritten(senderId: string, clientMessageId: string): Promise<WrittenMessage | null> {
+  private lookUpWritten(
+    key: Pick<ClientIdLookup, 'senderId' | 'conversationId' | 'clientMessageId'>,
+  ): Promise<WrittenMessage | null> {
     return new Promise((resolve, reject) => {
-      const waiting = this.queuedLookups.push({ senderId, clientMessageId, resolve, reject });
+      const waiting = this.queuedLookups.push({ ...key, resolve, reject });
       // After this turn's I/O: every send that arrived in it shares one query.
       if (waiting === 1) setImmediate(() => this.flushLookups());
     });
@@ -294,20 +303,30 @@ export class MessageStore {
       const [only] = batch;
       if (batch.length === 1 && only) {
         this.byClientId
-          .execute({ senderId: only.senderId, clientMessageId: only.clientMessageId })
+          .execute({
+            senderId: only.senderId,
+            conversationId: only.conversationId,
+            clientMessageId: only.clientMessageId,
+          })
           .then(([row]) => only.resolve(row ?? null), only.reject);
         continue;
       }
       this.byClientIds
         .execute({
           senderIds: batch.map((lookup) => lookup.senderId),
+          conversationIds: batch.map((lookup) => lookup.conversationId),
           clientMessageIds: batch.map((lookup) => lookup.clientMessageId),
         })
         .then(
           (rows) => {
-            const found = new Map(rows.map((row) => [`${row.senderId} ${row.clientMessageId}`, row]));
+            const keyOf = (of: {
+              senderId: string;
+              conversationId: string;
+              clientMessageId: string | null;
+            }) => `${of.senderId} ${of.conversationId} ${of.clientMessageId}`;
+            const found = new Map(rows.map((row) => [keyOf(row), row]));
             for (const lookup of batch) {
-              const row = found.get(`${lookup.senderId} ${lookup.clientMessageId}`);
+              const row = found.get(keyOf(lookup));
               lookup.resolve(row ? { id: row.id, conversationId: row.conversationId } : null);
             }
           },
