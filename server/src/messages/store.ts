@@ -1,6 +1,6 @@
 import { and, asc, desc, eq, gt, inArray, lt, sql } from 'drizzle-orm';
 import { members, messages } from '../../../drizzle/schema.js';
-import type { AppendOptions, Broker, FanOut } from '../broker/types.js';
+import type { AppendOptions, AppendResult, Broker, FanOut } from '../broker/types.js';
 import type { Database } from '../db/index.js';
 import type { Message } from './schemas.js';
 
@@ -21,12 +21,20 @@ export const seqKey = (conversationId: string) => `seq:${conversationId}`;
  */
 export const clientIdKey = (senderId: string, conversationId: string, clientMessageId: string) =>
   `client-message:${senderId}:${conversationId}:${clientMessageId}`;
+/** Set, in the same step as its tombstone's append, once a message is deleted. */
+export const deletedKey = (messageId: string) => `deleted:${messageId}`;
 
 /**
  * How long a clientMessageId is claimed in the broker. Retries come within seconds or minutes;
  * a later one is caught by PostgreSQL's unique (sender, conversation, clientMessageId) key.
  */
 export const CLIENT_ID_TTL_MS = 60 * 60 * 1000;
+/**
+ * How long a deletion refuses edits in the broker. Only an edit that read the message before
+ * it was deleted needs the mark (any later one finds the tombstone, pending or written), and
+ * such an edit appends within moments of its read; a day leaves room for any stalled call.
+ */
+export const DELETED_MARK_TTL_MS = 24 * 60 * 60 * 1000;
 /** How long a send waits for PostgreSQL's answer on an unclaimed clientMessageId. */
 const CLIENT_ID_LOOKUP_TIMEOUT_MS = 250;
 
@@ -248,17 +256,47 @@ export class MessageStore {
     }
   }
 
-  /** Appends a changed message (an edit, a tombstone) to the stream with its pending copy. */
-  async appendUpdate(message: Message): Promise<void> {
+  /**
+   * Appends an edited message with its pending copy and its event (`announce`), all in one
+   * broker step, unless the message has been deleted: then nothing is written and the answer is
+   * false. Checked in that step, so an edit that read the message before a deletion can never
+   * land after it and bring the content back.
+   */
+  async appendEdit(message: Message, announce: FanOut | null): Promise<boolean> {
+    const result = await this.appendChange(message, announce, {
+      refuseIf: [{ key: deletedKey(message.id) }],
+    });
+    return result.appended;
+  }
+
+  /**
+   * Appends a tombstone with its pending copy and its event, and marks the message deleted, all
+   * in one broker step; false when it was marked already (a concurrent deletion won).
+   */
+  async appendTombstone(message: Message, announce: FanOut | null): Promise<boolean> {
+    const result = await this.appendChange(message, announce, {
+      unique: { key: deletedKey(message.id), value: message.id, ttlMs: DELETED_MARK_TTL_MS },
+    });
+    return result.appended;
+  }
+
+  /** A changed message into the stream, with its pending copy and its event, in one step. */
+  private appendChange(
+    message: Message,
+    announce: FanOut | null,
+    guard: Pick<AppendOptions, 'refuseIf' | 'unique'>,
+  ): Promise<AppendResult> {
     const json = JSON.stringify(toWire(message));
-    await this.broker.append(
+    return this.broker.append(
       MESSAGES_STREAM,
       { op: 'update', m: json },
       {
+        ...guard,
         pending: [
           { key: pendingKey(message.conversationId), field: message.id, value: json },
           { key: PENDING_INDEX, field: message.id, value: message.conversationId },
         ],
+        fanOut: announce ?? undefined,
       },
     );
   }

@@ -249,9 +249,17 @@ export class PersistenceWorker {
 
   private async persistAndAck(changes: Change[]): Promise<void> {
     const started = performance.now();
-    // The latest change of each message within the batch is the one that counts.
+    // The latest change of each message within the batch is the one that counts, except that a
+    // deletion stays (as the upsert below keeps it against a later change).
     const latest = new Map<string, Change>();
-    for (const change of changes) latest.set(change.message.id, change);
+    for (const change of changes) {
+      const earlier = latest.get(change.message.id);
+      const deletion = earlier?.message.deletedAt != null && change.message.deletedAt === null;
+      latest.set(
+        change.message.id,
+        deletion ? { entryId: change.entryId, message: earlier.message } : change,
+      );
+    }
     // One JSON parameter instead of twelve per row: cheap to build and to parse at any size.
     const rows = JSON.stringify(
       [...latest.values()].map(({ entryId, message }) => ({
@@ -287,7 +295,8 @@ export class PersistenceWorker {
     // wait for each other, never deadlock. The insert is the main query and runs first; the
     // conversation update, a WITH sub-statement nothing reads, runs after it, so a batch waits
     // for another's conversation locks only at its end. greatest() makes that update
-    // order-insensitive between batches.
+    // order-insensitive between batches. A deleted message stays deleted: no later change (an
+    // edit that raced the deletion) clears deleted_at or brings its content back.
     await this.db.execute(sql`
       with touched as (
         select c.id, v.seq, v.at
@@ -310,9 +319,9 @@ export class PersistenceWorker {
       from json_populate_recordset(null::messages, ${rows}::json)
       order by id
       on conflict (id) do update
-        set content = excluded.content,
-            edited_at = excluded.edited_at,
-            deleted_at = excluded.deleted_at,
+        set content = case when messages.deleted_at is null then excluded.content else messages.content end,
+            edited_at = case when messages.deleted_at is null then excluded.edited_at else messages.edited_at end,
+            deleted_at = coalesce(messages.deleted_at, excluded.deleted_at),
             version = excluded.version
         where messages.version < excluded.version`);
     // Committed: releasing the pending copies and then acknowledging can run while the next
