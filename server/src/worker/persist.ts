@@ -35,6 +35,17 @@ const TRIM_INTERVAL_MS = 5_000;
 const SMALL_BATCH = 50;
 /** Added to the persistence lag of a trickle of messages, to write them in fewer statements. */
 const LINGER_MS = 20;
+/** The first retry of an entry PostgreSQL refused; each later one waits twice as long. */
+const RETRY_FIRST_MS = 250;
+const RETRY_MAX_MS = 5_000;
+
+/** An entry PostgreSQL refused, set aside to be retried alone, away from the batches. */
+interface HeldEntry {
+  change: Change;
+  /** Attempts so far, deliveries by the stream included (they survive a restart). */
+  attempts: number;
+  timer: NodeJS.Timeout | null;
+}
 
 /**
  * Writes the message stream to PostgreSQL. Entries are acknowledged only after the commit that
@@ -50,6 +61,9 @@ export class PersistenceWorker {
   private settling: Promise<void> = Promise.resolve();
   private lastTrim = 0;
   private lastClaim = 0;
+  /** Entries set aside for a retry of their own, by entry id; they stay pending meanwhile. */
+  private readonly held = new Map<string, HeldEntry>();
+  private readonly retrying = new Set<Promise<void>>();
 
   constructor(
     private readonly db: Database,
@@ -66,6 +80,10 @@ export class PersistenceWorker {
   async stop(): Promise<void> {
     this.stopping = true;
     await this.running;
+    // Held entries stay pending: whichever worker reads them next tries them again.
+    for (const entry of this.held.values()) if (entry.timer) clearTimeout(entry.timer);
+    this.held.clear();
+    await Promise.all(this.retrying);
     await this.settling;
   }
 
@@ -180,6 +198,8 @@ export class PersistenceWorker {
     const changes: Change[] = [];
     const unreadable: StreamEntry[] = [];
     for (const entry of entries) {
+      // Read again (a re-read of this consumer's entries, a claim) while its own retry is due.
+      if (this.held.has(entry.id)) continue;
       const change = parse(entry);
       if (change) changes.push(change);
       else unreadable.push(entry);
@@ -187,48 +207,103 @@ export class PersistenceWorker {
     // An entry that cannot even be read will never succeed: set it aside at once.
     for (const entry of unreadable) await this.deadLetter(entry, 'unreadable entry');
     if (changes.length === 0) return;
+    await this.persistSettingAside(changes, { deliveries: null, split: false });
+  }
+
+  /**
+   * Writes the changes as one statement. When PostgreSQL refuses it while it is reachable, some
+   * entry is at fault: the changes are written in halves, and so on down, so every other entry
+   * is written within a few statements and only those refused on their own are set aside
+   * (`setAside`), never holding up the batches behind them. An outage throws: the caller backs
+   * off and nothing is set aside, since no entry is at fault.
+   */
+  private async persistSettingAside(
+    changes: Change[],
+    /** Shared by the parts of one batch: the stream's delivery counts, read once when needed. */
+    memo: { deliveries: Map<string, number> | null; split: boolean },
+  ): Promise<void> {
     try {
       await this.persistAndAckRetryingConflicts(changes);
+      return;
     } catch (error) {
-      if (!(await this.databaseReachable())) throw error; // outage: back off, never dead-letter
-      // The database is up, so some entry is at fault: write them one by one to find it.
-      await this.isolate(changes, error);
+      if (!(await this.databaseReachable())) throw error;
+      const [only] = changes;
+      if (changes.length === 1 && only) {
+        memo.deliveries ??= await this.deliveryCounts();
+        await this.setAside(only, memo.deliveries.get(only.entryId) ?? 1, error);
+        return;
+      }
+      if (!memo.split) {
+        memo.split = true;
+        this.log.warn({ err: error, size: changes.length }, 'batch failed; writing it in parts');
+      }
+      const half = Math.ceil(changes.length / 2);
+      await this.persistSettingAside(changes.slice(0, half), memo);
+      await this.persistSettingAside(changes.slice(half), memo);
     }
   }
 
-  private async isolate(changes: Change[], batchError: unknown): Promise<void> {
-    this.log.warn({ err: batchError, size: changes.length }, 'batch failed; writing its entries one by one');
-    const deliveries = new Map(
+  private async deliveryCounts(): Promise<Map<string, number>> {
+    const pending = await this.broker.pending(
+      MESSAGES_STREAM,
+      PERSIST_GROUP,
       // Enough to cover every batch this worker may hold at once, read-ahead included.
-      (
-        await this.broker.pending(
-          MESSAGES_STREAM,
-          PERSIST_GROUP,
-          Math.max(10_000, this.settings.batchSize * (this.settings.concurrency + 2)),
-        )
-      ).map((p) => [p.id, p.deliveries]),
+      Math.max(10_000, this.settings.batchSize * (this.settings.concurrency + 2)),
     );
-    for (const change of changes) {
+    return new Map(pending.map((p) => [p.id, p.deliveries]));
+  }
+
+  /**
+   * An entry PostgreSQL refused on its own: after its last attempt it goes to the dead-letter
+   * stream; before, it stays pending and is retried alone after a delay, while the batches go on.
+   */
+  private async setAside(change: Change, attempts: number, error: unknown): Promise<void> {
+    if (attempts >= this.settings.maxDeliveries) {
+      this.held.delete(change.entryId);
+      await this.deadLetter(
+        { id: change.entryId, fields: { op: 'upsert', m: JSON.stringify(change.message) } },
+        describe(error),
+      );
+      return;
+    }
+    this.log.warn(
+      { err: error, entryId: change.entryId, attempts },
+      'entry not written; will retry it alone',
+    );
+    this.holdForRetry(change, attempts);
+  }
+
+  private holdForRetry(change: Change, attempts: number, delayMs?: number): void {
+    if (this.stopping) return;
+    const wait = delayMs ?? Math.min(RETRY_FIRST_MS * 2 ** (attempts - 1), RETRY_MAX_MS);
+    const entry: HeldEntry = { change, attempts, timer: null };
+    entry.timer = setTimeout(() => {
+      entry.timer = null;
+      const task = this.retryAlone(entry).finally(() => this.retrying.delete(task));
+      this.retrying.add(task);
+    }, wait);
+    this.held.set(change.entryId, entry);
+  }
+
+  private async retryAlone(entry: HeldEntry): Promise<void> {
+    if (this.stopping || this.held.get(entry.change.entryId) !== entry) return;
+    try {
+      await this.persistAndAckRetryingConflicts([entry.change]);
+      this.held.delete(entry.change.entryId);
+    } catch (error) {
       try {
-        await this.persistAndAck([change]);
-      } catch (error) {
-        if (!(await this.databaseReachable())) throw error;
-        const count = deliveries.get(change.entryId) ?? 1;
-        if (count >= this.settings.maxDeliveries) {
-          await this.deadLetter(
-            { id: change.entryId, fields: { op: 'upsert', m: JSON.stringify(change.message) } },
-            describe(error),
-          );
+        if (await this.databaseReachable()) {
+          await this.setAside(entry.change, entry.attempts + 1, error);
         } else {
-          // Left pending: read again after the back-off, its delivery count one higher.
-          this.log.warn(
-            { err: error, entryId: change.entryId, deliveries: count },
-            'entry not written; will retry',
-          );
+          // An outage is no attempt of the entry's: try again once the database is back.
+          this.holdForRetry(entry.change, entry.attempts, RETRY_MAX_MS);
         }
+      } catch (failure) {
+        // Not even set aside (the broker failed too): it stays pending and is read again.
+        this.held.delete(entry.change.entryId);
+        this.log.warn({ err: failure, entryId: entry.change.entryId }, 'retry of an entry failed');
       }
     }
-    throw new EntriesLeftPending();
   }
 
   /**
@@ -379,14 +454,6 @@ export class PersistenceWorker {
     } catch {
       return false;
     }
-  }
-}
-
-/** Thrown after isolating a failed batch when some entries stay pending for a retry. */
-class EntriesLeftPending extends Error {
-  override name = 'EntriesLeftPending';
-  constructor() {
-    super('some entries were not written and stay pending');
   }
 }
 
