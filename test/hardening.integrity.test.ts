@@ -467,4 +467,54 @@ describe(`persistence worker (${engineLabel})`, () => {
       await local.cleanup();
     }
   });
+
+  it('sets nothing aside while PostgreSQL refuses every write (read-only after a failover)', async () => {
+    const local = await TestDeployment.create();
+    try {
+      const target = await local.start({ worker: { blockMs: 50, maxDeliveries: 2 } });
+      const [al, bo] = await Promise.all([signUp(target.url), signUp(target.url)]);
+      const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
+      const readOnly = async (on: boolean) => {
+        if (local.databaseName) {
+          await local.admin(
+            `alter database "${local.databaseName}" set default_transaction_read_only = ${on ? 'on' : 'off'}`,
+          );
+          // Every connection starts again, with the new default.
+          await local.admin(
+            `select pg_terminate_backend(pid) from pg_stat_activity where datname = '${local.databaseName}' and pid <> pg_backend_pid()`,
+          );
+        } else {
+          // The embedded database has one session, which every query shares.
+          await target.services.db.execute(
+            sql.raw(`set default_transaction_read_only = ${on ? 'on' : 'off'}`),
+          );
+        }
+      };
+      await readOnly(true);
+      const paused = () => local.logLines.filter((line) => line.includes('persistence paused')).length;
+      const before = paused();
+      const sent = await al.api.message.send.mutate({
+        conversationId: id,
+        content: 'kept through the failover',
+      });
+      // Refused again and again, each time well past its two deliveries: never an entry's fault.
+      const deadLetters = () => broker(target).rangeAfter(DEAD_LETTER_STREAM, '0-0', 10);
+      await expect
+        .poll(async () => paused() >= before + 4 || (await deadLetters()).length > 0, {
+          timeout: 30_000,
+          interval: 20,
+        })
+        .toBe(true);
+      expect(await deadLetters()).toEqual([]);
+      await readOnly(false);
+      await drained(target, 30_000);
+      expect((await rows(target, id)).map((r) => r.id)).toEqual([sent.id]);
+      expect(await deadLetters()).toEqual([]);
+      await Promise.all([al.close(), bo.close()]);
+    } finally {
+      await local.cleanup();
+    }
+  });
 });
+
+const broker = (target: App) => target.services.broker;

@@ -226,7 +226,9 @@ export class PersistenceWorker {
       await this.persistAndAckRetryingConflicts(changes);
       return;
     } catch (error) {
-      if (!(await this.databaseReachable())) throw error;
+      // No entry is at fault in an outage, or when PostgreSQL refuses every write (read-only
+      // after a failover, out of resources): back off, never set anything aside.
+      if (isSystemFailure(error) || !(await this.databaseReachable())) throw error;
       const [only] = changes;
       if (changes.length === 1 && only) {
         memo.deliveries ??= await this.deliveryCounts();
@@ -292,7 +294,7 @@ export class PersistenceWorker {
       this.held.delete(entry.change.entryId);
     } catch (error) {
       try {
-        if (await this.databaseReachable()) {
+        if (!isSystemFailure(error) && (await this.databaseReachable())) {
           await this.setAside(entry.change, entry.attempts + 1, error);
         } else {
           // An outage is no attempt of the entry's: try again once the database is back.
@@ -476,6 +478,19 @@ function parse(entry: StreamEntry): Change | null {
   } catch {
     return null;
   }
+}
+
+/**
+ * A failure of PostgreSQL rather than of the data: SQLSTATE classes 08 (connection), 25
+ * (read-only transaction), 40 (rolled back), 53 (resources), 55 (object state, a lock not
+ * available), 57 (operator intervention) and 58 (system error), anywhere in the cause chain.
+ */
+function isSystemFailure(error: unknown): boolean {
+  for (let current: unknown = error; current instanceof Error; current = current.cause) {
+    const code = (current as { code?: unknown }).code;
+    if (typeof code === 'string' && /^(08|25|40|53|55|57|58)[0-9A-Z]{3}$/.test(code)) return true;
+  }
+  return false;
 }
 
 /** PostgreSQL's deadlock_detected, anywhere in the cause chain. */
