@@ -2,6 +2,7 @@ import { sql } from 'drizzle-orm';
 import type { Broker, StreamEntry } from '../broker/types.js';
 import type { Config } from '../config/index.js';
 import type { Database } from '../db/index.js';
+import { isConnectionFailure } from '../errors.js';
 import type { Logger } from '../logger.js';
 import {
   DEAD_LETTER_STREAM,
@@ -42,7 +43,7 @@ const RETRY_MAX_MS = 5_000;
 /** An entry PostgreSQL refused, set aside to be retried alone, away from the batches. */
 interface HeldEntry {
   change: Change;
-  /** Attempts so far, deliveries by the stream included (they survive a restart). */
+  /** Attempts that PostgreSQL refused for the entry's own sake, in this process. */
   attempts: number;
   timer: NodeJS.Timeout | null;
 }
@@ -207,7 +208,7 @@ export class PersistenceWorker {
     // An entry that cannot even be read will never succeed: set it aside at once.
     for (const entry of unreadable) await this.deadLetter(entry, 'unreadable entry');
     if (changes.length === 0) return;
-    await this.persistSettingAside(changes, { deliveries: null, split: false });
+    await this.persistSettingAside(changes, { split: false });
   }
 
   /**
@@ -219,8 +220,8 @@ export class PersistenceWorker {
    */
   private async persistSettingAside(
     changes: Change[],
-    /** Shared by the parts of one batch: the stream's delivery counts, read once when needed. */
-    memo: { deliveries: Map<string, number> | null; split: boolean },
+    /** Shared by the parts of one batch. */
+    memo: { split: boolean },
   ): Promise<void> {
     try {
       await this.persistAndAckRetryingConflicts(changes);
@@ -228,11 +229,10 @@ export class PersistenceWorker {
     } catch (error) {
       // No entry is at fault in an outage, or when PostgreSQL refuses every write (read-only
       // after a failover, out of resources): back off, never set anything aside.
-      if (isSystemFailure(error) || !(await this.databaseReachable())) throw error;
+      if (notTheEntries(error) || !(await this.databaseReachable())) throw error;
       const [only] = changes;
       if (changes.length === 1 && only) {
-        memo.deliveries ??= await this.deliveryCounts();
-        await this.setAside(only, memo.deliveries.get(only.entryId) ?? 1, error);
+        await this.setAside(only, 1, error);
         return;
       }
       if (!memo.split) {
@@ -243,16 +243,6 @@ export class PersistenceWorker {
       await this.persistSettingAside(changes.slice(0, half), memo);
       await this.persistSettingAside(changes.slice(half), memo);
     }
-  }
-
-  private async deliveryCounts(): Promise<Map<string, number>> {
-    const pending = await this.broker.pending(
-      MESSAGES_STREAM,
-      PERSIST_GROUP,
-      // Enough to cover every batch this worker may hold at once, read-ahead included.
-      Math.max(10_000, this.settings.batchSize * (this.settings.concurrency + 2)),
-    );
-    return new Map(pending.map((p) => [p.id, p.deliveries]));
   }
 
   /**
@@ -294,7 +284,7 @@ export class PersistenceWorker {
       this.held.delete(entry.change.entryId);
     } catch (error) {
       try {
-        if (!isSystemFailure(error) && (await this.databaseReachable())) {
+        if (!notTheEntries(error) && (await this.databaseReachable())) {
           await this.setAside(entry.change, entry.attempts + 1, error);
         } else {
           // An outage is no attempt of the entry's: try again once the database is back.
@@ -481,11 +471,13 @@ function parse(entry: StreamEntry): Change | null {
 }
 
 /**
- * A failure of PostgreSQL rather than of the data: SQLSTATE classes 08 (connection), 25
- * (read-only transaction), 40 (rolled back), 53 (resources), 55 (object state, a lock not
- * available), 57 (operator intervention) and 58 (system error), anywhere in the cause chain.
+ * A failure of PostgreSQL or of the way to it rather than of the data: a broken connection, or
+ * SQLSTATE classes 08 (connection), 25 (read-only transaction), 40 (rolled back), 53
+ * (resources), 55 (object state, a lock not available), 57 (operator intervention) and 58
+ * (system error), anywhere in the cause chain.
  */
-function isSystemFailure(error: unknown): boolean {
+function notTheEntries(error: unknown): boolean {
+  if (isConnectionFailure(error)) return true;
   for (let current: unknown = error; current instanceof Error; current = current.cause) {
     const code = (current as { code?: unknown }).code;
     if (typeof code === 'string' && /^(08|25|40|53|55|57|58)[0-9A-Z]{3}$/.test(code)) return true;
