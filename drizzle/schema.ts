@@ -138,7 +138,13 @@ export const messages = pgTable(
   },
   (t) => [
     uniqueIndex('messages_conversation_seq_key').on(t.conversationId, t.seq),
-    uniqueIndex('messages_sender_client_id_key').on(t.senderId, t.clientMessageId),
+    // A clientMessageId is its sender's within one conversation: the same one in another
+    // conversation is another message.
+    uniqueIndex('messages_sender_conversation_client_id_key').on(
+      t.senderId,
+      t.conversationId,
+      t.clientMessageId,
+    ),
   ],
 );
 

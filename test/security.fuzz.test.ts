@@ -434,11 +434,11 @@ describe(`fuzzing every procedure's input over HTTP (${engineLabel})`, () => {
   it('refuses values the database cannot store or compare (NUL bytes, forged cursors) with BAD_REQUEST', async () => {
     const user = await signUp(app.url);
     const cursor = (position: object) => Buffer.from(JSON.stringify(position)).toString('base64url');
-    // A password is only hashed, so a NUL in it is just a wrong password; a lone surrogate is
-    // stored as U+FFFD. Everything else here must be refused as the caller's mistake.
+    // Every string must be storable text, even one that is only hashed (a password): a NUL or
+    // a lone surrogate anywhere is refused as the caller's mistake.
     const cases: [string, unknown, string | null][] = [
       ['auth.login', { username: 'a\u0000b', password: 'whatever1' }, 'BAD_REQUEST'],
-      ['auth.login', { email: 'a@example.test', password: 'pass\u0000word' }, 'UNAUTHORIZED'],
+      ['auth.login', { email: 'a@example.test', password: 'pass\u0000word' }, 'BAD_REQUEST'],
       ['user.list', { query: 'a\u0000' }, 'BAD_REQUEST'],
       [
         'user.list',
@@ -447,7 +447,7 @@ describe(`fuzzing every procedure's input over HTTP (${engineLabel})`, () => {
       ],
       ['user.list', { cursor: cursor({ username: 'a', id: 'not-a-uuid' }) }, 'BAD_REQUEST'],
       ['user.list', { cursor: cursor({ username: 'a', id: 42 }) }, 'BAD_REQUEST'],
-      ['user.update', { displayName: 'x\ud800y' }, null],
+      ['user.update', { displayName: 'x\ud800y' }, 'BAD_REQUEST'],
     ];
     for (const [path, input, expected] of cases) {
       const procedure = fuzzed.find((p) => p.path === path);

@@ -111,7 +111,7 @@ function codesOf(error: unknown): string[] {
   return codes;
 }
 
-function isConnectionFailure(error: unknown): boolean {
+export function isConnectionFailure(error: unknown): boolean {
   return codesOf(error).some((code) => CONNECTION_FAILURES.has(code) || /^08[0-9A-Z]{3}$/.test(code));
 }
 

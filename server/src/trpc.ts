@@ -6,6 +6,7 @@ import { DomainError, RateLimited, toTRPCError } from './errors.js';
 import { spendBudget } from './limits/spend.js';
 import { directStreamOf } from './realtime/frames.js';
 import { transformer } from './realtime/transformer.js';
+import { NOT_STORABLE, unstorableStringIn } from './text.js';
 
 export interface ProcedureMeta {
   /**
@@ -97,6 +98,31 @@ async function* mapIterationErrors<T>(iterable: AsyncIterable<T>): AsyncGenerato
   }
 }
 
+/**
+ * A safety net under every schema: a string PostgreSQL cannot store (a lone surrogate, NUL)
+ * anywhere in the raw input is refused before any procedure sees it, as the schemas' own text
+ * rules (`text.ts`) would, so a schema that forgets them still lets nothing through that the
+ * persistence worker would later fail to write.
+ */
+const storableInput = t.middleware(async ({ getRawInput, next }) => {
+  // An input that cannot even be read fails where the procedure reads it, as it did before.
+  const found = unstorableStringIn(await getRawInput().catch(() => undefined));
+  if (found) {
+    // Named up to a key that must never become a property of the error's `fieldErrors`.
+    const unsafe = found.findIndex(
+      (key) => key === '__proto__' || key === 'constructor' || key === 'prototype',
+    );
+    const path = unsafe < 0 ? found : found.slice(0, unsafe);
+    throw new TRPCError({
+      code: 'BAD_REQUEST',
+      message: NOT_STORABLE,
+      // The Error flavour of ZodError: tRPC keeps only an Error as the cause.
+      cause: new z.ZodRealError([{ code: 'custom', path, message: NOT_STORABLE, input: undefined }]),
+    });
+  }
+  return next();
+});
+
 const requireUser = t.middleware(async ({ ctx, meta, next }) => {
   const user = ctx.user;
   if (!user) throw new TRPCError({ code: 'UNAUTHORIZED', message: 'Not authenticated' });
@@ -138,8 +164,8 @@ const instrumented = t.procedure.use(instrument);
 
 export const router = t.router;
 export const createCallerFactory = t.createCallerFactory;
-export const publicProcedure = instrumented.use(spend);
-export const authedProcedure = instrumented.use(requireUser).use(spend);
+export const publicProcedure = instrumented.use(spend).use(storableInput);
+export const authedProcedure = instrumented.use(requireUser).use(spend).use(storableInput);
 
 /**
  * Whether a procedure refuses calls without a signed-in user: whether `requireUser` is among its

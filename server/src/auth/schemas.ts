@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { LineText, Text } from '../text.js';
 import { DisplayName, Email, Me, Password, Username } from '../users/schemas.js';
 
 export const Register = z.object({
@@ -13,16 +14,12 @@ export type Register = z.infer<typeof Register>;
 const DeviceToken = z.string().max(128).optional();
 
 export const Login = z.union([
-  z.object({ email: Email, password: z.string().min(1).max(128), deviceToken: DeviceToken }),
+  z.object({ email: Email, password: Text.min(1).max(128), deviceToken: DeviceToken }),
   z.object({
     // Not `Username`, so an old or mistyped name gets the usual answer; but never a control
     // character, which no username has and PostgreSQL refuses in text.
-    username: z
-      .string()
-      .min(1)
-      .max(64)
-      .refine((value) => !/[\u0000-\u001f\u007f]/.test(value), 'must not contain control characters'),
-    password: z.string().min(1).max(128),
+    username: LineText.min(1).max(64),
+    password: Text.min(1).max(128),
     deviceToken: DeviceToken,
   }),
 ]);
@@ -45,9 +42,9 @@ export const Session = z.object({
   deviceToken: z.string(),
 });
 
-export const Refresh = z.object({ refreshToken: z.string().min(1).max(512) });
+export const Refresh = z.object({ refreshToken: Text.min(1).max(512) });
 export const Logout = z.object({
-  refreshToken: z.string().min(1).max(512).optional(),
+  refreshToken: Text.min(1).max(512).optional(),
   everywhere: z.boolean().optional(),
 });
 export type Logout = z.infer<typeof Logout>;

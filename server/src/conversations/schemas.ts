@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { Message } from '../messages/schemas.js';
+import { nameText } from '../text.js';
 import { Cursor, Id, Limit } from '../users/schemas.js';
 
 export const Role = z.enum(['owner', 'admin', 'member']);
@@ -29,12 +30,7 @@ export const Conversation = z.object({
 });
 export type Conversation = z.infer<typeof Conversation>;
 
-const GroupName = z
-  .string()
-  .trim()
-  .min(1, 'must not be empty')
-  .max(100, 'must be at most 100 characters')
-  .refine((value) => !/[\u0000-\u001f\u007f]/.test(value), 'must not contain control characters');
+const GroupName = nameText(100);
 
 export const OpenDirect = z.object({ userId: Id });
 export const CreateGroup = z.object({

@@ -1,20 +1,12 @@
 import { z } from 'zod';
+import { messageText } from '../text.js';
 import { Cursor, Id, Limit } from '../users/schemas.js';
-
-/** Control characters other than newline and tab are refused in message text. */
-const forbiddenControl = /[\u0000-\u0008\u000b-\u001f\u007f]/;
 
 export const Content = z
   .string()
   .max(20_000, 'must be at most 4000 characters')
   .transform((value) => value.trim())
-  .pipe(
-    z
-      .string()
-      .min(1, 'must not be empty')
-      .max(4000, 'must be at most 4000 characters')
-      .refine((value) => !forbiddenControl.test(value), 'must not contain control characters'),
-  );
+  .pipe(messageText(4000));
 
 export const Message = z.object({
   id: z.string(),

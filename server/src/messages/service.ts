@@ -7,7 +7,7 @@ import { Forbidden, NotFound, RateLimited, Unauthorized, Unavailable } from '../
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import { CursorField, decodeCursor, encodeCursor } from '../pagination.js';
-import type { EventPublisher, ParleyEvent } from '../realtime/events.js';
+import type { EventPublisher } from '../realtime/events.js';
 import type { EditMessage, ListMessages, Message, SendMessage } from './schemas.js';
 import type { MessageStore } from './store.js';
 
@@ -40,7 +40,7 @@ export class MessageService {
     // A clientMessageId still claimed in the broker is caught by the append itself; PostgreSQL
     // covers a retry after the claim expired. Looked up while the roster is read.
     const earlierLookup = input.clientMessageId
-      ? this.store.writtenClientId(sender.id, input.clientMessageId)
+      ? this.store.writtenClientId(sender.id, input.conversationId, input.clientMessageId)
       : null;
     let roster = await this.senderRoster(sender.id, input.conversationId, session, false);
     const earlier = await earlierLookup;
@@ -124,8 +124,13 @@ export class MessageService {
     }
     if (message.deletedAt) throw new Forbidden('A deleted message cannot be edited');
     const edited: Message = { ...message, content: input.content, editedAt: new Date() };
-    await this.store.appendUpdate(edited);
-    await this.publish(message.conversationId, { type: 'message.updated', message: edited });
+    const recipients = await this.memberships.memberIds(message.conversationId);
+    // Refused in the append itself when a deletion came in since the read above.
+    const appended = await this.store.appendEdit(
+      edited,
+      this.events.fanOut(recipients, { type: 'message.updated', message: edited }),
+    );
+    if (!appended) throw new Forbidden('A deleted message cannot be edited');
     return edited;
   }
 
@@ -139,12 +144,16 @@ export class MessageService {
     }
     if (message.deletedAt) return { ok: true };
     const tombstone: Message = { ...message, content: '', deletedAt: new Date() };
-    await this.store.appendUpdate(tombstone);
-    await this.publish(message.conversationId, {
-      type: 'message.deleted',
-      conversationId: message.conversationId,
-      messageId: message.id,
-    });
+    const recipients = await this.memberships.memberIds(message.conversationId);
+    // Not appended when a concurrent deletion marked the message first: deleted all the same.
+    await this.store.appendTombstone(
+      tombstone,
+      this.events.fanOut(recipients, {
+        type: 'message.deleted',
+        conversationId: message.conversationId,
+        messageId: message.id,
+      }),
+    );
     return { ok: true };
   }
 
@@ -201,20 +210,6 @@ export class MessageService {
     const message = await this.store.byId(id);
     if (!message) throw new NotFound('Message');
     return message;
-  }
-
-  private async publish(conversationId: string, event: ParleyEvent): Promise<void> {
-    await this.publishTo(await this.memberships.memberIds(conversationId), event);
-  }
-
-  private async publishTo(recipients: string[], event: ParleyEvent): Promise<void> {
-    try {
-      await this.events.publish(recipients, event);
-    } catch (error) {
-      // The change itself is accepted and durable; clients that miss the event catch up with
-      // queries. Failing the call here would invite a retry of something already done.
-      this.log.warn({ err: error, event: event.type }, 'event not published');
-    }
   }
 
   /** At most `sendsPerUser` sends per user in each window of `sendWindowSeconds`. */

@@ -1,6 +1,6 @@
 import { and, asc, desc, eq, gt, inArray, lt, sql } from 'drizzle-orm';
 import { members, messages } from '../../../drizzle/schema.js';
-import type { AppendOptions, Broker, FanOut } from '../broker/types.js';
+import type { AppendOptions, AppendResult, Broker, FanOut } from '../broker/types.js';
 import type { Database } from '../db/index.js';
 import type { Message } from './schemas.js';
 
@@ -15,15 +15,26 @@ export const pendingKey = (conversationId: string) => `pending:conversation:${co
 export const PENDING_INDEX = 'pending:messages';
 /** Live seq counter of a conversation. */
 export const seqKey = (conversationId: string) => `seq:${conversationId}`;
-/** Idempotency claim of a client message id: value `<conversation id>:<message id>`. */
-export const clientIdKey = (senderId: string, clientMessageId: string) =>
-  `client-message:${senderId}:${clientMessageId}`;
+/**
+ * Idempotency claim of a client message id, which is the sender's within one conversation (the
+ * same id in another conversation is another message): value `<conversation id>:<message id>`.
+ */
+export const clientIdKey = (senderId: string, conversationId: string, clientMessageId: string) =>
+  `client-message:${senderId}:${conversationId}:${clientMessageId}`;
+/** Set, in the same step as its tombstone's append, once a message is deleted. */
+export const deletedKey = (messageId: string) => `deleted:${messageId}`;
 
 /**
  * How long a clientMessageId is claimed in the broker. Retries come within seconds or minutes;
- * a later one is caught by PostgreSQL's unique (sender, clientMessageId) key.
+ * a later one is caught by PostgreSQL's unique (sender, conversation, clientMessageId) key.
  */
 export const CLIENT_ID_TTL_MS = 60 * 60 * 1000;
+/**
+ * How long a deletion refuses edits in the broker. Only an edit that read the message before
+ * it was deleted needs the mark (any later one finds the tombstone, pending or written), and
+ * such an edit appends within moments of its read; a day leaves room for any stalled call.
+ */
+export const DELETED_MARK_TTL_MS = 24 * 60 * 60 * 1000;
 /** How long a send waits for PostgreSQL's answer on an unclaimed clientMessageId. */
 const CLIENT_ID_LOOKUP_TIMEOUT_MS = 250;
 
@@ -37,6 +48,7 @@ interface WrittenMessage {
 
 interface ClientIdLookup {
   senderId: string;
+  conversationId: string;
   clientMessageId: string;
   resolve: (row: WrittenMessage | null) => void;
   reject: (error: unknown) => void;
@@ -161,6 +173,7 @@ export class MessageStore {
       .where(
         and(
           eq(messages.senderId, sql.placeholder('senderId')),
+          eq(messages.conversationId, sql.placeholder('conversationId')),
           eq(messages.clientMessageId, sql.placeholder('clientMessageId')),
         ),
       )
@@ -168,7 +181,7 @@ export class MessageStore {
     // One index lookup per key, whatever the planner knows of the table: a plain join or `IN`
     // lets a plan made while the table was small (prepared statements keep theirs) hash-join
     // against a sequential scan of every message, and keep doing so as the table grows.
-    const keys = sql`unnest(${sql.placeholder('senderIds')}::uuid[], ${sql.placeholder('clientMessageIds')}::text[]) as k(sender_id, client_message_id)`;
+    const keys = sql`unnest(${sql.placeholder('senderIds')}::uuid[], ${sql.placeholder('conversationIds')}::uuid[], ${sql.placeholder('clientMessageIds')}::text[]) as k(sender_id, conversation_id, client_message_id)`;
     const match = db
       .select({
         id: messages.id,
@@ -177,7 +190,9 @@ export class MessageStore {
         clientMessageId: messages.clientMessageId,
       })
       .from(messages)
-      .where(sql`${messages.senderId} = k.sender_id and ${messages.clientMessageId} = k.client_message_id`)
+      .where(
+        sql`${messages.senderId} = k.sender_id and ${messages.conversationId} = k.conversation_id and ${messages.clientMessageId} = k.client_message_id`,
+      )
       .limit(1)
       .as('m');
     this.byClientIds = db
@@ -223,7 +238,7 @@ export class MessageStore {
       ...guard,
       unique: message.clientMessageId
         ? {
-            key: clientIdKey(message.senderId, message.clientMessageId),
+            key: clientIdKey(message.senderId, message.conversationId, message.clientMessageId),
             value: `${message.conversationId}:${message.id}`,
             ttlMs: CLIENT_ID_TTL_MS,
           }
@@ -258,20 +273,52 @@ export class MessageStore {
     }
   }
 
-  /** Appends a changed message (an edit, a tombstone) to the stream with its pending copy. */
-  async appendUpdate(message: Message): Promise<void> {
+  /**
+   * Appends an edited message with its pending copy and its event (`announce`), all in one
+   * broker step, unless the message has been deleted: then nothing is written and the answer is
+   * false. Checked in that step, so an edit that read the message before a deletion can never
+   * land after it and bring the content back.
+   */
+  async appendEdit(message: Message, announce: FanOut | null): Promise<boolean> {
+    const result = await this.appendChange(message, announce, {
+      refuseIf: [{ key: deletedKey(message.id) }],
+    });
+    return result.appended;
+  }
+
+  /**
+   * Appends a tombstone with its pending copy and its event, and marks the message deleted, all
+   * in one broker step; false when it was marked already (a concurrent deletion won).
+   */
+  async appendTombstone(message: Message, announce: FanOut | null): Promise<boolean> {
+    const result = await this.appendChange(message, announce, {
+      unique: { key: deletedKey(message.id), value: message.id, ttlMs: DELETED_MARK_TTL_MS },
+    });
+    return result.appended;
+  }
+
+  /** A changed message into the stream, with its pending copy and its event, in one step. */
+  private async appendChange(
+    message: Message,
+    announce: FanOut | null,
+    guard: Pick<AppendOptions, 'refuseIf' | 'unique'>,
+  ): Promise<AppendResult> {
     const json = JSON.stringify(toWire(message));
-    await this.broker.append(
+    const result = await this.broker.append(
       MESSAGES_STREAM,
       { op: 'update', m: json },
       {
+        ...guard,
         pending: [
           { key: pendingKey(message.conversationId), field: message.id, value: json },
           { key: PENDING_INDEX, field: message.id, value: message.conversationId },
         ],
+        fanOut: announce ?? undefined,
       },
     );
-    await this.untilMessageWritten(message.id);
+    // A deletion that lost to a concurrent one acknowledges that one: both wait for it.
+    if (result.appended || 'existing' in result) await this.untilMessageWritten(message.id);
+    return result;
   }
 
   /**
@@ -299,8 +346,8 @@ export class MessageStore {
    * The message PostgreSQL holds for a `clientMessageId`, for a retry that comes after the
    * broker's claim expired (a claim still held is caught by `appendNew` itself).
    */
-  async writtenClientId(senderId: string, clientMessageId: string) {
-    const lookup = this.lookUpWritten(senderId, clientMessageId);
+  async writtenClientId(senderId: string, conversationId: string, clientMessageId: string) {
+    const lookup = this.lookUpWritten({ senderId, conversationId, clientMessageId });
     // While PostgreSQL is unreachable its driver waits for a connection; sending must not. The
     // broker's claim, which covers any retry within its lifetime, then judges duplicates alone.
     let timer: NodeJS.Timeout | undefined;
@@ -317,9 +364,11 @@ export class MessageStore {
     }
   }
 
-  private lookUpWritten(senderId: string, clientMessageId: string): Promise<WrittenMessage | null> {
+  private lookUpWritten(
+    key: Pick<ClientIdLookup, 'senderId' | 'conversationId' | 'clientMessageId'>,
+  ): Promise<WrittenMessage | null> {
     return new Promise((resolve, reject) => {
-      const waiting = this.queuedLookups.push({ senderId, clientMessageId, resolve, reject });
+      const waiting = this.queuedLookups.push({ ...key, resolve, reject });
       // After this turn's I/O: every send that arrived in it shares one query.
       if (waiting === 1) setImmediate(() => this.flushLookups());
     });
@@ -333,20 +382,30 @@ export class MessageStore {
       const [only] = batch;
       if (batch.length === 1 && only) {
         this.byClientId
-          .execute({ senderId: only.senderId, clientMessageId: only.clientMessageId })
+          .execute({
+            senderId: only.senderId,
+            conversationId: only.conversationId,
+            clientMessageId: only.clientMessageId,
+          })
           .then(([row]) => only.resolve(row ?? null), only.reject);
         continue;
       }
       this.byClientIds
         .execute({
           senderIds: batch.map((lookup) => lookup.senderId),
+          conversationIds: batch.map((lookup) => lookup.conversationId),
           clientMessageIds: batch.map((lookup) => lookup.clientMessageId),
         })
         .then(
           (rows) => {
-            const found = new Map(rows.map((row) => [`${row.senderId} ${row.clientMessageId}`, row]));
+            const keyOf = (of: {
+              senderId: string;
+              conversationId: string;
+              clientMessageId: string | null;
+            }) => `${of.senderId} ${of.conversationId} ${of.clientMessageId}`;
+            const found = new Map(rows.map((row) => [keyOf(row), row]));
             for (const lookup of batch) {
-              const row = found.get(`${lookup.senderId} ${lookup.clientMessageId}`);
+              const row = found.get(keyOf(lookup));
               lookup.resolve(row ? { id: row.id, conversationId: row.conversationId } : null);
             }
           },

@@ -46,6 +46,12 @@ export interface EventPublisher {
    * recipients.
    */
   fanOutNewMessage(recipients: readonly string[], event: NewMessageEvent, seqSlot: string): FanOut | null;
+  /**
+   * A durable event as a fan-out for the broker step that makes the change it announces, so
+   * the two are written together and events keep the order of their changes; null without
+   * recipients.
+   */
+  fanOut(recipients: readonly string[], event: ParleyEvent): FanOut | null;
 }
 
 export type NewMessageEvent = Extract<ParleyEvent, { type: 'message.created' }>;

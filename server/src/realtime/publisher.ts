@@ -64,6 +64,13 @@ export class BrokerEventPublisher implements EventPublisher {
     return this.durable(unique, payload);
   }
 
+  fanOut(recipients: readonly string[], event: ParleyEvent): FanOut | null {
+    const unique = [...new Set(recipients)];
+    if (unique.length === 0) return null;
+    if (EPHEMERAL_EVENTS.has(event.type)) throw new Error(`${event.type} events are not durable`);
+    return this.durable(unique, stringify(event));
+  }
+
   private durable(recipients: readonly string[], payload: string): FanOut {
     return {
       idStream: EVENT_IDS_STREAM,

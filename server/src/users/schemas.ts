@@ -1,6 +1,5 @@
 import { z } from 'zod';
-
-const noControl = (value: string) => !/[\u0000-\u001f\u007f]/.test(value);
+import { Text, nameText } from '../text.js';
 
 export const Username = z
   .string()
@@ -8,19 +7,14 @@ export const Username = z
   .max(32, 'must be at most 32 characters')
   .regex(/^[a-zA-Z0-9_.]+$/, 'may contain only letters, digits, "_" and "."');
 export const Email = z.email('must be an email address').max(254).trim();
-export const Password = z
-  .string()
-  .min(8, 'must be at least 8 characters')
-  .max(128, 'must be at most 128 characters');
-export const DisplayName = z
-  .string()
-  .trim()
-  .min(1, 'must not be empty')
-  .max(64, 'must be at most 64 characters')
-  .refine(noControl, 'must not contain control characters');
+export const Password = Text.min(8, 'must be at least 8 characters').max(
+  128,
+  'must be at most 128 characters',
+);
+export const DisplayName = nameText(64);
 export const Id = z.uuid('must be a UUID');
 export const Limit = z.number().int().min(1).max(100).default(50);
-export const Cursor = z.string().max(512).nullish();
+export const Cursor = Text.max(512).nullish();
 
 export const PublicUser = z.object({
   id: z.string(),
@@ -38,7 +32,7 @@ export const page = <T extends z.ZodType>(item: T) =>
   z.object({ items: z.array(item), nextCursor: z.string().nullable() });
 
 export const ListUsers = z.object({
-  query: z.string().trim().max(64).optional(),
+  query: Text.trim().max(64).optional(),
   limit: Limit,
   cursor: Cursor,
 });
@@ -48,7 +42,7 @@ export const UpdateUser = z
   .object({
     displayName: DisplayName.optional(),
     password: Password.optional(),
-    currentPassword: z.string().max(128).optional(),
+    currentPassword: Text.max(128).optional(),
   })
   .refine((input) => !input.password || input.currentPassword, {
     message: 'is required to set a new password',
@@ -56,5 +50,5 @@ export const UpdateUser = z
   });
 export type UpdateUser = z.infer<typeof UpdateUser>;
 
-export const DeleteUser = z.object({ password: z.string().min(1).max(128) });
+export const DeleteUser = z.object({ password: Text.min(1).max(128) });
 export type DeleteUser = z.infer<typeof DeleteUser>;

@@ -10,6 +10,7 @@ import type { AuthUser } from '../auth/tokens.js';
 import type { Database } from '../db/index.js';
 import { Conflict, Forbidden, Invalid, NotFound } from '../errors.js';
 import { CursorField, decodeCursor, encodeCursor } from '../pagination.js';
+import { nameKey } from '../text.js';
 import type { ListUsers, Me, PublicUser, UpdateUser } from './schemas.js';
 
 /** Who is online right now, across every instance. */
@@ -33,6 +34,7 @@ export class UserService {
   ) {}
 
   async create(input: Register): Promise<Me> {
+    if (input.displayName !== undefined) await this.requireOwnName(input.displayName, input.username);
     const passwordHash = await this.passwords.hash(input.password);
     try {
       const [row] = await this.db
@@ -185,7 +187,10 @@ export class UserService {
     const current = await this.findActive(user.id);
     if (!current) throw new NotFound('User');
     const changes: Partial<typeof users.$inferInsert> = { updatedAt: new Date() };
-    if (input.displayName !== undefined) changes.displayName = input.displayName;
+    if (input.displayName !== undefined) {
+      await this.requireOwnName(input.displayName, current.username);
+      changes.displayName = input.displayName;
+    }
     if (input.password !== undefined) {
       const allowance = [this.guesses.account(user.id)];
       if (!(await this.guesses.check(input.currentPassword ?? '', current.passwordHash, allowance))) {
@@ -213,6 +218,23 @@ export class UserService {
     await this.db.update(users).set({ deletedAt: new Date() }).where(eq(users.id, user.id));
     await this.sessions.revokeAll(user.id);
     return { ok: true };
+  }
+
+  /**
+   * Refuses a display name that reads as another user's username (the same `nameKey`), so no
+   * one passes for someone else in a member list or a search; one's own username, the default
+   * display name, is fine.
+   */
+  private async requireOwnName(displayName: string, ownUsername: string): Promise<void> {
+    const key = nameKey(displayName);
+    // Usernames are `[a-zA-Z0-9_.]`: a key with anything else cannot be one.
+    if (key === ownUsername.toLowerCase() || !/^[a-z0-9_.]{3,32}$/.test(key)) return;
+    const [other] = await this.db
+      .select({ id: users.id })
+      .from(users)
+      .where(and(isNull(users.deletedAt), eq(sql`lower(${users.username})`, key)))
+      .limit(1);
+    if (other) throw new Conflict("Display name is another user's username", 'displayName');
   }
 
   async touch(userId: string): Promise<{ lastSeenAt: Date }> {

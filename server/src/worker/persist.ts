@@ -2,6 +2,7 @@ import { sql } from 'drizzle-orm';
 import type { Broker, StreamEntry } from '../broker/types.js';
 import type { Config } from '../config/index.js';
 import type { Database } from '../db/index.js';
+import { isConnectionFailure } from '../errors.js';
 import type { Logger } from '../logger.js';
 import {
   DEAD_LETTER_STREAM,
@@ -39,6 +40,17 @@ export interface PersistHooks {
 const TRIM_INTERVAL_MS = 5_000;
 /** Below this many entries a batch counts as small, and the next read waits `lingerMs`. */
 const SMALL_BATCH = 50;
+/** The first retry of an entry PostgreSQL refused; each later one waits twice as long. */
+const RETRY_FIRST_MS = 250;
+const RETRY_MAX_MS = 5_000;
+
+/** An entry PostgreSQL refused, set aside to be retried alone, away from the batches. */
+interface HeldEntry {
+  change: Change;
+  /** Attempts that PostgreSQL refused for the entry's own sake, in this process. */
+  attempts: number;
+  timer: NodeJS.Timeout | null;
+}
 
 /**
  * Writes the message stream to PostgreSQL. Entries are acknowledged only after the commit that
@@ -54,6 +66,9 @@ export class PersistenceWorker {
   private settling: Promise<void> = Promise.resolve();
   private lastTrim = 0;
   private lastClaim = 0;
+  /** Entries set aside for a retry of their own, by entry id; they stay pending meanwhile. */
+  private readonly held = new Map<string, HeldEntry>();
+  private readonly retrying = new Set<Promise<void>>();
 
   constructor(
     private readonly db: Database,
@@ -70,6 +85,10 @@ export class PersistenceWorker {
   async stop(): Promise<void> {
     this.stopping = true;
     await this.running;
+    // Held entries stay pending: whichever worker reads them next tries them again.
+    for (const entry of this.held.values()) if (entry.timer) clearTimeout(entry.timer);
+    this.held.clear();
+    await Promise.all(this.retrying);
     await this.settling;
   }
 
@@ -184,6 +203,8 @@ export class PersistenceWorker {
     const changes: Change[] = [];
     const unreadable: StreamEntry[] = [];
     for (const entry of entries) {
+      // Read again (a re-read of this consumer's entries, a claim) while its own retry is due.
+      if (this.held.has(entry.id)) continue;
       const change = parse(entry);
       if (change) changes.push(change);
       else unreadable.push(entry);
@@ -191,48 +212,94 @@ export class PersistenceWorker {
     // An entry that cannot even be read will never succeed: set it aside at once.
     for (const entry of unreadable) await this.deadLetter(entry, 'unreadable entry');
     if (changes.length === 0) return;
+    await this.persistSettingAside(changes, { split: false });
+  }
+
+  /**
+   * Writes the changes as one statement. When PostgreSQL refuses it while it is reachable, some
+   * entry is at fault: the changes are written in halves, and so on down, so every other entry
+   * is written within a few statements and only those refused on their own are set aside
+   * (`setAside`), never holding up the batches behind them. An outage throws: the caller backs
+   * off and nothing is set aside, since no entry is at fault.
+   */
+  private async persistSettingAside(
+    changes: Change[],
+    /** Shared by the parts of one batch. */
+    memo: { split: boolean },
+  ): Promise<void> {
     try {
       await this.persistAndAckRetryingConflicts(changes);
+      return;
     } catch (error) {
-      if (!(await this.databaseReachable())) throw error; // outage: back off, never dead-letter
-      // The database is up, so some entry is at fault: write them one by one to find it.
-      await this.isolate(changes, error);
+      // No entry is at fault in an outage, or when PostgreSQL refuses every write (read-only
+      // after a failover, out of resources): back off, never set anything aside.
+      if (notTheEntries(error) || !(await this.databaseReachable())) throw error;
+      const [only] = changes;
+      if (changes.length === 1 && only) {
+        await this.setAside(only, 1, error);
+        return;
+      }
+      if (!memo.split) {
+        memo.split = true;
+        this.log.warn({ err: error, size: changes.length }, 'batch failed; writing it in parts');
+      }
+      const half = Math.ceil(changes.length / 2);
+      await this.persistSettingAside(changes.slice(0, half), memo);
+      await this.persistSettingAside(changes.slice(half), memo);
     }
   }
 
-  private async isolate(changes: Change[], batchError: unknown): Promise<void> {
-    this.log.warn({ err: batchError, size: changes.length }, 'batch failed; writing its entries one by one');
-    const deliveries = new Map(
-      // Enough to cover every batch this worker may hold at once, read-ahead included.
-      (
-        await this.broker.pending(
-          MESSAGES_STREAM,
-          PERSIST_GROUP,
-          Math.max(10_000, this.settings.batchSize * (this.settings.concurrency + 2)),
-        )
-      ).map((p) => [p.id, p.deliveries]),
+  /**
+   * An entry PostgreSQL refused on its own: after its last attempt it goes to the dead-letter
+   * stream; before, it stays pending and is retried alone after a delay, while the batches go on.
+   */
+  private async setAside(change: Change, attempts: number, error: unknown): Promise<void> {
+    if (attempts >= this.settings.maxDeliveries) {
+      this.held.delete(change.entryId);
+      await this.deadLetter(
+        { id: change.entryId, fields: { op: 'upsert', m: JSON.stringify(change.message) } },
+        describe(error),
+      );
+      return;
+    }
+    this.log.warn(
+      { err: error, entryId: change.entryId, attempts },
+      'entry not written; will retry it alone',
     );
-    for (const change of changes) {
+    this.holdForRetry(change, attempts);
+  }
+
+  private holdForRetry(change: Change, attempts: number, delayMs?: number): void {
+    if (this.stopping) return;
+    const wait = delayMs ?? Math.min(RETRY_FIRST_MS * 2 ** (attempts - 1), RETRY_MAX_MS);
+    const entry: HeldEntry = { change, attempts, timer: null };
+    entry.timer = setTimeout(() => {
+      entry.timer = null;
+      const task = this.retryAlone(entry).finally(() => this.retrying.delete(task));
+      this.retrying.add(task);
+    }, wait);
+    this.held.set(change.entryId, entry);
+  }
+
+  private async retryAlone(entry: HeldEntry): Promise<void> {
+    if (this.stopping || this.held.get(entry.change.entryId) !== entry) return;
+    try {
+      await this.persistAndAckRetryingConflicts([entry.change]);
+      this.held.delete(entry.change.entryId);
+    } catch (error) {
       try {
-        await this.persistAndAck([change]);
-      } catch (error) {
-        if (!(await this.databaseReachable())) throw error;
-        const count = deliveries.get(change.entryId) ?? 1;
-        if (count >= this.settings.maxDeliveries) {
-          await this.deadLetter(
-            { id: change.entryId, fields: { op: 'upsert', m: JSON.stringify(change.message) } },
-            describe(error),
-          );
+        if (!notTheEntries(error) && (await this.databaseReachable())) {
+          await this.setAside(entry.change, entry.attempts + 1, error);
         } else {
-          // Left pending: read again after the back-off, its delivery count one higher.
-          this.log.warn(
-            { err: error, entryId: change.entryId, deliveries: count },
-            'entry not written; will retry',
-          );
+          // An outage is no attempt of the entry's: try again once the database is back.
+          this.holdForRetry(entry.change, entry.attempts, RETRY_MAX_MS);
         }
+      } catch (failure) {
+        // Not even set aside (the broker failed too): it stays pending and is read again.
+        this.held.delete(entry.change.entryId);
+        this.log.warn({ err: failure, entryId: entry.change.entryId }, 'retry of an entry failed');
       }
     }
-    throw new EntriesLeftPending();
   }
 
   /**
@@ -253,9 +320,17 @@ export class PersistenceWorker {
 
   private async persistAndAck(changes: Change[]): Promise<void> {
     const started = performance.now();
-    // The latest change of each message within the batch is the one that counts.
+    // The latest change of each message within the batch is the one that counts, except that a
+    // deletion stays (as the upsert below keeps it against a later change).
     const latest = new Map<string, Change>();
-    for (const change of changes) latest.set(change.message.id, change);
+    for (const change of changes) {
+      const earlier = latest.get(change.message.id);
+      const deletion = earlier?.message.deletedAt != null && change.message.deletedAt === null;
+      latest.set(
+        change.message.id,
+        deletion ? { entryId: change.entryId, message: earlier.message } : change,
+      );
+    }
     // One JSON parameter instead of twelve per row: cheap to build and to parse at any size.
     const rows = JSON.stringify(
       [...latest.values()].map(({ entryId, message }) => ({
@@ -291,7 +366,8 @@ export class PersistenceWorker {
     // wait for each other, never deadlock. The insert is the main query and runs first; the
     // conversation update, a WITH sub-statement nothing reads, runs after it, so a batch waits
     // for another's conversation locks only at its end. greatest() makes that update
-    // order-insensitive between batches.
+    // order-insensitive between batches. A deleted message stays deleted: no later change (an
+    // edit that raced the deletion) clears deleted_at or brings its content back.
     await this.db.execute(sql`
       with touched as (
         select c.id, v.seq, v.at
@@ -314,9 +390,9 @@ export class PersistenceWorker {
       from json_populate_recordset(null::messages, ${rows}::json)
       order by id
       on conflict (id) do update
-        set content = excluded.content,
-            edited_at = excluded.edited_at,
-            deleted_at = excluded.deleted_at,
+        set content = case when messages.deleted_at is null then excluded.content else messages.content end,
+            edited_at = case when messages.deleted_at is null then excluded.edited_at else messages.edited_at end,
+            deleted_at = coalesce(messages.deleted_at, excluded.deleted_at),
             version = excluded.version
         where messages.version < excluded.version`);
     // Committed: releasing the pending copies and then acknowledging can run while the next
@@ -378,14 +454,6 @@ export class PersistenceWorker {
   }
 }
 
-/** Thrown after isolating a failed batch when some entries stay pending for a retry. */
-class EntriesLeftPending extends Error {
-  override name = 'EntriesLeftPending';
-  constructor() {
-    super('some entries were not written and stay pending');
-  }
-}
-
 function parse(entry: StreamEntry): Change | null {
   try {
     const raw = entry.fields.m;
@@ -405,6 +473,21 @@ function parse(entry: StreamEntry): Change | null {
   } catch {
     return null;
   }
+}
+
+/**
+ * A failure of PostgreSQL or of the way to it rather than of the data: a broken connection, or
+ * SQLSTATE classes 08 (connection), 25 (read-only transaction), 40 (rolled back), 53
+ * (resources), 55 (object state, a lock not available), 57 (operator intervention) and 58
+ * (system error), anywhere in the cause chain.
+ */
+function notTheEntries(error: unknown): boolean {
+  if (isConnectionFailure(error)) return true;
+  for (let current: unknown = error; current instanceof Error; current = current.cause) {
+    const code = (current as { code?: unknown }).code;
+    if (typeof code === 'string' && /^(08|25|40|53|55|57|58)[0-9A-Z]{3}$/.test(code)) return true;
+  }
+  return false;
 }
 
 /** PostgreSQL's deadlock_detected, anywhere in the cause chain. */
