@@ -493,10 +493,14 @@ describe(`persistence worker (${engineLabel})`, () => {
       await readOnly(true);
       const paused = () => local.logLines.filter((line) => line.includes('persistence paused')).length;
       const before = paused();
-      const sent = await al.api.message.send.mutate({
+      // On the embedded engines a send is acknowledged only once written, so this one waits
+      // for the database (and may time out, as any send can): its retry is answered with it.
+      const message = {
         conversationId: id,
         content: 'kept through the failover',
-      });
+        clientMessageId: randomUUID(),
+      };
+      const sending = al.api.message.send.mutate(message).catch((error: unknown) => error);
       // Refused again and again, each time well past its two deliveries: never an entry's fault.
       const deadLetters = () => broker(target).rangeAfter(DEAD_LETTER_STREAM, '0-0', 10);
       await expect
@@ -507,6 +511,9 @@ describe(`persistence worker (${engineLabel})`, () => {
         .toBe(true);
       expect(await deadLetters()).toEqual([]);
       await readOnly(false);
+      const first = await sending;
+      if (first instanceof Error) await expectCode(Promise.reject(first), 'SERVICE_UNAVAILABLE');
+      const sent = first instanceof Error ? await al.api.message.send.mutate(message) : (first as Message);
       await drained(target, 30_000);
       expect((await rows(target, id)).map((r) => r.id)).toEqual([sent.id]);
       expect(await deadLetters()).toEqual([]);
