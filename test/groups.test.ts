@@ -21,9 +21,9 @@ let app: App;
 
 beforeAll(async () => {
   deployment = await TestDeployment.create();
-  // Without the worker, nothing is written to PostgreSQL while an unread count is being taken
-  // (a count taken while the worker writes one of the messages it covers can miss it).
-  app = await deployment.start({ runWorker: false, limits: { maxGroupMembers: MAX_GROUP_MEMBERS } });
+  // With the worker writing while unread counts are taken: a count must not miss a message
+  // written in the middle of it.
+  app = await deployment.start({ limits: { maxGroupMembers: MAX_GROUP_MEMBERS } });
 });
 afterAll(async () => {
   await deployment?.cleanup();

@@ -492,7 +492,53 @@ export class MessageStore {
     if (ids.length === 0) return out;
     // Pending copies first, as in `page`; a message written in between is counted once.
     const pending = (await Promise.all(ids.map((id) => this.pendingOf(id)))).flat();
-    const counts = await this.db
+    if (pending.length === 0) return this.writtenUnread(this.db, userId, ids, out);
+    // The count and the rows of the pending messages must come from one snapshot: a message the
+    // worker writes between two separate reads would be subtracted without having been counted.
+    return this.db.transaction(
+      async (tx) => {
+        await this.writtenUnread(tx, userId, ids, out);
+        const written = await tx
+          .select({
+            id: messages.id,
+            conversationId: messages.conversationId,
+            seq: messages.seq,
+            senderId: messages.senderId,
+            deletedAt: messages.deletedAt,
+          })
+          .from(messages)
+          .where(
+            inArray(
+              messages.id,
+              pending.map((m) => m.id),
+            ),
+          );
+        // Unwritten changes: a new message may add one; a pending deletion may remove one.
+        const writtenById = new Map(written.map((row) => [row.id, row]));
+        for (const message of pending) {
+          const read = readPositions.get(message.conversationId) ?? 0;
+          const unreadNow = message.senderId !== userId && message.deletedAt === null && message.seq > read;
+          const row = writtenById.get(message.id);
+          const countedInDb = row
+            ? row.senderId !== userId && row.deletedAt === null && row.seq > read
+            : false;
+          const delta = Number(unreadNow) - Number(countedInDb);
+          out.set(message.conversationId, (out.get(message.conversationId) ?? 0) + delta);
+        }
+        return out;
+      },
+      { isolationLevel: 'repeatable read', accessMode: 'read only' },
+    );
+  }
+
+  /** Written messages from others after the member's read position, per conversation. */
+  private async writtenUnread(
+    db: Pick<Database, 'select'>,
+    userId: string,
+    ids: string[],
+    out: Map<string, number>,
+  ): Promise<Map<string, number>> {
+    const counts = await db
       .select({ conversationId: messages.conversationId, count: sql<number>`count(*)::int` })
       .from(messages)
       .innerJoin(
@@ -509,32 +555,6 @@ export class MessageStore {
       )
       .groupBy(messages.conversationId);
     for (const row of counts) out.set(row.conversationId, Number(row.count));
-    // Unwritten changes: a new message may add one; a pending deletion may remove one.
-    if (pending.length === 0) return out;
-    const written = await this.db
-      .select({
-        id: messages.id,
-        conversationId: messages.conversationId,
-        seq: messages.seq,
-        senderId: messages.senderId,
-        deletedAt: messages.deletedAt,
-      })
-      .from(messages)
-      .where(
-        inArray(
-          messages.id,
-          pending.map((m) => m.id),
-        ),
-      );
-    const writtenById = new Map(written.map((row) => [row.id, row]));
-    for (const message of pending) {
-      const read = readPositions.get(message.conversationId) ?? 0;
-      const unreadNow = message.senderId !== userId && message.deletedAt === null && message.seq > read;
-      const row = writtenById.get(message.id);
-      const countedInDb = row ? row.senderId !== userId && row.deletedAt === null && row.seq > read : false;
-      const delta = Number(unreadNow) - Number(countedInDb);
-      out.set(message.conversationId, (out.get(message.conversationId) ?? 0) + delta);
-    }
     return out;
   }
 
