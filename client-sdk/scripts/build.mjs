@@ -7,10 +7,14 @@
 // and broker) is never part of what a client sends or receives, so it ships as an opaque type:
 // the package then needs none of the server's dependencies, and the build fails if a kept
 // declaration imports a package the SDK does not depend on, or if the JavaScript imports one.
+//
+// With --install (npm's `prepare`, so the package resolves and `parley-chat` exists in the
+// repository right after `npm install`), a production install without TypeScript skips the
+// build: nothing there needs the SDK.
+import { existsSync } from 'node:fs';
 import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import ts from 'typescript';
 
 const sdkDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const repoDir = path.resolve(sdkDir, '..');
@@ -19,6 +23,16 @@ const srcDir = path.join(sdkDir, 'src');
 const serverSrcDir = path.join(repoDir, 'server', 'src');
 const routerDeclaration = path.join(serverSrcDir, 'routers', '_app.d.ts');
 const contextDeclaration = path.join(serverSrcDir, 'context.d.ts');
+
+let ts;
+try {
+  ts = (await import('typescript')).default;
+} catch (error) {
+  if (process.argv[2] !== '--install') throw error;
+  const built = existsSync(path.join(distDir, 'index.js'));
+  console.log(`TypeScript is not installed (a production install): SDK ${built ? 'left as built' : 'not built'}`);
+  process.exit(0);
+}
 
 const entries = ['index.ts', 'node.ts', 'cli.ts'].map((file) => path.join(srcDir, file));
 /** Entry points whose declarations are not published (the CLI is only run). */

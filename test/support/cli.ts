@@ -1,8 +1,34 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 export const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
-export const parleyBin = fileURLToPath(new URL('../../server/bin/parley.js', import.meta.url));
+/** The CLI's source. Tests run it through tsx's loader, so they test the code as it is now, never
+ *  a stale server/dist, in one process (a signal reaches the server itself). */
+export const parleySource = fileURLToPath(new URL('../../server/src/cli.ts', import.meta.url));
+const tsxLoader = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
+
+/** Node's arguments for `parley <args>` from the sources. */
+export function parleyArgv(args: string[]): string[] {
+  return ['--import', tsxLoader, parleySource, ...args];
+}
+
+let emptyDir: string | null = null;
+/**
+ * The working directory of CLI processes: an empty one, so a developer's `.env` in the
+ * repository never reaches them (the CLI reads `.env` from its working directory).
+ */
+export function cliCwd(): string {
+  if (emptyDir === null) {
+    const dir = mkdtempSync(join(tmpdir(), 'parley-cwd-'));
+    process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+    emptyDir = dir;
+  }
+  return emptyDir;
+}
 
 /** The environment a CLI process gets: only what is given here, plus PATH and HOME. */
 function processEnv(env: Record<string, string>): Record<string, string> {
@@ -19,10 +45,11 @@ export function runParley(
   args: string[],
   env: Record<string, string>,
   timeoutMs = 60_000,
+  cwd = cliCwd(),
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [parleyBin, ...args], {
-      cwd: repoRoot,
+    const child = spawn(process.execPath, parleyArgv(args), {
+      cwd,
       env: processEnv(env),
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -68,8 +95,8 @@ export class ParleyProcess {
     env: Record<string, string>,
     timeoutMs = 60_000,
   ): Promise<ParleyProcess> {
-    const child = spawn(process.execPath, [parleyBin, ...args], {
-      cwd: repoRoot,
+    const child = spawn(process.execPath, parleyArgv(args), {
+      cwd: cliCwd(),
       env: processEnv(env),
       stdio: ['ignore', 'pipe', 'pipe'],
     });
