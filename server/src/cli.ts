@@ -1,6 +1,13 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { type Config, ConfigError, EnvSchema, IN_PROCESS_WORKER_ONLY, loadConfig } from './config/index.js';
+import {
+  type Config,
+  ConfigError,
+  EnvSchema,
+  IN_PROCESS_WORKER_ONLY,
+  loadConfig,
+  readEnvFile,
+} from './config/index.js';
 import { DataDirLocked } from './db/lock.js';
 import { createLogger } from './logger.js';
 
@@ -18,12 +25,16 @@ Commands:
 Options:
   --no-worker           With start: do not run the persistence worker in this process
   -c, --config PATH     Read settings from a JSON file whose keys are the environment
-                        variable names (PORT, DATABASE_URL, ...); set variables win
+                        variable names (PORT, DATABASE_URL, ...); set variables and
+                        .env win over it
   -h, --help            Show this help
 
-Configuration comes from environment variables (see .env.example and docs/OPERATIONS.md).
+Configuration comes from environment variables (see .env.example and docs/OPERATIONS.md) and
+from a .env file in the working directory, if there is one; set variables win over .env.
 SIGTERM or SIGINT drains connections and stops the worker after its current batch.`;
 
+/** Read from the working directory when present, as `.env.example` suggests. */
+const ENV_FILE = '.env';
 const EX_USAGE = 64;
 /** Another process holds DATA_DIR: starting again once it has stopped may work. */
 const EX_TEMPFAIL = 75;
@@ -163,8 +174,12 @@ async function main(argv: string[]): Promise<number> {
   }
   let config: Config;
   try {
-    const fileValues = configPath ? readConfigFile(configPath) : {};
-    // The environment itself is read by the config module; the file only fills gaps.
+    // The environment itself is read by the config module and wins; `.env` in the working
+    // directory counts as part of it, so it wins over the --config file, which fills what is left.
+    const fileValues = {
+      ...(configPath ? readConfigFile(configPath) : {}),
+      ...readEnvFile(ENV_FILE),
+    };
     config = loadConfig(undefined, {}, fileValues);
   } catch (error) {
     if (error instanceof ConfigError) {
