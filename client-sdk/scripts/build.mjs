@@ -9,9 +9,10 @@
 // declaration imports a package the SDK does not depend on, or if the JavaScript imports one.
 //
 // With --install (npm's `prepare`, so the package resolves and `parley-chat` exists in the
-// repository right after `npm install`), a production install without TypeScript skips the
-// build: nothing there needs the SDK.
+// repository right after `npm install`), a tree without the sources or the dev dependencies
+// (a production install) skips the build: nothing there needs the SDK.
 import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,15 +25,31 @@ const serverSrcDir = path.join(repoDir, 'server', 'src');
 const routerDeclaration = path.join(serverSrcDir, 'routers', '_app.d.ts');
 const contextDeclaration = path.join(serverSrcDir, 'context.d.ts');
 
-let ts;
-try {
-  ts = (await import('typescript')).default;
-} catch (error) {
-  if (process.argv[2] !== '--install') throw error;
+/** Why this tree cannot build the SDK (null when it can). */
+async function cannotBuild() {
+  const sources = [srcDir, serverSrcDir, path.join(repoDir, 'tsconfig.json')];
+  if (!sources.every((source) => existsSync(source))) return 'there are no sources here';
+  // The compiler comes with tRPC as its peer even in a production install; Node's types do not.
+  for (const tool of ['typescript', '@types/node']) {
+    try {
+      createRequire(import.meta.url).resolve(`${tool}/package.json`);
+    } catch {
+      return `${tool} is not installed`;
+    }
+  }
+  return null;
+}
+
+const install = process.argv[2] === '--install';
+const missing = await cannotBuild();
+if (missing) {
+  if (!install) fail(missing);
+  // A production install needs no SDK: the server does not use it.
   const built = existsSync(path.join(distDir, 'index.js'));
-  console.log(`TypeScript is not installed (a production install): SDK ${built ? 'left as built' : 'not built'}`);
+  console.log(`${missing}: ${built ? 'keeping' : 'not building'} the SDK's dist`);
   process.exit(0);
 }
+const { default: ts } = await import('typescript');
 
 const entries = ['index.ts', 'node.ts', 'cli.ts'].map((file) => path.join(srcDir, file));
 /** Entry points whose declarations are not published (the CLI is only run). */

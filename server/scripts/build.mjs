@@ -7,12 +7,21 @@
 // relative to itself both in the sources and in the build.
 //
 //   node server/scripts/build.mjs              build
-//   node server/scripts/build.mjs --install    build, unless TypeScript is not installed: a
-//                                              production install (`npm ci --omit=dev`) uses
-//                                              the server/dist it was given
+//   node server/scripts/build.mjs --install    build where there are sources and TypeScript
+//                                              (npm's `prepare`); a production tree keeps the
+//                                              server/dist it was given
 //   node server/scripts/build.mjs --if-stale   build only when a source is newer than the build
 //                                              (before `npm start`, so it never runs old code)
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -53,28 +62,36 @@ function newestInput() {
   return newest;
 }
 
-if (mode === '--if-stale' && existsSync(stamp) && existsSync(entry)) {
-  if (newestInput() <= statSync(stamp).mtimeMs) process.exit(0);
-}
-
-let ts;
+let ts = null;
 try {
   ts = (await import('typescript')).default;
 } catch {
-  const built = existsSync(entry);
-  if (mode === '--install' || (mode === '--if-stale' && built)) {
-    console.log(
-      `TypeScript is not installed (a production install): ${built ? 'using' : 'expecting'} the ` +
-        `compiled server in ${relative(distDir)}`,
-    );
-    process.exit(0);
-  }
-  console.error(
-    `Cannot build the server: TypeScript is not installed. Run \`npm install\` (with dev ` +
-      `dependencies), or copy a server/dist built elsewhere.`,
-  );
+  // Not installed; TypeScript comes with the dev dependencies (and with tRPC, as its peer).
+}
+const hasSources =
+  existsSync(path.join(serverDir, 'src')) && existsSync(path.join(repoDir, 'tsconfig.build.json'));
+const built = existsSync(entry) && existsSync(stamp);
+// A production tree (the image, or `npm ci --omit=dev` beside a copied build) has server/dist
+// and no sources: there is nothing to build, and the build it was given runs.
+const cannotBuild = !hasSources ? 'there are no sources here' : !ts ? 'TypeScript is not installed' : null;
+if (mode === undefined && cannotBuild) {
+  console.error(`Cannot build the server: ${cannotBuild}.`);
   process.exit(1);
 }
+if (mode !== undefined && cannotBuild) {
+  if (!built && mode === '--if-stale') {
+    console.error(
+      `The server is not built and ${cannotBuild}: run \`npm install\` (with dev dependencies) ` +
+        'in the repository, or copy in a server/dist built there.',
+    );
+    process.exit(1);
+  }
+  if (mode === '--install') {
+    console.log(`${cannotBuild}: ${built ? 'keeping' : 'not building'} ${relative(distDir)}`);
+  }
+  process.exit(0);
+}
+if (mode === '--if-stale' && built && newestInput() <= statSync(stamp).mtimeMs) process.exit(0);
 
 const started = Date.now();
 const configFile = path.join(repoDir, 'tsconfig.build.json');
