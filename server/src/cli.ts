@@ -41,6 +41,12 @@ const EX_TEMPFAIL = 75;
 const EX_CONFIG = 78;
 /** How long a graceful stop may take before the process exits anyway. */
 const SHUTDOWN_DEADLINE_MS = 30_000;
+/**
+ * A signal this long after the first forces the exit. One sooner is the same request again:
+ * Ctrl-C in a terminal signals npm and the server alike (one process group), and npm forwards
+ * its copy, so a single keypress under `npm start` arrives twice within milliseconds.
+ */
+const REPEATED_SIGNAL_MS = 1_000;
 
 class UsageError extends Error {}
 
@@ -132,19 +138,28 @@ async function serve(config: Config, mode: 'start' | 'worker', noWorker: boolean
       `persistence worker running; /healthz, /readyz and /metrics on port ${ops.port}`,
     );
   }
-  const signal = await new Promise<string>((resolve) => {
-    process.once('SIGTERM', () => resolve('SIGTERM'));
-    process.once('SIGINT', () => resolve('SIGINT'));
-  });
-  log.info({ signal }, 'shutting down');
   // A second signal, or a drain that hangs, must not keep the process alive forever.
-  const force = () => {
-    log.warn('shutdown did not finish in time; exiting');
+  const force = (reason: string) => {
+    log.warn(`${reason}; exiting`);
     process.exit(1);
   };
-  process.once('SIGTERM', force);
-  process.once('SIGINT', force);
-  const deadline = setTimeout(force, SHUTDOWN_DEADLINE_MS);
+  let stopping: number | null = null;
+  const signal = await new Promise<string>((resolve) => {
+    const onSignal = (name: NodeJS.Signals) => {
+      if (stopping === null) {
+        stopping = Date.now();
+        resolve(name);
+      } else if (Date.now() - stopping >= REPEATED_SIGNAL_MS) {
+        force(`${name} while shutting down`);
+      }
+    };
+    // Kept for the whole shutdown, so a signal never meets the default action (an exit
+    // without draining).
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+  log.info({ signal }, 'shutting down');
+  const deadline = setTimeout(() => force('shutdown did not finish in time'), SHUTDOWN_DEADLINE_MS);
   deadline.unref();
   await ops?.close();
   await app.close();
