@@ -52,6 +52,31 @@ class NpmProcess {
     child.stderr?.on('data', collect);
   }
 
+  /** Resolves with the first line from now on that matches, as soon as it is read. */
+  nextLine(matches: (line: string) => boolean): Promise<string> {
+    const seen = this.lines.length;
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        const line = this.lines.slice(seen).find(matches);
+        if (line === undefined) return;
+        this.child.stdout?.off('data', check);
+        this.child.stderr?.off('data', check);
+        resolve(line);
+      };
+      this.child.stdout?.on('data', check);
+      this.child.stderr?.on('data', check);
+      this.child.once('exit', () => reject(new Error(`exited before the line:\n${this.lines.join('\n')}`)));
+    });
+  }
+
+  /** The server process npm started (its only child). */
+  serverPid(): number {
+    const [server, ...others] = this.group().filter((entry) => entry.ppid === this.child.pid);
+    if (!server || others.length > 0)
+      throw new Error(`expected one child of npm: ${JSON.stringify(this.group())}`);
+    return server.pid;
+  }
+
   static run(args: string[], env: Record<string, string>): NpmProcess {
     const base: Record<string, string> = { npm_config_update_notifier: 'false' };
     for (const key of ['PATH', 'HOME', 'TMPDIR']) {
@@ -160,6 +185,41 @@ describe(`the README's commands (${engineLabel})`, () => {
         expect(npm.lines.some((line) => line.includes('"msg":"stopped"'))).toBe(true);
         expect(npm.groupAlive()).toBe(false);
         for (const { pid } of server) expect(() => process.kill(pid, 0)).toThrow(/ESRCH/);
+        expect(await acceptsConnections(port ?? 0)).toBe(false);
+      } finally {
+        npm.kill();
+      }
+    },
+  );
+
+  it(
+    'Ctrl-C on `npm start` (SIGINT to its whole process group, as a terminal sends it) drains the server once and leaves nothing running',
+    { timeout: 180_000 },
+    async () => {
+      const npm = NpmProcess.run(['start'], serverEnv());
+      try {
+        await expect
+          .poll(() => npm.listening.length > 0 || npm.child.exitCode !== null, { timeout: 150_000 })
+          .toBe(true);
+        const [port] = npm.listening;
+        expect(port, npm.lines.join('\n')).toBeGreaterThan(0);
+        // npm and the server both get it, and npm forwards its copy, which may reach the server
+        // once it is draining already; the second signal below is such a copy, for certain.
+        const draining = npm.nextLine((line) => line.includes('"msg":"shutting down"'));
+        process.kill(-npm.child.pid, 'SIGINT');
+        await draining;
+        process.kill(npm.serverPid(), 'SIGINT');
+        expect(await npm.exited, npm.lines.join('\n')).toBe(0);
+        const messages = npm.lines.flatMap((line) => {
+          try {
+            return [(JSON.parse(line) as { msg: string }).msg];
+          } catch {
+            return [];
+          }
+        });
+        expect(messages.filter((msg) => msg === 'shutting down')).toHaveLength(1);
+        expect(messages.at(-1)).toBe('stopped');
+        expect(npm.groupAlive()).toBe(false);
         expect(await acceptsConnections(port ?? 0)).toBe(false);
       } finally {
         npm.kill();
