@@ -1,13 +1,14 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 export const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
-/** The CLI's source. Tests run it through tsx's loader, so they test the code as it is now, never
- *  a stale server/dist, in one process (a signal reaches the server itself). */
+/**
+ * The CLI's source. Tests run it through tsx's loader, so they test the code as it is now, never
+ * a stale server/dist, in one process (a signal reaches the server itself).
+ */
 export const parleySource = fileURLToPath(new URL('../../server/src/cli.ts', import.meta.url));
 const tsxLoader = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
 
@@ -16,18 +17,15 @@ export function parleyArgv(args: string[]): string[] {
   return ['--import', tsxLoader, parleySource, ...args];
 }
 
-let emptyDir: string | null = null;
 /**
  * The working directory of CLI processes: an empty one, so a developer's `.env` in the
- * repository never reaches them (the CLI reads `.env` from its working directory).
+ * repository never reaches them (the CLI reads `.env` from its working directory). It lives
+ * under node_modules, so it is never committed and goes with the next clean install.
  */
 export function cliCwd(): string {
-  if (emptyDir === null) {
-    const dir = mkdtempSync(join(tmpdir(), 'parley-cwd-'));
-    process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
-    emptyDir = dir;
-  }
-  return emptyDir;
+  const dir = join(repoRoot, 'node_modules', '.cache', 'parley-cli-cwd');
+  mkdirSync(dir, { recursive: true });
+  return dir;
 }
 
 /** The environment a CLI process gets: only what is given here, plus PATH and HOME. */
