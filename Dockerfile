@@ -1,17 +1,33 @@
 # syntax=docker/dockerfile:1
 # Parley server image: `parley start`, `parley start --no-worker`, `parley worker` or `parley migrate`.
 
-# Stage 1: production dependencies only (tsx runs the TypeScript sources, so there is no build).
+# Stage 1: compile the server to JavaScript (server/dist) with the dev dependencies.
+FROM node:20-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
+COPY server/package.json server/package.json
+COPY client-sdk/package.json client-sdk/package.json
+# Only the compiler is needed here: no install scripts (they build the SDK too).
+RUN npm ci --ignore-scripts --no-audit --no-fund
+COPY server/scripts server/scripts
+COPY server/src server/src
+COPY drizzle ./drizzle
+RUN node server/scripts/build.mjs
+
+# Stage 2: production dependencies only; no TypeScript, tsx or esbuild.
 FROM node:20-slim AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
 COPY server/package.json server/package.json
 COPY client-sdk/package.json client-sdk/package.json
-# The postinstall step patches the PostgreSQL driver (see scripts/patch-postgres.mjs).
+# The postinstall step patches the PostgreSQL driver (see scripts/patch-postgres.mjs); the
+# workspaces' build steps find no TypeScript and leave the building to stage 1.
 COPY scripts ./scripts
+COPY server/scripts server/scripts
+COPY client-sdk/scripts client-sdk/scripts
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 
-# Stage 2: the runtime image; no compilers, caches or dev tools.
+# Stage 3: the runtime image; no compilers, caches or dev tools.
 FROM node:20-slim AS runtime
 ENV NODE_ENV=production \
     PORT=3000 \
@@ -20,9 +36,11 @@ ENV NODE_ENV=production \
     LOG_LEVEL=info
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
-COPY package.json tsconfig.json ./
-COPY server ./server
-COPY drizzle ./drizzle
+COPY package.json ./
+COPY server/package.json ./server/package.json
+COPY server/bin ./server/bin
+# The compiled server, with the SQL migrations it applies at start.
+COPY --from=build /app/server/dist ./server/dist
 COPY client-sdk/package.json ./client-sdk/package.json
 # The embedded database (no DATABASE_URL) keeps its files here; the image runs as `node`.
 RUN mkdir -p /data && chown node:node /data

@@ -196,33 +196,77 @@ describe('Dockerfile', () => {
     for (const entry of ['**/node_modules', '.git', 'data', '.env']) expect(ignored).toContain(entry);
   });
 
-  it('copies what the install step runs into the image before it runs npm ci', () => {
-    const root = JSON.parse(read('package.json')) as { scripts: Record<string, string> };
+  it('copies what the install steps run into each stage before it runs npm ci', () => {
+    const manifest = (path: string) =>
+      JSON.parse(read(path)) as { scripts?: Record<string, string>; workspaces?: string[] };
+    const root = manifest('package.json');
+    // Scripts npm runs on install: the root's, and `prepare` of each workspace (run from its folder).
+    const installScripts = [
+      ...['preinstall', 'install', 'postinstall', 'prepare'].map((name) => ({
+        dir: '',
+        command: root.scripts?.[name],
+      })),
+      ...(root.workspaces ?? []).flatMap((dir) =>
+        ['preinstall', 'install', 'postinstall', 'prepare'].map((name) => ({
+          dir: `${dir}/`,
+          command: manifest(`${dir}/package.json`).scripts?.[name],
+        })),
+      ),
+    ].filter((script): script is { dir: string; command: string } => Boolean(script.command));
+    expect(installScripts.length).toBeGreaterThan(0);
     const lines = read('Dockerfile').split('\n');
-    const install = lines.findIndex((line) => line.startsWith('RUN npm ci'));
-    const copied = lines
-      .slice(0, install)
-      .filter((line) => line.startsWith('COPY ') && !line.startsWith('COPY --from'))
-      .flatMap((line) => line.split(/\s+/).slice(1, -1));
-    for (const script of ['preinstall', 'install', 'postinstall']) {
-      const command = root.scripts[script];
-      if (!command) continue;
-      const files = command.split(/\s+/).filter((word) => /\.(m?js|cjs)$/.test(word));
-      expect(files.length, command).toBeGreaterThan(0);
-      for (const file of files) {
-        expect(
-          copied.some((source) => file === source || file.startsWith(`${source.replace(/\/$/, '')}/`)),
-          `${file} is copied before npm ci`,
-        ).toBe(true);
+    const installs = lines.flatMap((line, index) => (line.startsWith('RUN npm ci') ? [index] : []));
+    expect(installs.length).toBeGreaterThan(0);
+    for (const install of installs) {
+      if (lines[install]?.includes('--ignore-scripts')) continue;
+      const stageStart = lines.slice(0, install).findLastIndex((line) => line.startsWith('FROM '));
+      const copied = lines
+        .slice(stageStart, install)
+        .filter((line) => line.startsWith('COPY ') && !line.startsWith('COPY --from'))
+        .flatMap((line) => line.split(/\s+/).slice(1, -1));
+      for (const { dir, command } of installScripts) {
+        const files = command
+          .split(/\s+/)
+          .filter((word) => /\.(m?js|cjs)$/.test(word))
+          .map((word) => `${dir}${word}`);
+        expect(files.length, command).toBeGreaterThan(0);
+        for (const file of files) {
+          expect(
+            copied.some((source) => file === source || file.startsWith(`${source.replace(/\/$/, '')}/`)),
+            `${file} is copied before \`${lines[install]}\``,
+          ).toBe(true);
+        }
       }
     }
   });
 
-  it('needs nothing from devDependencies at run time (the image installs with --omit=dev)', () => {
-    const server = JSON.parse(read('server/package.json')) as { dependencies: Record<string, string> };
-    const runtime = new Set(Object.keys(server.dependencies));
-    expect(runtime.has('tsx')).toBe(true);
-    const files: string[] = ['server/bin/parley.js', 'drizzle/schema.ts'];
+  it('runs the compiled server, built in another stage, with nothing from devDependencies', () => {
+    const root = JSON.parse(read('package.json')) as { devDependencies: Record<string, string> };
+    const server = JSON.parse(read('server/package.json')) as {
+      dependencies: Record<string, string>;
+      devDependencies?: Record<string, string>;
+    };
+    const runtimeDependencies = new Set(Object.keys(server.dependencies));
+    // The transpiler and the compiler are for development, tests and the build only.
+    for (const tool of ['tsx', 'typescript', 'esbuild']) {
+      expect(runtimeDependencies.has(tool), tool).toBe(false);
+      if (tool !== 'esbuild') expect(Object.keys(root.devDependencies)).toContain(tool);
+    }
+    const runtime = stages.at(-1) ?? [];
+    const build = stages.find((stage) =>
+      stage.some((line) => /^RUN node server\/scripts\/build\.mjs\b/.test(line)),
+    );
+    expect(build, 'a stage runs the server build').toBeDefined();
+    const buildName = /^FROM \S+ AS (\S+)/i.exec(build?.[0] ?? '')?.[1];
+    expect(runtime).toContain(`COPY --from=${buildName} /app/server/dist ./server/dist`);
+    // The runtime image holds no TypeScript sources: the bin runs the build.
+    expect(runtime.some((line) => /^COPY (server\/src|server |drizzle|tsconfig)/.test(line))).toBe(false);
+    const bin = read('server/bin/parley.js');
+    expect(bin).toContain('../dist/server/src/cli.js');
+    expect(bin).not.toMatch(/tsx|typescript/);
+
+    // What the compiled server imports must be a production dependency.
+    const files: string[] = ['drizzle/schema.ts'];
     const walk = (dir: string) => {
       for (const entry of readdirSync(join(repoRoot, dir), { withFileTypes: true })) {
         const path = `${dir}/${entry.name}`;
@@ -241,7 +285,7 @@ describe('Dockerfile', () => {
         const name = specifier.startsWith('@')
           ? specifier.split('/').slice(0, 2).join('/')
           : specifier.split('/')[0];
-        if (name && !runtime.has(name)) missing.push(`${file}: ${specifier}`);
+        if (name && !runtimeDependencies.has(name)) missing.push(`${file}: ${specifier}`);
       }
     }
     expect(missing).toEqual([]);

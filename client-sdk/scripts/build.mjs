@@ -7,10 +7,15 @@
 // and broker) is never part of what a client sends or receives, so it ships as an opaque type:
 // the package then needs none of the server's dependencies, and the build fails if a kept
 // declaration imports a package the SDK does not depend on, or if the JavaScript imports one.
+//
+// With --install (npm's `prepare`, so the package resolves and `parley-chat` exists in the
+// repository right after `npm install`), a tree without the sources or the dev dependencies
+// (a production install) skips the build: nothing there needs the SDK.
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import ts from 'typescript';
 
 const sdkDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const repoDir = path.resolve(sdkDir, '..');
@@ -19,6 +24,32 @@ const srcDir = path.join(sdkDir, 'src');
 const serverSrcDir = path.join(repoDir, 'server', 'src');
 const routerDeclaration = path.join(serverSrcDir, 'routers', '_app.d.ts');
 const contextDeclaration = path.join(serverSrcDir, 'context.d.ts');
+
+/** Why this tree cannot build the SDK (null when it can). */
+async function cannotBuild() {
+  const sources = [srcDir, serverSrcDir, path.join(repoDir, 'tsconfig.json')];
+  if (!sources.every((source) => existsSync(source))) return 'there are no sources here';
+  // The compiler comes with tRPC as its peer even in a production install; Node's types do not.
+  for (const tool of ['typescript', '@types/node']) {
+    try {
+      createRequire(import.meta.url).resolve(`${tool}/package.json`);
+    } catch {
+      return `${tool} is not installed`;
+    }
+  }
+  return null;
+}
+
+const install = process.argv[2] === '--install';
+const missing = await cannotBuild();
+if (missing) {
+  if (!install) fail(missing);
+  // A production install needs no SDK: the server does not use it.
+  const built = existsSync(path.join(distDir, 'index.js'));
+  console.log(`${missing}: ${built ? 'keeping' : 'not building'} the SDK's dist`);
+  process.exit(0);
+}
+const { default: ts } = await import('typescript');
 
 const entries = ['index.ts', 'node.ts', 'cli.ts'].map((file) => path.join(srcDir, file));
 /** Entry points whose declarations are not published (the CLI is only run). */

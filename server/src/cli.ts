@@ -1,6 +1,13 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { type Config, ConfigError, EnvSchema, IN_PROCESS_WORKER_ONLY, loadConfig } from './config/index.js';
+import {
+  type Config,
+  ConfigError,
+  EnvSchema,
+  IN_PROCESS_WORKER_ONLY,
+  loadConfig,
+  readEnvFile,
+} from './config/index.js';
 import { DataDirLocked } from './db/lock.js';
 import { createLogger } from './logger.js';
 
@@ -18,18 +25,28 @@ Commands:
 Options:
   --no-worker           With start: do not run the persistence worker in this process
   -c, --config PATH     Read settings from a JSON file whose keys are the environment
-                        variable names (PORT, DATABASE_URL, ...); set variables win
+                        variable names (PORT, DATABASE_URL, ...); set variables and
+                        .env win over it
   -h, --help            Show this help
 
-Configuration comes from environment variables (see .env.example and docs/OPERATIONS.md).
+Configuration comes from environment variables (see .env.example and docs/OPERATIONS.md) and
+from a .env file in the working directory, if there is one; set variables win over .env.
 SIGTERM or SIGINT drains connections and stops the worker after its current batch.`;
 
+/** Read from the working directory when present, as `.env.example` suggests. */
+const ENV_FILE = '.env';
 const EX_USAGE = 64;
 /** Another process holds DATA_DIR: starting again once it has stopped may work. */
 const EX_TEMPFAIL = 75;
 const EX_CONFIG = 78;
 /** How long a graceful stop may take before the process exits anyway. */
 const SHUTDOWN_DEADLINE_MS = 30_000;
+/**
+ * A signal this long after the first forces the exit. One sooner is the same request again:
+ * Ctrl-C in a terminal signals npm and the server alike (one process group), and npm forwards
+ * its copy, so a single keypress under `npm start` arrives twice within milliseconds.
+ */
+const REPEATED_SIGNAL_MS = 1_000;
 
 class UsageError extends Error {}
 
@@ -121,19 +138,28 @@ async function serve(config: Config, mode: 'start' | 'worker', noWorker: boolean
       `persistence worker running; /healthz, /readyz and /metrics on port ${ops.port}`,
     );
   }
-  const signal = await new Promise<string>((resolve) => {
-    process.once('SIGTERM', () => resolve('SIGTERM'));
-    process.once('SIGINT', () => resolve('SIGINT'));
-  });
-  log.info({ signal }, 'shutting down');
   // A second signal, or a drain that hangs, must not keep the process alive forever.
-  const force = () => {
-    log.warn('shutdown did not finish in time; exiting');
+  const force = (reason: string) => {
+    log.warn(`${reason}; exiting`);
     process.exit(1);
   };
-  process.once('SIGTERM', force);
-  process.once('SIGINT', force);
-  const deadline = setTimeout(force, SHUTDOWN_DEADLINE_MS);
+  let stopping: number | null = null;
+  const signal = await new Promise<string>((resolve) => {
+    const onSignal = (name: NodeJS.Signals) => {
+      if (stopping === null) {
+        stopping = Date.now();
+        resolve(name);
+      } else if (Date.now() - stopping >= REPEATED_SIGNAL_MS) {
+        force(`${name} while shutting down`);
+      }
+    };
+    // Kept for the whole shutdown, so a signal never meets the default action (an exit
+    // without draining).
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+  log.info({ signal }, 'shutting down');
+  const deadline = setTimeout(() => force('shutdown did not finish in time'), SHUTDOWN_DEADLINE_MS);
   deadline.unref();
   await ops?.close();
   await app.close();
@@ -163,8 +189,12 @@ async function main(argv: string[]): Promise<number> {
   }
   let config: Config;
   try {
-    const fileValues = configPath ? readConfigFile(configPath) : {};
-    // The environment itself is read by the config module; the file only fills gaps.
+    // The environment itself is read by the config module and wins; `.env` in the working
+    // directory counts as part of it, so it wins over the --config file, which fills what is left.
+    const fileValues = {
+      ...(configPath ? readConfigFile(configPath) : {}),
+      ...readEnvFile(ENV_FILE),
+    };
     config = loadConfig(undefined, {}, fileValues);
   } catch (error) {
     if (error instanceof ConfigError) {

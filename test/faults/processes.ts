@@ -1,10 +1,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+import { cliCwd, parleyArgv } from '../support/cli.js';
 
-const root = fileURLToPath(new URL('../../', import.meta.url));
-// The `parley` bin loads TypeScript in its own process: a SIGKILL hits the server itself, not a
-// launcher whose child would live on.
-const bin = fileURLToPath(new URL('../../server/bin/parley.js', import.meta.url));
+// The CLI's sources run through tsx's loader in one process: a SIGKILL hits the server itself,
+// not a launcher whose child would live on.
 
 /** A `parley` process, which a scenario can SIGKILL. */
 export class ParleyProcess {
@@ -39,8 +37,8 @@ export class ParleyProcess {
 
   /** Runs `parley <command>` with only the given environment (plus PATH and HOME). */
   static spawn(command: 'start' | 'worker', env: Record<string, string>): ParleyProcess {
-    const child = spawn(process.execPath, [bin, command], {
-      cwd: root,
+    const child = spawn(process.execPath, parleyArgv([command]), {
+      cwd: cliCwd(),
       // JSON logs: the url is read from the "listening" line.
       env: {
         PATH: process.env.PATH ?? '',

@@ -1,8 +1,32 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+import { mkdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 export const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
-export const parleyBin = fileURLToPath(new URL('../../server/bin/parley.js', import.meta.url));
+/**
+ * The CLI's source. Tests run it through tsx's loader, so they test the code as it is now, never
+ * a stale server/dist, in one process (a signal reaches the server itself).
+ */
+export const parleySource = fileURLToPath(new URL('../../server/src/cli.ts', import.meta.url));
+const tsxLoader = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
+
+/** Node's arguments for `parley <args>` from the sources. */
+export function parleyArgv(args: string[]): string[] {
+  return ['--import', tsxLoader, parleySource, ...args];
+}
+
+/**
+ * The working directory of CLI processes: an empty one, so a developer's `.env` in the
+ * repository never reaches them (the CLI reads `.env` from its working directory). It lives
+ * under node_modules, so it is never committed and goes with the next clean install.
+ */
+export function cliCwd(): string {
+  const dir = join(repoRoot, 'node_modules', '.cache', 'parley-cli-cwd');
+  mkdirSync(dir, { recursive: true });
+  return dir;
+}
 
 /** The environment a CLI process gets: only what is given here, plus PATH and HOME. */
 function processEnv(env: Record<string, string>): Record<string, string> {
@@ -19,10 +43,11 @@ export function runParley(
   args: string[],
   env: Record<string, string>,
   timeoutMs = 60_000,
+  cwd = cliCwd(),
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [parleyBin, ...args], {
-      cwd: repoRoot,
+    const child = spawn(process.execPath, parleyArgv(args), {
+      cwd,
       env: processEnv(env),
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -68,8 +93,8 @@ export class ParleyProcess {
     env: Record<string, string>,
     timeoutMs = 60_000,
   ): Promise<ParleyProcess> {
-    const child = spawn(process.execPath, [parleyBin, ...args], {
-      cwd: repoRoot,
+    const child = spawn(process.execPath, parleyArgv(args), {
+      cwd: cliCwd(),
       env: processEnv(env),
       stdio: ['ignore', 'pipe', 'pipe'],
     });

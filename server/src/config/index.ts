@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { parseEnv } from 'node:util';
 import { z } from 'zod';
 import { type Budgets, defaultBudgets } from '../limits/budgets.js';
 
@@ -302,8 +304,8 @@ export const IN_PROCESS_WORKER_ONLY =
 
 /**
  * Reads the environment once. This is the only module that looks at `process.env`;
- * everything else receives a `Config`. `fileValues` (from `parley --config`) use the same
- * variable names and count only where the environment leaves a variable unset or empty.
+ * everything else receives a `Config`. `fileValues` (from `.env` and `parley --config`) use
+ * the same variable names and count only where the environment leaves a variable unset or empty.
  */
 export function loadConfig(
   source: Record<string, string | undefined> = process.env,
@@ -390,6 +392,28 @@ export function loadConfig(
     worker: { ...base.worker, ...overrides.worker },
     presence: { ...base.presence, ...overrides.presence },
   };
+}
+
+/**
+ * Reads a dotenv file (`KEY=value` lines, as in `.env.example`) if it exists: the CLI passes
+ * what it holds to `loadConfig` beneath the environment, so a variable that is set wins.
+ * Keys Parley does not know are left out (a `.env` often serves other tools too), and so are
+ * empty values, which the environment treats as unset as well.
+ */
+export function readEnvFile(path: string): Record<string, string> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return {};
+    throw new ConfigError(`Cannot read ${path}: ${(error as Error).message}`);
+  }
+  const known = new Set(Object.keys(EnvSchema.shape));
+  const values: Record<string, string> = {};
+  for (const [key, value] of Object.entries(parseEnv(text))) {
+    if (known.has(key) && value !== undefined && value !== '') values[key] = value;
+  }
+  return values;
 }
 
 /**
