@@ -1,9 +1,9 @@
-import superjson from 'superjson';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import type { App } from '../server/src/app.js';
 import { signUp, wsUrl } from './support/client.js';
 import { TestDeployment, engineLabel, engines } from './support/env.js';
+import { type RawSocket, call, codeOf, openRaw } from './support/raw-socket.js';
 
 /**
  * Caps on connections that hold under a burst: `events` streams per user (across instances),
@@ -30,65 +30,6 @@ afterAll(async () => {
   await deployment?.cleanup();
 });
 
-interface WireMessage {
-  id?: string | number | null;
-  result?: { type?: string; data?: unknown };
-  error?: { json?: { message?: string; data?: { code?: string } } };
-}
-
-interface RawSocket {
-  socket: WebSocket;
-  received: WireMessage[];
-  next(predicate: (message: WireMessage) => boolean, timeoutMs?: number): Promise<WireMessage>;
-  closed: Promise<{ code: number; reason: string }>;
-  send(message: unknown): void;
-}
-
-/** A plain WebSocket client: every frame it gets, parsed, and how the socket closed. */
-function openRaw(url: string, query = '', headers: Record<string, string> = {}): Promise<RawSocket> {
-  const socket = new WebSocket(`${wsUrl(url)}${query}`, { headers });
-  const received: WireMessage[] = [];
-  const listeners = new Set<() => void>();
-  socket.on('message', (data: Buffer) => {
-    const text = data.toString('utf8');
-    if (text === 'PING' || text === 'PONG') return;
-    received.push(JSON.parse(text) as WireMessage);
-    for (const listener of [...listeners]) listener();
-  });
-  const closed = new Promise<{ code: number; reason: string }>((resolve) =>
-    socket.on('close', (code, reason) => resolve({ code, reason: reason.toString() })),
-  );
-  const raw: RawSocket = {
-    socket,
-    received,
-    closed,
-    send: (message) => socket.send(JSON.stringify(message)),
-    next: (predicate, timeoutMs = 5_000) =>
-      new Promise((resolve, reject) => {
-        const check = () => {
-          const found = received.find(predicate);
-          if (!found) return;
-          clearTimeout(timer);
-          listeners.delete(check);
-          resolve(found);
-        };
-        const timer = setTimeout(() => {
-          listeners.delete(check);
-          reject(new Error(`no matching message; got ${JSON.stringify(received).slice(0, 500)}`));
-        }, timeoutMs);
-        listeners.add(check);
-        check();
-      }),
-  };
-  return new Promise((resolve, reject) => {
-    socket.once('open', () => resolve(raw));
-    socket.once('unexpected-response', (_req, res) =>
-      reject(new Error(`upgrade refused: ${res.statusCode}`)),
-    );
-    socket.once('error', reject);
-  });
-}
-
 /** The HTTP status an upgrade was refused with, or 101 when it was accepted. */
 function upgradeStatus(url: string, headers: Record<string, string>): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -101,13 +42,6 @@ function upgradeStatus(url: string, headers: Record<string, string>): Promise<nu
     socket.once('error', reject);
   });
 }
-
-const call = (id: number, method: 'query' | 'subscription', path: string, input?: unknown) => ({
-  id,
-  method,
-  params: { path, input: superjson.serialize(input) },
-});
-const codeOf = (message: WireMessage) => message.error?.json?.data?.code;
 
 async function until(check: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

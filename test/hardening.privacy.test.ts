@@ -88,7 +88,13 @@ describe(`privacy and internals (${engineLabel})`, () => {
   });
 
   it('serves /metrics to this machine or with METRICS_TOKEN, and to no one else', async () => {
-    expect((await fetch(`${app.url}/metrics`)).status).toBe(200);
+    // Every body is read: one left unread keeps its connection busy, and the server's close
+    // waits for it.
+    const status = async (response: Response) => {
+      await response.text();
+      return response.status;
+    };
+    expect(await status(await fetch(`${app.url}/metrics`))).toBe(200);
 
     // Behind a trusted proxy, a scrape forwarded for an outside address is refused.
     const proxied = await deployment.start({ trustProxy: true });
@@ -96,13 +102,13 @@ describe(`privacy and internals (${engineLabel})`, () => {
     expect(outside.status).toBe(403);
     expect(await outside.text()).not.toContain('parley_');
     const local = await fetch(`${proxied.url}/metrics`, { headers: { 'x-forwarded-for': '127.0.0.1' } });
-    expect(local.status).toBe(200);
+    expect(await status(local)).toBe(200);
 
     const token = 'metrics-token-0123456789';
     const guarded = await deployment.start({ metricsToken: token });
-    expect((await fetch(`${guarded.url}/metrics`)).status).toBe(403);
+    expect(await status(await fetch(`${guarded.url}/metrics`))).toBe(403);
     const wrong = await fetch(`${guarded.url}/metrics`, { headers: { authorization: `Bearer ${token}x` } });
-    expect(wrong.status).toBe(403);
+    expect(await status(wrong)).toBe(403);
     const right = await fetch(`${guarded.url}/metrics`, { headers: { authorization: `Bearer ${token}` } });
     expect(right.status).toBe(200);
     expect(await right.text()).toContain('parley_');

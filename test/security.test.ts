@@ -7,6 +7,7 @@ import { connect, signUp, wsUrl } from './support/client.js';
 import { TestDeployment, engineLabel, engines } from './support/env.js';
 import { expectCode, rejection } from './support/errors.js';
 import { tap } from './support/events.js';
+import { type RawSocket, call, codeOf, openRaw } from './support/raw-socket.js';
 
 /**
  * Hostile clients: raw WebSocket abuse, oversized requests, forged and stale tokens, login
@@ -33,76 +34,8 @@ afterAll(async () => {
   await deployment?.cleanup();
 });
 
-// --- raw WebSocket helpers -------------------------------------------------------------------
-
-interface RawSocket {
-  socket: WebSocket;
-  /** Every message received, parsed. */
-  received: WireMessage[];
-  /** Resolves with the first message (already received or to come) that matches. */
-  next(predicate: (message: WireMessage) => boolean, timeoutMs?: number): Promise<WireMessage>;
-  closed: Promise<{ code: number; reason: string }>;
-  send(message: unknown): void;
-}
-
-interface WireMessage {
-  id?: string | number | null;
-  result?: { type?: string; data?: unknown };
-  error?: { json?: { message?: string; data?: { code?: string } } };
-}
-
-function openRaw(path: string, options: { headers?: Record<string, string> } = {}): Promise<RawSocket> {
-  const socket = new WebSocket(`${wsUrl(app.url)}${path}`, { headers: options.headers });
-  const received: WireMessage[] = [];
-  const listeners = new Set<() => void>();
-  socket.on('message', (data: Buffer) => {
-    try {
-      received.push(JSON.parse(data.toString('utf8')) as WireMessage);
-    } catch {
-      received.push({ id: null });
-    }
-    for (const listener of [...listeners]) listener();
-  });
-  const closed = new Promise<{ code: number; reason: string }>((resolve) =>
-    socket.on('close', (code, reason) => resolve({ code, reason: reason.toString() })),
-  );
-  const raw: RawSocket = {
-    socket,
-    received,
-    closed,
-    send: (message) => socket.send(typeof message === 'string' ? message : JSON.stringify(message)),
-    next: (predicate, timeoutMs = 5000) =>
-      new Promise((resolve, reject) => {
-        const check = () => {
-          const found = received.find(predicate);
-          if (!found) return;
-          clearTimeout(timer);
-          listeners.delete(check);
-          resolve(found);
-        };
-        const timer = setTimeout(() => {
-          listeners.delete(check);
-          reject(new Error(`no matching message; got ${JSON.stringify(received).slice(0, 500)}`));
-        }, timeoutMs);
-        listeners.add(check);
-        check();
-      }),
-  };
-  return new Promise((resolve, reject) => {
-    socket.once('open', () => resolve(raw));
-    socket.once('unexpected-response', (_req, res) =>
-      reject(new Error(`upgrade refused: ${res.statusCode}`)),
-    );
-    socket.once('error', reject);
-  });
-}
-
-const call = (id: number, method: 'query' | 'mutation' | 'subscription', path: string, input?: unknown) => ({
-  id,
-  method,
-  params: { path, input: superjson.serialize(input) },
-});
-const codeOf = (message: WireMessage) => message.error?.json?.data?.code;
+/** A plain WebSocket client of this file's app (`path` such as `?token=…`). */
+const openRawHere = (path: string) => openRaw(app.url, path);
 
 /** The plain way a process shows it is still up: a fresh client gets an answer. */
 async function stillServing(): Promise<void> {
@@ -129,7 +62,7 @@ function claimsOf(token: string): Record<string, unknown> {
 describe(`raw WebSocket abuse (${engineLabel})`, () => {
   it('answers garbage frames with parse errors and keeps serving the same connection', async () => {
     const user = await signUp(app.url);
-    const raw = await openRaw(`?token=${user.tokens.accessToken}`);
+    const raw = await openRawHere(`?token=${user.tokens.accessToken}`);
     const frames = [
       'garbage',
       '{',
@@ -165,7 +98,7 @@ describe(`raw WebSocket abuse (${engineLabel})`, () => {
   });
 
   it('closes a connection that sends an oversized frame with 1009, and serves the next one', async () => {
-    const raw = await openRaw('');
+    const raw = await openRawHere('');
     raw.send(call(1, 'query', 'health'));
     await raw.next((m) => m.id === 1);
     raw.send('x'.repeat(LIMITS.maxWsPayloadBytes + 1));
@@ -190,7 +123,7 @@ describe(`raw WebSocket abuse (${engineLabel})`, () => {
       `{"method":"connectionParams","data":{"__proto__":{"token":${JSON.stringify(user.tokens.accessToken)}}}}`,
     ];
     for (const first of malformed) {
-      const raw = await openRaw('?connectionParams=1');
+      const raw = await openRawHere('?connectionParams=1');
       raw.send(first);
       raw.send(call(1, 'query', 'auth.me'));
       // Either the server drops the connection, or the call runs without a user.
@@ -202,7 +135,7 @@ describe(`raw WebSocket abuse (${engineLabel})`, () => {
       raw.socket.close();
     }
     // A well-formed one works, so the refusals above are about the shape.
-    const good = await openRaw('?connectionParams=1');
+    const good = await openRawHere('?connectionParams=1');
     good.send({ method: 'connectionParams', data: { token: user.tokens.accessToken } });
     good.send(call(1, 'query', 'auth.me'));
     const me = await good.next((m) => m.id === 1);
@@ -213,7 +146,7 @@ describe(`raw WebSocket abuse (${engineLabel})`, () => {
 
   it('caps subscriptions per connection with TOO_MANY_REQUESTS', async () => {
     const user = await signUp(app.url);
-    const raw = await openRaw(`?token=${user.tokens.accessToken}`);
+    const raw = await openRawHere(`?token=${user.tokens.accessToken}`);
     const flood = 12;
     for (let id = 1; id <= flood; id++) raw.send(call(id, 'subscription', 'events', {}));
     const expected = flood - LIMITS.maxSubscriptionsPerConnection;
@@ -231,7 +164,7 @@ describe(`raw WebSocket abuse (${engineLabel})`, () => {
     const user = await signUp(app.url);
     const sockets: RawSocket[] = [];
     for (let i = 0; i < LIMITS.maxConnectionsPerUser; i++) {
-      const raw = await openRaw(`?token=${user.tokens.accessToken}`);
+      const raw = await openRawHere(`?token=${user.tokens.accessToken}`);
       raw.send(call(1, 'subscription', 'events', {}));
       await raw.next((m) => m.id === 1 && m.result?.type === 'started');
       sockets.push(raw);
@@ -239,7 +172,7 @@ describe(`raw WebSocket abuse (${engineLabel})`, () => {
     await expectEventually(
       async () => (await app.services.realtime.presence.connectionCount(user.user.id)) === sockets.length,
     );
-    const extra = await openRaw(`?token=${user.tokens.accessToken}`);
+    const extra = await openRawHere(`?token=${user.tokens.accessToken}`);
     extra.send(call(1, 'subscription', 'events', {}));
     const refused = await extra.next((m) => m.id === 1 && m.error !== undefined);
     expect(codeOf(refused)).toBe('TOO_MANY_REQUESTS');
@@ -268,7 +201,7 @@ describe(`raw WebSocket abuse (${engineLabel})`, () => {
     expect(errors.length).toBeLessThanOrEqual(1);
     expect(JSON.stringify(body)).toContain('BAD_REQUEST');
 
-    const raw = await openRaw(`?token=${user.tokens.accessToken}`);
+    const raw = await openRawHere(`?token=${user.tokens.accessToken}`);
     raw.send(Array.from({ length: count }, (_, i) => call(i + 1, 'query', 'auth.me')));
     for (let id = 1; id <= count; id++) {
       expect(codeOf(await raw.next((m) => m.id === id))).toBe('BAD_REQUEST');
@@ -365,7 +298,7 @@ describe(`tokens over the WebSocket (${engineLabel})`, () => {
       const viaParams = connect(app.url, token);
       await expectCode(viaParams.ws.auth.me.query(), 'UNAUTHORIZED');
       await viaParams.close();
-      const raw = await openRaw(`?token=${encodeURIComponent(token)}`);
+      const raw = await openRawHere(`?token=${encodeURIComponent(token)}`);
       raw.send(call(1, 'query', 'auth.me'));
       expect(codeOf(await raw.next((m) => m.id === 1))).toBe('UNAUTHORIZED');
       raw.send(call(2, 'subscription', 'events', {}));
@@ -601,7 +534,7 @@ describe(`secrets (${engineLabel})`, () => {
     const session = await anon.api.auth.login.mutate({ username: 'keeper', password });
     const client = connect(app.url, session.tokens.accessToken);
     await client.ws.auth.me.query();
-    const raw = await openRaw(`?token=${session.tokens.accessToken}`);
+    const raw = await openRawHere(`?token=${session.tokens.accessToken}`);
     raw.send(call(1, 'query', 'auth.me'));
     await raw.next((m) => m.id === 1);
     raw.socket.close();
