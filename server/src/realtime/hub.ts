@@ -1,9 +1,14 @@
 import superjson from 'superjson';
-import { REVOCATIONS_CHANNEL, type Revocation, type SessionHolder, type Sessions } from '../auth/sessions.js';
+import {
+  REVOCATIONS_CHANNEL,
+  type Revocation,
+  type SessionHolder,
+  type Sessions,
+} from '../credentials/sessions.js';
 import type { Broker, Unsubscribe } from '../broker/types.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
-import type { ParleyEvent } from './events.js';
+import type { ParleyEvent } from '../contracts/events.js';
 import { EVENTS_CHANNEL, openEnvelope } from './publisher.js';
 import { shareEvent } from './transformer.js';
 
