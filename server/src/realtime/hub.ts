@@ -46,9 +46,6 @@ export class Hub {
   /** Returns of the events channel so far, so that only the latest one catches up. */
   private restores = 0;
 
-  /** Events decoded and handed to at least one local subscriber. */
-  delivered = 0;
-
   constructor(
     private readonly broker: Broker,
     private readonly sessions: Pick<Sessions, 'revokedAmong'>,
@@ -163,7 +160,6 @@ export class Hub {
       subscriptions += set.size;
     }
     if (!event) return;
-    this.delivered += 1;
     this.metrics?.eventsFannedOut.inc({ type: event.type }, subscriptions);
   }
 
