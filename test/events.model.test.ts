@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../server/src/app.js';
-import type { ParleyEvent } from '../server/src/realtime/events.js';
+import type { ParleyEvent } from '../server/src/contracts/events.js';
 import { type TestClient, connect, signUp } from './support/client.js';
 import { TestDeployment, engineLabel, onRealEngines } from './support/env.js';
 import { type EventTap, tap } from './support/events.js';

@@ -4,7 +4,7 @@ import { connect, type TestClient } from './support/client.js';
 import { ParleyProcess } from './support/cli.js';
 import { TestDeployment, onRealEngines } from './support/env.js';
 import { type EventTap } from './support/events.js';
-import type { ParleyEvent } from '../server/src/realtime/events.js';
+import type { ParleyEvent } from '../server/src/contracts/events.js';
 
 let deployment: TestDeployment;
 const processes: ParleyProcess[] = [];

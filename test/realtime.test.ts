@@ -8,7 +8,7 @@ import { subscriberName } from '../server/src/broker/redis.js';
 import { createContext } from '../server/src/context.js';
 import { appRouter } from '../server/src/routers/_app.js';
 import { createCallerFactory } from '../server/src/trpc.js';
-import type { ParleyEvent } from '../server/src/realtime/events.js';
+import type { ParleyEvent } from '../server/src/contracts/events.js';
 import { connect, signUp, wsUrl } from './support/client.js';
 import { TestDeployment, engineLabel, engines, onRealEngines } from './support/env.js';
 import { expectCode } from './support/errors.js';

@@ -8,9 +8,9 @@ import { Session } from 'node:inspector';
 import { v7 as uuidv7 } from 'uuid';
 import { users } from '../../drizzle/schema.js';
 import { createApp } from '../../server/src/app.js';
-import { hashPassword } from '../../server/src/auth/passwords.js';
+import { hashPassword } from '../../server/src/credentials/passwords.js';
 import { loadConfig } from '../../server/src/config/index.js';
-import { MESSAGES_STREAM, PERSIST_GROUP } from '../../server/src/messages/store.js';
+import { MESSAGES_STREAM, PERSIST_GROUP } from '../../server/src/contracts/streams.js';
 import { announceReady, gcHandler, serveCalls } from '../lib/children.js';
 
 const env = process.env;

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import type { WebSocket } from 'ws';
-import type { AuthUser } from './auth/tokens.js';
+import type { AuthUser } from './credentials/tokens.js';
 import type { ConnectionState } from './realtime/service.js';
 import type { Services } from './services.js';
 

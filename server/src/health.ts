@@ -1,6 +1,6 @@
 import type { Broker } from './broker/types.js';
 import type { DatabaseHandle } from './db/index.js';
-import { MESSAGES_STREAM, PERSIST_GROUP } from './messages/store.js';
+import { MESSAGES_STREAM, PERSIST_GROUP } from './contracts/streams.js';
 
 export interface HealthReport {
   status: 'ok' | 'degraded';

@@ -1,23 +1,23 @@
-import { PasswordGuesses } from './auth/guesses.js';
-import { Passwords } from './auth/passwords.js';
+import { PasswordGuesses } from './credentials/guesses.js';
+import { Passwords } from './credentials/passwords.js';
 import { AuthService } from './auth/service.js';
-import { Sessions } from './auth/sessions.js';
+import { Sessions } from './credentials/sessions.js';
 import type { Broker } from './broker/types.js';
 import type { Config } from './config/index.js';
 import type { Database, DatabaseHandle } from './db/index.js';
 import { HealthService } from './health.js';
 import type { Logger } from './logger.js';
-import { Memberships } from './conversations/membership.js';
+import { Memberships } from './membership/index.js';
 import { ConversationService } from './conversations/service.js';
 import { MessageService } from './messages/service.js';
 import { type Durability, MessageStore } from './messages/store.js';
-import type { EventPublisher } from './realtime/events.js';
+import type { EventPublisher } from './contracts/events.js';
 import { Hub } from './realtime/hub.js';
 import { Presence } from './realtime/presence.js';
 import { BrokerEventPublisher } from './realtime/publisher.js';
 import { Realtime } from './realtime/service.js';
 import { createMetrics, type Metrics } from './metrics.js';
-import { UserService } from './users/service.js';
+import { LastSeen, UserService } from './users/service.js';
 
 /** Everything a procedure may call; built once per app by `buildServices`. */
 export interface Services {
@@ -51,15 +51,17 @@ export function buildServices(deps: {
   const sessions = new Sessions(db, broker, config, log);
   const passwords = new Passwords(config.passwordHashCost, config.limits);
   const guesses = new PasswordGuesses(broker, passwords, config.limits);
-  const users = new UserService(db, sessions, passwords, guesses);
+  const memberships = new Memberships(db, broker);
+  const events = new BrokerEventPublisher(broker, config.limits.eventLogLength);
+  const lastSeen = new LastSeen(db);
+  const presence = new Presence(broker, memberships, lastSeen, events, config.presence, log);
+  const users = new UserService(db, sessions, passwords, guesses, presence, lastSeen);
   const auth = new AuthService(config, users, sessions, guesses);
   const health = new HealthService(database, broker, config.version);
   // The hub exists only further down; the gauge reads it on scrape.
   let hub: Hub | null = null;
   const metrics = createMetrics({ broker, subscriptions: () => hub?.count() ?? 0 });
-  const memberships = new Memberships(db, broker);
   const store = new MessageStore(db, broker, durability);
-  const events = new BrokerEventPublisher(broker, config.limits.eventLogLength);
   const messages = new MessageService(store, memberships, events, broker, config.limits, log, metrics);
   const conversations = new ConversationService(
     db,
@@ -70,8 +72,6 @@ export function buildServices(deps: {
     broker,
     config.limits,
   );
-  const presence = new Presence(broker, memberships, users, events, config.presence, log);
-  users.presence = presence;
   hub = new Hub(broker, sessions, log, metrics);
   const realtime = new Realtime(broker, hub, presence, config, log);
   return {

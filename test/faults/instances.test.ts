@@ -2,7 +2,7 @@ import { createTRPCClient, createWSClient, wsLink } from '@trpc/client';
 import superjson from 'superjson';
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import type { Message } from '../../server/src/messages/schemas.js';
+import type { Message } from '../../server/src/contracts/schemas.js';
 import type { AppRouter } from '../../server/src/routers/_app.js';
 import { signUp, type TestClient, wsUrl } from '../support/client.js';
 import { tap } from '../support/events.js';

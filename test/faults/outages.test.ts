@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Message } from '../../server/src/messages/schemas.js';
+import type { Message } from '../../server/src/contracts/schemas.js';
 import { connect, signUp } from '../support/client.js';
 import { tap } from '../support/events.js';
 import { failureCode, oracle, Scenario } from './harness.js';

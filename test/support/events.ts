@@ -1,5 +1,5 @@
 import type { App } from '../../server/src/app.js';
-import type { ParleyEvent } from '../../server/src/realtime/events.js';
+import type { ParleyEvent } from '../../server/src/contracts/events.js';
 import type { TestClient } from './client.js';
 
 export interface Received {

@@ -1,14 +1,7 @@
 import { z } from 'zod';
 import { LineText, Text } from '../text.js';
-import { DisplayName, Email, Me, Password, Username } from '../users/schemas.js';
-
-export const Register = z.object({
-  email: Email,
-  username: Username,
-  password: Password,
-  displayName: DisplayName.optional(),
-});
-export type Register = z.infer<typeof Register>;
+import { Tokens } from '../credentials/schemas.js';
+import { Email, Me } from '../users/schemas.js';
 
 /** The `deviceToken` a sign-in on this device answered with; see `server/src/auth/devices.ts`. */
 const DeviceToken = z.string().max(128).optional();
@@ -24,13 +17,6 @@ export const Login = z.union([
   }),
 ]);
 export type Login = z.infer<typeof Login>;
-
-export const Tokens = z.object({
-  accessToken: z.string(),
-  refreshToken: z.string(),
-  expiresIn: z.number(),
-});
-export type Tokens = z.infer<typeof Tokens>;
 
 export const Session = z.object({
   user: Me,

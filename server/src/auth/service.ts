@@ -1,13 +1,15 @@
 import { randomUUID } from 'node:crypto';
 import type { Config } from '../config/index.js';
 import { Unauthorized } from '../errors.js';
+import type { Register } from '../users/schemas.js';
 import type { UserService } from '../users/service.js';
 import { deviceOf, issueDeviceToken } from './devices.js';
-import type { PasswordGuesses } from './guesses.js';
-import { hashPassword } from './passwords.js';
-import type { Login, Logout, Register, Tokens } from './schemas.js';
-import type { Sessions } from './sessions.js';
-import { type AuthUser, verifyAccessToken } from './tokens.js';
+import type { PasswordGuesses } from '../credentials/guesses.js';
+import { hashPassword } from '../credentials/passwords.js';
+import type { Tokens } from '../credentials/schemas.js';
+import type { Login, Logout } from './schemas.js';
+import type { Sessions } from '../credentials/sessions.js';
+import { type AuthUser, verifyAccessToken } from '../credentials/tokens.js';
 
 const INVALID_LOGIN = 'Invalid username, email or password';
 

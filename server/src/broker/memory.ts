@@ -332,10 +332,6 @@ export class MemoryBroker implements Broker {
     return Promise.resolve(removed);
   }
 
-  incr(key: string, options: { ttlMs?: number } = {}): Promise<number> {
-    return Promise.resolve(this.count(key, options.ttlMs));
-  }
-
   /** INCR, with a lifetime of `ttlMs` for a key it creates. */
   private count(key: string, ttlMs: number | undefined): number {
     const current = this.readKey(key);
@@ -347,11 +343,6 @@ export class MemoryBroker implements Broker {
         current === null ? (ttlMs === undefined ? null : Date.now() + ttlMs) : (existing?.expiresAt ?? null),
     });
     return next;
-  }
-
-  incrExisting(key: string): Promise<number | null> {
-    if (this.readKey(key) === null) return Promise.resolve(null);
-    return this.incr(key);
   }
 
   ttlMs(key: string): Promise<number> {
@@ -433,14 +424,6 @@ export class MemoryBroker implements Broker {
     let deleted = 0;
     for (const item of items) if (await this.hdelIfPrefix(item.key, item.field, item.prefix)) deleted++;
     return deleted;
-  }
-
-  hdel(key: string, ...fields: string[]): Promise<number> {
-    const hash = this.hashes.get(key);
-    let removed = 0;
-    for (const field of fields) if (hash?.delete(field)) removed++;
-    if (hash?.size === 0) this.hashes.delete(key);
-    return Promise.resolve(removed);
   }
 
   zadd(key: string, score: number, ...members: string[]): Promise<void> {

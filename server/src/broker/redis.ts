@@ -146,15 +146,6 @@ for i = 1, #KEYS do
 end
 return deleted`;
 
-const INCR_EXISTING = `
-if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCR', KEYS[1]) end
-return false`;
-
-const INCR_WITH_TTL = `
-local v = redis.call('INCR', KEYS[1])
-if v == 1 and ARGV[1] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return v`;
-
 // Takes one attempt from every allowance or, when one of them has none left, none at all and
 // answers how long to wait (ms); 0 when taken. An allowance is a hash: `n` attempts taken,
 // `at` the time (ms, Redis's clock, shared by every instance) before which a backoff refuses.
@@ -266,8 +257,6 @@ export class RedisBroker implements Broker {
     for (const [name, lua] of Object.entries({
       parleyAppend: APPEND,
       parleyAppendMany: APPEND_MANY,
-      parleyIncrWithTtl: INCR_WITH_TTL,
-      parleyIncrExisting: INCR_EXISTING,
       parleySpend: SPEND,
       parleyRefund: REFUND,
       parleyHdelIfPrefix: HDEL_IF_PREFIX,
@@ -632,23 +621,6 @@ export class RedisBroker implements Broker {
     return this.run(() => this.client.del(...keys.map((key) => this.k(key))));
   }
 
-  async incr(key: string, options: { ttlMs?: number } = {}): Promise<number> {
-    return Number(
-      await this.run(() =>
-        this.script('parleyIncrWithTtl', INCR_WITH_TTL)(
-          1,
-          this.k(key),
-          options.ttlMs === undefined ? '' : String(options.ttlMs),
-        ),
-      ),
-    );
-  }
-
-  async incrExisting(key: string): Promise<number | null> {
-    const result = await this.run(() => this.script('parleyIncrExisting', INCR_EXISTING)(1, this.k(key)));
-    return result === null ? null : Number(result);
-  }
-
   ttlMs(key: string): Promise<number> {
     return this.run(() => this.client.pttl(this.k(key)));
   }
@@ -702,11 +674,6 @@ export class RedisBroker implements Broker {
         ...items.flatMap((item) => [item.field, item.prefix]),
       ),
     )) as number;
-  }
-
-  hdel(key: string, ...fields: string[]): Promise<number> {
-    if (fields.length === 0) return Promise.resolve(0);
-    return this.run(() => this.client.hdel(this.k(key), ...fields));
   }
 
   async zadd(key: string, score: number, ...members: string[]): Promise<void> {

@@ -206,10 +206,6 @@ export interface Broker {
   /** Returns false when `nx` is set and the key already exists. */
   set(key: string, value: string, options?: { ttlMs?: number; nx?: boolean }): Promise<boolean>;
   del(...keys: string[]): Promise<number>;
-  /** Increments; sets the expiry when the key is created. */
-  incr(key: string, options?: { ttlMs?: number }): Promise<number>;
-  /** Increments only an existing counter; null when it is missing. */
-  incrExisting(key: string): Promise<number | null>;
   ttlMs(key: string): Promise<number>;
   /**
    * Takes one attempt from each allowance, all or none, in one atomic step shared by every
@@ -226,7 +222,6 @@ export interface Broker {
   hdelIfPrefix(key: string, field: string, prefix: string): Promise<boolean>;
   /** `hdelIfPrefix` for many fields at once; returns how many were deleted. */
   hdelIfPrefixMany(items: { key: string; field: string; prefix: string }[]): Promise<number>;
-  hdel(key: string, ...fields: string[]): Promise<number>;
 
   // Sorted sets (presence, rate windows).
   /** Adds or moves each of `members` to `score`, in one step. */

@@ -1,34 +1,6 @@
 import { z } from 'zod';
-import { Message } from '../messages/schemas.js';
+import { Cursor, Id, Limit } from '../contracts/schemas.js';
 import { nameText } from '../text.js';
-import { Cursor, Id, Limit } from '../users/schemas.js';
-
-export const Role = z.enum(['owner', 'admin', 'member']);
-export type Role = z.infer<typeof Role>;
-
-export const Member = z.object({
-  userId: z.string(),
-  username: z.string(),
-  displayName: z.string(),
-  role: Role,
-  joinedAt: z.date(),
-  lastReadSeq: z.number(),
-});
-export type Member = z.infer<typeof Member>;
-
-export const Conversation = z.object({
-  id: z.string(),
-  type: z.enum(['direct', 'group']),
-  name: z.string().nullable(),
-  createdBy: z.string(),
-  createdAt: z.date(),
-  updatedAt: z.date(),
-  members: z.array(Member),
-  lastMessage: Message.nullable(),
-  lastSeq: z.number(),
-  unreadCount: z.number(),
-});
-export type Conversation = z.infer<typeof Conversation>;
 
 const GroupName = nameText(100);
 

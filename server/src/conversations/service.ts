@@ -3,15 +3,16 @@ import { v7 as uuidv7 } from 'uuid';
 import { and, asc, desc, eq, inArray, isNull, lt, or, sql } from 'drizzle-orm';
 import { conversations, members, users } from '../../../drizzle/schema.js';
 import type { Broker } from '../broker/types.js';
+import type { Conversation, Member, Role } from '../contracts/schemas.js';
 import type { Limits } from '../config/index.js';
 import type { Database } from '../db/index.js';
 import { Forbidden, Invalid, NotFound } from '../errors.js';
 import type { MessageService, Sender } from '../messages/service.js';
 import type { MessageStore } from '../messages/store.js';
 import { CursorField, decodeCursor, encodeCursor } from '../pagination.js';
-import type { EventPublisher, ParleyEvent } from '../realtime/events.js';
-import type { Memberships } from './membership.js';
-import type { Conversation, CreateGroup, ListConversations, Member, Role } from './schemas.js';
+import type { EventPublisher, ParleyEvent } from '../contracts/events.js';
+import type { Memberships } from '../membership/index.js';
+import type { CreateGroup, ListConversations } from './schemas.js';
 
 /** How long a `typing` signal lasts unless repeated. */
 export const TYPING_TTL_MS = 5_000;

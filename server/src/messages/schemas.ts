@@ -1,27 +1,12 @@
 import { z } from 'zod';
+import { Cursor, Id, Limit } from '../contracts/schemas.js';
 import { messageText } from '../text.js';
-import { Cursor, Id, Limit } from '../users/schemas.js';
 
 export const Content = z
   .string()
   .max(20_000, 'must be at most 4000 characters')
   .transform((value) => value.trim())
   .pipe(messageText(4000));
-
-export const Message = z.object({
-  id: z.string(),
-  conversationId: z.string(),
-  seq: z.number(),
-  senderId: z.string(),
-  senderUsername: z.string(),
-  content: z.string(),
-  type: z.enum(['text', 'system']),
-  clientMessageId: z.string().nullable(),
-  sentAt: z.date(),
-  editedAt: z.date().nullable(),
-  deletedAt: z.date().nullable(),
-});
-export type Message = z.infer<typeof Message>;
 
 export const SendMessage = z.object({
   conversationId: Id,

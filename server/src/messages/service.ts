@@ -2,13 +2,14 @@ import { z } from 'zod';
 import { v7 as uuidv7 } from 'uuid';
 import { type AppendOptions, type Broker, type Refusal, refuses } from '../broker/types.js';
 import type { Limits } from '../config/index.js';
-import type { Memberships } from '../conversations/membership.js';
+import type { Memberships } from '../membership/index.js';
+import type { Message } from '../contracts/schemas.js';
 import { Forbidden, NotFound, RateLimited, Unauthorized, Unavailable } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import { CursorField, decodeCursor, encodeCursor } from '../pagination.js';
-import type { EventPublisher } from '../realtime/events.js';
-import type { EditMessage, ListMessages, Message, SendMessage } from './schemas.js';
+import type { EventPublisher } from '../contracts/events.js';
+import type { EditMessage, ListMessages, SendMessage } from './schemas.js';
 import type { MessageStore } from './store.js';
 
 /** What `create` answers when the roster a send relied on changed before its append. */

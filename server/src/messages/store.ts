@@ -1,13 +1,9 @@
 import { and, asc, desc, eq, gt, inArray, lt, sql } from 'drizzle-orm';
 import { members, messages } from '../../../drizzle/schema.js';
 import type { AppendOptions, AppendResult, Broker, FanOut } from '../broker/types.js';
+import type { Message } from '../contracts/schemas.js';
+import { MESSAGES_STREAM } from '../contracts/streams.js';
 import type { Database } from '../db/index.js';
-import type { Message } from './schemas.js';
-
-/** The stream every message change goes through on its way to PostgreSQL. */
-export const MESSAGES_STREAM = 'parley:messages';
-export const PERSIST_GROUP = 'persist';
-export const DEAD_LETTER_STREAM = 'parley:messages:dead';
 
 /** Unwritten messages of one conversation: message id → `<entry id>|<message JSON>`. */
 export const pendingKey = (conversationId: string) => `pending:conversation:${conversationId}`;

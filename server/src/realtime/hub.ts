@@ -1,9 +1,14 @@
 import superjson from 'superjson';
-import { REVOCATIONS_CHANNEL, type Revocation, type SessionHolder, type Sessions } from '../auth/sessions.js';
+import {
+  REVOCATIONS_CHANNEL,
+  type Revocation,
+  type SessionHolder,
+  type Sessions,
+} from '../credentials/sessions.js';
 import type { Broker, Unsubscribe } from '../broker/types.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
-import type { ParleyEvent } from './events.js';
+import type { ParleyEvent } from '../contracts/events.js';
 import { EVENTS_CHANNEL, openEnvelope } from './publisher.js';
 import { shareEvent } from './transformer.js';
 
@@ -40,9 +45,6 @@ export class Hub {
   private interrupted = false;
   /** Returns of the events channel so far, so that only the latest one catches up. */
   private restores = 0;
-
-  /** Events decoded and handed to at least one local subscriber. */
-  delivered = 0;
 
   constructor(
     private readonly broker: Broker,
@@ -158,7 +160,6 @@ export class Hub {
       subscriptions += set.size;
     }
     if (!event) return;
-    this.delivered += 1;
     this.metrics?.eventsFannedOut.inc({ type: event.type }, subscriptions);
   }
 

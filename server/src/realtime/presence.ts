@@ -1,8 +1,8 @@
 import type { Broker } from '../broker/types.js';
-import type { Memberships } from '../conversations/membership.js';
+import type { Memberships } from '../membership/index.js';
 import type { Logger } from '../logger.js';
-import type { OnlineLookup, UserService } from '../users/service.js';
-import type { EventPublisher } from './events.js';
+import type { LastSeen, OnlineLookup } from '../users/service.js';
+import type { EventPublisher } from '../contracts/events.js';
 
 /** A user's live connections: member `<instance>:<subscription>`, score = expiry (ms). */
 const connectionsKey = (userId: string) => `presence:user:${userId}`;
@@ -29,7 +29,7 @@ export class Presence implements OnlineLookup {
   constructor(
     private readonly broker: Broker,
     private readonly memberships: Memberships,
-    private readonly users: UserService,
+    private readonly lastSeen: LastSeen,
     private readonly events: EventPublisher,
     private readonly settings: PresenceSettings,
     private readonly log: Logger,
@@ -111,7 +111,7 @@ export class Presence implements OnlineLookup {
     if ((await this.broker.zcard(connectionsKey(userId))) > 0) return;
     // Only the instance that removes the user from the online set announces it.
     if ((await this.broker.zrem(ONLINE_KEY, userId)) === 0) return;
-    const { lastSeenAt } = await this.users.touch(userId).catch(() => ({ lastSeenAt: new Date() }));
+    const { lastSeenAt } = await this.lastSeen.touch(userId).catch(() => ({ lastSeenAt: new Date() }));
     await this.announce(userId, false, lastSeenAt);
   }
 

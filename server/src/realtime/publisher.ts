@@ -1,6 +1,11 @@
 import type { Broker, FanOut } from '../broker/types.js';
 import { stringify } from './serialize.js';
-import { EPHEMERAL_EVENTS, type EventPublisher, type NewMessageEvent, type ParleyEvent } from './events.js';
+import {
+  EPHEMERAL_EVENTS,
+  type EventPublisher,
+  type NewMessageEvent,
+  type ParleyEvent,
+} from '../contracts/events.js';
 
 /** One channel for every instance: each instance decodes an event once and fans out locally. */
 export const EVENTS_CHANNEL = 'events';

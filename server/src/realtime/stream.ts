@@ -6,7 +6,7 @@ import { type Broker, compareStreamIds } from '../broker/types.js';
 import type { Limits } from '../config/index.js';
 import { toTRPCError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { EPHEMERAL_EVENTS, type ParleyEvent } from './events.js';
+import { EPHEMERAL_EVENTS, type ParleyEvent } from '../contracts/events.js';
 import { DIRECT_STREAM, type DirectStream } from './frames.js';
 import type { Delivery, LocalSubscriber } from './hub.js';
 import { userLog } from './publisher.js';

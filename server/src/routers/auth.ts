@@ -1,5 +1,6 @@
-import { Logout, Refresh, Register, Login, Session, Tokens } from '../auth/schemas.js';
-import { Me } from '../users/schemas.js';
+import { Logout, Refresh, Login, Session } from '../auth/schemas.js';
+import { Tokens } from '../credentials/schemas.js';
+import { Me, Register } from '../users/schemas.js';
 import { z } from 'zod';
 import { authedProcedure, publicProcedure, router } from '../trpc.js';
 

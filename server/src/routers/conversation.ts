@@ -1,7 +1,7 @@
 import { z } from 'zod';
+import { Conversation, page } from '../contracts/schemas.js';
 import {
   AddMembers,
-  Conversation,
   ConversationId,
   CreateGroup,
   ListConversations,
@@ -11,7 +11,6 @@ import {
   Rename,
   SetRole,
 } from '../conversations/schemas.js';
-import { page } from '../users/schemas.js';
 import { authedProcedure, router } from '../trpc.js';
 
 const Ok = z.object({ ok: z.literal(true) });

@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { EditMessage, ListMessages, Message, SendMessage } from '../messages/schemas.js';
-import { Id, page } from '../users/schemas.js';
+import { Id, Message, page } from '../contracts/schemas.js';
+import { EditMessage, ListMessages, SendMessage } from '../messages/schemas.js';
 import { authedProcedure, router } from '../trpc.js';
 
 export const messageRouter = router({

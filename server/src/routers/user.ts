@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import { DeleteUser, Id, ListUsers, Me, PublicUser, UpdateUser, page } from '../users/schemas.js';
+import { Id, page } from '../contracts/schemas.js';
+import { DeleteUser, ListUsers, Me, PublicUser, UpdateUser } from '../users/schemas.js';
 import { authedProcedure, router } from '../trpc.js';
 
 export const userRouter = router({

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { Cursor, Limit } from '../contracts/schemas.js';
 import { Text, nameText } from '../text.js';
 
 export const Username = z
@@ -12,9 +13,14 @@ export const Password = Text.min(8, 'must be at least 8 characters').max(
   'must be at most 128 characters',
 );
 export const DisplayName = nameText(64);
-export const Id = z.uuid('must be a UUID');
-export const Limit = z.number().int().min(1).max(100).default(50);
-export const Cursor = Text.max(512).nullish();
+
+export const Register = z.object({
+  email: Email,
+  username: Username,
+  password: Password,
+  displayName: DisplayName.optional(),
+});
+export type Register = z.infer<typeof Register>;
 
 export const PublicUser = z.object({
   id: z.string(),
@@ -27,9 +33,6 @@ export type PublicUser = z.infer<typeof PublicUser>;
 
 export const Me = PublicUser.extend({ email: z.string(), createdAt: z.date() });
 export type Me = z.infer<typeof Me>;
-
-export const page = <T extends z.ZodType>(item: T) =>
-  z.object({ items: z.array(item), nextCursor: z.string().nullable() });
 
 export const ListUsers = z.object({
   query: Text.trim().max(64).optional(),

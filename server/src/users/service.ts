@@ -2,16 +2,15 @@ import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { and, asc, eq, gt, inArray, isNull, or, sql } from 'drizzle-orm';
 import { conversations, members, users } from '../../../drizzle/schema.js';
-import type { PasswordGuesses } from '../auth/guesses.js';
-import type { Passwords } from '../auth/passwords.js';
-import type { Register } from '../auth/schemas.js';
-import type { Sessions } from '../auth/sessions.js';
-import type { AuthUser } from '../auth/tokens.js';
+import type { PasswordGuesses } from '../credentials/guesses.js';
+import type { Passwords } from '../credentials/passwords.js';
+import type { Sessions } from '../credentials/sessions.js';
+import type { AuthUser } from '../credentials/tokens.js';
 import type { Database } from '../db/index.js';
 import { Conflict, Forbidden, Invalid, NotFound } from '../errors.js';
 import { CursorField, decodeCursor, encodeCursor } from '../pagination.js';
 import { nameKey } from '../text.js';
-import type { ListUsers, Me, PublicUser, UpdateUser } from './schemas.js';
+import type { ListUsers, Me, PublicUser, Register, UpdateUser } from './schemas.js';
 
 /** Who is online right now, across every instance. */
 export interface OnlineLookup {
@@ -22,15 +21,30 @@ type UserRow = typeof users.$inferSelect;
 
 const UNIQUE_VIOLATION = '23505';
 
-export class UserService {
-  /** Set once realtime is built; until then nobody is online. */
-  presence: OnlineLookup = { onlineAmong: () => Promise.resolve(new Set()) };
+/** When each user was last seen; presence records it as a user's last connection goes. */
+export class LastSeen {
+  constructor(private readonly db: Database) {}
 
+  async touch(userId: string): Promise<{ lastSeenAt: Date }> {
+    const lastSeenAt = new Date();
+    const [row] = await this.db
+      .update(users)
+      .set({ lastSeenAt })
+      .where(and(eq(users.id, userId), isNull(users.deletedAt)))
+      .returning({ lastSeenAt: users.lastSeenAt });
+    if (!row) throw new NotFound('User');
+    return { lastSeenAt };
+  }
+}
+
+export class UserService {
   constructor(
     private readonly db: Database,
     private readonly sessions: Sessions,
     private readonly passwords: Passwords,
     private readonly guesses: PasswordGuesses,
+    private readonly presence: OnlineLookup,
+    private readonly lastSeen: LastSeen,
   ) {}
 
   async create(input: Register): Promise<Me> {
@@ -237,15 +251,8 @@ export class UserService {
     if (other) throw new Conflict("Display name is another user's username", 'displayName');
   }
 
-  async touch(userId: string): Promise<{ lastSeenAt: Date }> {
-    const lastSeenAt = new Date();
-    const [row] = await this.db
-      .update(users)
-      .set({ lastSeenAt })
-      .where(and(eq(users.id, userId), isNull(users.deletedAt)))
-      .returning({ lastSeenAt: users.lastSeenAt });
-    if (!row) throw new NotFound('User');
-    return { lastSeenAt };
+  touch(userId: string): Promise<{ lastSeenAt: Date }> {
+    return this.lastSeen.touch(userId);
   }
 }
 

@@ -4,15 +4,8 @@ import type { Config } from '../config/index.js';
 import type { Database } from '../db/index.js';
 import { isConnectionFailure } from '../errors.js';
 import type { Logger } from '../logger.js';
-import {
-  DEAD_LETTER_STREAM,
-  MESSAGES_STREAM,
-  PENDING_INDEX,
-  PERSIST_GROUP,
-  type WireMessage,
-  pendingKey,
-  versionOf,
-} from '../messages/store.js';
+import { PENDING_INDEX, type WireMessage, pendingKey, versionOf } from '../messages/store.js';
+import { DEAD_LETTER_STREAM, MESSAGES_STREAM, PERSIST_GROUP } from '../contracts/streams.js';
 
 interface Change {
   entryId: string;

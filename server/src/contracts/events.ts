@@ -1,9 +1,9 @@
 import { z } from 'zod';
 import type { FanOut } from '../broker/types.js';
-import { Conversation } from '../conversations/schemas.js';
-import { Message } from '../messages/schemas.js';
+import { Conversation } from './schemas.js';
+import { Message } from './schemas.js';
 
-/** Everything the `events` subscription carries; see API.md "The event stream". */
+/** Everything the `events` subscription carries. */
 export const ParleyEvent = z.discriminatedUnion('type', [
   z.object({ type: z.literal('message.created'), message: Message }),
   z.object({ type: z.literal('message.updated'), message: Message }),

@@ -3,7 +3,7 @@ import { conversations, members, users } from '../../../drizzle/schema.js';
 import type { Broker } from '../broker/types.js';
 import type { Database } from '../db/index.js';
 import { Forbidden, NotFound } from '../errors.js';
-import type { Role } from './schemas.js';
+import type { Role } from '../contracts/schemas.js';
 
 export interface Membership {
   conversationId: string;
