@@ -332,7 +332,7 @@ export function loadConfig(
       'Invalid configuration:\n  JWT_SECRET: is required when NODE_ENV=production (at least 32 bytes)',
     );
   }
-  if (env.PARLEY_WORKER === 'off' && !env.REDIS_URL) {
+  if (env.PARLEY_WORKER === 'off' && !(overrides.redisUrl ?? env.REDIS_URL)) {
     throw new ConfigError(`Invalid configuration:\n  PARLEY_WORKER: ${IN_PROCESS_WORKER_ONLY}`);
   }
   const secret = env.JWT_SECRET ? new TextEncoder().encode(env.JWT_SECRET) : new Uint8Array(randomBytes(32));
