@@ -4,7 +4,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, relative, sep } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { repoRoot, runParley } from './support/cli.js';
+import { processEnv, repoRoot, runParley } from './support/cli.js';
 import { TestDeployment, engineLabel } from './support/env.js';
 
 /**
@@ -78,14 +78,9 @@ class NpmProcess {
   }
 
   static run(args: string[], env: Record<string, string>): NpmProcess {
-    const base: Record<string, string> = { npm_config_update_notifier: 'false' };
-    for (const key of ['PATH', 'HOME', 'TMPDIR']) {
-      const value = process.env[key];
-      if (value) base[key] = value;
-    }
     const child = spawn('npm', args, {
       cwd: clone,
-      env: { ...base, ...env },
+      env: processEnv({ npm_config_update_notifier: 'false', ...env }),
       stdio: ['ignore', 'pipe', 'pipe'],
       // Its own process group: what is left of it after the test is found, and killed, by group.
       detached: true,

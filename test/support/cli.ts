@@ -29,7 +29,7 @@ export function cliCwd(): string {
 }
 
 /** The environment a CLI process gets: only what is given here, plus PATH and HOME. */
-function processEnv(env: Record<string, string>): Record<string, string> {
+export function processEnv(env: Record<string, string>): Record<string, string> {
   const base: Record<string, string> = {};
   for (const key of ['PATH', 'HOME', 'TMPDIR']) {
     const value = process.env[key];
