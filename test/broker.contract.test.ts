@@ -378,29 +378,52 @@ function contract(engine: Engine) {
       expect((await broker.streamInfo(stream)).length).toBe(2);
     });
 
-    it('append with `requireValue` writes nothing unless the key holds exactly that value', async () => {
+    it('append with `requireMember` writes nothing unless the set holds the member', async () => {
       const stream = fresh('stream');
-      const key = fresh('roster');
+      const roster = fresh('roster');
+      const version = fresh('version');
       const limit = fresh('limit');
-      const options = (value: string) => ({
-        requireValue: { key, value },
+      const options = (member: string) => ({
+        requireMember: { key: roster, member },
         limit: { key: limit, max: 10, ttlMs: 60_000 },
       });
-      // Missing, or another value: refused before anything is counted or written.
-      expect(await broker.append(stream, { m: '1' }, options('a'))).toEqual({
+      // No set: refused before anything is counted or written.
+      expect(await broker.append(stream, { m: '1' }, options('al'))).toEqual({
         appended: false,
-        changed: true,
+        noSet: true,
       });
-      await broker.set(key, 'b', { ttlMs: 60_000 });
-      expect(await broker.append(stream, { m: '2' }, options('a'))).toEqual({
+      expect(await broker.fillSet(roster, ['al', 'bo'], 60_000, { key: version, value: null })).toBe(true);
+      expect(await broker.append(stream, { m: '2' }, options('cy'))).toEqual({
         appended: false,
-        changed: true,
+        notMember: true,
       });
       expect(await broker.get(limit)).toBeNull();
       expect((await broker.streamInfo(stream)).length).toBe(0);
-      expect(await broker.append(stream, { m: '3' }, options('b'))).toMatchObject({ appended: true });
+      expect(await broker.append(stream, { m: '3' }, options('bo'))).toMatchObject({ appended: true });
       expect(await broker.get(limit)).toBe('1');
       expect((await broker.rangeAfter(stream, '0-0', 10)).map((entry) => entry.fields.m)).toEqual(['3']);
+    });
+
+    it('fills a set only while it is missing and its guard still holds the value read before', async () => {
+      const roster = fresh('roster');
+      const version = fresh('version');
+      expect(await broker.isMember(roster, 'al')).toBeNull();
+      expect(await broker.setSize(roster)).toBeNull();
+      // The guard changed since the fill read it: nothing lands.
+      await broker.set(version, 'v2', { ttlMs: 60_000 });
+      expect(await broker.fillSet(roster, ['al'], 60_000, { key: version, value: null })).toBe(false);
+      expect(await broker.fillSet(roster, ['al'], 60_000, { key: version, value: 'v1' })).toBe(false);
+      expect(await broker.isMember(roster, 'al')).toBeNull();
+      const many = Array.from({ length: 12_000 }, (_, i) => `user-${i}`);
+      expect(await broker.fillSet(roster, many, 60_000, { key: version, value: 'v2' })).toBe(true);
+      expect(await broker.setSize(roster)).toBe(12_000);
+      expect(await broker.isMember(roster, 'user-11999')).toBe(true);
+      expect(await broker.isMember(roster, 'al')).toBe(false);
+      // A set that exists is never overwritten by a fill.
+      expect(await broker.fillSet(roster, ['al'], 60_000, { key: version, value: 'v2' })).toBe(false);
+      expect(await broker.isMember(roster, 'al')).toBe(false);
+      await broker.del(roster);
+      expect(await broker.isMember(roster, 'user-1')).toBeNull();
     });
 
     it('append with `fanOut` writes the event to every target and publishes it in the same step, or not at all', async () => {
@@ -421,7 +444,7 @@ function contract(engine: Engine) {
           streams: logs,
           fields: { e: `{"seq":${slot},"text":"${slot} stays"}` },
           maxLen: 100,
-          publish: { channel, message: `["u"]\n{"seq":${slot}}` },
+          publish: { channels: [channel], message: `{"seq":${slot}}` },
         },
       });
       // No counter: nothing is appended, so no event either.
@@ -436,7 +459,7 @@ function contract(engine: Engine) {
       const [entry] = await broker.rangeAfter(logs[0] ?? '', '0-0', 10);
       expect(entry?.fields).toEqual({ e: '{"seq":7,"text":"\u0000n\u0000 stays"}' });
       for (const log of logs) expect(await broker.rangeAfter(log, '0-0', 10)).toEqual([entry]);
-      expect(await box.waitFor(1)).toEqual([`${entry?.id}\n["u"]\n{"seq":7}`]);
+      expect(await box.waitFor(1)).toEqual([`${entry?.id}\n{"seq":7}`]);
       // A held claim: nothing appended, no event written or published.
       expect(await broker.append(stream, { m: slot }, options('second'))).toEqual({
         appended: false,
@@ -547,7 +570,7 @@ function contract(engine: Engine) {
         { e: 'payload' },
         {
           maxLen: 100,
-          publish: { channel, message: 'hello\nworld' },
+          publish: { channels: [channel], message: 'hello\nworld' },
         },
       );
       expect(id).toMatch(STREAM_ID);
@@ -563,7 +586,7 @@ function contract(engine: Engine) {
         { e: 'm' },
         {
           maxLen: 100,
-          publish: { channel, message: 'marker' },
+          publish: { channels: [channel], message: 'marker' },
         },
       );
       expect(await box.waitFor(2)).toEqual([`${id}\nhello\nworld`, `${marker}\nmarker`]);

@@ -79,15 +79,27 @@ describe(`events (${engineLabel})`, () => {
     await owner.api.message.delete.mutate({ id: message.id });
     await owner.api.conversation.addMembers.mutate({ id: group.id, userIds: [newcomer.user.id] });
     await owner.api.conversation.rename.mutate({ id: group.id, name: 'Renamed' });
-    // The newcomer gets the conversation at once, then its events.
-    await newcomerEvents.until((r) =>
-      r.some((x) => x.event.type === 'conversation.upserted' && x.event.conversation.name === 'Renamed'),
-    );
+    // The newcomer gets the conversation at once, then its events; every member gets the rename.
+    const renamed = (r: { event: ParleyEvent }[]) =>
+      r.some((x) => x.event.type === 'conversation.updated' && x.event.name === 'Renamed');
+    await newcomerEvents.until(renamed);
+    expect(newcomerEvents.received[0]?.event).toMatchObject({
+      type: 'conversation.upserted',
+      conversation: { id: group.id },
+    });
     expect(newcomerEvents.of('message.created').map((e) => e.message.content)).not.toContain('first');
     await memberEvents.until((r) => r.some((x) => x.event.type === 'member.joined'));
-    await memberEvents.until((r) =>
-      r.some((x) => x.event.type === 'conversation.upserted' && x.event.conversation.name === 'Renamed'),
-    );
+    await memberEvents.until(renamed);
+    expect(memberEvents.of('conversation.updated')).toMatchObject([
+      {
+        type: 'conversation.updated',
+        conversationId: group.id,
+        name: 'Renamed',
+        memberCount: 3,
+        by: owner.user.id,
+      },
+    ]);
+    expect(memberEvents.of('conversation.updated')).toHaveLength(1);
     expect(memberEvents.of('message.updated').map((e) => e.message.content)).toEqual(['first, edited']);
     expect(memberEvents.of('message.deleted')).toEqual([
       { type: 'message.deleted', conversationId: group.id, messageId: message.id },

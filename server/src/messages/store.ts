@@ -2,7 +2,7 @@ import { and, asc, desc, eq, gt, inArray, lt, sql } from 'drizzle-orm';
 import { members, messages } from '../../../drizzle/schema.js';
 import type { AppendOptions, AppendResult, Broker, FanOut } from '../broker/types.js';
 import type { Message } from '../contracts/schemas.js';
-import { MESSAGES_STREAM } from '../contracts/streams.js';
+import { MESSAGES_STREAM } from '../contracts/keys.js';
 import type { Database } from '../db/index.js';
 
 /** Unwritten messages of one conversation: message id → `<entry id>|<message JSON>`. */
@@ -220,13 +220,14 @@ export class MessageStore {
     /** The event that goes out with the message, in the same step, given the seq's stand-in. */
     announce?: (seqSlot: string) => FanOut | null,
     /** Checked in the same step, before anything is written. */
-    guard: Pick<AppendOptions, 'requireValue' | 'refuseIf' | 'limit'> = {},
+    guard: Pick<AppendOptions, 'requireMember' | 'refuseIf' | 'limit'> = {},
   ): Promise<
     | { appended: true; seq: number }
     | { appended: false; existing: { conversationId: string; id: string } }
     | { appended: false; refused: number }
     | { appended: false; limited: true }
-    | { appended: false; changed: true }
+    | { appended: false; notMember: true }
+    | { appended: false; noSet: true }
   > {
     const json = wireJsonAwaitingSeq(message);
     const key = seqKey(message.conversationId);
@@ -252,7 +253,9 @@ export class MessageStore {
         await this.untilMessageWritten(message.id);
         return { appended: true, seq: result.counter ?? 0 };
       }
-      if ('refused' in result || 'limited' in result || 'changed' in result) return result;
+      if ('refused' in result || 'limited' in result || 'notMember' in result || 'noSet' in result) {
+        return result;
+      }
       if ('existing' in result) {
         const [conversationId = '', id = ''] = result.existing.split(':');
         // The first send may still be on its way (a concurrent duplicate, or a retry after it
