@@ -89,7 +89,9 @@ describe(`refresh-token reuse grace (${engineLabel})`, () => {
   it('keeps the successor in the broker only sealed, and never logs it', async () => {
     const fi = await signUp(app.url);
     const { tokens } = await refresh(app, fi.tokens.refreshToken);
-    const stored = await app.services.broker.get(`refresh:successor:${hashRefreshToken(fi.tokens.refreshToken)}`);
+    const stored = await app.services.broker.get(
+      `refresh:successor:${hashRefreshToken(fi.tokens.refreshToken)}`,
+    );
     expect(stored).toEqual(expect.any(String));
     expect(stored).not.toContain(tokens.refreshToken);
     const again = await refresh(other, fi.tokens.refreshToken);
@@ -113,7 +115,11 @@ describe('JWT_REFRESH_REUSE_GRACE', () => {
     expect(loadConfig({ JWT_REFRESH_REUSE_GRACE: '0' }).jwt.refreshReuseGraceMs).toBe(0);
     expect(loadConfig({ JWT_REFRESH_REUSE_GRACE: '2500ms' }).jwt.refreshReuseGraceMs).toBe(2_500);
     expect(loadConfig({ JWT_REFRESH_REUSE_GRACE: '5' }).jwt.refreshReuseGraceMs).toBe(5_000);
-    expect(() => loadConfig({ JWT_REFRESH_REUSE_GRACE: '2m' })).toThrow(/JWT_REFRESH_REUSE_GRACE: must be at most 1m/);
-    expect(() => loadConfig({ JWT_REFRESH_REUSE_GRACE: 'soon' })).toThrow(/JWT_REFRESH_REUSE_GRACE: must be a duration/);
+    expect(() => loadConfig({ JWT_REFRESH_REUSE_GRACE: '2m' })).toThrow(
+      /JWT_REFRESH_REUSE_GRACE: must be at most 1m/,
+    );
+    expect(() => loadConfig({ JWT_REFRESH_REUSE_GRACE: 'soon' })).toThrow(
+      /JWT_REFRESH_REUSE_GRACE: must be a duration/,
+    );
   });
 });

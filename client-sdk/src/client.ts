@@ -151,7 +151,8 @@ export function createParleyClient(options: ParleyClientOptions): ParleyClient {
   });
 
   const overSocket = (op: { type: string }) =>
-    (op.type === 'subscription' && !overSse) || (options.mutationsOverSocket === true && op.type === 'mutation');
+    (op.type === 'subscription' && !overSse) ||
+    (options.mutationsOverSocket === true && op.type === 'mutation');
 
   const socketLink = wsLink<AppRouter>({ client: socket.client, transformer });
   const httpLink = httpBatchLink({

@@ -156,7 +156,10 @@ async function withLease<T>(storage: WebStorage, leaseKey: string, task: () => P
   const owner = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
   const holder = () => {
     try {
-      const lease = JSON.parse(storage.getItem(leaseKey) ?? 'null') as { owner?: unknown; until?: unknown } | null;
+      const lease = JSON.parse(storage.getItem(leaseKey) ?? 'null') as {
+        owner?: unknown;
+        until?: unknown;
+      } | null;
       return lease && typeof lease.until === 'number' && lease.until > Date.now() ? lease.owner : null;
     } catch {
       return null;

@@ -264,7 +264,9 @@ function subjectOf(accessToken: string): string | null {
   try {
     const payload = accessToken.split('.')[1] ?? '';
     const base64 = payload.replace(/-/g, '+').replace(/_/g, '/');
-    const claims = JSON.parse(atob(base64.padEnd(Math.ceil(base64.length / 4) * 4, '='))) as { sub?: unknown };
+    const claims = JSON.parse(atob(base64.padEnd(Math.ceil(base64.length / 4) * 4, '='))) as {
+      sub?: unknown;
+    };
     return typeof claims.sub === 'string' ? claims.sub : null;
   } catch {
     return null;

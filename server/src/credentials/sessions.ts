@@ -116,9 +116,9 @@ export class Sessions {
       .where(eq(sessions.tokenHash, tokenHash));
     if (!seen?.rotatedAt) return null;
     if (!seen.revokedAt) {
-      const successor = await this.successorWithinGrace(refreshToken, tokenHash, seen.rotatedAt);
-      if (successor === 'unknown') return null;
-      if (successor !== null) return { userId: seen.userId, familyId: seen.familyId, again: successor };
+      const found = await this.successorWithinGrace(refreshToken, tokenHash, seen.rotatedAt);
+      if (found === 'unknown') return null;
+      if (found !== 'reuse') return { userId: seen.userId, familyId: seen.familyId, again: found.successor };
     }
     this.log.warn(
       { userId: seen.userId, sessionId: seen.familyId },
@@ -130,7 +130,7 @@ export class Sessions {
 
   /**
    * The successor of `refreshToken`, rotated at `rotatedAt`, when it is presented again within
-   * the grace and that successor is still the family's live token; null when this is reuse;
+   * the grace and that successor is still the family's live token; `reuse` otherwise;
    * `unknown` when it is within the grace but the successor cannot be read (the rotation that
    * made it failed before recording it): then the caller is refused, and nothing revoked.
    */
@@ -138,18 +138,20 @@ export class Sessions {
     refreshToken: string,
     tokenHash: string,
     rotatedAt: Date,
-  ): Promise<string | null | 'unknown'> {
+  ): Promise<{ successor: string } | 'reuse' | 'unknown'> {
     const graceMs = this.config.jwt.refreshReuseGraceMs;
-    if (graceMs <= 0) return null;
+    if (graceMs <= 0) return 'reuse';
     const graceEnds = rotatedAt.getTime() + graceMs;
     const deadline = Math.min(graceEnds, Date.now() + SUCCESSOR_WAIT_MS);
     let sealed = await this.broker.get(successorKey(tokenHash));
     // The rotation may still be under way on another request, between its UPDATE and its write.
     for (let delay = 10; sealed === null && Date.now() < deadline; delay = Math.min(200, delay * 2)) {
-      await new Promise((resolve) => setTimeout(resolve, Math.min(delay, Math.max(1, deadline - Date.now()))));
+      await new Promise((resolve) =>
+        setTimeout(resolve, Math.min(delay, Math.max(1, deadline - Date.now()))),
+      );
       sealed = await this.broker.get(successorKey(tokenHash));
     }
-    if (sealed === null) return Date.now() < graceEnds ? 'unknown' : null;
+    if (sealed === null) return Date.now() < graceEnds ? 'unknown' : 'reuse';
     const successor = openWithRefreshToken(refreshToken, sealed);
     if (successor === null) return 'unknown';
     const [live] = await this.db
@@ -163,7 +165,7 @@ export class Sessions {
           gt(sessions.expiresAt, new Date()),
         ),
       );
-    return live ? successor : null;
+    return live ? { successor } : 'reuse';
   }
 
   async familyOf(userId: string, refreshToken: string): Promise<string | null> {
@@ -301,14 +303,21 @@ export class Sessions {
         .set(key, sealForRefreshToken(replacing, refreshToken), { ttlMs: graceMs })
         .catch((error: unknown) => {
           // The refresh itself succeeded; only a concurrent presentation of `replacing` is refused.
-          this.log.warn({ err: error, userId: user.id, sessionId: familyId }, 'refresh successor not recorded');
+          this.log.warn(
+            { err: error, userId: user.id, sessionId: familyId },
+            'refresh successor not recorded',
+          );
         });
     }
     return this.reissue(user, familyId, refreshToken);
   }
 
   /** Tokens with an existing refresh token of the family and a new access token. */
-  async reissue(user: { id: string; username: string }, familyId: string, refreshToken: string): Promise<Tokens> {
+  async reissue(
+    user: { id: string; username: string },
+    familyId: string,
+    refreshToken: string,
+  ): Promise<Tokens> {
     const accessToken = await signAccessToken(this.config.jwt, user, familyId);
     return { accessToken, refreshToken, expiresIn: this.config.jwt.accessTtlSeconds };
   }

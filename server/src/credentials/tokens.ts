@@ -1,4 +1,11 @@
-import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, webcrypto } from 'node:crypto';
+import {
+  createCipheriv,
+  createDecipheriv,
+  createHash,
+  createHmac,
+  randomBytes,
+  webcrypto,
+} from 'node:crypto';
 import { errors, jwtVerify, SignJWT } from 'jose';
 
 export interface AuthUser {
