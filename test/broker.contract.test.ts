@@ -5,6 +5,7 @@ import { MemoryBroker } from '../server/src/broker/memory.js';
 import { RedisBroker } from '../server/src/broker/redis.js';
 import { type Broker, compareStreamIds, STREAM_ID, type StreamInfo } from '../server/src/broker/types.js';
 import { engines } from './support/env.js';
+import { hasRedisServer, startRedisServer } from './support/redis-server.js';
 
 /**
  * One contract, two engines: everything Parley relies on from the broker behaves the same on
@@ -1114,12 +1115,18 @@ describe('broker contract: MemoryBroker', () => {
   contract(memoryEngine);
 });
 
-const redisUrl = engines.redisUrl;
+// Without TEST_REDIS_URL, a redis-server of this file's own (when the binary is installed), so
+// that the embedded run exercises the Redis engine's scripts as well.
+const local = engines.redisUrl || !hasRedisServer() ? null : await startRedisServer();
+const redisUrl = engines.redisUrl ?? local?.url;
 describe.skipIf(!redisUrl)(
   redisUrl
-    ? 'broker contract: RedisBroker'
-    : 'broker contract: RedisBroker (skipped: TEST_REDIS_URL is not set)',
+    ? `broker contract: RedisBroker${local ? ' (a redis-server of its own)' : ''}`
+    : 'broker contract: RedisBroker (skipped: TEST_REDIS_URL is not set and no redis-server is installed)',
   () => {
+    afterAll(async () => {
+      await local?.stop();
+    });
     contract(redisEngine(redisUrl ?? ''));
   },
 );
