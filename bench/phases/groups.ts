@@ -214,7 +214,7 @@ async function send(
   const cpuAfter = await commandMicros(redis);
   const memoryAtOnce = await usedMemory(redis);
 
-  row.sendMs = summarize(durations);
+  row.sendMs = row.sends > 0 ? summarize(durations) : null;
   row.redisIdleUsPerS = idleRate;
   row.redisUsPerSendRaw = (cpuAfter - cpuBefore) / attempted;
   row.redisUsPerSend = Math.max(0, cpuAfter - cpuBefore - idleRate * windowS) / attempted;
@@ -232,11 +232,12 @@ async function send(
   row.keyBytesPerMessage = ((await keyBytes(redis, `${prefix}*`)) - keysBefore) / row.sends;
 }
 
-const mb = (bytes: number | null) => (bytes === null ? '–' : `${(bytes / 2 ** 20).toFixed(1)} MB`);
+const mb = (bytes: number | null) =>
+  bytes === null ? '–' : `${bytes < 0 ? '−' : '+'}${(Math.abs(bytes) / 2 ** 20).toFixed(1)} MB`;
 
 function describeRow(row: GroupRow): string {
   return (
-    `built ${row.built} of ${row.members} in ${row.buildSeconds?.toFixed(2) ?? '–'} s, Redis +${mb(row.buildRedisBytes)}; ` +
+    `built ${row.built} of ${row.members} in ${row.buildSeconds?.toFixed(2) ?? '–'} s, Redis ${mb(row.buildRedisBytes)}; ` +
     `${row.sends} sends (${row.sendErrors} failed), p50 ${row.sendMs?.p50.toFixed(1) ?? '–'} p99 ${row.sendMs?.p99.toFixed(1) ?? '–'} ms, ` +
     `Redis ${row.redisUsPerSend?.toFixed(0) ?? '–'} µs per send (${row.redisUsPerSendRaw?.toFixed(0) ?? '–'} before subtracting ` +
     `${row.redisIdleUsPerS?.toFixed(0) ?? '–'} µs/s idle), ${row.redisBytesPerMessageAtOnce?.toFixed(0) ?? '–'} bytes per message at once, ` +
