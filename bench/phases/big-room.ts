@@ -2,8 +2,8 @@
  * The big room: N connected subscribers in one room (Parley: members of one group, each with
  * an `events` subscription over its WebSocket; Socket.IO: one room; raw: one channel), one of
  * them sending at a fixed rate. Every delivery's latency is measured, and the server's CPU per
- * delivery. Parley's room is written once its members are connected (`writeRooms` in
- * bench/servers/parley.ts says why).
+ * delivery. Parley's room is made before its members connect, as an application would: past
+ * `PARLEY_LARGE_GROUP` a group makes nobody a contact, so members coming online tell no one.
  */
 import type { ServerName } from '../generator/worker.js';
 import type { Child } from '../lib/children.js';
@@ -38,7 +38,6 @@ export async function benchBigRoom(ctx: PhaseContext, name: ServerName): Promise
       groupSize: size,
       jwtSecret: ctx.jwtSecret,
       server,
-      roomsAfterConnect: true,
     };
     const specs = await adapter.prepare(prepare);
     const connecting = performance.now();
@@ -53,7 +52,6 @@ export async function benchBigRoom(ctx: PhaseContext, name: ServerName): Promise
       );
     }
     const connectSeconds = (performance.now() - connecting) / 1000;
-    await adapter.afterConnect?.(prepare);
     await ctx.waitForQuiet(name);
     ctx.log(`${name}: ${connected} subscribers connected in ${connectSeconds.toFixed(1)} s; warming up`);
     const load = {

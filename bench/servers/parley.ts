@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
 import { v7 as uuidv7 } from 'uuid';
-import { conversations as conversationRows, members, users } from '../../drizzle/schema.js';
+import { users } from '../../drizzle/schema.js';
 import { createApp } from '../../server/src/app.js';
 import { hashPassword } from '../../server/src/credentials/passwords.js';
 import { loadConfig } from '../../server/src/config/index.js';
@@ -88,9 +88,6 @@ async function createUsers(count: number, tag: string, sessions: number) {
   });
 }
 
-/** Conversations `createAccounts` gave ids to, for `writeRooms` to write. */
-const heldRooms: { id: string; name: string; ownerId: string; memberIds: string[] }[] = [];
-
 const profiler = new Session();
 profiler.connect();
 const post = (method: string, params?: object) =>
@@ -137,28 +134,16 @@ serveCalls({
     count,
     groupSize,
     tag,
-    roomsLater,
   }: {
     count: number;
     groupSize: number;
     tag: string;
-    roomsLater?: boolean;
   }) {
     const { conversations } = app.services;
     const accounts = await createUsers(count, tag, count);
     const conversationIds = await inLanes(Math.ceil(count / groupSize), 16, async (g) => {
       const [owner, ...others] = accounts.slice(g * groupSize, (g + 1) * groupSize);
       if (!owner) throw new Error('empty group');
-      if (roomsLater) {
-        const id = uuidv7();
-        heldRooms.push({
-          id,
-          name: `bench ${g}`,
-          ownerId: owner.user.id,
-          memberIds: others.map((m) => m.user.id),
-        });
-        return id;
-      }
       const conversation = await conversations.createGroup(owner.user, {
         name: `bench ${g}`,
         memberIds: others.map((member) => member.user.id),
@@ -172,30 +157,6 @@ serveCalls({
       expiresIn: account.tokens?.expiresIn,
       conversationId: conversationIds[Math.floor(index / groupSize)] ?? '',
     }));
-  },
-  /**
-   * Writes the conversations `createAccounts` held back, once their members are connected, as
-   * `createGroup` writes them but without its system message and without sending every member
-   * the conversation. For rooms of thousands: a user who comes online tells every contact
-   * (the members of their conversations), so connecting the members of a room one by one costs
-   * deliveries in the square of its size; and the announcement of a 5,000-member room alone
-   * would put gigabytes into Redis (the group-size phase measures that).
-   */
-  async writeRooms() {
-    const { db, memberships } = app.services;
-    for (const room of heldRooms.splice(0)) {
-      await db.transaction(async (tx) => {
-        await tx
-          .insert(conversationRows)
-          .values({ id: room.id, type: 'group', name: room.name, createdBy: room.ownerId });
-        const rows = [
-          { conversationId: room.id, userId: room.ownerId, role: 'owner' as const },
-          ...room.memberIds.map((userId) => ({ conversationId: room.id, userId, role: 'member' as const })),
-        ];
-        for (let i = 0; i < rows.length; i += 1000) await tx.insert(members).values(rows.slice(i, i + 1000));
-      });
-      await memberships.refresh(room.id);
-    }
   },
   /** Rows this process's persistence worker has written so far, without asking PostgreSQL. */
   persisted: () => app.worker?.stats.persisted ?? 0,

@@ -49,11 +49,15 @@ export class Memberships {
     });
   }
 
-  /** Call after every committed membership change of the conversation. */
+  /**
+   * Call after every committed membership change of the conversation: the roster is dropped and
+   * filled again at once, so the next send finds it.
+   */
   async refresh(conversationId: string): Promise<void> {
     // The version first: a fill that read the members before the change now fails.
     await this.broker.set(rosterVersionKey(conversationId), randomUUID(), { ttlMs: ROSTER_VERSION_TTL_MS });
     await this.broker.del(rosterKey(conversationId));
+    await this.fillRoster(conversationId);
   }
 
   /** Whether the user is in the live conversation, from the broker's roster. */
