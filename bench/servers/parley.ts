@@ -130,15 +130,7 @@ serveCalls({
    * `auth.register` and `conversation.createGroup`, minus HTTP. With `roomsLater`, the
    * conversations get their ids now and are written by `writeRooms` (see there).
    */
-  async createAccounts({
-    count,
-    groupSize,
-    tag,
-  }: {
-    count: number;
-    groupSize: number;
-    tag: string;
-  }) {
+  async createAccounts({ count, groupSize, tag }: { count: number; groupSize: number; tag: string }) {
     const { conversations } = app.services;
     const accounts = await createUsers(count, tag, count);
     const conversationIds = await inLanes(Math.ceil(count / groupSize), 16, async (g) => {
