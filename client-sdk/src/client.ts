@@ -52,6 +52,8 @@ export interface ParleyClient {
   logout(options?: { everywhere?: boolean }): Promise<void>;
   /** The signed-in user, fetched if not known yet; null when signed out. */
   currentUser(): Promise<Me | null>;
+  /** Calls `handler` on every sign-in, refresh and sign-out; returns a function that stops it. */
+  onAuthChange(handler: (change: AuthChange) => void): () => void;
   /** Stops the event stream and closes the socket. */
   close(): Promise<void>;
 }
@@ -74,6 +76,7 @@ export function createParleyClient(options: ParleyClientOptions): ParleyClient {
   const socketUrl = `${base.replace(/^http/, 'ws')}/ws`;
   const reconnectDelayMs = options.reconnectDelayMs ?? defaultReconnectDelay;
   let user: Me | null = null;
+  const authListeners = new Set<(change: AuthChange) => void>();
 
   // Sign-in calls go without an access token: a stale one must not be mistaken for theirs.
   const anonymous = createTRPCClient<AppRouter>({
@@ -103,6 +106,7 @@ export function createParleyClient(options: ParleyClientOptions): ParleyClient {
           break;
       }
       options.onAuthChange?.(change);
+      for (const listener of [...authListeners]) listener(change);
     },
   });
 
@@ -201,6 +205,10 @@ export function createParleyClient(options: ParleyClientOptions): ParleyClient {
       if (!session.current) return null;
       user = await api.auth.me.query();
       return user;
+    },
+    onAuthChange(handler) {
+      authListeners.add(handler);
+      return () => authListeners.delete(handler);
     },
     async close() {
       events.close();

@@ -1,7 +1,7 @@
 export { createParleyClient, type ParleyClient, type ParleyClientOptions } from './client.js';
 export type { AuthChange } from './session.js';
 export { memoryTokenStorage, type StoredTokens, type TokenStorage } from './storage.js';
-export type { ParleyEvents } from './events.js';
+export type { ParleyEvents, StreamStatus } from './events.js';
 export type { SendRetry } from './links.js';
 export type { WebSocketConstructor } from './socket.js';
 export { errorCode, isNetworkFailure } from './errors.js';
