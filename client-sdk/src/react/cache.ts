@@ -167,18 +167,26 @@ export function syncEventsToCache(options: {
     );
   };
 
+  const knownConversation = (id: string) =>
+    queryClient
+      .getQueriesData<ConversationPages>(conversationLists)
+      .some(([, data]) => data !== undefined && hasConversation(data, id));
+
   const putConversation = (conversation: Conversation) => {
+    if (!knownConversation(conversation.id)) {
+      // Sharing a conversation is what lets us see someone's presence: ask again for what was
+      // fetched before we shared one.
+      for (const member of conversation.members) {
+        if (member.userId !== me())
+          void queryClient.invalidateQueries({ queryKey: trpc.user.byId.queryKey({ id: member.userId }) });
+      }
+    }
     queryClient.setQueriesData<ConversationPages>(conversationLists, (data) =>
       data ? upsertConversation(data, conversation) : data,
     );
     queryClient.setQueryData(conversationKey(conversation.id), conversation);
     refetchIfLoading(conversationLists);
   };
-
-  const knownConversation = (id: string) =>
-    queryClient
-      .getQueriesData<ConversationPages>(conversationLists)
-      .some(([, data]) => data !== undefined && hasConversation(data, id));
 
   const onMessage = (event: ParleyEventOf<'message.created' | 'message.updated'>) => {
     const { message } = event;

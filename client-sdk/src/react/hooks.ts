@@ -22,24 +22,28 @@ export interface AuthState {
   user: Me | null;
 }
 
-/** Who is signed in, following every sign-in and sign-out (also a session that expired). */
+/**
+ * Who is signed in, following every sign-in and sign-out (also a session that expired). The
+ * user is `auth.me` from the query cache, so a profile change written there shows at once.
+ */
 export function useAuth(): AuthState {
   const parley = useParley();
-  const [state, setState] = useState<AuthState>(() =>
+  const trpc = useTRPC();
+  const [signedIn, setSignedIn] = useState<{ status: AuthState['status']; user: Me | null }>(() =>
     parley.user ? { status: 'signedIn', user: parley.user } : { status: 'loading', user: null },
   );
   useEffect(() => {
     let live = true;
     const stop = parley.onAuthChange((change: AuthChange) => {
-      if (change.type === 'signedIn') setState({ status: 'signedIn', user: change.user });
-      if (change.type === 'signedOut') setState({ status: 'signedOut', user: null });
+      if (change.type === 'signedIn') setSignedIn({ status: 'signedIn', user: change.user });
+      if (change.type === 'signedOut') setSignedIn({ status: 'signedOut', user: null });
     });
     parley.currentUser().then(
       (user) => {
-        if (live) setState(user ? { status: 'signedIn', user } : { status: 'signedOut', user: null });
+        if (live) setSignedIn(user ? { status: 'signedIn', user } : { status: 'signedOut', user: null });
       },
       () => {
-        if (live) setState({ status: 'signedOut', user: null });
+        if (live) setSignedIn({ status: 'signedOut', user: null });
       },
     );
     return () => {
@@ -47,7 +51,9 @@ export function useAuth(): AuthState {
       stop();
     };
   }, [parley]);
-  return state;
+  const me = useQuery({ ...trpc.auth.me.queryOptions(), enabled: signedIn.status === 'signedIn' });
+  if (signedIn.status !== 'signedIn') return signedIn;
+  return { status: 'signedIn', user: me.data && me.data.id === signedIn.user?.id ? me.data : signedIn.user };
 }
 
 export type ConnectionStatus = StreamStatus | 'offline';
