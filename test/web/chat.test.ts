@@ -64,4 +64,74 @@ describe('the web app', () => {
     await screenshot(bob.page, 'dm-bob');
     await Promise.all([ann.context.close(), bob.context.close()]);
   });
+
+  it('shows a person who was offline every message sent meanwhile, once and in order', async () => {
+    const ann = await signUp(browser, app.url, 'Ann');
+    const bob = await signUp(browser, app.url, 'Bob');
+    await openDirect(ann, bob);
+    await send(ann, 'before');
+    await openFromList(bob, 'Ann');
+    await expect.poll(() => messageTexts(bob.page)).toEqual(['before']);
+
+    await bob.context.setOffline(true);
+    const banner = bob.page.getByRole('status');
+    await banner.getByText('You are offline').waitFor();
+    const sent = Array.from({ length: 6 }, (_, i) => `while away ${i + 1}`);
+    for (const text of sent) await send(ann, text);
+    await expect.poll(() => messageTexts(ann.page)).toEqual(['before', ...sent]);
+    await screenshot(bob.page, 'offline-banner');
+    console.log('while offline bob sees', await messageTexts(bob.page), await bob.page.locator('[data-connection]').getAttribute('data-connection'));
+
+    await bob.context.setOffline(false);
+    await expect.poll(() => bob.page.locator('[data-connection]').getAttribute('data-connection')).toBe('live');
+    await expect.poll(() => messageTexts(bob.page)).toEqual(['before', ...sent]);
+    await send(bob, 'back');
+    await expect.poll(() => messageTexts(ann.page)).toEqual(['before', ...sent, 'back']);
+    await Promise.all([ann.context.close(), bob.context.close()]);
+  });
+
+  it('runs a group of three: created with two members, roles, a rename and a removal, live for everyone', async () => {
+    const ann = await signUp(browser, app.url, 'Ann');
+    const bob = await signUp(browser, app.url, 'Bob');
+    const cy = await signUp(browser, app.url, 'Cy');
+
+    await ann.page.getByRole('button', { name: 'New group' }).click();
+    await ann.page.getByLabel('Group name').fill('Crew');
+    for (const other of [bob, cy]) {
+      await ann.page.getByLabel('Add people').fill(other.username);
+      await ann.page.getByRole('button', { name: `Add ${other.displayName}` }).click();
+    }
+    await ann.page.getByRole('button', { name: 'Create group' }).click();
+    await ann.page.getByRole('heading', { name: 'Crew' }).waitFor();
+    await send(ann, 'Welcome to the crew');
+
+    await openFromList(bob, 'Crew');
+    await openFromList(cy, 'Crew');
+    for (const person of [bob, cy]) {
+      await expect.poll(() => messageTexts(person.page)).toEqual(['Welcome to the crew']);
+    }
+
+    // The owner makes Bob an admin; Bob, now allowed, renames the group for everyone.
+    await ann.page.getByRole('button', { name: 'Group details' }).click();
+    await ann.page.getByLabel('Role of Bob').selectOption('admin');
+    await bob.page.getByRole('button', { name: 'Group details' }).click();
+    await bob.page.getByLabel('Group name').fill('Crew two');
+    await bob.page.getByRole('button', { name: 'Rename' }).click();
+    for (const person of [ann, bob, cy]) await person.page.getByRole('heading', { name: 'Crew two' }).waitFor();
+
+    // Ann removes Cy: Cy loses the group; the others see the notice and talk on without Cy.
+    await ann.page.getByRole('button', { name: 'Remove Cy' }).click();
+    await cy.page.getByText('This conversation is not yours any more').waitFor();
+    await cy.page
+      .getByRole('navigation', { name: 'Conversations' })
+      .getByRole('button', { name: 'Crew two' })
+      .waitFor({ state: 'detached' });
+    await bob.page.getByRole('log').getByText(`${ann.username} removed ${cy.username}`).waitFor();
+    await bob.page.getByText('2 members', { exact: true }).first().waitFor();
+    await send(bob, 'Just the two of us now');
+    await expect.poll(() => messageTexts(ann.page)).toEqual(['Welcome to the crew', 'Just the two of us now']);
+    await screenshot(ann.page, 'group');
+    expect(await cy.page.getByText('Just the two of us now').count()).toBe(0);
+    await Promise.all([ann.context.close(), bob.context.close(), cy.context.close()]);
+  });
 });

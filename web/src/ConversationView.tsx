@@ -14,14 +14,22 @@ const subscribeVisibility = (listener: () => void) => {
 const isVisible = () => document.visibilityState === 'visible';
 
 export function ConversationView({ id, me, onClose }: { id: string; me: Me; onClose: () => void }) {
-  const conversation = useConversation(id);
+  const { conversation, status } = useConversation(id);
   const { members } = useMembers(conversation);
   const { typing, notifyTyping } = useTyping(id);
   const visible = useSyncExternalStore(subscribeVisibility, isVisible);
   const [details, setDetails] = useState(false);
   useMarkRead(conversation, visible);
 
-  if (!conversation) return <p className="center muted">Loading…</p>;
+  if (!conversation) {
+    return status === 'missing' ? (
+      <p className="center muted" role="alert">
+        This conversation is not yours any more: it was deleted, or you are no longer a member.
+      </p>
+    ) : (
+      <p className="center muted">Loading…</p>
+    );
+  }
   const other = otherMember(conversation, me.id);
   const title = conversationTitle(conversation, me.id);
   const typingNames = typing.map(

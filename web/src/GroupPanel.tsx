@@ -1,6 +1,6 @@
 import { useMembers, useParley } from '@parley/client/react';
 import type { Conversation, Me } from '@parley/client';
-import { type FormEvent, useState } from 'react';
+import { type FormEvent, useEffect, useState } from 'react';
 import { errorText } from './names.js';
 import { PresenceDot } from './PresenceDot.js';
 import { UserSearch } from './UserSearch.js';
@@ -15,6 +15,8 @@ export function GroupPanel({ conversation, me, onLeft }: { conversation: Convers
   const { members, memberCount } = useMembers(conversation);
   const [name, setName] = useState(conversation.name ?? '');
   const [error, setError] = useState<unknown>(null);
+  // A rename by someone else shows in the field too.
+  useEffect(() => setName(conversation.name ?? ''), [conversation.name]);
   const role = members.find((member) => member.userId === me.id)?.role ?? 'member';
   const manages = role !== 'member';
   const id = conversation.id;

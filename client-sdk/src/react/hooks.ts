@@ -122,16 +122,25 @@ export function useConversations() {
   };
 }
 
-/** One conversation: from the list when it is there, otherwise fetched. */
-export function useConversation(id: string | null): Conversation | null {
-  const { conversations } = useConversations();
+/**
+ * One conversation: from the list when it is there, otherwise fetched. `missing` once it is gone
+ * (deleted, or we left or were removed) or was never ours.
+ */
+export function useConversation(id: string | null): {
+  conversation: Conversation | null;
+  status: 'loading' | 'ready' | 'missing';
+} {
+  const { conversations, isLoading } = useConversations();
   const trpc = useTRPC();
   const listed = conversations.find((conversation) => conversation.id === id) ?? null;
   const fetched = useQuery({
     ...trpc.conversation.byId.queryOptions({ id: id ?? '' }),
-    enabled: id !== null && !listed,
+    enabled: id !== null && !isLoading && !listed,
+    retry: false,
   });
-  return listed ?? (id !== null ? (fetched.data ?? null) : null);
+  const conversation = listed ?? (id !== null ? (fetched.data ?? null) : null);
+  if (conversation) return { conversation, status: 'ready' };
+  return { conversation: null, status: id === null || fetched.isError ? 'missing' : 'loading' };
 }
 
 /**
