@@ -161,7 +161,8 @@ for (const [file, original] of outputs) {
           fail(`${relativeFile} imports "${specifier}"`);
         continue;
       }
-      const allowed = dependencies.has(name) || (peers.has(name) && relativeFile.startsWith(`react${path.sep}`));
+      const allowed =
+        dependencies.has(name) || (peers.has(name) && relativeFile.startsWith(`react${path.sep}`));
       if (!allowed) fail(`${relativeFile} imports "${specifier}", which is not a dependency`);
       continue;
     }

@@ -47,7 +47,12 @@ export interface Person {
 let people = 0;
 
 /** A new browser context (its own storage) with the app open and a new account signed in. */
-export async function signUp(browser: Browser, url: string, displayName: string, width = 1100): Promise<Person> {
+export async function signUp(
+  browser: Browser,
+  url: string,
+  displayName: string,
+  width = 1100,
+): Promise<Person> {
   people += 1;
   const username = `${displayName.toLowerCase()}_${people}_${Date.now().toString(36)}`;
   const context = await browser.newContext({ viewport: { width, height: 720 } });

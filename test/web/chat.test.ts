@@ -80,10 +80,16 @@ describe('the web app', () => {
     for (const text of sent) await send(ann, text);
     await expect.poll(() => messageTexts(ann.page)).toEqual(['before', ...sent]);
     await screenshot(bob.page, 'offline-banner');
-    console.log('while offline bob sees', await messageTexts(bob.page), await bob.page.locator('[data-connection]').getAttribute('data-connection'));
+    console.log(
+      'while offline bob sees',
+      await messageTexts(bob.page),
+      await bob.page.locator('[data-connection]').getAttribute('data-connection'),
+    );
 
     await bob.context.setOffline(false);
-    await expect.poll(() => bob.page.locator('[data-connection]').getAttribute('data-connection')).toBe('live');
+    await expect
+      .poll(() => bob.page.locator('[data-connection]').getAttribute('data-connection'))
+      .toBe('live');
     await expect.poll(() => messageTexts(bob.page)).toEqual(['before', ...sent]);
     await send(bob, 'back');
     await expect.poll(() => messageTexts(ann.page)).toEqual(['before', ...sent, 'back']);
@@ -117,7 +123,8 @@ describe('the web app', () => {
     await bob.page.getByRole('button', { name: 'Group details' }).click();
     await bob.page.getByLabel('Group name').fill('Crew two');
     await bob.page.getByRole('button', { name: 'Rename' }).click();
-    for (const person of [ann, bob, cy]) await person.page.getByRole('heading', { name: 'Crew two' }).waitFor();
+    for (const person of [ann, bob, cy])
+      await person.page.getByRole('heading', { name: 'Crew two' }).waitFor();
 
     // Ann removes Cy: Cy loses the group; the others see the notice and talk on without Cy.
     await ann.page.getByRole('button', { name: 'Remove Cy' }).click();
@@ -129,7 +136,9 @@ describe('the web app', () => {
     await bob.page.getByRole('log').getByText(`${ann.username} removed ${cy.username}`).waitFor();
     await bob.page.getByText('2 members', { exact: true }).first().waitFor();
     await send(bob, 'Just the two of us now');
-    await expect.poll(() => messageTexts(ann.page)).toEqual(['Welcome to the crew', 'Just the two of us now']);
+    await expect
+      .poll(() => messageTexts(ann.page))
+      .toEqual(['Welcome to the crew', 'Just the two of us now']);
     await screenshot(ann.page, 'group');
     expect(await cy.page.getByText('Just the two of us now').count()).toBe(0);
     await Promise.all([ann.context.close(), bob.context.close(), cy.context.close()]);

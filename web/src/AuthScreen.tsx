@@ -1,6 +1,6 @@
 import { useParley } from '@parley/client/react';
 import { type FormEvent, useState } from 'react';
-import { errorText } from './names.js';
+import { errorText, field } from './names.js';
 
 export function AuthScreen() {
   const parley = useParley();
@@ -11,7 +11,7 @@ export function AuthScreen() {
   const submit = async (event: FormEvent<HTMLFormElement>) => {
     event.preventDefault();
     const form = new FormData(event.currentTarget);
-    const text = (name: string) => String(form.get(name) ?? '').trim();
+    const text = (name: string) => field(form, name).trim();
     setBusy(true);
     setError(null);
     try {
@@ -20,12 +20,12 @@ export function AuthScreen() {
         await parley.register({
           email: text('email'),
           username: text('username'),
-          password: String(form.get('password') ?? ''),
+          password: field(form, 'password'),
           ...(displayName ? { displayName } : {}),
         });
       } else {
         const login = text('login');
-        const password = String(form.get('password') ?? '');
+        const password = field(form, 'password');
         await parley.login(login.includes('@') ? { email: login, password } : { username: login, password });
       }
     } catch (caught) {
@@ -37,7 +37,10 @@ export function AuthScreen() {
   return (
     <main className="auth">
       <h1>Parley</h1>
-      <form onSubmit={(event) => void submit(event)} aria-label={mode === 'register' ? 'Create account' : 'Sign in'}>
+      <form
+        onSubmit={(event) => void submit(event)}
+        aria-label={mode === 'register' ? 'Create account' : 'Sign in'}
+      >
         {mode === 'register' ? (
           <>
             <label>

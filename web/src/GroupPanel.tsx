@@ -1,6 +1,6 @@
 import { useMembers, useParley } from '@parley/client/react';
 import type { Conversation, Me } from '@parley/client';
-import { type FormEvent, useEffect, useState } from 'react';
+import { type FormEvent, useState } from 'react';
 import { errorText } from './names.js';
 import { PresenceDot } from './PresenceDot.js';
 import { UserSearch } from './UserSearch.js';
@@ -10,13 +10,18 @@ import { UserSearch } from './UserSearch.js';
  * the owner), remove members (admins remove members; the owner anyone), set roles (the owner),
  * leave, delete (the owner). Changes come back through the event stream.
  */
-export function GroupPanel({ conversation, me, onLeft }: { conversation: Conversation; me: Me; onLeft: () => void }) {
+export function GroupPanel({
+  conversation,
+  me,
+  onLeft,
+}: {
+  conversation: Conversation;
+  me: Me;
+  onLeft: () => void;
+}) {
   const parley = useParley();
   const { members, memberCount } = useMembers(conversation);
-  const [name, setName] = useState(conversation.name ?? '');
   const [error, setError] = useState<unknown>(null);
-  // A rename by someone else shows in the field too.
-  useEffect(() => setName(conversation.name ?? ''), [conversation.name]);
   const role = members.find((member) => member.userId === me.id)?.role ?? 'member';
   const manages = role !== 'member';
   const id = conversation.id;
@@ -25,28 +30,22 @@ export function GroupPanel({ conversation, me, onLeft }: { conversation: Convers
     setError(null);
     call.then(then, setError);
   };
-  const rename = (event: FormEvent) => {
-    event.preventDefault();
-    run(parley.api.conversation.rename.mutate({ id, name }));
-  };
 
   return (
     <section className="panel" aria-label="Group details">
       {manages ? (
-        <form onSubmit={rename} className="row">
-          <label className="grow">
-            Group name
-            <input value={name} onChange={(event) => setName(event.target.value)} required maxLength={100} />
-          </label>
-          <button type="submit">Rename</button>
-        </form>
+        // Keyed by the name, so a rename by someone else shows in the field too.
+        <RenameForm
+          key={conversation.name}
+          current={conversation.name ?? ''}
+          onRename={(name) => run(parley.api.conversation.rename.mutate({ id, name }))}
+        />
       ) : null}
       <h3>{memberCount} members</h3>
       <ul className="members" aria-label="Members">
         {members.map((member) => {
           const self = member.userId === me.id;
-          const removable =
-            !self && (role === 'owner' || (role === 'admin' && member.role === 'member'));
+          const removable = !self && (role === 'owner' || (role === 'admin' && member.role === 'member'));
           return (
             <li key={member.userId}>
               <PresenceDot userId={member.userId} />
@@ -119,5 +118,22 @@ export function GroupPanel({ conversation, me, onLeft }: { conversation: Convers
         ) : null}
       </div>
     </section>
+  );
+}
+
+function RenameForm({ current, onRename }: { current: string; onRename: (name: string) => void }) {
+  const [name, setName] = useState(current);
+  const submit = (event: FormEvent) => {
+    event.preventDefault();
+    onRename(name);
+  };
+  return (
+    <form onSubmit={submit} className="row">
+      <label className="grow">
+        Group name
+        <input value={name} onChange={(event) => setName(event.target.value)} required maxLength={100} />
+      </label>
+      <button type="submit">Rename</button>
+    </form>
   );
 }

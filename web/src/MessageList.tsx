@@ -1,7 +1,7 @@
 import { type ChatMessage, useMessages, useParley, useSendMessage } from '@parley/client/react';
 import type { Conversation, Me } from '@parley/client';
 import { type FormEvent, useEffect, useLayoutEffect, useRef, useState } from 'react';
-import { displayName, errorText, shortTime } from './names.js';
+import { displayName, errorText, field, shortTime } from './names.js';
 
 export function MessageList({ conversation, me }: { conversation: Conversation; me: Me }) {
   const { messages, isLoading, hasOlder, isLoadingOlder, loadOlder } = useMessages(conversation.id);
@@ -41,7 +41,9 @@ export function MessageList({ conversation, me }: { conversation: Conversation; 
     return () => observer.disconnect();
   }, [hasOlder, loadOlder]);
 
-  const lastOwn = [...messages].reverse().find((m) => m.senderId === me.id && m.type === 'text' && !m.delivery);
+  const lastOwn = [...messages]
+    .reverse()
+    .find((m) => m.senderId === me.id && m.type === 'text' && !m.delivery);
   const seenBy = lastOwn
     ? conversation.members.filter((member) => member.userId !== me.id && member.lastReadSeq >= lastOwn.seq)
     : [];
@@ -76,7 +78,9 @@ export function MessageList({ conversation, me }: { conversation: Conversation; 
           message={message}
           conversation={conversation}
           me={me}
-          showSender={messages[index - 1]?.senderId !== message.senderId || messages[index - 1]?.type === 'system'}
+          showSender={
+            messages[index - 1]?.senderId !== message.senderId || messages[index - 1]?.type === 'system'
+          }
           onRetry={() => retry(message)}
           seenBy={message === lastOwn ? seenBy.map((member) => member.displayName) : null}
         />
@@ -117,7 +121,7 @@ function MessageItem({ message, conversation, me, showSender, onRetry, seenBy }:
   };
   const save = (event: FormEvent<HTMLFormElement>) => {
     event.preventDefault();
-    const content = String(new FormData(event.currentTarget).get('content') ?? '').trim();
+    const content = field(new FormData(event.currentTarget), 'content').trim();
     if (!content || content === message.content) return setEditing(false);
     parley.api.message.edit.mutate({ id: message.id, content }).then(
       () => setEditing(false),
@@ -160,7 +164,11 @@ function MessageItem({ message, conversation, me, showSender, onRetry, seenBy }:
       {!message.delivery && !message.deletedAt && !editing && (mine || moderator) ? (
         <span className="actions">
           {mine ? (
-            <button type="button" onClick={() => setEditing(true)} aria-label={`Edit message: ${message.content}`}>
+            <button
+              type="button"
+              onClick={() => setEditing(true)}
+              aria-label={`Edit message: ${message.content}`}
+            >
               Edit
             </button>
           ) : null}

@@ -39,5 +39,11 @@ export function errorText(error: unknown): string {
   const fields = Object.entries(data?.zodError?.fieldErrors ?? {});
   const first = fields[0];
   if (first?.[1][0]) return `${first[0]}: ${first[1][0]}`;
-  return error instanceof Error ? error.message : String(error);
+  return error instanceof Error ? error.message : 'Something went wrong';
+}
+
+/** A text field of a submitted form ('' when missing). */
+export function field(form: FormData, name: string): string {
+  const value = form.get(name);
+  return typeof value === 'string' ? value : '';
 }

@@ -198,7 +198,9 @@ export function syncEventsToCache(options: {
       typing.stop(message.conversationId, message.senderId);
       if (!knownConversation(message.conversationId)) {
         // A conversation we have not seen yet (someone opened a direct one with us): fetch it alone.
-        void parley.api.conversation.byId.query({ id: message.conversationId }).then(putConversation, () => {});
+        void parley.api.conversation.byId
+          .query({ id: message.conversationId })
+          .then(putConversation, () => {});
         return;
       }
       const fromOthers = message.senderId !== me() && message.type === 'text';
@@ -222,7 +224,9 @@ export function syncEventsToCache(options: {
       );
     } else {
       updateConversation(message.conversationId, (conversation) =>
-        conversation.lastMessage?.id === message.id ? { ...conversation, lastMessage: message } : conversation,
+        conversation.lastMessage?.id === message.id
+          ? { ...conversation, lastMessage: message }
+          : conversation,
       );
     }
   };
@@ -236,7 +240,9 @@ export function syncEventsToCache(options: {
       data ? mapMessages(data, tombstone) : data,
     );
     updateConversation(conversationId, (conversation) =>
-      conversation.lastMessage ? { ...conversation, lastMessage: tombstone(conversation.lastMessage) } : conversation,
+      conversation.lastMessage
+        ? { ...conversation, lastMessage: tombstone(conversation.lastMessage) }
+        : conversation,
     );
   };
 
@@ -244,16 +250,19 @@ export function syncEventsToCache(options: {
     updateConversation(event.conversationId, (conversation) => ({
       ...conversation,
       members: conversation.members.map((member) =>
-        member.userId === event.userId ? { ...member, lastReadSeq: Math.max(member.lastReadSeq, event.seq) } : member,
+        member.userId === event.userId
+          ? { ...member, lastReadSeq: Math.max(member.lastReadSeq, event.seq) }
+          : member,
       ),
-      unreadCount:
-        event.userId === me() && event.seq >= conversation.lastSeq ? 0 : conversation.unreadCount,
+      unreadCount: event.userId === me() && event.seq >= conversation.lastSeq ? 0 : conversation.unreadCount,
     }));
   };
 
   const onPresence = (event: ParleyEventOf<'presence'>) => {
-    queryClient.setQueryData(trpc.user.byId.queryKey({ id: event.userId }), (user: RouterOutputs['user']['byId'] | undefined) =>
-      user ? { ...user, online: event.online, lastSeenAt: event.lastSeenAt } : user,
+    queryClient.setQueryData(
+      trpc.user.byId.queryKey({ id: event.userId }),
+      (user: RouterOutputs['user']['byId'] | undefined) =>
+        user ? { ...user, online: event.online, lastSeenAt: event.lastSeenAt } : user,
     );
   };
 

@@ -280,7 +280,11 @@ export function useTyping(conversationId: string) {
 export function usePresence(userId: string | null) {
   const trpc = useTRPC();
   const query = useQuery({ ...trpc.user.byId.queryOptions({ id: userId ?? '' }), enabled: userId !== null });
-  return { online: query.data?.online ?? false, lastSeenAt: query.data?.lastSeenAt ?? null, user: query.data };
+  return {
+    online: query.data?.online ?? false,
+    lastSeenAt: query.data?.lastSeenAt ?? null,
+    user: query.data,
+  };
 }
 
 /**

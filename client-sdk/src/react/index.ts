@@ -13,5 +13,11 @@ export {
   useSendMessage,
   useTyping,
 } from './hooks.js';
-export { activityOf, type ChatMessage, isPending, type ParleyQueryProxy, syncEventsToCache } from './cache.js';
+export {
+  activityOf,
+  type ChatMessage,
+  isPending,
+  type ParleyQueryProxy,
+  syncEventsToCache,
+} from './cache.js';
 export { TypingStore } from './typing.js';
