@@ -13,6 +13,8 @@ beforeAll(async () => {
   deployment = await TestDeployment.create();
   app = await deployment.start({
     limits: { loginFailuresPerAccount: 3, loginFailuresPerAddress: 1000, loginDelaySeconds: 60 },
+    // Reuse counts at once here; test/refresh-grace.test.ts covers the reuse grace.
+    jwt: { refreshReuseGraceMs: 0 },
   });
 });
 afterAll(async () => {

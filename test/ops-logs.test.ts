@@ -11,8 +11,9 @@ let app: App;
 
 beforeAll(async () => {
   deployment = await TestDeployment.create();
-  // Everything a level can produce, so a secret hidden in a debug line is caught too.
-  app = await deployment.start({ logLevel: 'trace' });
+  // Everything a level can produce, so a secret hidden in a debug line is caught too. Without
+  // the refresh-token reuse grace, so that the reuse below is one at once.
+  app = await deployment.start({ logLevel: 'trace', jwt: { refreshReuseGraceMs: 0 } });
 });
 afterAll(async () => {
   await deployment?.cleanup();

@@ -27,8 +27,10 @@ let app: App;
 
 beforeAll(async () => {
   deployment = await TestDeployment.create();
-  // Trace level: whatever any layer might log, the secrets checks below see it.
-  app = await deployment.start({ logLevel: 'trace', limits: LIMITS });
+  // Trace level: whatever any layer might log, the secrets checks below see it. Without the
+  // refresh-token reuse grace, so that a second presentation counts as reuse at once
+  // (test/refresh-grace.test.ts covers the grace).
+  app = await deployment.start({ logLevel: 'trace', limits: LIMITS, jwt: { refreshReuseGraceMs: 0 } });
 });
 afterAll(async () => {
   await deployment?.cleanup();

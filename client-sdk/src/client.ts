@@ -1,7 +1,14 @@
-import { createTRPCClient, httpBatchLink, splitLink, wsLink } from '@trpc/client';
+import {
+  createTRPCClient,
+  httpBatchLink,
+  httpSubscriptionLink,
+  splitLink,
+  type TRPCLink,
+  wsLink,
+} from '@trpc/client';
 import superjson from 'superjson';
 import { EventStream, type ParleyEvents } from './events.js';
-import { type SendRetry, sessionLink } from './links.js';
+import { type SendRetry, sendRetryLink, sessionLink } from './links.js';
 import type { AppRouter } from './router.js';
 import { type AuthChange, Session } from './session.js';
 import { Socket, type WebSocketConstructor } from './socket.js';
@@ -21,6 +28,13 @@ export interface ParleyClientOptions {
   WebSocket?: WebSocketConstructor;
   /** Send mutations over the WebSocket too, instead of HTTP (queries always use HTTP). */
   mutationsOverSocket?: boolean;
+  /**
+   * How the event stream travels: over the WebSocket (`'websocket'`, the default) or as
+   * server-sent events (`'sse'`: `GET /trpc/events`, through proxies that do not pass WebSockets).
+   */
+  transport?: 'websocket' | 'sse';
+  /** The EventSource class for `transport: 'sse'`, where the runtime has none (Node: the `eventsource` package). */
+  EventSource?: EventSourceConstructor;
   /** How `message.send` is retried after a network failure. */
   sendRetry?: SendRetry;
   /** Delay before reconnect attempt `attempt` (0 is the first) of the socket and the event stream. */
@@ -58,6 +72,16 @@ export interface ParleyClient {
   close(): Promise<void>;
 }
 
+/** The parts of an `EventSource` class tRPC's `httpSubscriptionLink` uses; the browser's fits. */
+export interface EventSourceConstructor {
+  new (url: string, init?: { withCredentials?: boolean }): object;
+  readonly CONNECTING: number;
+  readonly OPEN: number;
+  readonly CLOSED: number;
+}
+
+type SubscriptionLinkEventSource = NonNullable<Parameters<typeof httpSubscriptionLink>[0]['EventSource']>;
+
 const defaultReconnectDelay = (attempt: number) =>
   attempt === 0 ? 0 : Math.min(15_000, 500 * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2);
 
@@ -75,6 +99,16 @@ export function createParleyClient(options: ParleyClientOptions): ParleyClient {
   const base = options.url.replace(/\/+$/, '');
   const socketUrl = `${base.replace(/^http/, 'ws')}/ws`;
   const reconnectDelayMs = options.reconnectDelayMs ?? defaultReconnectDelay;
+  const overSse = options.transport === 'sse';
+  const EventSourceClass =
+    options.EventSource ?? (globalThis as { EventSource?: EventSourceConstructor }).EventSource;
+  if (overSse && !EventSourceClass) {
+    throw new Error(
+      "transport 'sse' needs an EventSource: pass `EventSource` to createParleyClient where the runtime has none (in Node, the `eventsource` package)",
+    );
+  }
+  /** The token the current server-sent events stream was opened with. */
+  let sseToken: string | null = null;
   let user: Me | null = null;
   const authListeners = new Set<(change: AuthChange) => void>();
 
@@ -97,6 +131,8 @@ export function createParleyClient(options: ParleyClientOptions): ParleyClient {
           break;
         case 'refreshed':
           socket.renew(change.tokens.accessToken);
+          // An EventSource reconnects with the URL it was opened with: move the stream to the new token.
+          if (overSse && sseToken !== null && sseToken !== change.tokens.accessToken) events.restart();
           break;
         case 'signedOut':
           user = null;
@@ -108,6 +144,7 @@ export function createParleyClient(options: ParleyClientOptions): ParleyClient {
       options.onAuthChange?.(change);
       for (const listener of [...authListeners]) listener(change);
     },
+    identify: () => api.auth.me.query(),
   });
 
   const socket = new Socket({
@@ -118,7 +155,30 @@ export function createParleyClient(options: ParleyClientOptions): ParleyClient {
   });
 
   const overSocket = (op: { type: string }) =>
-    op.type === 'subscription' || (options.mutationsOverSocket === true && op.type === 'mutation');
+    (op.type === 'subscription' && !overSse) ||
+    (options.mutationsOverSocket === true && op.type === 'mutation');
+
+  const socketLink = wsLink<AppRouter>({ client: socket.client, transformer });
+  const httpLink = httpBatchLink({
+    url: `${base}/trpc`,
+    transformer,
+    headers: () => {
+      const token = session.accessToken;
+      return token ? { authorization: `Bearer ${token}` } : {};
+    },
+  });
+  const sseLink: TRPCLink<AppRouter> | null = overSse
+    ? httpSubscriptionLink<AppRouter, SubscriptionLinkEventSource>({
+        url: `${base}/trpc`,
+        transformer,
+        EventSource: EventSourceClass as unknown as SubscriptionLinkEventSource,
+        // An EventSource cannot send headers: the token goes in the URL's `connectionParams`.
+        connectionParams: async () => {
+          sseToken = await session.fresh();
+          return sseToken ? { token: sseToken } : {};
+        },
+      })
+    : null;
 
   const api: ParleyApi = createTRPCClient<AppRouter>({
     links: [
@@ -131,25 +191,20 @@ export function createParleyClient(options: ParleyClientOptions): ParleyClient {
           if (ok && overSocket(op)) socket.renew(session.accessToken);
           return ok;
         },
-        sendRetry: {
-          attempts: options.sendRetry?.attempts ?? 5,
-          baseDelayMs: options.sendRetry?.baseDelayMs ?? 250,
-          maxDelayMs: options.sendRetry?.maxDelayMs ?? 5_000,
-        },
         newId: uuid,
       }),
-      splitLink({
-        condition: overSocket,
-        true: wsLink<AppRouter>({ client: socket.client, transformer }),
-        false: httpBatchLink({
-          url: `${base}/trpc`,
-          transformer,
-          headers: () => {
-            const token = session.accessToken;
-            return token ? { authorization: `Bearer ${token}` } : {};
-          },
-        }),
+      sendRetryLink({
+        attempts: options.sendRetry?.attempts ?? 5,
+        baseDelayMs: options.sendRetry?.baseDelayMs ?? 250,
+        maxDelayMs: options.sendRetry?.maxDelayMs ?? 5_000,
       }),
+      sseLink
+        ? splitLink({
+            condition: (op) => op.type === 'subscription',
+            true: sseLink,
+            false: splitLink({ condition: overSocket, true: socketLink, false: httpLink }),
+          })
+        : splitLink({ condition: overSocket, true: socketLink, false: httpLink }),
     ],
   });
 
@@ -158,6 +213,7 @@ export function createParleyClient(options: ParleyClientOptions): ParleyClient {
     signedIn: () => session.current !== null,
     loaded: session.ready,
     recover: async () => {
+      if (overSse) return session.recover(sseToken);
       const ok = await session.recover(socket.token);
       if (ok) socket.renew(session.accessToken);
       return ok;

@@ -251,6 +251,13 @@ export class EventStream implements ParleyEvents {
     this.setStatus('idle');
   }
 
+  /** Opens the subscription again (resuming from the last event), if one is open or wanted. */
+  restart(): void {
+    if (!this.subscription && !this.retryTimer) return;
+    this.pause();
+    this.start();
+  }
+
   /** Forgets the position, for another user's stream. */
   reset(): void {
     this.lastId = undefined;

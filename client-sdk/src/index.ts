@@ -1,6 +1,16 @@
-export { createParleyClient, type ParleyClient, type ParleyClientOptions } from './client.js';
+export {
+  createParleyClient,
+  type EventSourceConstructor,
+  type ParleyClient,
+  type ParleyClientOptions,
+} from './client.js';
 export type { AuthChange } from './session.js';
 export { memoryTokenStorage, type StoredTokens, type TokenStorage } from './storage.js';
+export {
+  localStorageTokenStorage,
+  type LocalStorageTokenStorageOptions,
+  type WebStorage,
+} from './local-storage.js';
 export type { ParleyEvents, StreamStatus } from './events.js';
 export type { SendRetry } from './links.js';
 export type { WebSocketConstructor } from './socket.js';

@@ -1,4 +1,4 @@
-import { type Operation, TRPCClientError, type TRPCLink } from '@trpc/client';
+import { type Operation, retryLink, TRPCClientError, type TRPCLink } from '@trpc/client';
 import { observable } from '@trpc/server/observable';
 import { errorCode, isNetworkFailure } from './errors.js';
 import type { AppRouter } from './router.js';
@@ -19,7 +19,6 @@ export interface SessionLinkOptions {
   recover: (rejected: string | null, op: Operation) => Promise<boolean>;
   /** The token an operation goes out with, to tell a stale token from a refused one. */
   tokenFor: (op: Operation) => string | null;
-  sendRetry: Required<SendRetry>;
   newId: () => string;
 }
 
@@ -30,8 +29,8 @@ const IDEMPOTENT_SENDS = new Set(['message.send']);
 
 /**
  * Makes every call carry a fresh token, retries a call once after a refresh when the server
- * says its token is no longer valid, and gives `message.send` a `clientMessageId` so that it can
- * be repeated after a network failure without posting twice.
+ * says its token is no longer valid, and gives `message.send` a `clientMessageId` so that
+ * `sendRetryLink` can repeat it after a network failure without posting twice.
  */
 export function sessionLink(options: SessionLinkOptions): TRPCLink<AppRouter> {
   return () =>
@@ -39,16 +38,12 @@ export function sessionLink(options: SessionLinkOptions): TRPCLink<AppRouter> {
       // The event stream reconnects and resumes by itself (see events.ts).
       if (op.type === 'subscription') return next(op);
       return observable((observer) => {
-        const idempotent = op.type === 'mutation' && IDEMPOTENT_SENDS.has(op.path);
-        const prepared = idempotent ? withClientMessageId(op, options.newId) : op;
-        let attempt = 0;
+        const prepared = isIdempotentSend(op) ? withClientMessageId(op, options.newId) : op;
         let recovered = false;
         let disposed = false;
         let current: { unsubscribe(): void } | null = null;
-        let timer: ReturnType<typeof setTimeout> | null = null;
 
         const run = () => {
-          attempt += 1;
           options.fresh().then(
             () => {
               if (disposed) return;
@@ -86,28 +81,36 @@ export function sessionLink(options: SessionLinkOptions): TRPCLink<AppRouter> {
             );
             return;
           }
-          if (
-            idempotent &&
-            isNetworkFailure(error) &&
-            attempt < options.sendRetry.attempts &&
-            !op.signal?.aborted
-          ) {
-            const { baseDelayMs, maxDelayMs } = options.sendRetry;
-            const delay = Math.min(maxDelayMs, baseDelayMs * 2 ** (attempt - 1));
-            timer = setTimeout(run, delay / 2 + (Math.random() * delay) / 2);
-            return;
-          }
           observer.error(error);
         };
 
         run();
         return () => {
           disposed = true;
-          if (timer) clearTimeout(timer);
           current?.unsubscribe();
         };
       });
     };
+}
+
+function isIdempotentSend(op: Operation): boolean {
+  return op.type === 'mutation' && IDEMPOTENT_SENDS.has(op.path);
+}
+
+/**
+ * Repeats `message.send` after a network failure (tRPC's `retryLink`), with the
+ * `clientMessageId` `sessionLink` gave it, `attempts` times in all, waiting `baseDelayMs`
+ * (doubling, at most `maxDelayMs`, with jitter) in between. Nothing else is repeated.
+ */
+export function sendRetryLink(retry: Required<SendRetry>): TRPCLink<AppRouter> {
+  return retryLink<AppRouter>({
+    retry: ({ op, error, attempts }) =>
+      isIdempotentSend(op) && isNetworkFailure(error) && attempts < retry.attempts && !op.signal?.aborted,
+    retryDelayMs: (attempts) => {
+      const delay = Math.min(retry.maxDelayMs, retry.baseDelayMs * 2 ** (attempts - 1));
+      return delay / 2 + (Math.random() * delay) / 2;
+    },
+  });
 }
 
 function withClientMessageId(op: Operation, newId: () => string): Operation {

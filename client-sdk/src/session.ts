@@ -20,6 +20,8 @@ export interface SessionOptions {
   /** Exchanges a refresh token for new tokens (`auth.refresh`, sent without an access token). */
   refresh: (refreshToken: string) => Promise<Tokens>;
   onChange: (change: AuthChange) => void;
+  /** The user the current tokens belong to (`auth.me`), for a sign-in made by another client. */
+  identify: () => Promise<Me>;
 }
 
 /** How long to wait before trying again when a scheduled refresh could not reach the server. */
@@ -38,10 +40,18 @@ export class Session {
   /** Bumped on every sign-in and sign-out, so a refresh that ends after one is dropped. */
   private generation = 0;
   private closed = false;
+  private unwatch: (() => void) | null = null;
   readonly ready: Promise<void>;
 
   constructor(private readonly options: SessionOptions) {
-    this.ready = this.load(options.initial);
+    this.ready = this.load(options.initial).then(() => {
+      if (this.closed) return;
+      this.unwatch =
+        options.storage.watch?.(() => {
+          // A failure here (the storage, or `identify` unreachable) leaves this client as it was.
+          this.follow().catch(() => undefined);
+        }) ?? null;
+    });
   }
 
   private async load(initial: Tokens | StoredTokens | undefined): Promise<void> {
@@ -97,31 +107,45 @@ export class Session {
 
   /** One refresh at a time: every caller that arrives meanwhile shares its result. */
   refresh(): Promise<string | null> {
-    this.refreshing ??= this.runRefresh().finally(() => {
+    this.refreshing ??= this.runRefresh(this.tokens).finally(() => {
       this.refreshing = null;
     });
     return this.refreshing;
   }
 
-  private async runRefresh(): Promise<string | null> {
+  /**
+   * Refreshes `requested`, the tokens held when the refresh was asked for; under the storage's
+   * lock, when it has one, so that of the clients sharing it only one refreshes at a time.
+   */
+  private async runRefresh(requested: StoredTokens | null): Promise<string | null> {
+    if (!requested) return null;
+    const storage = this.options.storage;
+    return storage.lock ? storage.lock(() => this.refreshOnce(requested)) : this.refreshOnce(requested);
+  }
+
+  private async refreshOnce(requested: StoredTokens): Promise<string | null> {
     const generation = this.generation;
-    const ours = this.tokens;
-    if (!ours) return null;
     // Another tab or process sharing this storage may have rotated the tokens already; sending our
     // older refresh token would count as reuse and revoke the whole session.
     const stored = await this.options.storage.get();
     if (generation !== this.generation) return this.accessToken;
-    if (stored && stored.refreshToken !== ours.refreshToken && Date.now() < refreshTime(stored)) {
-      this.adopt(stored);
-      this.options.onChange({ type: 'refreshed', tokens: stored });
+    if (stored && stored.refreshToken !== requested.refreshToken && Date.now() < refreshTime(stored)) {
+      this.take(stored);
       return stored.accessToken;
     }
-    const base = stored && stored.refreshToken !== ours.refreshToken ? stored : ours;
+    const base = stored && stored.refreshToken !== requested.refreshToken ? stored : requested;
     let next: Tokens;
     try {
       next = await this.options.refresh(base.refreshToken);
     } catch (error) {
       if (errorCode(error) === 'UNAUTHORIZED' && generation === this.generation) {
+        // Refused, but a client sharing the storage may have moved the session on meanwhile.
+        const latest = await this.options.storage.get();
+        if (generation !== this.generation) return this.accessToken;
+        if (latest && latest.refreshToken !== base.refreshToken) {
+          this.take(latest);
+          return latest.accessToken;
+        }
         await this.signOut('expired');
         return null;
       }
@@ -133,6 +157,44 @@ export class Session {
     this.adopt(tokens);
     this.options.onChange({ type: 'refreshed', tokens });
     return tokens.accessToken;
+  }
+
+  /** Takes tokens another client stored for this session, unless they are already ours. */
+  private take(tokens: StoredTokens): void {
+    if (this.tokens?.refreshToken === tokens.refreshToken) return;
+    this.adopt(tokens);
+    this.options.onChange({ type: 'refreshed', tokens });
+  }
+
+  /**
+   * After another client sharing the storage changed it: follows its refresh, its sign-out, or
+   * its sign-in (as someone else, this client signs out first).
+   */
+  private async follow(): Promise<void> {
+    await this.ready;
+    const generation = this.generation;
+    const stored = (await this.options.storage.get()) ?? null;
+    if (this.closed || generation !== this.generation) return;
+    const ours = this.tokens;
+    if (stored?.refreshToken === ours?.refreshToken) return;
+    if (ours && stored && subjectOf(stored.accessToken) === subjectOf(ours.accessToken)) {
+      this.take(stored);
+      return;
+    }
+    if (ours) {
+      this.generation += 1;
+      this.tokens = null;
+      this.clearTimer();
+      this.options.onChange({ type: 'signedOut', reason: 'logout' });
+    }
+    if (!stored) return;
+    this.generation += 1;
+    const signedIn = this.generation;
+    this.adopt(stored);
+    const user = await this.options.identify();
+    if (signedIn === this.generation && !this.closed) {
+      this.options.onChange({ type: 'signedIn', user, tokens: stored });
+    }
   }
 
   /** The device token to send with the next sign-in, if this device has one. */
@@ -167,6 +229,8 @@ export class Session {
   close(): void {
     this.closed = true;
     this.clearTimer();
+    this.unwatch?.();
+    this.unwatch = null;
   }
 
   private adopt(tokens: StoredTokens): void {
@@ -192,5 +256,19 @@ export class Session {
   private clearTimer(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
+  }
+}
+
+/** The user an access token was issued to (its `sub` claim), read without verifying it. */
+function subjectOf(accessToken: string): string | null {
+  try {
+    const payload = accessToken.split('.')[1] ?? '';
+    const base64 = payload.replace(/-/g, '+').replace(/_/g, '/');
+    const claims = JSON.parse(atob(base64.padEnd(Math.ceil(base64.length / 4) * 4, '='))) as {
+      sub?: unknown;
+    };
+    return typeof claims.sub === 'string' ? claims.sub : null;
+  } catch {
+    return null;
   }
 }

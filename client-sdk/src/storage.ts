@@ -29,6 +29,19 @@ export interface TokenStorage {
    */
   getDeviceToken?(): MaybePromise<string | null | undefined>;
   setDeviceToken?(deviceToken: string): MaybePromise<void>;
+  /**
+   * Runs `task` while no other client sharing this storage runs one. The client refreshes its
+   * tokens inside it, after reading the storage again: when another client refreshed meanwhile,
+   * it takes those tokens instead of refreshing too. Optional: without it, clients sharing the
+   * storage may refresh at the same moment, which the server's reuse grace covers.
+   */
+  lock?<T>(task: () => Promise<T>): Promise<T>;
+  /**
+   * Calls `listener` when another client sharing this storage changed what it holds; returns a
+   * function that stops it. The client then reads the storage and follows: a refresh, a sign-in
+   * or a sign-out made elsewhere. Optional.
+   */
+  watch?(listener: () => void): () => void;
 }
 
 /** The default: tokens live as long as the client object. */

@@ -34,7 +34,9 @@ export function clientAddress(req: IncomingMessage, trustProxy = false): string 
 
 /**
  * One context for HTTP and WebSocket: the bearer token comes from the `Authorization` header,
- * from `connectionParams.token` or from `?token=` on the WebSocket URL.
+ * from `connectionParams.token` (over the WebSocket, and over HTTP for a subscription: an
+ * `EventSource` cannot set headers, so `httpSubscriptionLink` sends them as the
+ * `connectionParams` query parameter) or from `?token=` on the WebSocket URL.
  */
 export async function createContext(
   app: Services,
@@ -42,12 +44,12 @@ export async function createContext(
     req: IncomingMessage;
     /** Over HTTP: the response the call answers into. */
     response?: ServerResponse | null;
-    info: { connectionParams: Record<string, string | undefined> | null };
+    info: { connectionParams: Record<string, string | undefined> | null; type?: string };
   },
   transport: 'http' | 'ws',
   socket: WebSocket | null = null,
 ): Promise<Context> {
-  const token = bearerToken(opts.req, opts.info.connectionParams, transport);
+  const token = bearerToken(opts.req, opts.info, transport);
   // Over HTTP every request carries the token; a WebSocket carries it once.
   const user = token ? await app.auth.authenticate(token, { reuse: transport === 'http' }) : null;
   return {
@@ -72,11 +74,18 @@ function newId(): string {
 
 function bearerToken(
   req: IncomingMessage,
-  connectionParams: Record<string, string | undefined> | null,
+  info: { connectionParams: Record<string, string | undefined> | null; type?: string },
   transport: 'http' | 'ws',
 ): string | null {
   const header = req.headers.authorization;
   if (header?.startsWith('Bearer ')) return header.slice(7).trim() || null;
+  const { connectionParams } = info;
+  // Only a subscription may carry its token in the URL over HTTP: queries and mutations can send
+  // a header, and a URL is kept in more places (history, proxies) than a header is.
+  if (transport === 'http' && info.type === 'subscription') {
+    const fromParams = connectionParams?.token;
+    return typeof fromParams === 'string' && fromParams ? fromParams : null;
+  }
   if (transport === 'ws') {
     const fromParams = connectionParams?.token;
     if (typeof fromParams === 'string' && fromParams) return fromParams;

@@ -69,7 +69,11 @@ export class AuthService {
     const rotated = await this.sessions.rotate(refreshToken);
     const user = rotated ? await this.users.findActive(rotated.userId) : null;
     if (!rotated || !user) throw new Unauthorized('Invalid refresh token');
-    return { tokens: await this.sessions.issue(user, rotated.familyId) };
+    const tokens =
+      rotated.again === null
+        ? await this.sessions.issue(user, rotated.familyId, refreshToken)
+        : await this.sessions.reissue(user, rotated.familyId, rotated.again);
+    return { tokens };
   }
 
   async logout(user: AuthUser, input: Logout): Promise<{ ok: true }> {

@@ -21,6 +21,23 @@ const Duration = z
   })
   .refine((seconds) => seconds >= 1, 'must be at least one second');
 
+/**
+ * A duration that may be zero, in milliseconds: `0`, `500ms`, `10s`, `1m` (a plain number is
+ * seconds, as for `Duration`).
+ */
+const ShortDuration = (maxMs: number, maxText: string) =>
+  z
+    .string()
+    .trim()
+    .regex(/^\d+(ms|s|m)?$/, 'must be a duration such as 0, 500ms, 10s or 1m')
+    .transform((value) => {
+      const match = /^(\d+)(ms|s|m)?$/.exec(value);
+      const amount = Number(match?.[1]);
+      const factor = { ms: 1, s: 1000, m: 60_000 }[match?.[2] ?? 's'] ?? 1000;
+      return amount * factor;
+    })
+    .refine((ms) => ms <= maxMs, `must be at most ${maxText}`);
+
 const Url = (protocols: string[]) =>
   z
     .string()
@@ -101,6 +118,11 @@ export const EnvSchema = z.object({
   ),
   JWT_ACCESS_TTL: z.preprocess(emptyAsUndefined, Duration.default(15 * 60)),
   JWT_REFRESH_TTL: z.preprocess(emptyAsUndefined, Duration.default(7 * 86400)),
+  /**
+   * How long after a refresh token was rotated presenting it again still gets its successor
+   * instead of revoking the session (two tabs sharing one storage refresh together); 0 disables.
+   */
+  JWT_REFRESH_REUSE_GRACE: z.preprocess(emptyAsUndefined, ShortDuration(60_000, '1m').default(10_000)),
   DATA_DIR: z.preprocess(emptyAsUndefined, z.string().default('./data')),
   LOG_LEVEL: z.preprocess(
     emptyAsUndefined,
@@ -255,6 +277,12 @@ export interface Config {
     generated: boolean;
     accessTtlSeconds: number;
     refreshTtlSeconds: number;
+    /**
+     * Within this long after a refresh token was rotated, presenting it again answers with the
+     * same successor refresh token (and a new access token of the session) instead of counting as
+     * reuse; 0: any second presentation is reuse.
+     */
+    refreshReuseGraceMs: number;
     issuer: string;
     audience: string;
   };
@@ -354,6 +382,7 @@ export function loadConfig(
       generated: !env.JWT_SECRET,
       accessTtlSeconds: env.JWT_ACCESS_TTL,
       refreshTtlSeconds: env.JWT_REFRESH_TTL,
+      refreshReuseGraceMs: env.JWT_REFRESH_REUSE_GRACE,
       issuer: 'parley',
       audience: 'parley',
     },

@@ -6,7 +6,14 @@ import type { Config } from '../config/index.js';
 import type { Database } from '../db/index.js';
 import type { Logger } from '../logger.js';
 import type { Tokens } from './schemas.js';
-import { type AuthUser, hashRefreshToken, newRefreshToken, signAccessToken } from './tokens.js';
+import {
+  type AuthUser,
+  hashRefreshToken,
+  newRefreshToken,
+  openWithRefreshToken,
+  sealForRefreshToken,
+  signAccessToken,
+} from './tokens.js';
 
 /** Channel on which revocations travel, so open sockets on every instance lose authority. */
 export const REVOCATIONS_CHANNEL = 'auth:revoked';
@@ -24,6 +31,30 @@ export interface SessionHolder {
   /** When the access token was issued (ms). */
   issuedAt: number;
 }
+
+/**
+ * What `rotate` found: a token rotated just now (`again` null: issue its successor), or one
+ * rotated within the reuse grace, whose successor refresh token is `again`.
+ */
+export interface Rotation {
+  userId: string;
+  familyId: string;
+  again: string | null;
+}
+
+/**
+ * The broker key under which a rotated token's successor is kept for the reuse grace, sealed
+ * with the rotated token (see `sealForRefreshToken`), by the rotated token's hash.
+ */
+function successorKey(tokenHash: string): string {
+  return `refresh:successor:${tokenHash}`;
+}
+
+/**
+ * How long a second presentation waits at most for the successor of a rotation still under way
+ * on another request: the winner writes it right after its conditional UPDATE.
+ */
+const SUCCESSOR_WAIT_MS = 3_000;
 
 /** Sessions checked per broker command by `revokedAmong`. */
 const REVOCATION_CHECK_BATCH = 500;
@@ -53,10 +84,13 @@ export class Sessions {
   }
 
   /**
-   * The conditional UPDATE lets exactly one caller rotate a token; presenting a token that was
-   * already rotated is a replay and revokes the whole family.
+   * The conditional UPDATE lets exactly one caller rotate a token. Presenting a token that was
+   * already rotated is a replay and revokes the whole family, except within the reuse grace
+   * (`jwt.refreshReuseGraceMs`) while its successor is still the family's live token: then the
+   * caller gets that same successor, so two clients sharing one storage (two browser tabs) that
+   * refreshed together end up holding the same session instead of losing it.
    */
-  async rotate(refreshToken: string): Promise<{ userId: string; familyId: string } | null> {
+  async rotate(refreshToken: string): Promise<Rotation | null> {
     const tokenHash = hashRefreshToken(refreshToken);
     const [current] = await this.db
       .update(sessions)
@@ -70,19 +104,68 @@ export class Sessions {
         ),
       )
       .returning({ userId: sessions.userId, familyId: sessions.familyId });
-    if (current) return current;
+    if (current) return { ...current, again: null };
     const [seen] = await this.db
-      .select({ familyId: sessions.familyId, userId: sessions.userId, rotatedAt: sessions.rotatedAt })
+      .select({
+        familyId: sessions.familyId,
+        userId: sessions.userId,
+        rotatedAt: sessions.rotatedAt,
+        revokedAt: sessions.revokedAt,
+      })
       .from(sessions)
       .where(eq(sessions.tokenHash, tokenHash));
-    if (seen?.rotatedAt) {
-      this.log.warn(
-        { userId: seen.userId, sessionId: seen.familyId },
-        'rotated refresh token reused; session family revoked',
-      );
-      await this.revokeFamily(seen.userId, seen.familyId);
+    if (!seen?.rotatedAt) return null;
+    if (!seen.revokedAt) {
+      const found = await this.successorWithinGrace(refreshToken, tokenHash, seen.rotatedAt);
+      if (found === 'unknown') return null;
+      if (found !== 'reuse') return { userId: seen.userId, familyId: seen.familyId, again: found.successor };
     }
+    this.log.warn(
+      { userId: seen.userId, sessionId: seen.familyId },
+      'rotated refresh token reused; session family revoked',
+    );
+    await this.revokeFamily(seen.userId, seen.familyId);
     return null;
+  }
+
+  /**
+   * The successor of `refreshToken`, rotated at `rotatedAt`, when it is presented again within
+   * the grace and that successor is still the family's live token; `reuse` otherwise;
+   * `unknown` when it is within the grace but the successor cannot be read (the rotation that
+   * made it failed before recording it): then the caller is refused, and nothing revoked.
+   */
+  private async successorWithinGrace(
+    refreshToken: string,
+    tokenHash: string,
+    rotatedAt: Date,
+  ): Promise<{ successor: string } | 'reuse' | 'unknown'> {
+    const graceMs = this.config.jwt.refreshReuseGraceMs;
+    if (graceMs <= 0) return 'reuse';
+    const graceEnds = rotatedAt.getTime() + graceMs;
+    const deadline = Math.min(graceEnds, Date.now() + SUCCESSOR_WAIT_MS);
+    let sealed = await this.broker.get(successorKey(tokenHash));
+    // The rotation may still be under way on another request, between its UPDATE and its write.
+    for (let delay = 10; sealed === null && Date.now() < deadline; delay = Math.min(200, delay * 2)) {
+      await new Promise((resolve) =>
+        setTimeout(resolve, Math.min(delay, Math.max(1, deadline - Date.now()))),
+      );
+      sealed = await this.broker.get(successorKey(tokenHash));
+    }
+    if (sealed === null) return Date.now() < graceEnds ? 'unknown' : 'reuse';
+    const successor = openWithRefreshToken(refreshToken, sealed);
+    if (successor === null) return 'unknown';
+    const [live] = await this.db
+      .select({ id: sessions.id })
+      .from(sessions)
+      .where(
+        and(
+          eq(sessions.tokenHash, hashRefreshToken(successor)),
+          isNull(sessions.rotatedAt),
+          isNull(sessions.revokedAt),
+          gt(sessions.expiresAt, new Date()),
+        ),
+      );
+    return live ? { successor } : 'reuse';
   }
 
   async familyOf(userId: string, refreshToken: string): Promise<string | null> {
@@ -199,7 +282,12 @@ export class Sessions {
     });
   }
 
-  async issue(user: { id: string; username: string }, familyId: string): Promise<Tokens> {
+  /**
+   * New tokens for the family. With `replacing` (the refresh token just rotated), the new
+   * refresh token is also kept for the reuse grace, sealed with the one it replaces, so that a
+   * second presentation of that one gets it too (see `rotate`).
+   */
+  async issue(user: { id: string; username: string }, familyId: string, replacing?: string): Promise<Tokens> {
     const refreshToken = newRefreshToken();
     await this.db.insert(sessions).values({
       id: randomUUID(),
@@ -208,6 +296,28 @@ export class Sessions {
       tokenHash: hashRefreshToken(refreshToken),
       expiresAt: new Date(Date.now() + this.config.jwt.refreshTtlSeconds * 1000),
     });
+    const graceMs = this.config.jwt.refreshReuseGraceMs;
+    if (replacing !== undefined && graceMs > 0) {
+      const key = successorKey(hashRefreshToken(replacing));
+      await this.broker
+        .set(key, sealForRefreshToken(replacing, refreshToken), { ttlMs: graceMs })
+        .catch((error: unknown) => {
+          // The refresh itself succeeded; only a concurrent presentation of `replacing` is refused.
+          this.log.warn(
+            { err: error, userId: user.id, sessionId: familyId },
+            'refresh successor not recorded',
+          );
+        });
+    }
+    return this.reissue(user, familyId, refreshToken);
+  }
+
+  /** Tokens with an existing refresh token of the family and a new access token. */
+  async reissue(
+    user: { id: string; username: string },
+    familyId: string,
+    refreshToken: string,
+  ): Promise<Tokens> {
     const accessToken = await signAccessToken(this.config.jwt, user, familyId);
     return { accessToken, refreshToken, expiresIn: this.config.jwt.accessTtlSeconds };
   }

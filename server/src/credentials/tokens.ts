@@ -1,4 +1,11 @@
-import { createHash, randomBytes, webcrypto } from 'node:crypto';
+import {
+  createCipheriv,
+  createDecipheriv,
+  createHash,
+  createHmac,
+  randomBytes,
+  webcrypto,
+} from 'node:crypto';
 import { errors, jwtVerify, SignJWT } from 'jose';
 
 export interface AuthUser {
@@ -85,4 +92,34 @@ export function newRefreshToken(): string {
 
 export function hashRefreshToken(token: string): string {
   return createHash('sha256').update(token).digest('base64url');
+}
+
+/**
+ * The key that seals what only the holder of `refreshToken` may read back: derived from the
+ * token itself, which the server never stores, so a sealed value is worthless to whoever reads
+ * the broker without the token.
+ */
+function sealingKey(refreshToken: string): Buffer {
+  return createHmac('sha256', refreshToken).update('parley refresh successor').digest();
+}
+
+/** Encrypts `text` (AES-256-GCM) so that only `refreshToken` opens it. */
+export function sealForRefreshToken(refreshToken: string, text: string): string {
+  const iv = randomBytes(12);
+  const cipher = createCipheriv('aes-256-gcm', sealingKey(refreshToken), iv);
+  const body = Buffer.concat([cipher.update(text, 'utf8'), cipher.final()]);
+  return Buffer.concat([iv, cipher.getAuthTag(), body]).toString('base64url');
+}
+
+/** What `sealForRefreshToken` sealed, or null when `refreshToken` does not open it. */
+export function openWithRefreshToken(refreshToken: string, sealed: string): string | null {
+  const bytes = Buffer.from(sealed, 'base64url');
+  if (bytes.length < 28) return null;
+  try {
+    const decipher = createDecipheriv('aes-256-gcm', sealingKey(refreshToken), bytes.subarray(0, 12));
+    decipher.setAuthTag(bytes.subarray(12, 28));
+    return Buffer.concat([decipher.update(bytes.subarray(28)), decipher.final()]).toString('utf8');
+  } catch {
+    return null;
+  }
 }
