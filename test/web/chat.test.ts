@@ -1,7 +1,9 @@
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../../server/src/app.js';
+import type { ParleyClient } from '../../client-sdk/src/index.js';
 import { TestDeployment } from '../support/env.js';
+import { sdkUser } from '../support/sdk.js';
 import {
   launchChromium,
   messageTexts,
@@ -27,7 +29,10 @@ beforeAll(async () => {
   browser = await launchChromium();
 });
 
+const sdkClients: ParleyClient[] = [];
+
 afterAll(async () => {
+  await Promise.all(sdkClients.map((client) => client.close()));
   await browser?.close();
   await deployment?.cleanup();
 });
@@ -142,5 +147,50 @@ describe('the web app', () => {
     await screenshot(ann.page, 'group');
     expect(await cy.page.getByText('Just the two of us now').count()).toBe(0);
     await Promise.all([ann.context.close(), bob.context.close(), cy.context.close()]);
+  });
+
+  it('pages back through a long history at phone width, and shows edits and deletions to the other side', async () => {
+    // Seventy messages from someone using the SDK, then the app on a phone-sized screen.
+    const dee = await sdkUser(app, sdkClients);
+    await dee.api.user.update.mutate({ displayName: 'Dee' });
+    const eve = await signUp(browser, app.url, 'Eve', 390);
+    const found = await dee.api.user.list.query({ query: eve.username });
+    const eveId = found.items[0]?.id;
+    if (!eveId) throw new Error('Eve not found');
+    const room = await dee.api.conversation.openDirect.mutate({ userId: eveId });
+    for (let i = 1; i <= 70; i += 1) {
+      await dee.api.message.send.mutate({ conversationId: room.id, content: `history ${i}` });
+    }
+    await openFromList(eve, 'Dee');
+    const log = eve.page.getByRole('log', { name: 'Messages' });
+    // The newest page first; scrolling to the top brings the older ones, in order, without repeats.
+    await log.getByText('history 70', { exact: true }).waitFor();
+    expect(await log.getByText('history 1', { exact: true }).count()).toBe(0);
+    await expect
+      .poll(
+        async () => {
+          await log.evaluate((element) => {
+            (element as unknown as { scrollTop: number }).scrollTop = 0;
+          });
+          return messageTexts(eve.page);
+        },
+        { timeout: 20_000 },
+      )
+      .toEqual(Array.from({ length: 70 }, (_, i) => `history ${i + 1}`));
+    await log.getByText('Beginning of the conversation').waitFor();
+
+    // Dee edits one message and deletes another: Eve sees the new text and a tombstone.
+    const page = await dee.api.message.list.query({ conversationId: room.id, limit: 2 });
+    const [latest, before] = page.items;
+    if (!latest || !before) throw new Error('expected two messages');
+    await dee.api.message.edit.mutate({ id: latest.id, content: 'history 70, corrected' });
+    await dee.api.message.delete.mutate({ id: before.id });
+    await log.getByText('history 70, corrected').waitFor();
+    await log.getByText('This message was deleted').waitFor();
+    expect(await log.getByText('history 69', { exact: true }).count()).toBe(0);
+    await send(eve, 'Got it all');
+    await log.getByText('Got it all').waitFor();
+    await screenshot(eve.page, 'phone');
+    await eve.context.close();
   });
 });

@@ -39,17 +39,22 @@ afterAll(async () => {
 /** Records, inside the page, every refresh token the shared storage holds from now on. */
 async function recordRefreshTokens(page: Page): Promise<void> {
   await page.evaluate(() => {
+    // Runs in the page (this file is compiled without the DOM's types).
+    const page = globalThis as unknown as {
+      seenRefreshTokens: Set<string>;
+      localStorage: { getItem(key: string): string | null };
+    };
     const seen = new Set<string>();
-    (window as unknown as { seenRefreshTokens: Set<string> }).seenRefreshTokens = seen;
+    page.seenRefreshTokens = seen;
     setInterval(() => {
-      const text = localStorage.getItem('parley.session');
+      const text = page.localStorage.getItem('parley.session');
       if (text) seen.add((JSON.parse(text) as { refreshToken: string }).refreshToken);
     }, 100);
   });
 }
 
 const refreshTokensSeen = (page: Page) =>
-  page.evaluate(() => (window as unknown as { seenRefreshTokens: Set<string> }).seenRefreshTokens.size);
+  page.evaluate(() => (globalThis as unknown as { seenRefreshTokens: Set<string> }).seenRefreshTokens.size);
 
 it('keeps one person signed in and live in two tabs through several token refreshes and a reload', async () => {
   const ann = await signUp(browser, app.url, 'Ann');
