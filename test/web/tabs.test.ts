@@ -102,5 +102,10 @@ it('keeps one person signed in and live in two tabs through several token refres
     expect(await page.getByRole('button', { name: 'Sign in' }).count()).toBe(0);
   }
   await screenshot(second, 'two-tabs');
+
+  // Signing out in one tab signs out the other too: they share one session.
+  await second.getByRole('button', { name: 'Profile' }).click();
+  await second.getByRole('button', { name: 'Sign out', exact: true }).click();
+  for (const page of [second, ann.page]) await page.getByRole('button', { name: 'Sign in' }).waitFor();
   await Promise.all([ann.context.close(), bob.context.close()]);
 });
