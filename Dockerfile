@@ -27,9 +27,9 @@ COPY package.json package-lock.json ./
 COPY server/package.json server/package.json
 COPY client-sdk/package.json client-sdk/package.json
 COPY web/package.json web/package.json
-# The postinstall step patches the PostgreSQL driver (see scripts/patch-postgres.mjs); the
-# workspaces' build steps find no TypeScript and leave the building to stage 1.
-COPY scripts ./scripts
+# The postinstall step applies patches/ with patch-package (a production dependency for that
+# reason); the workspaces' build steps find no TypeScript and leave the building to stage 1.
+COPY patches ./patches
 COPY server/scripts server/scripts
 COPY client-sdk/scripts client-sdk/scripts
 COPY web/scripts web/scripts

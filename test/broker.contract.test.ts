@@ -5,6 +5,7 @@ import { MemoryBroker } from '../server/src/broker/memory.js';
 import { RedisBroker } from '../server/src/broker/redis.js';
 import { type Broker, compareStreamIds, STREAM_ID, type StreamInfo } from '../server/src/broker/types.js';
 import { engines } from './support/env.js';
+import { hasRedisServer, startRedisServer } from './support/redis-server.js';
 
 /**
  * One contract, two engines: everything Parley relies on from the broker behaves the same on
@@ -378,29 +379,52 @@ function contract(engine: Engine) {
       expect((await broker.streamInfo(stream)).length).toBe(2);
     });
 
-    it('append with `requireValue` writes nothing unless the key holds exactly that value', async () => {
+    it('append with `requireMember` writes nothing unless the set holds the member', async () => {
       const stream = fresh('stream');
-      const key = fresh('roster');
+      const roster = fresh('roster');
+      const version = fresh('version');
       const limit = fresh('limit');
-      const options = (value: string) => ({
-        requireValue: { key, value },
+      const options = (member: string) => ({
+        requireMember: { key: roster, member },
         limit: { key: limit, max: 10, ttlMs: 60_000 },
       });
-      // Missing, or another value: refused before anything is counted or written.
-      expect(await broker.append(stream, { m: '1' }, options('a'))).toEqual({
+      // No set: refused before anything is counted or written.
+      expect(await broker.append(stream, { m: '1' }, options('al'))).toEqual({
         appended: false,
-        changed: true,
+        noSet: true,
       });
-      await broker.set(key, 'b', { ttlMs: 60_000 });
-      expect(await broker.append(stream, { m: '2' }, options('a'))).toEqual({
+      expect(await broker.fillSet(roster, ['al', 'bo'], 60_000, { key: version, value: null })).toBe(true);
+      expect(await broker.append(stream, { m: '2' }, options('cy'))).toEqual({
         appended: false,
-        changed: true,
+        notMember: true,
       });
       expect(await broker.get(limit)).toBeNull();
       expect((await broker.streamInfo(stream)).length).toBe(0);
-      expect(await broker.append(stream, { m: '3' }, options('b'))).toMatchObject({ appended: true });
+      expect(await broker.append(stream, { m: '3' }, options('bo'))).toMatchObject({ appended: true });
       expect(await broker.get(limit)).toBe('1');
       expect((await broker.rangeAfter(stream, '0-0', 10)).map((entry) => entry.fields.m)).toEqual(['3']);
+    });
+
+    it('fills a set only while it is missing and its guard still holds the value read before', async () => {
+      const roster = fresh('roster');
+      const version = fresh('version');
+      expect(await broker.isMember(roster, 'al')).toBeNull();
+      expect(await broker.setSize(roster)).toBeNull();
+      // The guard changed since the fill read it: nothing lands.
+      await broker.set(version, 'v2', { ttlMs: 60_000 });
+      expect(await broker.fillSet(roster, ['al'], 60_000, { key: version, value: null })).toBe(false);
+      expect(await broker.fillSet(roster, ['al'], 60_000, { key: version, value: 'v1' })).toBe(false);
+      expect(await broker.isMember(roster, 'al')).toBeNull();
+      const many = Array.from({ length: 12_000 }, (_, i) => `user-${i}`);
+      expect(await broker.fillSet(roster, many, 60_000, { key: version, value: 'v2' })).toBe(true);
+      expect(await broker.setSize(roster)).toBe(12_000);
+      expect(await broker.isMember(roster, 'user-11999')).toBe(true);
+      expect(await broker.isMember(roster, 'al')).toBe(false);
+      // A set that exists is never overwritten by a fill.
+      expect(await broker.fillSet(roster, ['al'], 60_000, { key: version, value: 'v2' })).toBe(false);
+      expect(await broker.isMember(roster, 'al')).toBe(false);
+      await broker.del(roster);
+      expect(await broker.isMember(roster, 'user-1')).toBeNull();
     });
 
     it('append with `fanOut` writes the event to every target and publishes it in the same step, or not at all', async () => {
@@ -421,7 +445,7 @@ function contract(engine: Engine) {
           streams: logs,
           fields: { e: `{"seq":${slot},"text":"${slot} stays"}` },
           maxLen: 100,
-          publish: { channel, message: `["u"]\n{"seq":${slot}}` },
+          publish: { channels: [channel], message: `{"seq":${slot}}` },
         },
       });
       // No counter: nothing is appended, so no event either.
@@ -436,7 +460,7 @@ function contract(engine: Engine) {
       const [entry] = await broker.rangeAfter(logs[0] ?? '', '0-0', 10);
       expect(entry?.fields).toEqual({ e: '{"seq":7,"text":"\u0000n\u0000 stays"}' });
       for (const log of logs) expect(await broker.rangeAfter(log, '0-0', 10)).toEqual([entry]);
-      expect(await box.waitFor(1)).toEqual([`${entry?.id}\n["u"]\n{"seq":7}`]);
+      expect(await box.waitFor(1)).toEqual([`${entry?.id}\n{"seq":7}`]);
       // A held claim: nothing appended, no event written or published.
       expect(await broker.append(stream, { m: slot }, options('second'))).toEqual({
         appended: false,
@@ -547,7 +571,7 @@ function contract(engine: Engine) {
         { e: 'payload' },
         {
           maxLen: 100,
-          publish: { channel, message: 'hello\nworld' },
+          publish: { channels: [channel], message: 'hello\nworld' },
         },
       );
       expect(id).toMatch(STREAM_ID);
@@ -563,7 +587,7 @@ function contract(engine: Engine) {
         { e: 'm' },
         {
           maxLen: 100,
-          publish: { channel, message: 'marker' },
+          publish: { channels: [channel], message: 'marker' },
         },
       );
       expect(await box.waitFor(2)).toEqual([`${id}\nhello\nworld`, `${marker}\nmarker`]);
@@ -1091,12 +1115,18 @@ describe('broker contract: MemoryBroker', () => {
   contract(memoryEngine);
 });
 
-const redisUrl = engines.redisUrl;
+// Without TEST_REDIS_URL, a redis-server of this file's own (when the binary is installed), so
+// that the embedded run exercises the Redis engine's scripts as well.
+const local = engines.redisUrl || !hasRedisServer() ? null : await startRedisServer();
+const redisUrl = engines.redisUrl ?? local?.url;
 describe.skipIf(!redisUrl)(
   redisUrl
-    ? 'broker contract: RedisBroker'
-    : 'broker contract: RedisBroker (skipped: TEST_REDIS_URL is not set)',
+    ? `broker contract: RedisBroker${local ? ' (a redis-server of its own)' : ''}`
+    : 'broker contract: RedisBroker (skipped: TEST_REDIS_URL is not set and no redis-server is installed)',
   () => {
+    afterAll(async () => {
+      await local?.stop();
+    });
     contract(redisEngine(redisUrl ?? ''));
   },
 );

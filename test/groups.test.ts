@@ -56,21 +56,27 @@ describe(`group changes (${engineLabel})`, () => {
       memberIds: [bo.user.id, cy.user.id],
     });
     const taps = await Promise.all([owner, bo, cy].map((u) => tap(u, app, u.user.id)));
+    const first = newcomers[0];
+    if (!first) throw new Error('users missing');
+    const newcomerTap = await tap(first, app, first.user.id);
     const ids = newcomers.map((u) => u.user.id);
     await owner.api.conversation.addMembers.mutate({ id: group.id, userIds: ids });
-    await sentinel(owner, group.id, taps, 'after the five');
-    for (const events of taps) {
+    await sentinel(owner, group.id, [...taps, newcomerTap], 'after the five');
+    for (const events of [...taps, newcomerTap]) {
       expect(events.of('member.joined')).toEqual([
         { type: 'member.joined', conversationId: group.id, userIds: ids, by: owner.user.id },
       ]);
       expect(systemMessages(events).map((e) => e.message.content)).toEqual([
         `${owner.user.username} added 5 people`,
       ]);
-      // The conversation once per member, with everyone in it.
-      const upserts = events.of('conversation.upserted');
-      expect(upserts).toHaveLength(1);
-      expect(upserts[0]?.conversation.members).toHaveLength(8);
     }
+    // Those already in get only the change; a newcomer gets the conversation once, with everyone.
+    for (const events of taps) expect(events.of('conversation.upserted')).toEqual([]);
+    const upserts = newcomerTap.of('conversation.upserted');
+    expect(upserts).toHaveLength(1);
+    expect(upserts[0]?.conversation.members).toHaveLength(8);
+    expect(upserts[0]?.conversation.memberCount).toBe(8);
+    await newcomerTap.stop();
     // A few names are spelled out.
     const [dd, ee] = await users(2);
     if (!dd || !ee) throw new Error('users missing');
@@ -83,7 +89,7 @@ describe(`group changes (${engineLabel})`, () => {
     await Promise.all(taps.map((events) => events.stop()));
   });
 
-  it('a rename sends each member one conversation update, with their own unread count, and one system message', async () => {
+  it('a rename sends each member the same conversation.updated and one system message; unread counts stay their own', async () => {
     const [owner, bo, cy, dd] = await users(4);
     if (!owner || !bo || !cy || !dd) throw new Error('users missing');
     const group = await owner.api.conversation.createGroup.mutate({
@@ -98,19 +104,26 @@ describe(`group changes (${engineLabel})`, () => {
     const everyone = [owner, bo, cy, dd];
     const taps = await Promise.all(everyone.map((u) => tap(u, app, u.user.id)));
     await owner.api.conversation.rename.mutate({ id: group.id, name: 'After' });
-    for (const [i, events] of taps.entries()) {
-      await events.until(() => events.of('conversation.upserted').length > 0);
-      const own = await everyone[i]?.api.conversation.byId.query({ id: group.id });
-      expect(events.of('conversation.upserted')[0]?.conversation.unreadCount).toBe(own?.unreadCount);
-    }
-    expect(
-      new Set(taps.map((events) => events.of('conversation.upserted')[0]?.conversation.unreadCount)).size,
-    ).toBe(4);
     await sentinel(owner, group.id, taps, 'after the rename');
     for (const events of taps) {
-      expect(events.of('conversation.upserted').map((e) => e.conversation.name)).toEqual(['After']);
+      expect(events.of('conversation.updated')).toMatchObject([
+        {
+          type: 'conversation.updated',
+          conversationId: group.id,
+          name: 'After',
+          memberCount: 4,
+          by: owner.user.id,
+        },
+      ]);
+      expect(events.of('conversation.updated')).toHaveLength(1);
+      expect(events.of('conversation.updated')[0]?.updatedAt).toBeInstanceOf(Date);
+      expect(events.of('conversation.upserted')).toEqual([]);
       expect(systemMessages(events)).toHaveLength(1);
     }
+    const counts = await Promise.all(
+      everyone.map(async (u) => (await u.api.conversation.byId.query({ id: group.id })).unreadCount),
+    );
+    expect(new Set(counts).size).toBe(4);
     await Promise.all(taps.map((events) => events.stop()));
   });
 

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../server/src/app.js';
 import type { Message } from '../server/src/contracts/schemas.js';
 import { clientIdKey, type WireMessage } from '../server/src/messages/store.js';
-import { DEAD_LETTER_STREAM, MESSAGES_STREAM, PERSIST_GROUP } from '../server/src/contracts/streams.js';
+import { DEAD_LETTER_STREAM, MESSAGES_STREAM, PERSIST_GROUP } from '../server/src/contracts/keys.js';
 import { signUp } from './support/client.js';
 import { TestDeployment, engineLabel } from './support/env.js';
 import { expectCode } from './support/errors.js';

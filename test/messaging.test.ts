@@ -7,7 +7,7 @@ import WebSocket from 'ws';
 import type { App } from '../server/src/app.js';
 import type { AppRouter } from '../server/src/routers/_app.js';
 import { clientIdKey, pendingKey } from '../server/src/messages/store.js';
-import { DEAD_LETTER_STREAM, MESSAGES_STREAM, PERSIST_GROUP } from '../server/src/contracts/streams.js';
+import { DEAD_LETTER_STREAM, MESSAGES_STREAM, PERSIST_GROUP } from '../server/src/contracts/keys.js';
 import { PersistenceWorker } from '../server/src/worker/persist.js';
 import { connect, signUp, wsUrl } from './support/client.js';
 import { TestDeployment, engineLabel, onRealEngines } from './support/env.js';

@@ -1,8 +1,8 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from './support/client.js';
 import { TestDeployment, engineLabel, engines } from './support/env.js';
+import { TcpProxy } from './support/proxy.js';
 
 const hasRedisServer = spawnSync('redis-server', ['--version']).status === 0;
 
@@ -20,14 +20,18 @@ async function readyz(url: string): Promise<{ status: number; body: string }> {
   return { status: response.status, body: await response.text() };
 }
 
-/** Polls `/readyz` until it answers `status`, for up to `ms`. */
-async function readyzBecomes(url: string, status: number, ms = 15_000) {
-  const deadline = Date.now() + ms;
+/** Asks `/readyz` until it answers `status` (for up to 15 s), and returns that answer. */
+async function readyzBecomes(url: string, status: number) {
   let last = await readyz(url);
-  while (last.status !== status && Date.now() < deadline) {
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    last = await readyz(url);
-  }
+  await expect
+    .poll(
+      async () => {
+        last = await readyz(url);
+        return last.status;
+      },
+      { timeout: 15_000, interval: 100 },
+    )
+    .toBe(status);
   return last;
 }
 
@@ -83,45 +87,6 @@ class OwnRedis {
   }
 }
 
-/**
- * A TCP relay in front of the real PostgreSQL: `cut` drops every connection and refuses new
- * ones, as a dead or unreachable server would; `restore` listens again on the same port.
- */
-class Relay {
-  private server: net.Server | null = null;
-  private readonly sockets = new Set<net.Socket>();
-  port = 0;
-  constructor(
-    private readonly targetHost: string,
-    private readonly targetPort: number,
-  ) {}
-
-  async listen(): Promise<void> {
-    const server = net.createServer((client) => {
-      const upstream = net.connect(this.targetPort, this.targetHost);
-      for (const socket of [client, upstream]) {
-        this.sockets.add(socket);
-        socket.once('close', () => this.sockets.delete(socket));
-        socket.on('error', () => {
-          client.destroy();
-          upstream.destroy();
-        });
-      }
-      client.pipe(upstream).pipe(client);
-    });
-    await new Promise<void>((resolve) => server.listen(this.port, '127.0.0.1', resolve));
-    this.port = (server.address() as net.AddressInfo).port;
-    this.server = server;
-  }
-
-  async cut(): Promise<void> {
-    const server = this.server;
-    this.server = null;
-    for (const socket of this.sockets) socket.destroy();
-    if (server) await new Promise((resolve) => server.close(resolve));
-  }
-}
-
 describe(`readiness (${engineLabel})`, () => {
   it.skipIf(!hasRedisServer)(
     'turns not-ready when Redis dies and ready again when it returns (needs the redis-server binary, to run a Redis it may kill)',
@@ -167,27 +132,22 @@ describe(`readiness (${engineLabel})`, () => {
   it.skipIf(!engines.databaseUrl)(
     'turns not-ready when PostgreSQL is unreachable and ready again when it returns (needs TEST_DATABASE_URL: the embedded database cannot be lost)',
     async () => {
-      const target = new URL(deployment.databaseUrl ?? '');
-      const relay = new Relay(target.hostname, Number(target.port || 5432));
-      await relay.listen();
+      const proxy = await TcpProxy.start(deployment.databaseUrl ?? '');
       try {
-        const viaRelay = new URL(target);
-        viaRelay.hostname = '127.0.0.1';
-        viaRelay.port = String(relay.port);
-        const app = await deployment.start({ databaseUrl: viaRelay.toString() });
+        const app = await deployment.start({ databaseUrl: proxy.rewrite(deployment.databaseUrl ?? '') });
         const anonymous = connect(app.url);
         expect(await readyz(app.url)).toEqual({
           status: 200,
           body: 'ready: database up, broker up, worker lag 0',
         });
 
-        await relay.cut();
+        proxy.cut();
         const down = await readyzBecomes(app.url, 503);
         expect(down.status).toBe(503);
         expect(down.body).toContain('database down');
         expect(await anonymous.api.health.query()).toMatchObject({ status: 'degraded', db: false });
 
-        await relay.listen();
+        proxy.restore();
         expect(await readyzBecomes(app.url, 200)).toEqual({
           status: 200,
           body: 'ready: database up, broker up, worker lag 0',
@@ -196,7 +156,7 @@ describe(`readiness (${engineLabel})`, () => {
         await anonymous.close();
         await app.close();
       } finally {
-        await relay.cut();
+        await proxy.close();
       }
     },
     60_000,

@@ -1,7 +1,7 @@
 import superjson from 'superjson';
 import { Redis } from 'ioredis';
 import WebSocket from 'ws';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { IncomingMessage } from 'node:http';
 import type { App } from '../server/src/app.js';
 import { subscriberName } from '../server/src/broker/redis.js';
@@ -24,14 +24,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await deployment?.cleanup();
 });
-
-async function until(check: () => boolean, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
 
 async function pair(target: App = app) {
   const [al, bo] = await Promise.all([signUp(target.url), signUp(target.url)]);
@@ -79,15 +71,27 @@ describe(`events (${engineLabel})`, () => {
     await owner.api.message.delete.mutate({ id: message.id });
     await owner.api.conversation.addMembers.mutate({ id: group.id, userIds: [newcomer.user.id] });
     await owner.api.conversation.rename.mutate({ id: group.id, name: 'Renamed' });
-    // The newcomer gets the conversation at once, then its events.
-    await newcomerEvents.until((r) =>
-      r.some((x) => x.event.type === 'conversation.upserted' && x.event.conversation.name === 'Renamed'),
-    );
+    // The newcomer gets the conversation at once, then its events; every member gets the rename.
+    const renamed = (r: { event: ParleyEvent }[]) =>
+      r.some((x) => x.event.type === 'conversation.updated' && x.event.name === 'Renamed');
+    await newcomerEvents.until(renamed);
+    expect(newcomerEvents.received[0]?.event).toMatchObject({
+      type: 'conversation.upserted',
+      conversation: { id: group.id },
+    });
     expect(newcomerEvents.of('message.created').map((e) => e.message.content)).not.toContain('first');
     await memberEvents.until((r) => r.some((x) => x.event.type === 'member.joined'));
-    await memberEvents.until((r) =>
-      r.some((x) => x.event.type === 'conversation.upserted' && x.event.conversation.name === 'Renamed'),
-    );
+    await memberEvents.until(renamed);
+    expect(memberEvents.of('conversation.updated')).toMatchObject([
+      {
+        type: 'conversation.updated',
+        conversationId: group.id,
+        name: 'Renamed',
+        memberCount: 3,
+        by: owner.user.id,
+      },
+    ]);
+    expect(memberEvents.of('conversation.updated')).toHaveLength(1);
     expect(memberEvents.of('message.updated').map((e) => e.message.content)).toEqual(['first, edited']);
     expect(memberEvents.of('message.deleted')).toEqual([
       { type: 'message.deleted', conversationId: group.id, messageId: message.id },
@@ -116,11 +120,14 @@ describe(`events (${engineLabel})`, () => {
     }
     const resumed = await tap(connect(app.url, bo.token), app, bo.user.id, { lastEventId });
     await al.api.message.send.mutate({ conversationId: conversation.id, content: 'live' });
-    await resumed.until(() => resumed.of('message.created').length >= 51);
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await resumed.until(() => resumed.of('message.created').some((e) => e.message.content === 'live'));
+    // A repeat of a backfilled event would come before a message sent after 'live' arrived.
+    await al.api.message.send.mutate({ conversationId: conversation.id, content: 'sentinel' });
+    await resumed.until(() => resumed.of('message.created').some((e) => e.message.content === 'sentinel'));
     expect(resumed.of('message.created').map((e) => e.message.content)).toEqual([
       ...missed.map((m) => m.content),
       'live',
+      'sentinel',
     ]);
     await resumed.stop();
   });
@@ -304,20 +311,15 @@ describe(`events (${engineLabel})`, () => {
       frames
         .filter((f) => f.id === id && f.result?.type === 'data')
         .map((f) => superjson.deserialize<{ id: string; data: ParleyEvent }>(f.result?.data as never));
-    const until = async (predicate: () => boolean) => {
-      const deadline = Date.now() + 10_000;
-      while (!predicate()) {
-        if (Date.now() > deadline)
-          throw new Error(`timed out; frames: ${JSON.stringify(frames).slice(0, 500)}`);
-        await new Promise((r) => setTimeout(r, 10));
-      }
-    };
     const first = await al.api.message.send.mutate({ conversationId: conversation.id, content: 'before' });
     // One subscription as wsLink sends it, one as a plain JSON-RPC 2.0 client might, resuming.
     socket.send(
       JSON.stringify({ id: 7, method: 'subscription', params: { path: 'events', input: { json: {} } } }),
     );
-    await until(() => frames.some((f) => f.id === 7 && f.result?.type === 'started'));
+    await vi.waitFor(
+      () => expect(frames.some((f) => f.id === 7 && f.result?.type === 'started')).toBe(true),
+      10_000,
+    );
     socket.send(
       JSON.stringify([
         {
@@ -328,7 +330,10 @@ describe(`events (${engineLabel})`, () => {
         },
       ]),
     );
-    await until(() => frames.some((f) => f.id === 'b' && f.result?.type === 'started'));
+    await vi.waitFor(
+      () => expect(frames.some((f) => f.id === 'b' && f.result?.type === 'started')).toBe(true),
+      10_000,
+    );
     const sent = [];
     for (let i = 0; i < 3; i++) {
       sent.push(await al.api.message.send.mutate({ conversationId: conversation.id, content: `live ${i}` }));
@@ -337,7 +342,10 @@ describe(`events (${engineLabel})`, () => {
       dataOf(id)
         .map((e) => e.data)
         .filter((e): e is Extract<ParleyEvent, { type: 'message.created' }> => e.type === 'message.created');
-    await until(() => created(7).length >= 3 && created('b').length >= 3);
+    await vi.waitFor(() => {
+      expect(created(7).length).toBeGreaterThanOrEqual(3);
+      expect(created('b').length).toBeGreaterThanOrEqual(3);
+    }, 10_000);
     expect(created(7).map((e) => e.message.id)).toEqual(sent.map((m) => m.id));
     // The resumed one started with `resync` (its id is from no epoch), then went live.
     expect(dataOf('b')[0]?.data.type).toBe('resync');
@@ -351,9 +359,12 @@ describe(`events (${engineLabel})`, () => {
     expect(created(7).some((e) => e.message.id === first.id)).toBe(false);
 
     socket.send(JSON.stringify({ id: 7, method: 'subscription.stop' }));
-    await until(() => frames.some((f) => f.id === 7 && f.result?.type === 'stopped'));
+    await vi.waitFor(
+      () => expect(frames.some((f) => f.id === 7 && f.result?.type === 'stopped')).toBe(true),
+      10_000,
+    );
     const last = await al.api.message.send.mutate({ conversationId: conversation.id, content: 'after stop' });
-    await until(() => created('b').some((e) => e.message.id === last.id));
+    await vi.waitFor(() => expect(created('b').map((e) => e.message.id)).toContain(last.id), 10_000);
     expect(created(7).some((e) => e.message.id === last.id)).toBe(false);
     expect(frames.filter((f) => f.id === 7 && f.result?.type === 'stopped')).toHaveLength(1);
     socket.close();
@@ -393,7 +404,7 @@ describe(`events (${engineLabel})`, () => {
     expect(one.event).toMatchObject({ message: { id: sent.id } });
     first.abort();
     await expect(live.next()).resolves.toMatchObject({ done: true });
-    await until(() => streams() === before);
+    await vi.waitFor(() => expect(streams()).toBe(before), 5_000);
 
     // Resumed after the first event: exactly what came after it.
     await al.api.message.send.mutate({ conversationId: conversation.id, content: 'two' });
@@ -401,7 +412,7 @@ describe(`events (${engineLabel})`, () => {
     const resumed = await open(second.signal, one.id);
     expect((await take(resumed)).event).toMatchObject({ message: { content: 'two' } });
     second.abort();
-    await until(() => streams() === before);
+    await vi.waitFor(() => expect(streams()).toBe(before), 5_000);
     await Promise.all([al.close(), bo.close()]);
   });
 
@@ -473,7 +484,9 @@ describe.skipIf(!onRealEngines)(`events channel loss (${engineLabel}; needs Redi
       );
     }
     await events.until(() => events.of('message.created').length >= sent.length, 15_000);
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    // Anything repeated would arrive before a message sent after all of them had.
+    sent.push(await al.api.message.send.mutate({ conversationId: conversation.id, content: 'sentinel' }));
+    await events.until(() => events.of('message.created').some((e) => e.message.content === 'sentinel'));
     expect(events.of('message.created').map((e) => e.message.id)).toEqual(sent.map((m) => m.id));
     const ids = events.received.map((r) => r.id);
     expect(new Set(ids).size).toBe(ids.length);
@@ -511,7 +524,11 @@ describe.skipIf(!onRealEngines)(`events across instances (${engineLabel}; needs 
     const onB = connect(b.url, bo.token);
     const resumed = await tap(onB, b, bo.user.id, { lastEventId });
     await resumed.until(() => resumed.of('message.created').length >= 50);
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    // Anything repeated would arrive before a message sent after all of them had.
+    missed.push(
+      (await al.api.message.send.mutate({ conversationId: conversation.id, content: 'sentinel' })).id,
+    );
+    await resumed.until(() => resumed.of('message.created').some((e) => e.message.content === 'sentinel'));
     expect(resumed.of('message.created').map((e) => e.message.id)).toEqual(missed);
     await resumed.stop();
     await onB.close();

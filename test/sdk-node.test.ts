@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../server/src/app.js';
 import { createParleyClient, type ParleyClient, type ParleyEvent } from '../client-sdk/src/index.js';
 import { TestDeployment, engineLabel } from './support/env.js';
-import { DroppingProxy } from './support/proxy.js';
+import { TcpProxy } from './support/proxy.js';
 import { countingWebSocket, newUser, sdkUser, sleep, streamLive, waitFor } from './support/sdk.js';
 
 let deployment: TestDeployment;
@@ -127,7 +127,7 @@ describe(`@parley/client in Node with ws (${engineLabel})`, () => {
   });
 
   it('sends mutations over the socket when asked, and queries over HTTP', async () => {
-    const proxy = await DroppingProxy.start(app.url);
+    const proxy = await TcpProxy.start(app.url);
     try {
       const { WebSocket: Counting, counter } = countingWebSocket();
       const grace = createParleyClient({ url: proxy.url, WebSocket: Counting, mutationsOverSocket: true });

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { App } from '../server/src/app.js';
 import {
   type AuthChange,
@@ -9,7 +9,7 @@ import {
 } from '../client-sdk/src/index.js';
 import { connect } from './support/client.js';
 import { TestDeployment, engineLabel } from './support/env.js';
-import { countingWebSocket, newUser, sdkUser, sleep, streamLive, waitFor } from './support/sdk.js';
+import { countingWebSocket, newUser, sdkUser, sleep, streamLive } from './support/sdk.js';
 
 let deployment: TestDeployment;
 /** Access tokens live two seconds: each test spans several of them. */
@@ -36,6 +36,22 @@ async function sendFor(sender: ParleyClient, conversationId: string, durationMs:
   return sent;
 }
 
+/**
+ * Waits until every message of `sent` has arrived, then sends one more (added to `sent`) and
+ * waits for it: a repeated event would arrive before it.
+ */
+async function allArrived(
+  sender: ParleyClient,
+  conversationId: string,
+  sent: Message[],
+  received: Message[],
+) {
+  await vi.waitFor(() => expect(received.length).toBeGreaterThanOrEqual(sent.length), 10_000);
+  const sentinel = await sender.api.message.send.mutate({ conversationId, content: 'sentinel' });
+  sent.push(sentinel);
+  await vi.waitFor(() => expect(received.map((message) => message.id)).toContain(sentinel.id), 10_000);
+}
+
 describe(`@parley/client event stream across token refreshes (${engineLabel})`, () => {
   it('refreshes before expiry while a subscription is open, without losing or repeating an event', async () => {
     const { WebSocket, counter } = countingWebSocket();
@@ -57,11 +73,7 @@ describe(`@parley/client event stream across token refreshes (${engineLabel})`, 
 
     // Seven seconds: three or four two-second tokens, for the reader and the writer alike.
     const sent = await sendFor(writer, group.id, 7_000);
-    await waitFor(
-      () => received.length >= sent.length,
-      () => `received ${received.length} of ${sent.length}`,
-    );
-    await sleep(500); // a repeated event would have arrived by now
+    await allArrived(writer, group.id, sent, received);
 
     expect(received.map((message) => message.id)).toEqual(sent.map((message) => message.id));
     const refreshes = changes.filter((change) => change.type === 'refreshed').length;
@@ -102,11 +114,7 @@ describe(`@parley/client event stream across token refreshes (${engineLabel})`, 
     await streamLive(app, registered.user.id);
 
     const sent = await sendFor(writer, group.id, 5_000);
-    await waitFor(
-      () => received.length >= sent.length,
-      () => `received ${received.length} of ${sent.length}`,
-    );
-    await sleep(500);
+    await allArrived(writer, group.id, sent, received);
 
     expect(received.map((message) => message.id)).toEqual(sent.map((message) => message.id));
     // The server cut the stream when the token expired; the client renewed the token and resumed

@@ -2,18 +2,18 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../server/src/app.js';
 import { createParleyClient, isNetworkFailure, type ParleyClient } from '../client-sdk/src/index.js';
 import { TestDeployment, engineLabel } from './support/env.js';
-import { DroppingProxy } from './support/proxy.js';
+import { TcpProxy } from './support/proxy.js';
 import { newUser, sleep } from './support/sdk.js';
 
 let deployment: TestDeployment;
 let app: App;
-let proxy: DroppingProxy;
+let proxy: TcpProxy;
 const clients: ParleyClient[] = [];
 
 beforeAll(async () => {
   deployment = await TestDeployment.create();
   app = await deployment.start();
-  proxy = await DroppingProxy.start(app.url);
+  proxy = await TcpProxy.start(app.url);
 });
 afterAll(async () => {
   await Promise.all(clients.map((client) => client.close()));
@@ -113,7 +113,7 @@ describe(`@parley/client sends (${engineLabel})`, () => {
     for (let i = 0; i < 6; i++) {
       const sending = client.api.message.send.mutate({ conversationId: group.id, content: `cut ${i}` });
       await sleep(i * 3);
-      proxy.cutAll();
+      proxy.reset();
       sent.push(await sending);
     }
     const { items } = await client.api.message.list.query({ conversationId: group.id, limit: 100 });

@@ -2,7 +2,7 @@ import superjson from 'superjson';
 import { describe, expect, it } from 'vitest';
 import { MemoryBroker } from '../server/src/broker/memory.js';
 import { compareStreamIds } from '../server/src/broker/types.js';
-import { BrokerEventPublisher, envelope, openEnvelope } from '../server/src/realtime/publisher.js';
+import { BrokerEventPublisher, markText, readMark } from '../server/src/realtime/publisher.js';
 import { wsEncoder } from '../server/src/realtime/frames.js';
 import {
   SUBSCRIPTION_REQUEST,
@@ -173,15 +173,17 @@ describe('events channel', () => {
     deletedAt: null,
   });
 
-  it('carries recipients and the event text unescaped, and refuses what is not an envelope', () => {
+  it('tells a membership mark from an event on a channel', () => {
     const payload = superjson.stringify({ type: 'read', conversationId: 'c', userId: 'u', seq: 3 });
-    const raw = `5-0\n${envelope(['u1', 'u2'], payload)}`;
-    expect(raw.split('\n')).toHaveLength(3);
-    expect(openEnvelope(raw)).toEqual({ id: '5-0', recipients: ['u1', 'u2'], payload });
-    expect(openEnvelope('5-0\n{"r":["u1"],"e":"{}"}')).toBeNull();
-    expect(openEnvelope('5-0\n{"u1":1}\n{}')).toBeNull();
-    expect(openEnvelope('5-0\n[1]\n{}')).toBeNull();
-    expect(() => openEnvelope('5-0\nnot json\n{}')).toThrow();
+    expect(readMark(payload)).toBeNull();
+    const mark = { change: 'in' as const, conversationId: 'c1' };
+    expect(readMark(markText(mark))).toEqual(mark);
+    expect(readMark(markText({ change: 'out', conversationId: 'c2' }))).toEqual({
+      change: 'out',
+      conversationId: 'c2',
+    });
+    expect(readMark('!gone c3')).toBeNull();
+    expect(readMark('!in')).toBeNull();
   });
 
   it('puts the seq stand-in where the seq goes, ahead of any text the sender wrote', () => {
@@ -189,22 +191,16 @@ describe('events channel', () => {
     const slot = '\u0000seq\u0000';
     // Content that imitates both the stand-in and the text around the seq.
     const content = `"message":{"seq":0, ${slot} \n x`;
-    const fan = publisher.fanOutNewMessage(
-      ['u2', 'u1', 'u2'],
-      { type: 'message.created', message: message(content) },
-      slot,
-    );
-    expect(fan?.streams).toEqual(['events:user:u2', 'events:user:u1']);
+    const fan = publisher.fanOutNewMessage({ type: 'message.created', message: message(content) }, slot);
+    // Written once, to the conversation's log, and published on its channel alone.
+    expect(fan.streams).toEqual([`events:conversation:${message(content).conversationId}`]);
+    expect(fan.publish?.channels).toEqual([`c:${message(content).conversationId}`]);
     const fill = (text: string) => text.replace(slot, '42');
     const payload = fill(fan?.fields.e ?? '');
     expect(superjson.parse(payload)).toEqual({
       type: 'message.created',
       message: { ...message(content), seq: 42 },
     });
-    const opened = openEnvelope(`7-0\n${fill(fan?.publish?.message ?? '')}`);
-    expect(opened).toEqual({ id: '7-0', recipients: ['u2', 'u1'], payload });
-    expect(
-      publisher.fanOutNewMessage([], { type: 'message.created', message: message('x') }, slot),
-    ).toBeNull();
+    expect(fill(fan.publish?.message ?? '')).toBe(payload);
   });
 });

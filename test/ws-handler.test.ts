@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { createTRPCClient, createWSClient, wsLink } from '@trpc/client';
 import { initTRPC, tracked, TRPCError } from '@trpc/server';
 import superjson from 'superjson';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
 import { serveWebSocket, type WsHandler } from '../server/src/http/ws.js';
 
@@ -67,14 +67,6 @@ function client(name: string) {
   };
 }
 
-const until = async (check: () => boolean, ms = 3_000) => {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error('timed out');
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-};
-
 describe('WebSocket handler', () => {
   it('answers queries and mutations with the connection’s context, transformed', async () => {
     const { wsClient, api } = client('al');
@@ -90,21 +82,21 @@ describe('WebSocket handler', () => {
       { to: 3 },
       { onData: (event) => seen.push({ id: event.id, i: event.data.i }) },
     );
-    await until(() => seen.length === 3);
+    await vi.waitFor(() => expect(seen).toHaveLength(3), 3_000);
     expect(seen).toEqual([
       { id: '1', i: 1 },
       { id: '2', i: 2 },
       { id: '3', i: 3 },
     ]);
     subscription.unsubscribe();
-    await until(() => cleanedUp.includes('count 3'));
+    await vi.waitFor(() => expect(cleanedUp).toContain('count 3'), 3_000);
 
     const resumed: number[] = [];
     const again = api.count.subscribe(
       { to: 5, lastEventId: '3' },
       { onData: (event) => resumed.push(event.data.i) },
     );
-    await until(() => resumed.length === 2);
+    await vi.waitFor(() => expect(resumed).toHaveLength(2), 3_000);
     expect(resumed).toEqual([4, 5]);
     again.unsubscribe();
     await wsClient.close();
@@ -114,15 +106,15 @@ describe('WebSocket handler', () => {
     const { wsClient, api } = client('cy');
     const errors: unknown[] = [];
     api.count.subscribe({ to: -1 }, { onError: (error) => errors.push(error) });
-    await until(() => errors.length === 1);
+    await vi.waitFor(() => expect(errors).toHaveLength(1), 3_000);
     expect((errors[0] as { data?: { code?: string } }).data?.code).toBe('BAD_REQUEST');
     expect(cleanedUp).toContain('count -1');
 
     const data: number[] = [];
     api.count.subscribe({ to: 7 }, { onData: (event) => data.push(event.data.i) });
-    await until(() => data.length === 7);
+    await vi.waitFor(() => expect(data).toHaveLength(7), 3_000);
     await wsClient.close();
-    await until(() => cleanedUp.includes('count 7'));
+    await vi.waitFor(() => expect(cleanedUp).toContain('count 7'), 3_000);
   });
 
   it('pings a quiet connection and cuts it off when no answer comes', async () => {

@@ -264,6 +264,10 @@ function describe(event: ParleyEvent): string {
       return `[${event.conversation.id}] conversation ${event.conversation.name ?? '(direct)'} updated`;
     case 'conversation.removed':
       return `[${event.conversationId}] conversation removed`;
+    case 'conversation.updated':
+      return `[${event.conversationId}] conversation renamed to ${event.name ?? '(none)'} by ${event.by}`;
+    case 'member.updated':
+      return `[${event.conversationId}] ${event.userId} is now ${event.role}`;
     case 'member.joined':
     case 'member.left':
       return `[${event.conversationId}] ${event.userIds.join(', ')} ${event.type === 'member.joined' ? 'joined' : 'left'}`;

@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Broker } from './broker/types.js';
-import { MESSAGES_STREAM, PERSIST_GROUP } from './contracts/streams.js';
+import { MESSAGES_STREAM, PERSIST_GROUP } from './contracts/keys.js';
 
 /** Seconds; from a cache hit (~1 ms) to a slow PostgreSQL round trip under load. */
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -29,6 +29,8 @@ export interface Metrics {
   readonly subscriptions: Gauge;
   /** Events handed to local subscribers (one per receiving connection), by event type. */
   readonly eventsFannedOut: Counter<'type'>;
+  /** Messages this instance received on the event channels it follows. */
+  readonly pubsubReceived: Counter;
   /** Messages appended to the stream, by type (`text` sends, `system` notices); duplicates excluded. */
   readonly messagesSent: Counter<'type'>;
   /** Entries the persistence worker wrote per batch. */
@@ -115,6 +117,11 @@ export function createMetrics(deps: {
       collect() {
         if (deps.subscriptions) this.set(deps.subscriptions());
       },
+    }),
+    pubsubReceived: new Counter({
+      name: 'parley_pubsub_received_total',
+      help: 'Messages this instance received on the conversation and user channels it follows',
+      registers,
     }),
     eventsFannedOut: new Counter({
       name: 'parley_events_fanned_out_total',

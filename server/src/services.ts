@@ -54,7 +54,15 @@ export function buildServices(deps: {
   const memberships = new Memberships(db, broker);
   const events = new BrokerEventPublisher(broker, config.limits.eventLogLength);
   const lastSeen = new LastSeen(db);
-  const presence = new Presence(broker, memberships, lastSeen, events, config.presence, log);
+  const presence = new Presence(
+    broker,
+    memberships,
+    lastSeen,
+    events,
+    config.presence,
+    log,
+    config.limits.largeGroup,
+  );
   const users = new UserService(db, sessions, passwords, guesses, presence, lastSeen);
   const auth = new AuthService(config, users, sessions, guesses);
   const health = new HealthService(database, broker, config.version);
@@ -73,7 +81,10 @@ export function buildServices(deps: {
     config.limits,
   );
   hub = new Hub(broker, sessions, log, metrics);
-  const realtime = new Realtime(broker, hub, presence, config, log);
+  const realtime = new Realtime(broker, hub, presence, config, log, {
+    conversationsOf: (userId, sinceMs) => memberships.conversationsOf(userId, sinceMs),
+    view: (conversationId, userId) => conversations.viewOf(conversationId, userId),
+  });
   return {
     config,
     log,

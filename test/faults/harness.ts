@@ -7,10 +7,10 @@ import { RedisBroker } from '../../server/src/broker/redis.js';
 import type { loadConfig } from '../../server/src/config/index.js';
 import type { Message } from '../../server/src/contracts/schemas.js';
 import { PENDING_INDEX, pendingKey } from '../../server/src/messages/store.js';
-import { MESSAGES_STREAM, PERSIST_GROUP } from '../../server/src/contracts/streams.js';
+import { MESSAGES_STREAM, PERSIST_GROUP } from '../../server/src/contracts/keys.js';
 import type { EventTap } from '../support/events.js';
 import { TestDeployment } from '../support/env.js';
-import { FaultProxy } from './proxy.js';
+import { TcpProxy } from '../support/proxy.js';
 import { faultEngines, waitUntil } from './support.js';
 
 type Overrides = Parameters<typeof loadConfig>[1];
@@ -22,8 +22,8 @@ type Overrides = Parameters<typeof loadConfig>[1];
 export class Scenario {
   private constructor(
     readonly deployment: TestDeployment,
-    readonly pg: FaultProxy,
-    readonly redis: FaultProxy,
+    readonly pg: TcpProxy,
+    readonly redis: TcpProxy,
     readonly sql: postgres.Sql,
     readonly broker: RedisBroker,
     /** The Redis URL of this scenario's data (a database of its own, or the shared one). */
@@ -44,7 +44,7 @@ export class Scenario {
     if (!databaseUrl) throw new Error('fault scenarios need PostgreSQL');
     const redisUrl = options.ownRedisDb ? await emptyRedisDatabase(base) : base;
     const redisPrefix = options.ownRedisDb ? '' : deployment.redisPrefix;
-    const [pg, redis] = await Promise.all([FaultProxy.forUrl(databaseUrl), FaultProxy.forUrl(redisUrl)]);
+    const [pg, redis] = await Promise.all([TcpProxy.start(databaseUrl), TcpProxy.start(redisUrl)]);
     const sql = postgres(databaseUrl, { max: 2, onnotice: () => {} });
     const broker = await RedisBroker.connect({ url: redisUrl, prefix: redisPrefix });
     return new Scenario(

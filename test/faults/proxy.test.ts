@@ -1,7 +1,7 @@
 import { Redis } from 'ioredis';
 import postgres from 'postgres';
 import { afterEach, describe, expect, it } from 'vitest';
-import { FaultProxy } from './proxy.js';
+import { TcpProxy } from '../support/proxy.js';
 import { faultEngines, probe, settlesWithin } from './support.js';
 
 const { databaseUrl, redisUrl } = faultEngines();
@@ -12,7 +12,7 @@ afterEach(async () => {
 
 describe('the fault proxy', () => {
   it('forwards, holds data while paused, refuses while cut, and heals a Redis connection', async () => {
-    const proxy = await FaultProxy.forUrl(redisUrl);
+    const proxy = await TcpProxy.start(redisUrl);
     cleanups.push(() => proxy.close());
     const redis = new Redis(proxy.rewrite(redisUrl), {
       lazyConnect: true,
@@ -64,7 +64,7 @@ describe('the fault proxy', () => {
   });
 
   it('forwards, holds data while paused, refuses while cut, and heals a PostgreSQL connection', async () => {
-    const proxy = await FaultProxy.forUrl(databaseUrl);
+    const proxy = await TcpProxy.start(databaseUrl);
     cleanups.push(() => proxy.close());
     const sql = postgres(proxy.rewrite(databaseUrl), { max: 1, connect_timeout: 2, onnotice: () => {} });
     cleanups.push(() => sql.end({ timeout: 1 }));

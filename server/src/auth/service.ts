@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
 import type { Config } from '../config/index.js';
 import { Unauthorized } from '../errors.js';
 import type { Register } from '../users/schemas.js';
@@ -13,14 +14,14 @@ import { type AuthUser, verifyAccessToken } from '../credentials/tokens.js';
 
 const INVALID_LOGIN = 'Invalid username, email or password';
 
-/** Verified access tokens kept for `authenticate(…, { reuse: true })`, oldest out first. */
+/** Verified access tokens kept for `authenticate(…, { reuse: true })`, least recently used out first. */
 const VERIFIED_TOKENS_KEPT = 10_000;
 
 export class AuthService {
   /** Checked against when the user does not exist, so both failures cost one hash. */
   private readonly dummyHash: Promise<string>;
-  /** Access tokens that verified, by their whole text (signature included). */
-  private readonly verified = new Map<string, Readonly<AuthUser>>();
+  /** Access tokens that verified, by their whole text (signature included), until they expire. */
+  private readonly verified = new LRUCache<string, Readonly<AuthUser>>({ max: VERIFIED_TOKENS_KEPT });
 
   constructor(
     private readonly config: Config,
@@ -103,20 +104,14 @@ export class AuthService {
 
   private async verifyOnce(token: string): Promise<Readonly<AuthUser> | null> {
     const known = this.verified.get(token);
-    if (known) {
-      if (known.expiresAt.getTime() > Date.now()) return known;
-      this.verified.delete(token);
-      return null;
-    }
+    if (known) return known;
     const user = await verifyAccessToken(this.config.jwt, token);
     if (!user) return null;
-    if (this.verified.size >= VERIFIED_TOKENS_KEPT) {
-      const oldest = this.verified.keys().next();
-      if (!oldest.done) this.verified.delete(oldest.value);
-    }
-    // Shared by every request with this token.
+    // Shared by every request with this token, until the token expires.
     const shared = Object.freeze(user);
-    this.verified.set(token, shared);
+    const ttl = shared.expiresAt.getTime() - Date.now();
+    // (A TTL of 0 would mean "forever".)
+    if (ttl > 0) this.verified.set(token, shared, { ttl });
     return shared;
   }
 }

@@ -5,6 +5,7 @@ import {
   type Broker,
   type GroupInfo,
   type PendingEntry,
+  type Publication,
   type Spent,
   type StreamEntry,
   type StreamInfo,
@@ -43,6 +44,7 @@ export class MemoryBroker implements Broker {
   private readonly keys = new Map<string, KeyValue>();
   private readonly hashes = new Map<string, Map<string, string>>();
   private readonly zsets = new Map<string, Map<string, number>>();
+  private readonly sets = new Map<string, { members: Set<string>; expiresAt: number }>();
   private lastMs = 0;
   private lastSeq = 0;
   private closed = false;
@@ -80,8 +82,10 @@ export class MemoryBroker implements Broker {
     if (Object.keys(fields).length === 0) return Promise.reject(noFields());
     const fan = options.fanOut && options.fanOut.streams.length > 0 ? options.fanOut : null;
     if (fan && Object.keys(fan.fields).length === 0) return Promise.reject(noFields());
-    if (options.requireValue && this.readKey(options.requireValue.key) !== options.requireValue.value) {
-      return Promise.resolve({ appended: false, changed: true });
+    if (options.requireMember) {
+      const member = this.isMemberNow(options.requireMember.key, options.requireMember.member);
+      if (member === null) return Promise.resolve({ appended: false, noSet: true });
+      if (!member) return Promise.resolve({ appended: false, notMember: true });
     }
     const refused = (options.refuseIf ?? []).findIndex((refusal) =>
       refuses(refusal, this.readKey(refusal.key)),
@@ -124,7 +128,7 @@ export class MemoryBroker implements Broker {
     if (fan) {
       const fanFields: Record<string, string> = {};
       for (const name in fan.fields) fanFields[name] = fill(fan.fields[name] as string);
-      const publish = fan.publish && { channel: fan.publish.channel, message: fill(fan.publish.message) };
+      const publish = fan.publish && { channels: fan.publish.channels, message: fill(fan.publish.message) };
       void this.appendToMany(fan.idStream, fan.streams, fanFields, { maxLen: fan.maxLen, publish });
     }
     return Promise.resolve(counter === undefined ? { appended: true, id } : { appended: true, id, counter });
@@ -134,13 +138,14 @@ export class MemoryBroker implements Broker {
     idStream: string,
     streams: string[],
     fields: Record<string, string>,
-    options: { maxLen: number; publish?: { channel: string; message: string } },
+    options: { maxLen: number; publish?: Publication },
   ): Promise<string> {
     if (Object.keys(fields).length === 0) return Promise.reject(noFields());
     const id = this.addEntry(idStream, { x: '1' }, 1);
     for (const name of streams) this.addEntry(name, fields, options.maxLen, id);
     if (options.publish) {
-      void this.publish(options.publish.channel, `${id}\n${options.publish.message}`);
+      const text = `${id}\n${options.publish.message}`;
+      for (const channel of options.publish.channels) void this.publish(channel, text);
     }
     return Promise.resolve(id);
   }
@@ -305,6 +310,40 @@ export class MemoryBroker implements Broker {
     return Promise.resolve(this.readKey(key));
   }
 
+  fillSet(
+    key: string,
+    members: string[],
+    ttlMs: number,
+    guard: { key: string; value: string | null },
+  ): Promise<boolean> {
+    if (this.readKey(guard.key) !== guard.value || this.liveSet(key) !== null) return Promise.resolve(false);
+    this.sets.set(key, { members: new Set(members), expiresAt: Date.now() + ttlMs });
+    return Promise.resolve(true);
+  }
+
+  isMember(key: string, member: string): Promise<boolean | null> {
+    return Promise.resolve(this.isMemberNow(key, member));
+  }
+
+  setSize(key: string): Promise<number | null> {
+    return Promise.resolve(this.liveSet(key)?.size ?? null);
+  }
+
+  private isMemberNow(key: string, member: string): boolean | null {
+    const set = this.liveSet(key);
+    return set === null ? null : set.has(member);
+  }
+
+  private liveSet(key: string): Set<string> | null {
+    const set = this.sets.get(key);
+    if (!set) return null;
+    if (set.expiresAt <= Date.now()) {
+      this.sets.delete(key);
+      return null;
+    }
+    return set.members;
+  }
+
   mget(keys: string[]): Promise<(string | null)[]> {
     return Promise.resolve(keys.map((key) => this.readKey(key)));
   }
@@ -322,8 +361,13 @@ export class MemoryBroker implements Broker {
     let removed = 0;
     for (const key of keys) {
       const had =
-        this.readKey(key) !== null || this.hashes.has(key) || this.zsets.has(key) || this.streams.has(key);
+        this.readKey(key) !== null ||
+        this.hashes.has(key) ||
+        this.zsets.has(key) ||
+        this.streams.has(key) ||
+        this.liveSet(key) !== null;
       this.keys.delete(key);
+      this.sets.delete(key);
       this.hashes.delete(key);
       this.zsets.delete(key);
       this.streams.delete(key);

@@ -8,6 +8,7 @@ import {
   compareStreamIds,
   type GroupInfo,
   type PendingEntry,
+  type Publication,
   type Spent,
   type StreamEntry,
   type StreamInfo,
@@ -24,14 +25,17 @@ import {
 // under one new id in each target stream, then a publish) in one step, so a crash can never
 // leave a claimed key without its message, a message without its pending copy or its event, or
 // a number handed out twice.
-// KEYS: unique key or '', stream, counter or '', limit key or '', required key or '', refusal
+// KEYS: unique key or '', stream, counter or '', limit key or '', roster set or '', refusal
 // keys, pending hashes, then with a fan-out its id stream and its target streams.
 // ARGV: maxLen, unique value, unique ttl, pending count, counter slot, fan-out target count,
-// refusal count, limit max, limit ttl, required value, refusal thresholds ('' for any value),
+// refusal count, limit max, limit ttl, required member, refusal thresholds ('' for any value),
 // pending field/value pairs, with a fan-out [maxLen, channel, message, field count, field/value
 // pairs], entry field/value pairs.
 const APPEND = `
-if KEYS[5] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[10] then return {5, ''} end
+if KEYS[5] ~= '' then
+  if redis.call('EXISTS', KEYS[5]) == 0 then return {6, ''} end
+  if redis.call('SISMEMBER', KEYS[5], ARGV[10]) == 0 then return {5, ''} end
+end
 local refusals = tonumber(ARGV[7])
 for i = 1, refusals do
   local v = redis.call('GET', KEYS[5 + i])
@@ -98,17 +102,24 @@ if fan then
   for i = 1, targets do
     redis.call('XADD', KEYS[ids + i], 'MAXLEN', fan.maxLen, eventId, unpack(fan.fields))
   end
-  if fan.channel ~= '' then redis.call('PUBLISH', fan.channel, eventId .. '\\n' .. fill(fan.message)) end
+  if fan.channel ~= '' then
+    local text = eventId .. '\\n' .. fill(fan.message)
+    for channel in string.gmatch(fan.channel, '[^\\n]+') do redis.call('PUBLISH', channel, text) end
+  end
 end
 return {1, id, n}`;
 
-// One id from a one-entry stream, reused in every target stream: a single global order.
+// One id from a one-entry stream, reused in every target stream: a single global order. The
+// channels come as one argument, separated by newlines (no channel name holds one).
 const APPEND_MANY = `
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '1', '*', 'x', '1')
 for i = 2, #KEYS do
   redis.call('XADD', KEYS[i], 'MAXLEN', ARGV[1], id, unpack(ARGV, 4))
 end
-if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], id .. '\\n' .. ARGV[3]) end
+if ARGV[2] ~= '' then
+  local text = id .. '\\n' .. ARGV[3]
+  for channel in string.gmatch(ARGV[2], '[^\\n]+') do redis.call('PUBLISH', channel, text) end
+end
 return id`;
 
 const TRIM_BELOW = `
@@ -197,6 +208,21 @@ function allowanceArgs(
   return [String(max), String(windowMs), String(backoff?.firstMs ?? 0), String(backoff?.maxMs ?? 0)];
 }
 
+// Fills a roster set unless it exists or its guard changed (see `Broker.fillSet`).
+// KEYS: the set, the guard. ARGV: ttl, guard value ('' when it must be absent), members.
+const FILL_SET = `
+local guard = redis.call('GET', KEYS[2]) or ''
+if guard ~= ARGV[2] or redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+for i = 3, #ARGV, 5000 do
+  redis.call('SADD', KEYS[1], unpack(ARGV, i, math.min(i + 4999, #ARGV)))
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1`;
+
+const IS_MEMBER = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+return redis.call('SISMEMBER', KEYS[1], ARGV[1])`;
+
 // Expire, count, and add only below the cap, in one step (see `Broker.zaddCapped`).
 // KEYS: the set. ARGV: expireUpTo, max, score, member.
 const ZADD_CAPPED = `
@@ -262,6 +288,8 @@ export class RedisBroker implements Broker {
       parleyHdelIfPrefix: HDEL_IF_PREFIX,
       parleyHdelIfPrefixMany: HDEL_IF_PREFIX_MANY,
       parleyZaddCapped: ZADD_CAPPED,
+      parleyFillSet: FILL_SET,
+      parleyIsMember: IS_MEMBER,
     })) {
       this.client.defineCommand(name, { lua });
     }
@@ -336,6 +364,11 @@ export class RedisBroker implements Broker {
     return this.prefix + name;
   }
 
+  /** Channels as the scripts take them: one argument, prefixed names separated by newlines. */
+  private channelList(channels: string[]): string {
+    return channels.map((channel) => this.k(channel)).join('\n');
+  }
+
   private async run<T>(operation: () => Promise<T>): Promise<T> {
     if (this.client.status !== 'ready') {
       throw new BrokerUnavailableError(`Redis is not reachable (${this.client.status})`);
@@ -399,7 +432,7 @@ export class RedisBroker implements Broker {
       this.k(stream),
       options.counter ? this.k(options.counter.key) : '',
       limit ? this.k(limit.key) : '',
-      options.requireValue ? this.k(options.requireValue.key) : '',
+      options.requireMember ? this.k(options.requireMember.key) : '',
     ];
     for (const refusal of refusals) args.push(this.k(refusal.key));
     for (const write of pending) args.push(this.k(write.key));
@@ -417,7 +450,7 @@ export class RedisBroker implements Broker {
       String(refusals.length),
       String(limit?.max ?? 0),
       String(limit?.ttlMs ?? 0),
-      options.requireValue?.value ?? '',
+      options.requireMember?.member ?? '',
     );
     for (const refusal of refusals) args.push(refusal.atLeast === undefined ? '' : String(refusal.atLeast));
     for (const write of pending) args.push(write.field, write.value);
@@ -425,7 +458,7 @@ export class RedisBroker implements Broker {
       const names = Object.keys(fan.fields);
       args.push(
         String(fan.maxLen),
-        fan.publish ? this.k(fan.publish.channel) : '',
+        fan.publish ? this.channelList(fan.publish.channels) : '',
         fan.publish?.message ?? '',
         String(names.length),
       );
@@ -450,7 +483,9 @@ export class RedisBroker implements Broker {
       case 4:
         return { appended: false, limited: true };
       case 5:
-        return { appended: false, changed: true };
+        return { appended: false, notMember: true };
+      case 6:
+        return { appended: false, noSet: true };
       default:
         return { appended: false, existing: result[1] };
     }
@@ -460,7 +495,7 @@ export class RedisBroker implements Broker {
     idStream: string,
     streams: string[],
     fields: Record<string, string>,
-    options: { maxLen: number; publish?: { channel: string; message: string } },
+    options: { maxLen: number; publish?: Publication },
   ): Promise<string> {
     return (await this.run(() =>
       this.script('parleyAppendMany', APPEND_MANY)(
@@ -468,7 +503,7 @@ export class RedisBroker implements Broker {
         this.k(idStream),
         ...streams.map((s) => this.k(s)),
         String(options.maxLen),
-        options.publish ? this.k(options.publish.channel) : '',
+        options.publish ? this.channelList(options.publish.channels) : '',
         options.publish?.message ?? '',
         ...Object.entries(fields).flat(),
       ),
@@ -623,6 +658,42 @@ export class RedisBroker implements Broker {
 
   ttlMs(key: string): Promise<number> {
     return this.run(() => this.client.pttl(this.k(key)));
+  }
+
+  async fillSet(
+    key: string,
+    members: string[],
+    ttlMs: number,
+    guard: { key: string; value: string | null },
+  ): Promise<boolean> {
+    // An empty set cannot exist in Redis: a roster without members is stored as one blank.
+    const values = members.length > 0 ? members : [''];
+    const filled = await this.run(() =>
+      this.script('parleyFillSet', FILL_SET)(
+        2,
+        this.k(key),
+        this.k(guard.key),
+        String(ttlMs),
+        guard.value ?? '',
+        ...values,
+      ),
+    );
+    return filled === 1;
+  }
+
+  async isMember(key: string, member: string): Promise<boolean | null> {
+    const answer = Number(
+      await this.run(() => this.script('parleyIsMember', IS_MEMBER)(1, this.k(key), member)),
+    );
+    return answer < 0 ? null : answer === 1;
+  }
+
+  async setSize(key: string): Promise<number | null> {
+    const [exists, size] = await Promise.all([
+      this.run(() => this.client.exists(this.k(key))),
+      this.run(() => this.client.scard(this.k(key))),
+    ]);
+    return exists === 0 ? null : size;
   }
 
   async spend(allowances: Allowance[]): Promise<Spent> {

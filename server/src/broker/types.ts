@@ -47,8 +47,10 @@ export type AppendResult =
   | { appended: false; refused: number }
   /** With `limit`: the count went past its maximum, so nothing else was written. */
   | { appended: false; limited: true }
-  /** With `requireValue`: the key did not hold that value, so nothing was written. */
-  | { appended: false; changed: true };
+  /** With `requireMember`: the set does not hold the member, so nothing was written. */
+  | { appended: false; notMember: true }
+  /** With `requireMember`: the set does not exist (not filled yet, or expired); nothing was written. */
+  | { appended: false; noSet: true };
 
 /** A key whose presence refuses an append: any value, or a number of at least `atLeast`. */
 export interface Refusal {
@@ -66,10 +68,10 @@ export interface AppendOptions {
   /** Cap the stream at about this many entries (only trims whole old entries). */
   maxLen?: number;
   /**
-   * Checked first, in the same atomic step: unless `key` holds exactly `value` (a value read
-   * earlier, still current), nothing at all is written and the result says `changed`.
+   * Checked first, in the same atomic step: unless the set `key` holds `member`, nothing at all
+   * is written and the result says `notMember` (or `noSet` when the set does not exist).
    */
-  requireValue?: { key: string; value: string };
+  requireMember?: { key: string; member: string };
   /**
    * Checked next: when one of these refuses, nothing at all is written (not even the `limit`
    * count) and the result gives its index.
@@ -109,7 +111,13 @@ export interface FanOut {
   streams: string[];
   fields: Record<string, string>;
   maxLen: number;
-  publish?: { channel: string; message: string };
+  publish?: Publication;
+}
+
+/** What an append publishes once it is written: `<entry id>\n<message>` on each channel. */
+export interface Publication {
+  channels: string[];
+  message: string;
 }
 
 /**
@@ -157,14 +165,14 @@ export interface Broker {
   append(stream: string, fields: Record<string, string>, options?: AppendOptions): Promise<AppendResult>;
   /**
    * Appends one entry to each of `streams` under a single new id, taken from the monotonic
-   * `idStream`, then publishes `<id>\n<message>` on `channel` (when given); all atomically, so
-   * every stream sees ids in one global order.
+   * `idStream`, then publishes `<id>\n<message>` on each of `publish.channels`; all atomically,
+   * so every stream sees ids in one global order.
    */
   appendToMany(
     idStream: string,
     streams: string[],
     fields: Record<string, string>,
-    options: { maxLen: number; publish?: { channel: string; message: string } },
+    options: { maxLen: number; publish?: Publication },
   ): Promise<string>;
   /** Entries with id strictly greater than `afterId`, oldest first. */
   rangeAfter(stream: string, afterId: string, count: number): Promise<StreamEntry[]>;
@@ -207,6 +215,24 @@ export interface Broker {
   set(key: string, value: string, options?: { ttlMs?: number; nx?: boolean }): Promise<boolean>;
   del(...keys: string[]): Promise<number>;
   ttlMs(key: string): Promise<number>;
+
+  // Sets (conversation rosters).
+  /**
+   * Fills the set `key` with `members` (expiring after `ttlMs`) unless it exists already or
+   * `guard.key` no longer holds `guard.value` (null: absent), all in one step: a fill that read
+   * its members before a change that then replaced the guard's value never lands. Says whether
+   * it filled the set.
+   */
+  fillSet(
+    key: string,
+    members: string[],
+    ttlMs: number,
+    guard: { key: string; value: string | null },
+  ): Promise<boolean>;
+  /** Whether the set holds `member`; null when the set does not exist. */
+  isMember(key: string, member: string): Promise<boolean | null>;
+  /** How many members the set holds; null when it does not exist. */
+  setSize(key: string): Promise<number | null>;
   /**
    * Takes one attempt from each allowance, all or none, in one atomic step shared by every
    * instance: when any of them has none left, nothing is taken and the answer says how long until

@@ -72,12 +72,8 @@ export const defaultLimits: Limits = {
   // Below the idle timeouts of common proxies (nginx: 60 s).
   ssePingMs: 15_000,
   sseMaxDurationMs: 10 * 60_000,
-  // Until large groups are designed for: every membership change or rename sends each member
-  // the conversation with its whole member list and their own unread count, so in the worst
-  // case (every member a different count) its bytes grow with the square of the group. Measured
-  // on PostgreSQL + Redis: about 1 s for 250 members, 3.5 s for 500, and at 1,000 Redis
-  // commands time out (every send meanwhile fails with SERVICE_UNAVAILABLE).
-  maxGroupMembers: 250,
+  maxGroupMembers: 10_000,
+  largeGroup: 1_000,
   eventLogLength: 2_000,
   loginFailuresPerAccount: 10,
   loginFailuresPerAddress: 50,
@@ -172,6 +168,11 @@ export const EnvSchema = z.object({
     emptyAsUndefined,
     z.coerce.number().int().min(2).max(100_000).default(defaultLimits.maxGroupMembers),
   ),
+  /** Past this many members, a group has no typing, no shared read receipts and no presence. */
+  PARLEY_LARGE_GROUP: z.preprocess(
+    emptyAsUndefined,
+    z.coerce.number().int().min(2).max(100_000).default(defaultLimits.largeGroup),
+  ),
   /** WebSocket connections one user may hold open on one instance. */
   PARLEY_MAX_SOCKETS_PER_USER: z.preprocess(
     emptyAsUndefined,
@@ -232,7 +233,15 @@ export interface Limits {
   sseMaxDurationMs: number;
   /** Most members of a group, its owner included. */
   maxGroupMembers: number;
-  /** Events kept per user for resume; a client away for longer gets `resync`. */
+  /**
+   * Past this many members a group is large: nobody is told who types in it, a read receipt
+   * goes only to the reader's own devices, and sharing it makes nobody a contact (presence).
+   */
+  largeGroup: number;
+  /**
+   * Events kept per conversation (and per user's inbox) for resume; a client away for longer
+   * gets `resync`.
+   */
   eventLogLength: number;
   /**
    * Password guesses allowed per account (sign-in, and the current password that changing the
@@ -408,6 +417,7 @@ export function loadConfig(
       ...defaultLimits,
       ...hashConcurrency(source.UV_THREADPOOL_SIZE),
       maxGroupMembers: env.PARLEY_MAX_GROUP_MEMBERS,
+      largeGroup: env.PARLEY_LARGE_GROUP,
       maxSocketsPerUser: env.PARLEY_MAX_SOCKETS_PER_USER,
       maxSocketsPerAddress: env.PARLEY_MAX_SOCKETS_PER_ADDRESS,
       unauthenticatedSocketMs: env.PARLEY_WS_AUTH_TIMEOUT * 1000,

@@ -1,7 +1,6 @@
 import { z } from 'zod';
 import type { FanOut } from '../broker/types.js';
-import { Conversation } from './schemas.js';
-import { Message } from './schemas.js';
+import { Conversation, Message, Role } from './schemas.js';
 
 /** Everything the `events` subscription carries. */
 export const ParleyEvent = z.discriminatedUnion('type', [
@@ -10,6 +9,22 @@ export const ParleyEvent = z.discriminatedUnion('type', [
   z.object({ type: z.literal('message.deleted'), conversationId: z.string(), messageId: z.string() }),
   z.object({ type: z.literal('conversation.upserted'), conversation: Conversation }),
   z.object({ type: z.literal('conversation.removed'), conversationId: z.string() }),
+  // A change every member sees alike: the name, and how many members there are now.
+  z.object({
+    type: z.literal('conversation.updated'),
+    conversationId: z.string(),
+    name: z.string().nullable(),
+    memberCount: z.number(),
+    updatedAt: z.date(),
+    by: z.string(),
+  }),
+  z.object({
+    type: z.literal('member.updated'),
+    conversationId: z.string(),
+    userId: z.string(),
+    role: Role,
+    by: z.string(),
+  }),
   // One event per change, naming everyone it added or removed; `by` is null when they left.
   z.object({
     type: z.enum(['member.joined', 'member.left']),
@@ -33,25 +48,42 @@ export type ParleyEvent = z.infer<typeof ParleyEvent>;
 export const EPHEMERAL_EVENTS = new Set<ParleyEvent['type']>(['typing', 'presence']);
 
 /**
- * How services hand events to the realtime layer. `publish` resolves once the event is in
- * every recipient's durable log (ephemeral ones: once published) and on its way to every
- * instance; a recipient's devices each get it once.
+ * A change of one user's memberships, written to their inbox: `in` once they are in the
+ * conversation, `out` once they are not. Their streams turn it into `conversation.upserted`
+ * (the conversation as they see it then) or `conversation.removed`, and start or stop
+ * following the conversation's log.
+ */
+export interface Mark {
+  change: 'in' | 'out';
+  conversationId: string;
+}
+
+/**
+ * How services hand events to the realtime layer. Each durable event is written once, to the
+ * log of the conversation it belongs to or the inbox of the one user it concerns; every
+ * device following that log gets it once. The promises resolve once the event is written and
+ * on its way to every instance that follows the log.
  */
 export interface EventPublisher {
-  publish(recipients: readonly string[], event: ParleyEvent): Promise<void>;
+  /** An event of a conversation, for every member (typing: only published). */
+  toConversation(conversationId: string, event: ParleyEvent): Promise<void>;
+  /**
+   * A durable event of a conversation as a fan-out for the broker step that makes the change
+   * it announces, so the two are written together and events keep the order of their changes.
+   */
+  fanOut(conversationId: string, event: ParleyEvent): FanOut;
   /**
    * A new message's event as a fan-out for the broker step that appends the message (see
    * `AppendOptions.fanOut`), so the message and its event are written together or not at all.
-   * `seqSlot` stands in the event's text for the seq, which that step assigns; null without
-   * recipients.
+   * `seqSlot` stands in the event's text for the seq, which that step assigns.
    */
-  fanOutNewMessage(recipients: readonly string[], event: NewMessageEvent, seqSlot: string): FanOut | null;
-  /**
-   * A durable event as a fan-out for the broker step that makes the change it announces, so
-   * the two are written together and events keep the order of their changes; null without
-   * recipients.
-   */
-  fanOut(recipients: readonly string[], event: ParleyEvent): FanOut | null;
+  fanOutNewMessage(event: NewMessageEvent, seqSlot: string): FanOut;
+  /** The same membership change of each of `userIds`, into their inboxes in one step. */
+  mark(userIds: readonly string[], mark: Mark): Promise<void>;
+  /** An event for one user's own devices. */
+  toUser(userId: string, event: ParleyEvent): Promise<void>;
+  /** An ephemeral event (presence) for each of `userIds`. */
+  signalUsers(userIds: readonly string[], event: ParleyEvent): Promise<void>;
 }
 
 export type NewMessageEvent = Extract<ParleyEvent, { type: 'message.created' }>;

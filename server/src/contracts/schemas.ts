@@ -49,7 +49,9 @@ export const Conversation = z.object({
   createdBy: z.string(),
   createdAt: z.date(),
   updatedAt: z.date(),
+  /** The first members (longest-standing first); `memberCount` says whether that is all of them. */
   members: z.array(Member),
+  memberCount: z.number(),
   lastMessage: Message.nullable(),
   lastSeq: z.number(),
   unreadCount: z.number(),

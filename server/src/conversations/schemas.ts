@@ -13,6 +13,8 @@ export type CreateGroup = z.infer<typeof CreateGroup>;
 export const ListConversations = z.object({ limit: Limit, cursor: Cursor });
 export type ListConversations = z.infer<typeof ListConversations>;
 export const ConversationId = z.object({ id: Id });
+export const ListMembers = z.object({ id: Id, limit: Limit, cursor: Cursor });
+export type ListMembers = z.infer<typeof ListMembers>;
 export const Rename = z.object({ id: Id, name: GroupName });
 export const AddMembers = z.object({
   id: Id,

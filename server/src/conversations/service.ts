@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { v7 as uuidv7 } from 'uuid';
-import { and, asc, desc, eq, inArray, isNull, lt, or, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, gt, inArray, isNull, lt, lte, or, sql } from 'drizzle-orm';
 import { conversations, members, users } from '../../../drizzle/schema.js';
 import type { Broker } from '../broker/types.js';
 import type { Conversation, Member, Role } from '../contracts/schemas.js';
@@ -10,9 +10,9 @@ import { Forbidden, Invalid, NotFound } from '../errors.js';
 import type { MessageService, Sender } from '../messages/service.js';
 import type { MessageStore } from '../messages/store.js';
 import { CursorField, decodeCursor, encodeCursor } from '../pagination.js';
-import type { EventPublisher, ParleyEvent } from '../contracts/events.js';
+import type { EventPublisher } from '../contracts/events.js';
 import type { Memberships } from '../membership/index.js';
-import type { CreateGroup, ListConversations } from './schemas.js';
+import type { CreateGroup, ListConversations, ListMembers } from './schemas.js';
 
 /** How long a `typing` signal lasts unless repeated. */
 export const TYPING_TTL_MS = 5_000;
@@ -21,6 +21,9 @@ export const TYPING_TTL_MS = 5_000;
  * calls: shorter than `TYPING_TTL_MS`, so that steady typing keeps the signal on without a gap.
  */
 export const TYPING_COALESCE_MS = 3_000;
+
+/** A conversation carries this many of its members; `conversation.members` pages through all. */
+export const MEMBERS_PREVIEW = 50;
 
 /** A system message names at most this many added members; past it, it counts them. */
 const NAMES_IN_SYSTEM_MESSAGE = 3;
@@ -36,7 +39,7 @@ export class ConversationService {
     private readonly messages: MessageService,
     private readonly events: EventPublisher,
     private readonly broker: Broker,
-    private readonly limits: Pick<Limits, 'maxGroupMembers'>,
+    private readonly limits: Pick<Limits, 'maxGroupMembers' | 'largeGroup'>,
   ) {}
 
   /** The same pair always gets the same conversation, whoever opens it and however often. */
@@ -65,7 +68,7 @@ export class ConversationService {
     if (!existing) throw new NotFound('Conversation');
     if (created) {
       await this.memberships.refresh(existing.id);
-      await this.announce(existing.id, [me.id, otherId]);
+      await this.events.mark([me.id, otherId], { change: 'in', conversationId: existing.id });
     }
     return this.view(existing.id, me.id);
   }
@@ -87,8 +90,8 @@ export class ConversationService {
         ]);
     });
     await this.memberships.refresh(id);
+    await this.events.mark([me.id, ...others], { change: 'in', conversationId: id });
     await this.messages.appendSystem(id, me, `${me.username} created the group "${input.name}"`);
-    await this.announce(id, [me.id, ...others]);
     return this.view(id, me.id);
   }
 
@@ -119,7 +122,7 @@ export class ConversationService {
     );
     const last = page[page.length - 1];
     return {
-      items: page.flatMap((row) => views.get(row.id) ?? []),
+      items: page.flatMap((row) => views.get(row.id)?.conversation ?? []),
       nextCursor:
         rows.length > input.limit && last
           ? encodeCursor({ at: last.lastActivityAt.toISOString(), id: last.id })
@@ -134,16 +137,24 @@ export class ConversationService {
 
   async rename(me: Sender, id: string, name: string): Promise<Conversation> {
     await this.memberships.requireManager(me.id, id);
-    await this.db.update(conversations).set({ name, updatedAt: new Date() }).where(eq(conversations.id, id));
+    const updatedAt = new Date();
+    await this.db.update(conversations).set({ name, updatedAt }).where(eq(conversations.id, id));
     await this.messages.appendSystem(id, me, `${me.username} renamed the group to "${name}"`);
-    await this.announce(id, await this.memberships.memberIds(id));
+    await this.events.toConversation(id, {
+      type: 'conversation.updated',
+      conversationId: id,
+      name,
+      memberCount: await this.memberships.size(id),
+      updatedAt,
+      by: me.id,
+    });
     return this.view(id, me.id);
   }
 
   /**
    * Adds users to a group, up to `maxGroupMembers`. However many are added, the call makes one
-   * system message and one `member.joined` naming them all, and each member gets the
-   * conversation once.
+   * system message and one `member.joined` naming them all; each newcomer's devices get the
+   * conversation, and the others only the change, whatever the group's size.
    */
   async addMembers(me: Sender, id: string, userIds: string[]): Promise<Conversation> {
     await this.memberships.requireManager(me.id, id);
@@ -181,14 +192,18 @@ export class ConversationService {
       // In the order the caller gave them.
       const added = wanted.filter((userId) => addedIds.has(userId));
       await this.memberships.refresh(id);
-      const everyone = await this.memberships.memberIds(id);
+      await this.events.mark(added, { change: 'in', conversationId: id });
       await this.messages.appendSystem(
         id,
         me,
         `${me.username} added ${namesOf(added.map((userId) => found.get(userId) ?? 'someone'))}`,
       );
-      await this.publish(everyone, { type: 'member.joined', conversationId: id, userIds: added, by: me.id });
-      await this.announce(id, everyone);
+      await this.events.toConversation(id, {
+        type: 'member.joined',
+        conversationId: id,
+        userIds: added,
+        by: me.id,
+      });
     }
     return this.view(id, me.id);
   }
@@ -231,7 +246,13 @@ export class ConversationService {
         .where(and(eq(members.conversationId, id), eq(members.userId, userId)));
       await tx.update(conversations).set({ updatedAt: new Date() }).where(eq(conversations.id, id));
     });
-    await this.announce(id, await this.memberships.memberIds(id));
+    await this.events.toConversation(id, {
+      type: 'member.updated',
+      conversationId: id,
+      userId,
+      role,
+      by: me.id,
+    });
     return this.view(id, me.id);
   }
 
@@ -270,7 +291,7 @@ export class ConversationService {
     });
     if (outcome === 'deleted') {
       await this.memberships.refresh(id);
-      await this.publish([me.id], { type: 'conversation.removed', conversationId: id });
+      await this.events.toConversation(id, { type: 'conversation.removed', conversationId: id });
       return { ok: true };
     }
     await this.memberDropped(id, me, me.id, 'left');
@@ -282,7 +303,9 @@ export class ConversationService {
     if (mine.type !== 'group' || mine.role !== 'owner') {
       throw new Forbidden('Only the owner can delete a conversation');
     }
-    await this.softDelete(id, await this.memberships.memberIds(id));
+    await this.db.update(conversations).set({ deletedAt: new Date() }).where(eq(conversations.id, id));
+    await this.memberships.refresh(id);
+    await this.events.toConversation(id, { type: 'conversation.removed', conversationId: id });
     return { ok: true };
   }
 
@@ -297,12 +320,10 @@ export class ConversationService {
       .where(and(eq(members.conversationId, id), eq(members.userId, userId), lt(members.lastReadSeq, target)))
       .returning({ lastReadSeq: members.lastReadSeq });
     if (moved) {
-      await this.publish(await this.memberships.memberIds(id), {
-        type: 'read',
-        conversationId: id,
-        userId,
-        seq: moved.lastReadSeq,
-      });
+      const event = { type: 'read' as const, conversationId: id, userId, seq: moved.lastReadSeq };
+      // Receipts go to every member up to `largeGroup`; past it, only to the reader's devices.
+      if (await this.isLarge(id)) await this.events.toUser(userId, event);
+      else await this.events.toConversation(id, event);
       return moved;
     }
     const current = await this.memberships.require(userId, id);
@@ -315,18 +336,63 @@ export class ConversationService {
    * `TYPING_COALESCE_MS`) sends the event; the others succeed without one.
    */
   async typing(userId: string, id: string): Promise<{ ok: true }> {
-    const recipients = await this.memberships.recipients(userId, id);
+    if (!(await this.memberships.isMember(userId, id))) throw new NotFound('Conversation');
+    // Nobody is told who types in a group past `largeGroup`.
+    if (await this.isLarge(id)) return { ok: true };
     const until = new Date(Date.now() + TYPING_TTL_MS);
     const claimed = await this.broker.set(`typing:${id}:${userId}`, until.toISOString(), {
       ttlMs: TYPING_COALESCE_MS,
       nx: true,
     });
     if (!claimed) return { ok: true };
-    await this.publish(
-      recipients.filter((member) => member !== userId),
-      { type: 'typing', conversationId: id, userId, until },
-    );
+    await this.events.toConversation(id, { type: 'typing', conversationId: id, userId, until });
     return { ok: true };
+  }
+
+  /**
+   * The members of a conversation the caller is in, a page at a time, longest-standing first
+   * (a conversation carries only the first `MEMBERS_PREVIEW`).
+   */
+  async members(userId: string, input: ListMembers) {
+    await this.memberships.require(userId, input.id);
+    const after = decodeCursor(input.cursor, z.object({ at: CursorField.at, id: CursorField.id }));
+    const rows = await this.db
+      .select({
+        userId: members.userId,
+        username: users.username,
+        displayName: users.displayName,
+        role: members.role,
+        joinedAt: members.joinedAt,
+        lastReadSeq: members.lastReadSeq,
+      })
+      .from(members)
+      .innerJoin(users, eq(users.id, members.userId))
+      .where(
+        and(
+          eq(members.conversationId, input.id),
+          after
+            ? or(
+                gt(members.joinedAt, new Date(after.at)),
+                and(eq(members.joinedAt, new Date(after.at)), gt(members.userId, after.id)),
+              )
+            : undefined,
+        ),
+      )
+      .orderBy(asc(members.joinedAt), asc(members.userId))
+      .limit(input.limit + 1);
+    const items = rows.slice(0, input.limit);
+    const last = items[items.length - 1];
+    return {
+      items,
+      nextCursor:
+        rows.length > input.limit && last
+          ? encodeCursor({ at: last.joinedAt.toISOString(), id: last.userId })
+          : null,
+    };
+  }
+
+  private async isLarge(id: string): Promise<boolean> {
+    return (await this.memberships.size(id)) > this.limits.largeGroup;
   }
 
   private async deleteMember(tx: Transaction, id: string, userId: string): Promise<void> {
@@ -334,67 +400,24 @@ export class ConversationService {
     await tx.update(conversations).set({ updatedAt: new Date() }).where(eq(conversations.id, id));
   }
 
-  /** What follows a committed departure: the roster, one system message and the events. */
+  /** What follows a committed departure: the roster, the events and one system message. */
   private async memberDropped(id: string, actor: Sender, userId: string, how: 'left' | 'removed') {
     await this.memberships.refresh(id);
     const [user] = await this.db.select({ username: users.username }).from(users).where(eq(users.id, userId));
     const name = user?.username ?? 'someone';
-    await this.messages.appendSystem(
-      id,
-      actor,
-      how === 'left' ? `${name} left` : `${actor.username} removed ${name}`,
-    );
-    const remaining = await this.memberships.memberIds(id);
-    await this.publish([...remaining, userId], {
+    // The one who went still gets `member.left`, then nothing more of the conversation.
+    await this.events.toConversation(id, {
       type: 'member.left',
       conversationId: id,
       userIds: [userId],
       by: how === 'left' ? null : actor.id,
     });
-    await this.publish([userId], { type: 'conversation.removed', conversationId: id });
-    await this.announce(id, remaining);
-  }
-
-  private async softDelete(id: string, recipients: string[]): Promise<void> {
-    await this.db.update(conversations).set({ deletedAt: new Date() }).where(eq(conversations.id, id));
-    await this.memberships.refresh(id);
-    await this.publish(recipients, { type: 'conversation.removed', conversationId: id });
-  }
-
-  /**
-   * Sends each recipient the conversation as they see it. Only the unread count differs from
-   * one member to the next, so the rest is read once, and recipients whose counts agree get
-   * one event between them: a group's change costs one read of it, a count per member, and
-   * as many events to publish as there are distinct counts.
-   */
-  private async announce(id: string, recipients: string[]): Promise<void> {
-    const [shared] = (await this.views([id], null)).values();
-    if (!shared || recipients.length === 0) return;
-    const readPositions = new Map(shared.members.map((member) => [member.userId, member.lastReadSeq]));
-    const counts = await Promise.all(
-      recipients.map(async (userId) => {
-        const position = readPositions.get(userId);
-        if (position === undefined) return 0;
-        const unread = await this.store.unreadCounts(userId, new Map([[id, position]]));
-        return Math.max(0, unread.get(id) ?? 0);
-      }),
+    await this.events.mark([userId], { change: 'out', conversationId: id });
+    await this.messages.appendSystem(
+      id,
+      actor,
+      how === 'left' ? `${name} left` : `${actor.username} removed ${name}`,
     );
-    const byCount = new Map<number, string[]>();
-    recipients.forEach((userId, i) => {
-      const count = counts[i] ?? 0;
-      const group = byCount.get(count);
-      if (group) group.push(userId);
-      else byCount.set(count, [userId]);
-    });
-    await Promise.all(
-      [...byCount].map(([unreadCount, group]) =>
-        this.publish(group, { type: 'conversation.upserted', conversation: { ...shared, unreadCount } }),
-      ),
-    );
-  }
-
-  private async publish(recipients: string[], event: ParleyEvent): Promise<void> {
-    await this.events.publish(recipients, event);
   }
 
   /** Checks that every id is an active user; returns id → username. */
@@ -409,44 +432,65 @@ export class ConversationService {
   }
 
   private async view(id: string, viewerId: string): Promise<Conversation> {
-    const views = await this.views([id], viewerId);
-    const view = views.get(id);
+    const view = (await this.views([id], viewerId)).get(id);
     if (!view) throw new NotFound('Conversation');
-    return view;
+    return view.conversation;
+  }
+
+  /** The conversation as `viewerId` sees it, for their stream; null once it is deleted. */
+  async viewOf(id: string, viewerId: string): Promise<Conversation | null> {
+    const view = (await this.views([id], viewerId)).get(id);
+    return view && !view.deletedAt ? view.conversation : null;
   }
 
   /**
    * Builds the `Conversation` shape for many conversations in a fixed number of queries, with
-   * the unread counts of `viewerId` (none without one).
+   * the unread counts of `viewerId` (none without one) and the first `MEMBERS_PREVIEW` members
+   * of each, whatever its size.
    */
-  private async views(ids: string[], viewerId: string | null): Promise<Map<string, Conversation>> {
-    const out = new Map<string, Conversation>();
+  private async views(
+    ids: string[],
+    viewerId: string | null,
+  ): Promise<Map<string, { conversation: Conversation; deletedAt: Date | null }>> {
+    const out = new Map<string, { conversation: Conversation; deletedAt: Date | null }>();
     if (ids.length === 0) return out;
-    const [rows, memberRows] = await Promise.all([
+    const ranked = this.db
+      .select({
+        conversationId: members.conversationId,
+        userId: members.userId,
+        username: users.username,
+        displayName: users.displayName,
+        role: members.role,
+        joinedAt: members.joinedAt,
+        lastReadSeq: members.lastReadSeq,
+        rank: sql<number>`row_number() over (partition by ${members.conversationId} order by ${members.joinedAt}, ${members.userId})`.as(
+          'rank',
+        ),
+        total: sql<number>`count(*) over (partition by ${members.conversationId})`.as('total'),
+      })
+      .from(members)
+      .innerJoin(users, eq(users.id, members.userId))
+      .where(inArray(members.conversationId, ids))
+      .as('ranked');
+    const [rows, memberRows, own] = await Promise.all([
       this.db.select().from(conversations).where(inArray(conversations.id, ids)),
-      this.db
-        .select({
-          conversationId: members.conversationId,
-          userId: members.userId,
-          username: users.username,
-          displayName: users.displayName,
-          role: members.role,
-          joinedAt: members.joinedAt,
-          lastReadSeq: members.lastReadSeq,
-        })
-        .from(members)
-        .innerJoin(users, eq(users.id, members.userId))
-        .where(inArray(members.conversationId, ids))
-        .orderBy(asc(members.joinedAt), asc(users.username)),
+      this.db.select().from(ranked).where(lte(ranked.rank, MEMBERS_PREVIEW)).orderBy(asc(ranked.rank)),
+      viewerId === null
+        ? Promise.resolve([])
+        : this.db
+            .select({ conversationId: members.conversationId, lastReadSeq: members.lastReadSeq })
+            .from(members)
+            .where(and(inArray(members.conversationId, ids), eq(members.userId, viewerId))),
     ]);
     const membersOf = new Map<string, Member[]>();
-    const readPositions = new Map<string, number>();
-    for (const { conversationId, ...member } of memberRows) {
+    const counts = new Map<string, number>();
+    for (const { conversationId, rank: _rank, total, ...member } of memberRows) {
       const list = membersOf.get(conversationId) ?? [];
       list.push(member);
       membersOf.set(conversationId, list);
-      if (member.userId === viewerId) readPositions.set(conversationId, member.lastReadSeq);
+      counts.set(conversationId, Number(total));
     }
+    const readPositions = new Map(own.map((row) => [row.conversationId, row.lastReadSeq]));
     const [latest, unread] = await Promise.all([
       this.store.latest(ids),
       viewerId === null ? new Map<string, number>() : this.store.unreadCounts(viewerId, readPositions),
@@ -454,16 +498,20 @@ export class ConversationService {
     for (const row of rows as ConversationRow[]) {
       const lastMessage = latest.get(row.id) ?? null;
       out.set(row.id, {
-        id: row.id,
-        type: row.type,
-        name: row.name,
-        createdBy: row.createdBy,
-        createdAt: row.createdAt,
-        updatedAt: row.updatedAt,
-        members: membersOf.get(row.id) ?? [],
-        lastMessage,
-        lastSeq: Math.max(row.lastSeq, lastMessage?.seq ?? 0),
-        unreadCount: Math.max(0, unread.get(row.id) ?? 0),
+        deletedAt: row.deletedAt,
+        conversation: {
+          id: row.id,
+          type: row.type,
+          name: row.name,
+          createdBy: row.createdBy,
+          createdAt: row.createdAt,
+          updatedAt: row.updatedAt,
+          members: membersOf.get(row.id) ?? [],
+          memberCount: counts.get(row.id) ?? 0,
+          lastMessage,
+          lastSeq: Math.max(row.lastSeq, lastMessage?.seq ?? 0),
+          unreadCount: Math.max(0, unread.get(row.id) ?? 0),
+        },
       });
     }
     return out;

@@ -77,6 +77,7 @@ export const procedureBudgets: Readonly<Record<string, BudgetName | CountedBySer
   'conversation.createGroup': 'conversations',
   'conversation.list': 'reads',
   'conversation.byId': 'reads',
+  'conversation.members': 'reads',
   'conversation.rename': 'groupChanges',
   'conversation.addMembers': 'groupChanges',
   'conversation.removeMember': 'groupChanges',

@@ -1,9 +1,11 @@
-import { and, eq, inArray, isNull } from 'drizzle-orm';
+import { randomUUID } from 'node:crypto';
+import { and, eq, gte, inArray, isNull, or, sql } from 'drizzle-orm';
 import { conversations, members, users } from '../../../drizzle/schema.js';
 import type { Broker } from '../broker/types.js';
 import type { Database } from '../db/index.js';
 import { Forbidden, NotFound } from '../errors.js';
 import type { Role } from '../contracts/schemas.js';
+import { rosterKey, rosterVersionKey } from '../contracts/keys.js';
 
 export interface Membership {
   conversationId: string;
@@ -12,95 +14,95 @@ export interface Membership {
   lastReadSeq: number;
 }
 
+/** How long a roster set lives in the broker without being filled again. */
+const ROSTER_TTL_MS = 10 * 60 * 1000;
+/** Longer than a roster: a fill that read an expired version can only fail, never land stale. */
+const ROSTER_VERSION_TTL_MS = 60 * 60 * 1000;
+
 /**
  * Who belongs where. A conversation the caller is not in is reported as not found, so
  * nobody learns that it exists.
+ *
+ * The broker holds each active conversation's roster as a set, which a send checks in the same
+ * step as its append (`AppendOptions.requireMember`): one lookup, whatever the group's size.
+ * The set is filled from PostgreSQL when missing and dropped after every committed change, with
+ * a version that makes a fill read before the change fail instead of landing.
  */
-/** Who is in a conversation, as cached in the broker for the send path. */
-interface Roster {
-  members: string[];
-}
-
-/** A roster as the broker holds it: its key, its exact text, and its members. */
-export interface SendRoster {
-  key: string;
-  text: string;
-  members: string[];
-}
-
-const rosterKey = (conversationId: string) => `roster:${conversationId}`;
-const ROSTER_TTL_MS = 10 * 60 * 1000;
-/** Rosters this instance keeps for the send path; the oldest goes first beyond this. */
-const LOCAL_ROSTERS = 10_000;
-
 export class Memberships {
-  /** This instance's copies of broker rosters, for the send path (see `sendRoster`). */
-  private readonly local = new Map<string, SendRoster>();
-
   constructor(
     private readonly db: Database,
     private readonly broker: Broker,
   ) {}
 
-  /**
-   * The roster a send goes out with: this instance's copy when it has one (with `fresh`, or
-   * without a copy, the broker's). A copy may be out of date; the send's append requires the
-   * broker's roster to still be this text (`AppendOptions.requireValue`), and when it is not,
-   * the send asks again with `fresh`. So a send costs no round trip for its roster, and none
-   * is ever accepted on a roster that changed.
-   */
-  async sendRoster(conversationId: string, fresh = false): Promise<SendRoster> {
-    const copy = fresh ? undefined : this.local.get(conversationId);
-    if (copy) return copy;
-    const key = rosterKey(conversationId);
-    let text = await this.broker.get(key);
-    if (text === null) {
-      const filled = JSON.stringify(await this.load(conversationId));
-      const set = await this.broker.set(key, filled, { ttlMs: ROSTER_TTL_MS, nx: true });
-      text = set ? filled : ((await this.broker.get(key)) ?? filled);
-    }
-    const roster: SendRoster = { key, text, members: (JSON.parse(text) as Roster).members };
-    this.local.delete(conversationId);
-    this.local.set(conversationId, roster);
-    if (this.local.size > LOCAL_ROSTERS) {
-      const oldest = this.local.keys().next();
-      if (!oldest.done) this.local.delete(oldest.value);
-    }
-    return roster;
+  /** The membership check for a send's append (fill the roster first with `fillRoster`). */
+  rosterGuard(conversationId: string, userId: string): { key: string; member: string } {
+    return { key: rosterKey(conversationId), member: userId };
   }
 
-  /**
-   * Members of a live conversation (empty when it is deleted or unknown), from the broker's
-   * cache so that sending works while PostgreSQL is unreachable. A cache fill only writes
-   * when no entry exists, and every membership change overwrites the entry after its commit,
-   * so a fill that read before a change can never outlive it.
-   */
-  private async roster(conversationId: string): Promise<Roster> {
-    const cached = await this.broker.get(rosterKey(conversationId));
-    if (cached) return JSON.parse(cached) as Roster;
-    const roster = await this.load(conversationId);
-    await this.broker.set(rosterKey(conversationId), JSON.stringify(roster), {
-      ttlMs: ROSTER_TTL_MS,
-      nx: true,
+  /** Puts the conversation's roster in the broker, unless it is there or changed meanwhile. */
+  async fillRoster(conversationId: string): Promise<void> {
+    const version = await this.broker.get(rosterVersionKey(conversationId));
+    const ids = await this.load(conversationId);
+    await this.broker.fillSet(rosterKey(conversationId), ids, ROSTER_TTL_MS, {
+      key: rosterVersionKey(conversationId),
+      value: version,
     });
-    return roster;
   }
 
   /** Call after every committed membership change of the conversation. */
   async refresh(conversationId: string): Promise<void> {
-    // This instance's copy goes at once; other instances' sends find theirs out of date.
-    this.local.delete(conversationId);
-    const roster = await this.load(conversationId);
-    await this.broker.set(rosterKey(conversationId), JSON.stringify(roster), { ttlMs: ROSTER_TTL_MS });
+    // The version first: a fill that read the members before the change now fails.
+    await this.broker.set(rosterVersionKey(conversationId), randomUUID(), { ttlMs: ROSTER_VERSION_TTL_MS });
+    await this.broker.del(rosterKey(conversationId));
   }
 
-  private async load(conversationId: string): Promise<Roster> {
+  /** Whether the user is in the live conversation, from the broker's roster. */
+  async isMember(userId: string, conversationId: string): Promise<boolean> {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const answer = await this.broker.isMember(rosterKey(conversationId), userId);
+      if (answer !== null) return answer;
+      await this.fillRoster(conversationId);
+    }
+    return (await this.load(conversationId)).includes(userId);
+  }
+
+  /** How many members the conversation has, from the broker's roster. */
+  async size(conversationId: string): Promise<number> {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const size = await this.broker.setSize(rosterKey(conversationId));
+      if (size !== null) return size;
+      await this.fillRoster(conversationId);
+    }
+    return (await this.load(conversationId)).length;
+  }
+
+  private async load(conversationId: string): Promise<string[]> {
     const rows = await this.db
       .select({ userId: members.userId })
       .from(members)
       .innerJoin(conversations, eq(conversations.id, members.conversationId))
       .where(and(eq(members.conversationId, conversationId), isNull(conversations.deletedAt)));
-    return { members: rows.map((row) => row.userId) };
+    return rows.map((row) => row.userId);
+  }
+
+  /**
+   * The conversations whose events a user's stream reads: those they are in, and those deleted
+   * at or after `sinceMs` while they were in them.
+   */
+  async conversationsOf(userId: string, sinceMs: number | null = null): Promise<string[]> {
+    const rows = await this.db
+      .select({ id: members.conversationId })
+      .from(members)
+      .innerJoin(conversations, eq(conversations.id, members.conversationId))
+      .where(
+        and(
+          eq(members.userId, userId),
+          sinceMs === null
+            ? isNull(conversations.deletedAt)
+            : or(isNull(conversations.deletedAt), gte(conversations.deletedAt, new Date(sinceMs))),
+        ),
+      );
+    return rows.map((row) => row.id);
   }
 
   async find(userId: string, conversationId: string): Promise<Membership | null> {
@@ -137,24 +139,27 @@ export class Memberships {
     return membership;
   }
 
-  /** Every member of a live conversation, after checking that `userId` is one of them. */
-  async recipients(userId: string, conversationId: string): Promise<string[]> {
-    const { members: ids } = await this.roster(conversationId);
-    if (!ids.includes(userId)) throw new NotFound('Conversation');
-    return ids;
-  }
-
-  async memberIds(conversationId: string): Promise<string[]> {
-    return (await this.roster(conversationId)).members;
-  }
-
-  /** Everyone who shares at least one conversation with the user (they see its presence). */
-  async contactsOf(userId: string): Promise<string[]> {
+  /**
+   * Everyone who shares a direct conversation or a group of at most `largeGroup` members with
+   * the user (they see its presence); a large group makes nobody a contact.
+   */
+  async contactsOf(userId: string, largeGroup: number): Promise<string[]> {
+    const sizes = this.db
+      .select({ id: members.conversationId })
+      .from(members)
+      .groupBy(members.conversationId)
+      .having(sql`count(*) <= ${largeGroup}`);
     const mine = this.db
       .select({ id: members.conversationId })
       .from(members)
       .innerJoin(conversations, eq(conversations.id, members.conversationId))
-      .where(and(eq(members.userId, userId), isNull(conversations.deletedAt)));
+      .where(
+        and(
+          eq(members.userId, userId),
+          isNull(conversations.deletedAt),
+          inArray(members.conversationId, sizes),
+        ),
+      );
     const rows = await this.db
       .selectDistinct({ userId: members.userId })
       .from(members)

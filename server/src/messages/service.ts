@@ -12,8 +12,10 @@ import type { EventPublisher } from '../contracts/events.js';
 import type { EditMessage, ListMessages, SendMessage } from './schemas.js';
 import type { MessageStore } from './store.js';
 
-/** What `create` answers when the roster a send relied on changed before its append. */
-const ROSTER_CHANGED = Symbol('roster changed');
+/** What `create` answers when the conversation's roster is not in the broker (fill it, then retry). */
+const NO_ROSTER = Symbol('no roster');
+/** What `create` answers when the sender is not in the conversation. */
+const NOT_MEMBER = Symbol('not a member');
 
 export interface Sender {
   id: string;
@@ -39,15 +41,20 @@ export class MessageService {
    */
   async send(sender: Sender, input: SendMessage, session: Refusal[] = []): Promise<Message> {
     // A clientMessageId still claimed in the broker is caught by the append itself; PostgreSQL
-    // covers a retry after the claim expired. Looked up while the roster is read.
-    const earlierLookup = input.clientMessageId
-      ? this.store.writtenClientId(sender.id, input.conversationId, input.clientMessageId)
-      : null;
-    let roster = await this.senderRoster(sender.id, input.conversationId, session, false);
-    const earlier = await earlierLookup;
-    if (earlier) {
-      await this.requireSession(session);
-      return this.firstOf(earlier.id);
+    // covers a retry after the claim expired.
+    if (input.clientMessageId) {
+      const earlier = await this.store.writtenClientId(
+        sender.id,
+        input.conversationId,
+        input.clientMessageId,
+      );
+      if (earlier) {
+        await this.requireSession(session);
+        if (!(await this.memberships.isMember(sender.id, input.conversationId))) {
+          throw new NotFound('Conversation');
+        }
+        return this.firstOf(earlier.id);
+      }
     }
     for (let attempt = 1; ; attempt++) {
       const result = await this.create(
@@ -56,42 +63,29 @@ export class MessageService {
         input.content,
         'text',
         input.clientMessageId ?? null,
-        roster.members,
         {
-          requireValue: { key: roster.key, value: roster.text },
+          requireMember: this.memberships.rosterGuard(input.conversationId, sender.id),
           refuseIf: session,
           limit: this.sendLimit(sender.id),
         },
       );
-      if (result !== ROSTER_CHANGED) return result;
-      // The membership changed since this instance read it: read it again, and check again.
-      if (attempt >= 3) throw new Unavailable('The conversation kept changing; nothing was sent');
-      roster = await this.senderRoster(sender.id, input.conversationId, session, true);
-    }
-  }
-
-  /** The roster of a conversation the sender is in (a copy missing them is checked afresh). */
-  private async senderRoster(senderId: string, conversationId: string, session: Refusal[], fresh: boolean) {
-    try {
-      let roster = await this.memberships.sendRoster(conversationId, fresh);
-      if (!fresh && !roster.members.includes(senderId)) {
-        roster = await this.memberships.sendRoster(conversationId, true);
+      if (result === NOT_MEMBER) {
+        // A revoked session learns nothing, not even whether it is a member.
+        await this.requireSession(session);
+        throw new NotFound('Conversation');
       }
-      if (!roster.members.includes(senderId)) throw new NotFound('Conversation');
-      return roster;
-    } catch (error) {
-      // A revoked session learns nothing, not even whether it is a member.
-      await this.requireSession(session);
-      throw error;
+      if (result !== NO_ROSTER) return result;
+      // The roster expired or changed since it was last filled: fill it from PostgreSQL.
+      if (attempt >= 3) throw new Unavailable('The conversation kept changing; nothing was sent');
+      await this.memberships.fillRoster(input.conversationId);
     }
   }
 
   /** A `system` message ("al added bo") in the conversation's history, seen by every member. */
   async appendSystem(conversationId: string, actor: Sender, content: string): Promise<Message> {
-    const recipients = await this.memberships.memberIds(conversationId);
-    const created = await this.create(conversationId, actor, content, 'system', null, recipients);
-    // Without `requireValue` the append never answers `changed`.
-    if (created === ROSTER_CHANGED) throw new Error('an append without a roster check answered `changed`');
+    const created = await this.create(conversationId, actor, content, 'system', null);
+    // Without `requireMember` the append never answers about the roster.
+    if (typeof created === 'symbol') throw new Error('an append without a roster check answered about it');
     return created;
   }
 
@@ -125,11 +119,10 @@ export class MessageService {
     }
     if (message.deletedAt) throw new Forbidden('A deleted message cannot be edited');
     const edited: Message = { ...message, content: input.content, editedAt: new Date() };
-    const recipients = await this.memberships.memberIds(message.conversationId);
     // Refused in the append itself when a deletion came in since the read above.
     const appended = await this.store.appendEdit(
       edited,
-      this.events.fanOut(recipients, { type: 'message.updated', message: edited }),
+      this.events.fanOut(edited.conversationId, { type: 'message.updated', message: edited }),
     );
     if (!appended) throw new Forbidden('A deleted message cannot be edited');
     return edited;
@@ -145,11 +138,10 @@ export class MessageService {
     }
     if (message.deletedAt) return { ok: true };
     const tombstone: Message = { ...message, content: '', deletedAt: new Date() };
-    const recipients = await this.memberships.memberIds(message.conversationId);
     // Not appended when a concurrent deletion marked the message first: deleted all the same.
     await this.store.appendTombstone(
       tombstone,
-      this.events.fanOut(recipients, {
+      this.events.fanOut(message.conversationId, {
         type: 'message.deleted',
         conversationId: message.conversationId,
         messageId: message.id,
@@ -164,9 +156,8 @@ export class MessageService {
     content: string,
     type: Message['type'],
     clientMessageId: string | null,
-    recipients: string[],
-    guard?: Pick<AppendOptions, 'requireValue' | 'refuseIf' | 'limit'>,
-  ): Promise<Message | typeof ROSTER_CHANGED> {
+    guard?: Pick<AppendOptions, 'requireMember' | 'refuseIf' | 'limit'>,
+  ): Promise<Message | typeof NO_ROSTER | typeof NOT_MEMBER> {
     const draft = {
       id: uuidv7(),
       conversationId,
@@ -179,16 +170,12 @@ export class MessageService {
       editedAt: null,
       deletedAt: null,
     };
-    // The seq is taken, and the event written to every recipient's log and published, in the
+    // The seq is taken, and the event written to the conversation's log and published, in the
     // same broker step as the append: an accepted message always has its event.
     const result = await this.store.appendNew(
       draft,
       (seqSlot) =>
-        this.events.fanOutNewMessage(
-          recipients,
-          { type: 'message.created', message: { ...draft, seq: 0 } },
-          seqSlot,
-        ),
+        this.events.fanOutNewMessage({ type: 'message.created', message: { ...draft, seq: 0 } }, seqSlot),
       guard,
     );
     if (result.appended) {
@@ -196,7 +183,8 @@ export class MessageService {
       return { ...draft, seq: result.seq };
     }
     if ('refused' in result) throw new Unauthorized('Session ended');
-    if ('changed' in result) return ROSTER_CHANGED;
+    if ('notMember' in result) return NOT_MEMBER;
+    if ('noSet' in result) return NO_ROSTER;
     if ('limited' in result) {
       const windowMs = this.limits.sendWindowSeconds * 1000;
       const retryAfter = Math.ceil((windowMs - (Date.now() % windowMs)) / 1000);

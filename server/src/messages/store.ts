@@ -1,8 +1,9 @@
+import DataLoader from 'dataloader';
 import { and, asc, desc, eq, gt, inArray, lt, sql } from 'drizzle-orm';
 import { members, messages } from '../../../drizzle/schema.js';
 import type { AppendOptions, AppendResult, Broker, FanOut } from '../broker/types.js';
 import type { Message } from '../contracts/schemas.js';
-import { MESSAGES_STREAM } from '../contracts/streams.js';
+import { MESSAGES_STREAM } from '../contracts/keys.js';
 import type { Database } from '../db/index.js';
 
 /** Unwritten messages of one conversation: message id → `<entry id>|<message JSON>`. */
@@ -46,9 +47,10 @@ interface ClientIdLookup {
   senderId: string;
   conversationId: string;
   clientMessageId: string;
-  resolve: (row: WrittenMessage | null) => void;
-  reject: (error: unknown) => void;
 }
+
+const lookupKey = (of: { senderId: string; conversationId: string; clientMessageId: string | null }) =>
+  `${of.senderId} ${of.conversationId} ${of.clientMessageId}`;
 
 /** A message as it travels through the stream and sits in the pending store. */
 export interface WireMessage {
@@ -154,8 +156,8 @@ export class MessageStore {
   private readonly byClientId;
   private readonly byClientIds;
   private readonly maxSeq;
-  /** Client-id lookups waiting for the next batch (one query for all sends of a loop turn). */
-  private queuedLookups: ClientIdLookup[] = [];
+  /** Client-id lookups, batched: one query for all sends of a loop turn. */
+  private readonly writtenByClientId: DataLoader<ClientIdLookup, WrittenMessage | null, string>;
 
   constructor(
     private readonly db: Database,
@@ -206,6 +208,13 @@ export class MessageStore {
       .from(messages)
       .where(eq(messages.conversationId, sql.placeholder('conversationId')))
       .prepare('parley_message_max_seq');
+    this.writtenByClientId = new DataLoader((keys) => this.lookUpWritten(keys), {
+      maxBatchSize: CLIENT_ID_LOOKUP_BATCH,
+      // After this turn's I/O: every send that arrived in it shares one query.
+      batchScheduleFn: (flush) => setImmediate(flush),
+      // Each lookup asks PostgreSQL afresh: a row written a moment later must be found.
+      cache: false,
+    });
   }
 
   /**
@@ -220,13 +229,14 @@ export class MessageStore {
     /** The event that goes out with the message, in the same step, given the seq's stand-in. */
     announce?: (seqSlot: string) => FanOut | null,
     /** Checked in the same step, before anything is written. */
-    guard: Pick<AppendOptions, 'requireValue' | 'refuseIf' | 'limit'> = {},
+    guard: Pick<AppendOptions, 'requireMember' | 'refuseIf' | 'limit'> = {},
   ): Promise<
     | { appended: true; seq: number }
     | { appended: false; existing: { conversationId: string; id: string } }
     | { appended: false; refused: number }
     | { appended: false; limited: true }
-    | { appended: false; changed: true }
+    | { appended: false; notMember: true }
+    | { appended: false; noSet: true }
   > {
     const json = wireJsonAwaitingSeq(message);
     const key = seqKey(message.conversationId);
@@ -252,7 +262,9 @@ export class MessageStore {
         await this.untilMessageWritten(message.id);
         return { appended: true, seq: result.counter ?? 0 };
       }
-      if ('refused' in result || 'limited' in result || 'changed' in result) return result;
+      if ('refused' in result || 'limited' in result || 'notMember' in result || 'noSet' in result) {
+        return result;
+      }
       if ('existing' in result) {
         const [conversationId = '', id = ''] = result.existing.split(':');
         // The first send may still be on its way (a concurrent duplicate, or a retry after it
@@ -343,7 +355,7 @@ export class MessageStore {
    * broker's claim expired (a claim still held is caught by `appendNew` itself).
    */
   async writtenClientId(senderId: string, conversationId: string, clientMessageId: string) {
-    const lookup = this.lookUpWritten({ senderId, conversationId, clientMessageId });
+    const lookup = this.writtenByClientId.load({ senderId, conversationId, clientMessageId });
     // While PostgreSQL is unreachable its driver waits for a connection; sending must not. The
     // broker's claim, which covers any retry within its lifetime, then judges duplicates alone.
     let timer: NodeJS.Timeout | undefined;
@@ -360,56 +372,23 @@ export class MessageStore {
     }
   }
 
-  private lookUpWritten(
-    key: Pick<ClientIdLookup, 'senderId' | 'conversationId' | 'clientMessageId'>,
-  ): Promise<WrittenMessage | null> {
-    return new Promise((resolve, reject) => {
-      const waiting = this.queuedLookups.push({ ...key, resolve, reject });
-      // After this turn's I/O: every send that arrived in it shares one query.
-      if (waiting === 1) setImmediate(() => this.flushLookups());
-    });
-  }
-
-  private flushLookups(): void {
-    const queued = this.queuedLookups;
-    this.queuedLookups = [];
-    for (let start = 0; start < queued.length; start += CLIENT_ID_LOOKUP_BATCH) {
-      const batch = queued.slice(start, start + CLIENT_ID_LOOKUP_BATCH);
-      const [only] = batch;
-      if (batch.length === 1 && only) {
-        this.byClientId
-          .execute({
-            senderId: only.senderId,
-            conversationId: only.conversationId,
-            clientMessageId: only.clientMessageId,
-          })
-          .then(([row]) => only.resolve(row ?? null), only.reject);
-        continue;
-      }
-      this.byClientIds
-        .execute({
-          senderIds: batch.map((lookup) => lookup.senderId),
-          conversationIds: batch.map((lookup) => lookup.conversationId),
-          clientMessageIds: batch.map((lookup) => lookup.clientMessageId),
-        })
-        .then(
-          (rows) => {
-            const keyOf = (of: {
-              senderId: string;
-              conversationId: string;
-              clientMessageId: string | null;
-            }) => `${of.senderId} ${of.conversationId} ${of.clientMessageId}`;
-            const found = new Map(rows.map((row) => [keyOf(row), row]));
-            for (const lookup of batch) {
-              const row = found.get(keyOf(lookup));
-              lookup.resolve(row ? { id: row.id, conversationId: row.conversationId } : null);
-            }
-          },
-          (error: unknown) => {
-            for (const lookup of batch) lookup.reject(error);
-          },
-        );
+  /** One query for a batch of client-id lookups (the single-key one for a batch of one). */
+  private async lookUpWritten(batch: readonly ClientIdLookup[]): Promise<(WrittenMessage | null)[]> {
+    const [only] = batch;
+    if (batch.length === 1 && only) {
+      const [row] = await this.byClientId.execute({ ...only });
+      return [row ?? null];
     }
+    const rows = await this.byClientIds.execute({
+      senderIds: batch.map((lookup) => lookup.senderId),
+      conversationIds: batch.map((lookup) => lookup.conversationId),
+      clientMessageIds: batch.map((lookup) => lookup.clientMessageId),
+    });
+    const found = new Map(rows.map((row) => [lookupKey(row), row]));
+    return batch.map((lookup) => {
+      const row = found.get(lookupKey(lookup));
+      return row ? { id: row.id, conversationId: row.conversationId } : null;
+    });
   }
 
   async pendingOf(conversationId: string): Promise<Message[]> {

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import superjson from 'superjson';
 import {
   REVOCATIONS_CHANNEL,
@@ -8,18 +9,21 @@ import {
 import type { Broker, Unsubscribe } from '../broker/types.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
-import type { ParleyEvent } from '../contracts/events.js';
-import { EVENTS_CHANNEL, openEnvelope } from './publisher.js';
+import type { Mark, ParleyEvent } from '../contracts/events.js';
+import { conversationChannel, instanceChannel, userChannel } from '../contracts/keys.js';
+import { readMark } from './publisher.js';
 import { shareEvent } from './transformer.js';
 
 /** How often a catch-up tries to reach Redis before the subscriptions go on unchecked (about 9 s). */
 const CATCH_UP_ATTEMPTS = 8;
 
-/** A delivery to one local subscription: the broker id of a durable event, or null. */
-export interface Delivery {
-  readonly id: string | null;
-  readonly event: ParleyEvent;
-}
+/**
+ * A delivery to one local subscription: an event (with the broker id of a durable one, null
+ * for an ephemeral one), or a change of the user's memberships.
+ */
+export type Delivery =
+  | { readonly id: string | null; readonly event: ParleyEvent; readonly mark?: undefined }
+  | { readonly id: string; readonly mark: Mark; readonly event?: undefined };
 
 export interface LocalSubscriber extends SessionHolder {
   /** Unique per subscription across instances (`<instance>:<subscription>`). */
@@ -29,44 +33,57 @@ export interface LocalSubscriber extends SessionHolder {
   revoke(): void;
   /** Live events may be missing from now on: keep what arrives until `catchUp`. */
   hold(): void;
-  /** Live events flow again: fetch from the user's log what was missed, then go on. */
+  /** Live events flow again: fetch from the logs what was missed, then go on. */
   catchUp(): void;
 }
 
+/** One channel this instance receives, and the local subscriptions it is for. */
+interface Followed {
+  subscribers: Set<LocalSubscriber>;
+  /** Resolves once the broker delivers the channel here. */
+  ready: Promise<Unsubscribe | null>;
+}
+
 /**
- * This instance's end of the fan-out. It listens on the one events channel, decodes each
- * event once, and hands it to the local subscriptions of its recipients: a user's devices on
- * this instance each get it, those on other instances get it from their own hub.
+ * This instance's end of the event bus. It receives the channels of the conversations and
+ * users that its subscriptions follow, and only those: one channel per conversation with a
+ * member's stream here, one per user with a stream here. Each message is decoded once and
+ * handed to the subscriptions that follow its channel.
  */
 export class Hub {
-  private readonly byUser = new Map<string, Set<LocalSubscriber>>();
+  private readonly conversations = new Map<string, Followed>();
+  private readonly users = new Map<string, Followed>();
   private readonly unsubscribes: Unsubscribe[] = [];
+  private readonly barriers = new Map<string, () => void>();
+  private readonly instanceId = randomUUID();
   /** Between the loss of the broker's subscriber connection and its return. */
   private interrupted = false;
-  /** Returns of the events channel so far, so that only the latest one catches up. */
+  /** Returns of the event channels so far, so that only the latest one catches up. */
   private restores = 0;
 
   constructor(
     private readonly broker: Broker,
     private readonly sessions: Pick<Sessions, 'revokedAmong'>,
     private readonly log: Logger,
-    private readonly metrics?: Pick<Metrics, 'eventsFannedOut'>,
+    private readonly metrics?: Pick<Metrics, 'eventsFannedOut' | 'pubsubReceived'>,
   ) {}
 
   async start(): Promise<void> {
-    this.unsubscribes.push(await this.broker.subscribe(EVENTS_CHANNEL, (raw) => this.onEvent(raw)));
     this.unsubscribes.push(await this.broker.subscribe(REVOCATIONS_CHANNEL, (raw) => this.onRevocation(raw)));
+    this.unsubscribes.push(
+      await this.broker.subscribe(instanceChannel(this.instanceId), (raw) => this.barriers.get(raw)?.()),
+    );
     // Pub/Sub drops what is published while this instance's subscriber connection is down;
-    // every durable event is also in its recipients' logs, which fill the gap.
+    // every durable event is also in its log, which fills the gap.
     const unwatch = this.broker.watchSubscriptions({
       interrupted: () => {
         this.interrupted = true;
-        this.log.warn('events channel lost; live events held until it is back');
+        this.log.warn('event channels lost; live events held until they are back');
         for (const subscriber of this.subscribers()) subscriber.hold();
       },
       restored: () => {
         this.interrupted = false;
-        this.log.info('events channel back; subscriptions catch up from their logs');
+        this.log.info('event channels back; subscriptions catch up from their logs');
         void this.catchUp(this.subscribers());
       },
     });
@@ -78,36 +95,102 @@ export class Hub {
 
   async stop(): Promise<void> {
     await Promise.all(this.unsubscribes.splice(0).map((unsubscribe) => unsubscribe()));
+    const followed = [...this.conversations.values(), ...this.users.values()];
+    this.conversations.clear();
+    this.users.clear();
+    await Promise.all(followed.map(async ({ ready }) => (await ready.catch(() => null))?.()));
   }
 
-  add(subscriber: LocalSubscriber): void {
+  /** Starts delivering the user's own channel to `subscriber`. */
+  async add(subscriber: LocalSubscriber): Promise<void> {
     if (this.interrupted) subscriber.hold();
-    let set = this.byUser.get(subscriber.userId);
-    if (!set) this.byUser.set(subscriber.userId, (set = new Set()));
-    set.add(subscriber);
+    await this.join(this.users, subscriber.userId, subscriber, userChannel);
   }
 
-  remove(subscriber: LocalSubscriber): void {
-    const set = this.byUser.get(subscriber.userId);
-    if (!set?.delete(subscriber)) return;
-    if (set.size === 0) this.byUser.delete(subscriber.userId);
+  remove(subscriber: LocalSubscriber, conversationIds: Iterable<string>): void {
+    this.leave(this.users, subscriber.userId, subscriber);
+    for (const id of conversationIds) this.leave(this.conversations, id, subscriber);
+  }
+
+  /** Starts delivering these conversations' channels to `subscriber`; resolves once they flow. */
+  async follow(subscriber: LocalSubscriber, conversationIds: readonly string[]): Promise<void> {
+    await Promise.all(
+      conversationIds.map((id) => this.join(this.conversations, id, subscriber, conversationChannel)),
+    );
+  }
+
+  unfollow(subscriber: LocalSubscriber, conversationId: string): void {
+    this.leave(this.conversations, conversationId, subscriber);
+  }
+
+  /**
+   * Resolves once everything published before the call has reached this instance (and been
+   * handed to its subscriptions): a message this instance publishes to itself arrives after
+   * all of it, on the same connection.
+   */
+  async barrier(): Promise<void> {
+    const token = randomUUID();
+    const arrived = new Promise<void>((resolve) => this.barriers.set(token, resolve));
+    try {
+      await this.broker.publish(instanceChannel(this.instanceId), token);
+      await arrived;
+    } finally {
+      this.barriers.delete(token);
+    }
   }
 
   subscribers(): LocalSubscriber[] {
-    return [...this.byUser.values()].flatMap((set) => [...set]);
+    return [...this.users.values()].flatMap(({ subscribers }) => [...subscribers]);
   }
 
   count(): number {
     let total = 0;
-    for (const set of this.byUser.values()) total += set.size;
+    for (const { subscribers } of this.users.values()) total += subscribers.size;
     return total;
   }
 
+  /** How many conversation channels this instance receives. */
+  followedConversations(): number {
+    return this.conversations.size;
+  }
+
+  private async join(
+    map: Map<string, Followed>,
+    id: string,
+    subscriber: LocalSubscriber,
+    channel: (id: string) => string,
+  ): Promise<void> {
+    let followed = map.get(id);
+    if (!followed) {
+      // Each subscription delivers to its own entry: one still being unsubscribed after the
+      // channel was followed again delivers to nobody.
+      const entry: Followed = { subscribers: new Set(), ready: Promise.resolve(null) };
+      entry.ready = this.broker.subscribe(channel(id), (raw) => this.onMessage(entry, raw));
+      entry.ready.catch(() => {
+        if (map.get(id) === entry) map.delete(id);
+      });
+      map.set(id, entry);
+      followed = entry;
+    }
+    followed.subscribers.add(subscriber);
+    await followed.ready;
+  }
+
+  private leave(map: Map<string, Followed>, id: string, subscriber: LocalSubscriber): void {
+    const followed = map.get(id);
+    if (!followed?.subscribers.delete(subscriber) || followed.subscribers.size > 0) return;
+    map.delete(id);
+    void followed.ready.then(
+      (unsubscribe) => unsubscribe?.(),
+      () => undefined,
+    );
+  }
+
   /**
-   * After the events channel came back. Revocations announced meanwhile reached no one here,
+   * After the event channels came back. Revocations announced meanwhile reached no one here,
    * so each held subscription's session is checked first: a revoked one ends, the others
    * catch up (until then, what arrives live is held, so a revoked session gets nothing more).
-   * Redis's other connection may come back a little later than the channel's: the check is
+   * Redis's other connection may come back a little later than the channels': the check is
    * retried for a while, which also lets the catch-up read the logs.
    */
   private async catchUp(held: LocalSubscriber[]): Promise<void> {
@@ -135,32 +218,33 @@ export class Hub {
     });
   }
 
-  private onEvent(raw: string): void {
-    let opened: ReturnType<typeof openEnvelope>;
-    try {
-      opened = openEnvelope(raw);
-    } catch {
-      opened = null;
-    }
-    if (!opened) {
-      this.log.error('unreadable event on the events channel');
+  private onMessage(followed: Followed, raw: string): void {
+    this.metrics?.pubsubReceived.inc();
+    if (followed.subscribers.size === 0) return;
+    const newline = raw.indexOf('\n');
+    if (newline <= 0) {
+      this.log.error('unreadable message on an event channel');
       return;
     }
-    const { id, recipients, payload } = opened;
-    let event: ParleyEvent | null = null;
-    let delivery: Delivery | null = null;
-    let subscriptions = 0;
-    for (const userId of recipients) {
-      const set = this.byUser.get(userId);
-      if (!set) continue;
-      // Decoded once per instance, and only when someone here needs it.
-      event ??= shareEvent(superjson.parse<ParleyEvent>(payload));
-      delivery ??= { id: id === '-' ? null : id, event };
-      for (const subscriber of set) subscriber.deliver(delivery);
-      subscriptions += set.size;
+    const id = raw.slice(0, newline);
+    const payload = raw.slice(newline + 1);
+    let delivery: Delivery;
+    const mark = readMark(payload);
+    if (mark) {
+      delivery = { id, mark };
+    } else {
+      let event: ParleyEvent;
+      try {
+        // Decoded once per instance, whatever the number of subscriptions here.
+        event = shareEvent(superjson.parse<ParleyEvent>(payload));
+      } catch {
+        this.log.error('unreadable event on an event channel');
+        return;
+      }
+      delivery = { id: id === '-' ? null : id, event };
     }
-    if (!event) return;
-    this.metrics?.eventsFannedOut.inc({ type: event.type }, subscriptions);
+    for (const subscriber of followed.subscribers) subscriber.deliver(delivery);
+    this.metrics?.eventsFannedOut.inc({ type: delivery.event?.type ?? 'mark' }, followed.subscribers.size);
   }
 
   private onRevocation(raw: string): void {
@@ -170,7 +254,7 @@ export class Hub {
     } catch {
       return;
     }
-    for (const subscriber of this.byUser.get(revocation.userId) ?? []) {
+    for (const subscriber of this.users.get(revocation.userId)?.subscribers ?? []) {
       if (revocation.sessionId === null || revocation.sessionId === subscriber.sessionId) subscriber.revoke();
     }
   }

@@ -33,6 +33,8 @@ export class Presence implements OnlineLookup {
     private readonly events: EventPublisher,
     private readonly settings: PresenceSettings,
     private readonly log: Logger,
+    /** Sharing a group past this size makes nobody a contact (see `Limits.largeGroup`). */
+    private readonly largeGroup: number,
   ) {}
 
   start(localConnections: () => { userId: string; key: string }[]): void {
@@ -116,7 +118,7 @@ export class Presence implements OnlineLookup {
   }
 
   private async announce(userId: string, online: boolean, lastSeenAt: Date): Promise<void> {
-    const contacts = await this.memberships.contactsOf(userId);
-    await this.events.publish(contacts, { type: 'presence', userId, online, lastSeenAt });
+    const contacts = await this.memberships.contactsOf(userId, this.largeGroup);
+    await this.events.signalUsers(contacts, { type: 'presence', userId, online, lastSeenAt });
   }
 }

@@ -1,64 +1,67 @@
 import type { Broker, FanOut } from '../broker/types.js';
-import { stringify } from './serialize.js';
 import {
   EPHEMERAL_EVENTS,
   type EventPublisher,
+  type Mark,
   type NewMessageEvent,
   type ParleyEvent,
 } from '../contracts/events.js';
-
-/** One channel for every instance: each instance decodes an event once and fans out locally. */
-export const EVENTS_CHANNEL = 'events';
-/** One-entry stream whose ids order every durable event. */
-export const EVENT_IDS_STREAM = 'events:ids';
-
-export const userLog = (userId: string) => `events:user:${userId}`;
+import {
+  conversationChannel,
+  conversationLog,
+  EVENT_IDS_STREAM,
+  inbox,
+  userChannel,
+} from '../contracts/keys.js';
+import { stringify } from './serialize.js';
 
 /**
- * What travels on the channel: `<event id or ->\n<recipients>\n<event>`, the recipients (user
- * ids) as a JSON array and the event as superjson. Neither JSON text holds a raw newline, and
- * the event's text is carried as it is, not escaped inside another JSON document.
+ * What travels on a channel: `<event id or ->\n<payload>`. The payload is the event as
+ * superjson, or a mark (`!in <conversation>`, `!out <conversation>`) that the user's own
+ * streams turn into `conversation.upserted` / `conversation.removed`. No recipient list travels:
+ * an instance receives a channel only while it holds a stream that follows it.
  */
-export function envelope(recipients: readonly string[], payload: string): string {
-  return `${JSON.stringify(recipients)}\n${payload}`;
+export function markText(mark: Mark): string {
+  return `!${mark.change} ${mark.conversationId}`;
 }
 
-/** The parts of a channel message; null when it is not one. */
-export function openEnvelope(raw: string): { id: string; recipients: string[]; payload: string } | null {
-  const first = raw.indexOf('\n');
-  const second = first < 0 ? -1 : raw.indexOf('\n', first + 1);
-  if (second < 0) return null;
-  const recipients: unknown = JSON.parse(raw.slice(first + 1, second));
-  if (!Array.isArray(recipients) || !recipients.every((r) => typeof r === 'string')) return null;
-  return { id: raw.slice(0, first), recipients, payload: raw.slice(second + 1) };
+/** The mark a payload holds, or null when it is an event. */
+export function readMark(payload: string): Mark | null {
+  if (!payload.startsWith('!')) return null;
+  const space = payload.indexOf(' ');
+  const change = payload.slice(1, space);
+  if (space < 0 || (change !== 'in' && change !== 'out')) return null;
+  return { change, conversationId: payload.slice(space + 1) };
 }
 
 /**
- * Durable events go into each recipient's capped log and onto the channel in one atomic broker
- * step, under one id; ephemeral events (typing, presence) are only published.
+ * Durable events are written once: a conversation's into its log, a user's into their inbox,
+ * each under one id from the deployment's id stream and published on the log's channel in the
+ * same atomic broker step. Ephemeral events (typing, presence) are only published.
  */
 export class BrokerEventPublisher implements EventPublisher {
   constructor(
     private readonly broker: Broker,
-    /** How many events each user's log keeps (at least) for resume; an older gap gets `resync`. */
+    /** How many events each log keeps (at least) for resume; an older gap gets `resync`. */
     private readonly logLength: number,
   ) {}
 
-  async publish(recipients: readonly string[], event: ParleyEvent): Promise<void> {
-    const unique = [...new Set(recipients)];
-    if (unique.length === 0) return;
+  async toConversation(conversationId: string, event: ParleyEvent): Promise<void> {
     const payload = stringify(event);
     if (EPHEMERAL_EVENTS.has(event.type)) {
-      await this.broker.publish(EVENTS_CHANNEL, `-\n${envelope(unique, payload)}`);
+      await this.broker.publish(conversationChannel(conversationId), `-\n${payload}`);
       return;
     }
-    const fan = this.durable(unique, payload);
+    const fan = this.conversationFan(conversationId, payload);
     await this.broker.appendToMany(fan.idStream, fan.streams, fan.fields, fan);
   }
 
-  fanOutNewMessage(recipients: readonly string[], event: NewMessageEvent, seqSlot: string): FanOut | null {
-    const unique = [...new Set(recipients)];
-    if (unique.length === 0) return null;
+  fanOut(conversationId: string, event: ParleyEvent): FanOut {
+    if (EPHEMERAL_EVENTS.has(event.type)) throw new Error(`${event.type} events are not durable`);
+    return this.conversationFan(conversationId, stringify(event));
+  }
+
+  fanOutNewMessage(event: NewMessageEvent, seqSlot: string): FanOut {
     // The seq goes first, so the first `"seq":` of the text is the message's own.
     const { seq: _unknown, ...rest } = event.message;
     const text = stringify({ type: event.type, message: { seq: 0, ...rest } });
@@ -66,23 +69,51 @@ export class BrokerEventPublisher implements EventPublisher {
     const at = text.indexOf(marker);
     if (at < 0) throw new Error('a new message event did not serialize as expected');
     const payload = `${text.slice(0, at)}"message":{"seq":${seqSlot},${text.slice(at + marker.length)}`;
-    return this.durable(unique, payload);
+    return this.conversationFan(event.message.conversationId, payload);
   }
 
-  fanOut(recipients: readonly string[], event: ParleyEvent): FanOut | null {
-    const unique = [...new Set(recipients)];
-    if (unique.length === 0) return null;
-    if (EPHEMERAL_EVENTS.has(event.type)) throw new Error(`${event.type} events are not durable`);
-    return this.durable(unique, stringify(event));
+  async mark(userIds: readonly string[], mark: Mark): Promise<void> {
+    const unique = [...new Set(userIds)];
+    if (unique.length === 0) return;
+    // Added users' marks share one step, however many there are.
+    await this.broker.appendToMany(
+      EVENT_IDS_STREAM,
+      unique.map(inbox),
+      { m: mark.change, c: mark.conversationId },
+      {
+        maxLen: this.logLength,
+        publish: { channels: unique.map(userChannel), message: markText(mark) },
+      },
+    );
   }
 
-  private durable(recipients: readonly string[], payload: string): FanOut {
+  async toUser(userId: string, event: ParleyEvent): Promise<void> {
+    const payload = stringify(event);
+    if (EPHEMERAL_EVENTS.has(event.type)) {
+      await this.broker.publish(userChannel(userId), `-\n${payload}`);
+      return;
+    }
+    await this.broker.appendToMany(
+      EVENT_IDS_STREAM,
+      [inbox(userId)],
+      { e: payload },
+      { maxLen: this.logLength, publish: { channels: [userChannel(userId)], message: payload } },
+    );
+  }
+
+  async signalUsers(userIds: readonly string[], event: ParleyEvent): Promise<void> {
+    if (!EPHEMERAL_EVENTS.has(event.type)) throw new Error(`${event.type} events are durable`);
+    const text = `-\n${stringify(event)}`;
+    await Promise.all([...new Set(userIds)].map((userId) => this.broker.publish(userChannel(userId), text)));
+  }
+
+  private conversationFan(conversationId: string, payload: string): FanOut {
     return {
       idStream: EVENT_IDS_STREAM,
-      streams: recipients.map(userLog),
+      streams: [conversationLog(conversationId)],
       fields: { e: payload },
       maxLen: this.logLength,
-      publish: { channel: EVENTS_CHANNEL, message: envelope(recipients, payload) },
+      publish: { channels: [conversationChannel(conversationId)], message: payload },
     };
   }
 }

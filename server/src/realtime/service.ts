@@ -10,7 +10,7 @@ import type { Logger } from '../logger.js';
 import type { ParleyEvent } from '../contracts/events.js';
 import type { Hub } from './hub.js';
 import type { Presence } from './presence.js';
-import { userLog } from './publisher.js';
+import { EVENT_IDS_STREAM } from '../contracts/keys.js';
 import { EventStream, type StreamDeps, type StreamStart } from './stream.js';
 import type { SubscriptionRequest } from './transformer.js';
 
@@ -50,15 +50,21 @@ export class Realtime {
     readonly presence: Presence,
     private readonly config: Config,
     private readonly log: Logger,
+    private readonly domain: Pick<StreamDeps, 'conversationsOf' | 'view'>,
   ) {
     this.streamDeps = {
       broker,
       limits: config.limits,
       log,
-      // What a stream leaves behind when it ends: its hub entry, its count, its presence.
+      follow: (stream, conversationIds) => this.hub.follow(stream, conversationIds),
+      unfollow: (stream, conversationId) => this.hub.unfollow(stream, conversationId),
+      barrier: () => this.hub.barrier(),
+      conversationsOf: domain.conversationsOf,
+      view: domain.view,
+      // What a stream leaves behind when it ends: its hub entries, its count, its presence.
       onEnd: (stream) => {
         this.streams.delete(stream);
-        this.hub.remove(stream);
+        this.hub.remove(stream, stream.following);
         if (stream.connection) stream.connection.subscriptions -= 1;
         void this.presence
           .disconnected(stream.userId, stream.key)
@@ -88,9 +94,9 @@ export class Realtime {
   /**
    * The `events` subscription. Everything that must hold before `started` is sent happens
    * here, before the stream is returned: the limits are checked and the live listener is in
-   * place, so an event published right after `started` is never missed. The stream then
-   * backfills what came after `lastEventId` from the user's log, drops what the backfill
-   * already gave, and goes live. Over Parley's WebSocket handler it writes its own frames
+   * place (the user's channel and those of their conversations), so an event published right
+   * after `started` is never missed. The stream then backfills what came after `lastEventId`
+   * from the logs, drops what the backfill already gave, and goes live. Over Parley's WebSocket handler it writes its own frames
    * (`DIRECT_STREAM`); any other consumer iterates it.
    */
   async stream(request: StreamRequest): Promise<AsyncIterable<TrackedEnvelope<ParleyEvent>>> {
@@ -101,7 +107,6 @@ export class Realtime {
     }
     // Counted before the first await, so a burst on one connection cannot slip past the cap.
     if (connection) connection.subscriptions += 1;
-    const log = userLog(user.id);
     const stream = new EventStream(
       this.streamDeps,
       user.id,
@@ -112,7 +117,6 @@ export class Realtime {
       connection,
     );
     this.streams.add(stream);
-    this.hub.add(stream);
     const direct =
       request.socket && request.request ? { socket: request.socket, request: request.request } : null;
     // An iterated stream abandoned before its first read would never run its `finally`.
@@ -122,9 +126,13 @@ export class Realtime {
         throw new RateLimited('Too many connections for this user', 5);
       }
       const epoch = await this.epoch();
+      await this.hub.add(stream);
+      await stream.follow(await this.domain.conversationsOf(user.id, null));
+      // Read once every channel is in place: whatever comes later arrives live.
+      const newest = await this.broker.lastId(EVENT_IDS_STREAM);
       const start: StreamStart = request.lastEventId
-        ? await this.resumePoint(log, epoch, request.lastEventId)
-        : { last: await this.broker.lastId(log), resync: false, backfill: false };
+        ? resumePoint(epoch, newest, request.lastEventId)
+        : { last: newest, resync: false, backfill: false };
       stream.begin(epoch, start);
     } catch (error) {
       stream.stop();
@@ -134,25 +142,25 @@ export class Realtime {
     return direct ? stream : stream.iterateWith(request.signal ?? undefined, request.response);
   }
 
-  /** Where a resumed stream starts, or that it cannot be resumed (`resync`). */
-  private async resumePoint(log: string, epoch: string, lastEventId: string): Promise<StreamStart> {
-    const info = await this.broker.streamInfo(log);
-    const resume = parseEventId(lastEventId);
-    const usable =
-      resume !== null &&
-      resume.epoch === epoch &&
-      compareStreamIds(resume.id, info.lastId) <= 0 &&
-      compareStreamIds(info.maxDeletedId, resume.id) <= 0;
-    if (!resume || !usable) return { last: info.lastId, resync: true, backfill: false };
-    return { last: resume.id, resync: false, backfill: true };
-  }
-
   private async epoch(): Promise<string> {
     const current = await this.broker.get(EPOCH_KEY);
     if (current) return current;
     await this.broker.set(EPOCH_KEY, randomBytes(6).toString('base64url'), { nx: true });
     return (await this.broker.get(EPOCH_KEY)) ?? '';
   }
+}
+
+/**
+ * Where a resumed stream starts, or that it cannot be resumed (`resync`): a position from
+ * another epoch, or past the newest id (the broker lost its data). A log trimmed past the
+ * position is found by the backfill.
+ */
+function resumePoint(epoch: string, newest: string, lastEventId: string): StreamStart {
+  const resume = parseEventId(lastEventId);
+  if (!resume || resume.epoch !== epoch || compareStreamIds(resume.id, newest) > 0) {
+    return { last: newest, resync: true, backfill: false };
+  }
+  return { last: resume.id, resync: false, backfill: true };
 }
 
 /** Event ids are `<epoch>.<stream id>`. */

@@ -6,10 +6,11 @@ import { type Broker, compareStreamIds } from '../broker/types.js';
 import type { Limits } from '../config/index.js';
 import { toTRPCError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { EPHEMERAL_EVENTS, type ParleyEvent } from '../contracts/events.js';
+import { EPHEMERAL_EVENTS, type Mark, type ParleyEvent } from '../contracts/events.js';
+import type { Conversation } from '../contracts/schemas.js';
 import { DIRECT_STREAM, type DirectStream } from './frames.js';
 import type { Delivery, LocalSubscriber } from './hub.js';
-import { userLog } from './publisher.js';
+import { conversationLog, EVENT_IDS_STREAM, inbox } from '../contracts/keys.js';
 import type { ConnectionState } from './service.js';
 import { eventFrame, framePrefix, type SubscriptionRequest } from './transformer.js';
 
@@ -30,7 +31,7 @@ export class SlowConsumer extends TRPCError {
   }
 }
 
-/** Where a stream starts: after `last`, with `resync` first or a backfill from the log. */
+/** Where a stream starts: after `last`, with `resync` first or a backfill from the logs. */
 export interface StreamStart {
   last: string;
   resync: boolean;
@@ -42,33 +43,56 @@ export interface StreamDeps {
   broker: Broker;
   limits: Limits;
   log: Logger;
+  /** Starts (and `unfollow` stops) delivering a conversation's live events to the stream. */
+  follow: (stream: EventStream, conversationIds: readonly string[]) => Promise<void>;
+  unfollow: (stream: EventStream, conversationId: string) => void;
+  /** Resolves once everything published before it has been delivered (see `Hub.barrier`). */
+  barrier: () => Promise<void>;
+  /**
+   * The conversations whose logs a catch-up reads: the user's, and those deleted since
+   * `sinceMs` (their last events are still due).
+   */
+  conversationsOf: (userId: string, sinceMs: number | null) => Promise<string[]>;
+  /** The conversation as `userId` sees it, for `conversation.upserted`; null once it is gone. */
+  view: (conversationId: string, userId: string) => Promise<Conversation | null>;
   /** Runs once per stream, when it ends (however it ends). */
   onEnd: (stream: EventStream) => void;
 }
 
 /**
- * One `events` subscription: what the hub hands it, where it stands in the user's log, and
- * how it reaches its client. It is the hub's subscriber itself, and, over Parley's WebSocket
- * handler, the `DirectStream` that writes its own frames; other consumers iterate `iterate()`.
- * All of its state is in its fields, with no closure per subscription: thousands of idle
- * subscriptions hold little more than their sockets.
+ * One `events` subscription: what the hub hands it, where it stands in the logs it follows,
+ * and how it reaches its client. It is the hub's subscriber itself, and, over Parley's
+ * WebSocket handler, the `DirectStream` that writes its own frames; other consumers iterate
+ * `iterate()`. All of its state is in its fields, with no closure per subscription: thousands
+ * of idle subscriptions hold little more than their sockets.
+ *
+ * What arrives is written out in id order, each durable event once. Anything that needs the
+ * logs (the backfill at the start, a conversation joined, a gap after the event channels were
+ * down) holds what arrives live meanwhile, reads the logs, waits until everything published
+ * before the reads has arrived (`barrier`), and writes both merged in id order.
  */
 export class EventStream
   implements LocalSubscriber, DirectStream, AsyncIterable<TrackedEnvelope<ParleyEvent>>
 {
   private queue: Delivery[] = [];
-  /** While the events channel is down and until the catch-up: what arrived meanwhile. */
-  private held: Delivery[] | null = null;
+  /** While the logs are being read: what arrives live meanwhile. Held from the start. */
+  private held: Delivery[] | null = [];
+  /** A catch-up is running (`held` is set until it ends). */
+  private catchingUp = false;
+  /** The event channels came back while a catch-up ran: it reads the logs once more. */
+  private missedSince: string | null = null;
   private failure: Error | null = null;
   private wake: (() => void) | null = null;
   private position: StreamPosition | null = null;
   private epoch = '';
   private start_: StreamStart | null = null;
+  private started = false;
   private ended = false;
-  /** Set for a direct stream: its socket and frame prefix, and whether it writes live. */
+  /** The conversations whose live events the hub delivers to this stream. */
+  readonly following = new Set<string>();
+  /** Set for a direct stream: its socket and frame prefix. */
   private socket: WebSocket | null = null;
   private prefix = '';
-  private live = false;
   private end: ((error: Error | null) => void) | null = null;
   /** For an iterated stream: its consumer's signal. */
   private signal: AbortSignal | undefined = undefined;
@@ -99,7 +123,13 @@ export class EventStream
     return this.socket ? this : undefined;
   }
 
-  /** Where the stream starts, once known; events that arrive before are queued. */
+  /** Starts following `conversationIds` (the user's, as the stream starts). */
+  async follow(conversationIds: readonly string[]): Promise<void> {
+    for (const id of conversationIds) this.following.add(id);
+    await this.deps.follow(this, conversationIds);
+  }
+
+  /** Where the stream starts, once known; events that arrive before are held. */
   begin(epoch: string, start: StreamStart): void {
     this.epoch = epoch;
     this.start_ = start;
@@ -120,6 +150,11 @@ export class EventStream
       else this.held.push(delivery);
       return;
     }
+    if (delivery.mark) {
+      this.held = [];
+      void this.sequence(() => Promise.resolve([delivery]));
+      return;
+    }
     this.accept(delivery);
   }
 
@@ -132,12 +167,19 @@ export class EventStream
   }
 
   /**
-   * After the events channel came back: what the user's log got meanwhile, then what arrived
-   * live since (held), each through the usual path, which drops what was already sent. When
-   * the log no longer reaches back that far, or lost its data, the client gets `resync`.
+   * After the event channels came back: what the logs got meanwhile, then what arrived live
+   * since (held), merged in order. When a log no longer reaches back that far, or lost its
+   * data, the client gets `resync`.
    */
   catchUp(): void {
-    void this.fetchMissed();
+    const position = this.position;
+    if (!position || !this.started || this.ended) return;
+    if (this.catchingUp) {
+      this.missedSince ??= position.last;
+      return;
+    }
+    this.held ??= [];
+    void this.sequence(() => this.missedAfter(position.last));
   }
 
   // --- the direct stream ------------------------------------------------------------------
@@ -148,9 +190,7 @@ export class EventStream
       this.finish(this.failure);
       return;
     }
-    this.backfill().catch((error: unknown) =>
-      this.finish(error instanceof Error ? error : new Error(String(error))),
-    );
+    this.run();
   }
 
   stop(): void {
@@ -180,21 +220,9 @@ export class EventStream
 
   private async *iterate(): AsyncGenerator<TrackedEnvelope<ParleyEvent>> {
     const { signal } = this;
-    const position = this.position;
-    const start = this.start_;
-    if (!position || !start) throw new Error('stream iterated before it began');
-    const { epoch } = this;
+    if (!this.position) throw new Error('stream iterated before it began');
+    this.run();
     try {
-      if (start.resync) {
-        // The gap can no longer be filled: the client refetches with queries.
-        yield tracked(`${epoch}.${position.last}`, { type: 'resync' });
-      }
-      if (start.backfill) {
-        for await (const entry of eventsAfter(this.deps.broker, userLog(this.userId), position.last)) {
-          position.last = entry.id;
-          if (entry.event) yield tracked(`${epoch}.${entry.id}`, entry.event);
-        }
-      }
       for (;;) {
         if (this.failure) throw this.failure;
         if (signal?.aborted || this.ended) return;
@@ -204,8 +232,7 @@ export class EventStream
           this.wake = null;
           continue;
         }
-        if (!position.admit(next)) continue;
-        yield tracked(`${epoch}.${position.last}`, next.event);
+        if (next.event) yield tracked(`${this.epoch}.${next.id ?? ''}`, next.event);
       }
     } finally {
       this.finish(null);
@@ -221,15 +248,142 @@ export class EventStream
     if (this.end) this.finish(error);
   }
 
+  /** `resync` or the backfill first, merged with what arrived meanwhile; then live. */
+  private run(): void {
+    if (this.started) return;
+    this.started = true;
+    const start = this.start_;
+    const position = this.position;
+    if (!start || !position) throw new Error('stream started before it began');
+    void this.sequence(() => {
+      if (start.resync) return Promise.resolve<Delivery[]>([{ id: null, event: { type: 'resync' } }]);
+      return start.backfill ? this.missedAfter(position.last) : Promise.resolve([]);
+    });
+  }
+
+  /**
+   * Writes `first()`'s deliveries and what is held, merged in id order, stopping at each mark
+   * to follow or leave its conversation (a joined conversation's log is read from the mark
+   * on); once nothing is left, goes live. `held` is set throughout.
+   */
+  private async sequence(first: () => Promise<Delivery[]>): Promise<void> {
+    this.catchingUp = true;
+    try {
+      let pending = await first();
+      for (;;) {
+        if (this.ended) return;
+        if (this.missedSince !== null) {
+          const since = this.missedSince;
+          this.missedSince = null;
+          pending = merge(pending, await this.missedAfter(since));
+        }
+        await this.deps.barrier();
+        pending = merge(pending, this.held ?? []);
+        this.held = [];
+        const at = pending.findIndex((delivery) => delivery.mark !== undefined);
+        for (const delivery of at < 0 ? pending : pending.slice(0, at)) this.accept(delivery);
+        if (at < 0) {
+          if (this.held.length === 0 && this.missedSince === null) break;
+          pending = [];
+          continue;
+        }
+        const mark = pending[at] as Delivery & { mark: Mark };
+        pending = merge(pending.slice(at + 1), await this.applyMark(mark));
+      }
+      this.held = null;
+    } catch (error) {
+      this.deps.log.warn({ err: error }, 'events could not be read from the logs');
+      this.fail(error instanceof Error ? error : new Error(String(error)));
+    } finally {
+      this.catchingUp = false;
+    }
+  }
+
+  /**
+   * A change of the user's memberships: joining follows the conversation and reads its log
+   * from the mark on; leaving stops following it. Either is written as the event the client
+   * knows (`conversation.upserted`, `conversation.removed`).
+   */
+  private async applyMark(delivery: Delivery & { mark: Mark }): Promise<Delivery[]> {
+    const position = this.position;
+    if (!position || compareStreamIds(delivery.id, position.last) <= 0) return [];
+    const { conversationId, change } = delivery.mark;
+    if (change === 'out') {
+      // Sent, then followed no more (`accept` leaves a conversation it says is removed).
+      this.accept({ id: delivery.id, event: { type: 'conversation.removed', conversationId } });
+      return [];
+    }
+    if (!this.following.has(conversationId)) await this.follow([conversationId]);
+    const conversation = await this.deps.view(conversationId, this.userId);
+    if (conversation)
+      this.accept({ id: delivery.id, event: { type: 'conversation.upserted', conversation } });
+    else position.skipTo(delivery.id);
+    return readAll(this.deps.broker, conversationLog(conversationId), delivery.id);
+  }
+
+  private leave(conversationId: string): void {
+    this.position?.leave(conversationId);
+    if (this.following.delete(conversationId)) this.deps.unfollow(this, conversationId);
+  }
+
+  /**
+   * Every durable event for this user after `after`, oldest first, from their inbox and the
+   * logs of their conversations (and of those they left since); or `resync` when a log was
+   * trimmed past `after`. A conversation whose first mark since is a join was not theirs at
+   * `after`: its earlier events are skipped.
+   */
+  private async missedAfter(after: string): Promise<Delivery[]> {
+    const position = this.position;
+    if (!position) return [];
+    const { broker } = this.deps;
+    const inboxEntries = await readAll(broker, inbox(this.userId), after);
+    const firstMark = new Map<string, Mark['change']>();
+    for (const entry of inboxEntries) {
+      if (entry.mark && !firstMark.has(entry.mark.conversationId)) {
+        firstMark.set(entry.mark.conversationId, entry.mark.change);
+      }
+    }
+    const conversations = new Set([
+      ...(await this.deps.conversationsOf(this.userId, idTime(after))),
+      ...firstMark.keys(),
+    ]);
+    const logs = await Promise.all(
+      [...conversations].map(async (id) => ({
+        log: conversationLog(id),
+        entries: await readAll(broker, conversationLog(id), after),
+      })),
+    );
+    const trimmed = await Promise.all(
+      [{ log: inbox(this.userId), entries: inboxEntries }, ...logs].map(async ({ log, entries }) => {
+        if (entries.length === 0) return false;
+        const info = await broker.streamInfo(log);
+        return compareStreamIds(info.maxDeletedId, after) > 0;
+      }),
+    );
+    const newest = await broker.lastId(EVENT_IDS_STREAM);
+    if (trimmed.some(Boolean) || compareStreamIds(after, newest) > 0) {
+      position.restart(newest);
+      return [{ id: null, event: { type: 'resync' } }];
+    }
+    for (const [id, change] of firstMark) if (change === 'in') position.leave(id);
+    return merge(inboxEntries, ...logs.map((log) => log.entries));
+  }
+
+  /** Sends `delivery` to the client, unless it was sent already or is not for this user. */
   private accept(delivery: Delivery): void {
-    if (this.live) {
-      this.send(delivery);
+    const position = this.position;
+    if (!position || !delivery.event || !position.admit(delivery, this.userId)) return;
+    const { event } = delivery;
+    if (event.type === 'conversation.removed') this.leave(event.conversationId);
+    const sent: Delivery = { id: delivery.id ?? position.last, event };
+    if (this.socket) {
+      this.write(sent);
       return;
     }
     const { maxQueuedEvents, maxSocketBufferBytes } = this.deps.limits;
     if (this.queue.length >= maxQueuedEvents) {
       // Ephemeral events go first; if that is not enough, the client is cut off.
-      this.queue = this.queue.filter((queued) => !EPHEMERAL_EVENTS.has(queued.event.type));
+      this.queue = this.queue.filter((queued) => !queued.event || !EPHEMERAL_EVENTS.has(queued.event.type));
       if (this.queue.length >= maxQueuedEvents) {
         this.tooSlow();
         return;
@@ -239,7 +393,7 @@ export class EventStream
       this.tooSlow();
       return;
     }
-    this.queue.push(delivery);
+    this.queue.push(sent);
     this.wake?.();
   }
 
@@ -257,44 +411,19 @@ export class EventStream
   }
 
   /**
-   * `resync` or the backfill first, then what arrived meanwhile, then each delivery as it
-   * arrives: one string concatenation of the request's prefix and the event's text,
-   * serialized once per event on this instance, and one `ws.send`.
+   * Writes one frame: one string concatenation of the request's prefix and the event's text,
+   * serialized once per event on this instance, and one `ws.send`. A client too slow to read
+   * its socket is cut off instead.
    */
-  private async backfill(): Promise<void> {
-    const position = this.position;
-    const start = this.start_;
-    if (!position || !start) throw new Error('stream started before it began');
-    if (start.resync) this.write(`${this.epoch}.${position.last}`, { type: 'resync' });
-    if (start.backfill) {
-      for await (const entry of eventsAfter(this.deps.broker, userLog(this.userId), position.last)) {
-        if (this.ended) return;
-        position.last = entry.id;
-        if (entry.event) this.write(`${this.epoch}.${entry.id}`, entry.event);
-      }
-    }
-    if (this.ended) return;
-    const queued = this.queue;
-    this.queue = [];
-    this.live = true;
-    for (const delivery of queued) this.send(delivery);
-  }
-
-  private send(delivery: Delivery): void {
-    const position = this.position;
-    if (position?.admit(delivery)) this.write(`${this.epoch}.${position.last}`, delivery.event);
-  }
-
-  /** Writes one frame; a client too slow to read its socket is cut off instead. */
-  private write(eventId: string, event: ParleyEvent): void {
+  private write(delivery: Delivery): void {
     const socket = this.socket;
-    if (this.ended || !socket || socket.readyState !== socket.OPEN) return;
+    if (this.ended || !socket || socket.readyState !== socket.OPEN || !delivery.event) return;
     if (socket.bufferedAmount > this.deps.limits.maxSocketBufferBytes) {
       socket.close(1013, 'slow consumer');
       this.finish(new SlowConsumer());
       return;
     }
-    socket.send(eventFrame(this.prefix, eventId, event));
+    socket.send(eventFrame(this.prefix, `${this.epoch}.${delivery.id ?? ''}`, delivery.event));
   }
 
   private finish(error: Error | null): void {
@@ -308,7 +437,6 @@ export class EventStream
       }, RESPONSE_GRACE_MS).unref();
     }
     this.response = null;
-    this.live = false;
     this.queue = [];
     this.held = null;
     this.deps.onEnd(this);
@@ -316,49 +444,14 @@ export class EventStream
     this.end = null;
     end?.(error === null ? null : toTRPCError(error));
   }
-
-  private async fetchMissed(): Promise<void> {
-    this.held ??= [];
-    const missed: Delivery[] = [];
-    const { broker } = this.deps;
-    const log = userLog(this.userId);
-    try {
-      const position = this.position;
-      if (position) {
-        const info = await broker.streamInfo(log);
-        if (
-          compareStreamIds(info.maxDeletedId, position.last) > 0 ||
-          compareStreamIds(position.last, info.lastId) > 0
-        ) {
-          position.last = info.lastId;
-          missed.push({ id: null, event: { type: 'resync' } });
-        } else {
-          for await (const { id, event } of eventsAfter(broker, log, position.last)) {
-            if (event) missed.push({ id, event });
-          }
-        }
-      }
-    } catch (error) {
-      this.deps.log.warn(
-        { err: error },
-        'events missed while the events channel was down could not be fetched',
-      );
-    } finally {
-      // Another catch-up may have finished meanwhile and released them already.
-      const held = this.held ?? [];
-      this.held = null;
-      for (const delivery of missed) this.accept(delivery);
-      for (const delivery of held) this.accept(delivery);
-    }
-  }
 }
 
 /**
- * Where one subscription stands: the last durable event it sent, and the conversations the
- * user was removed from since (their later events are not for this user any more).
+ * Where one subscription stands: the last durable event it sent, and the conversations it
+ * does not follow from there (left, or not yet joined): their events are not for this user.
  */
 class StreamPosition {
-  private removed: Set<string> | null = null;
+  private outside: Set<string> | null = null;
 
   constructor(public last: string) {}
 
@@ -366,40 +459,75 @@ class StreamPosition {
    * Whether to send `delivery`; it is then sent under `last`. A durable event at or below
    * `last` was sent already (by a backfill or a catch-up) or precedes the stream's start.
    */
-  admit(delivery: Delivery): boolean {
+  admit(delivery: Delivery, userId: string): boolean {
+    const { event } = delivery;
+    if (!event) return false;
     if (delivery.id !== null) {
       if (compareStreamIds(delivery.id, this.last) <= 0) return false;
       this.last = delivery.id;
     }
-    const { event } = delivery;
-    if (event.type === 'conversation.removed') (this.removed ??= new Set()).add(event.conversationId);
-    else if (event.type === 'conversation.upserted') this.removed?.delete(event.conversation.id);
-    else if (this.removed) {
+    if (event.type === 'conversation.upserted') {
+      this.outside?.delete(event.conversation.id);
+      return true;
+    }
+    // A user's own typing comes back on the conversation's channel.
+    if (event.type === 'typing' && event.userId === userId) return false;
+    if (this.outside) {
       const conversationId = conversationOf(event);
-      if (conversationId && this.removed.has(conversationId)) return false;
+      if (conversationId && this.outside.has(conversationId)) return false;
     }
     return true;
   }
+
+  leave(conversationId: string): void {
+    (this.outside ??= new Set()).add(conversationId);
+  }
+
+  /** Moves past a durable id without sending anything under it. */
+  skipTo(id: string): void {
+    if (compareStreamIds(id, this.last) > 0) this.last = id;
+  }
+
+  /** Starts over at `last`, after a `resync`. */
+  restart(last: string): void {
+    this.last = last;
+    this.outside = null;
+  }
 }
 
-/** The entries of a user's log after `after`, oldest first, read a page at a time. */
-async function* eventsAfter(
-  broker: Broker,
-  log: string,
-  after: string,
-): AsyncGenerator<{ id: string; event: ParleyEvent | null }> {
+/** Merges lists that are each in id order into one, by id; ephemeral events keep their place. */
+function merge(...lists: Delivery[][]): Delivery[] {
+  const nonEmpty = lists.filter((list) => list.length > 0);
+  if (nonEmpty.length <= 1) return nonEmpty[0] ?? [];
+  // A stable sort by id; an ephemeral event sorts with the durable one before it.
+  let lastId = '0-0';
+  const keyed = nonEmpty.flat().map((delivery, index) => {
+    if (delivery.id !== null) lastId = delivery.id;
+    return { delivery, index, id: lastId };
+  });
+  keyed.sort((a, b) => compareStreamIds(a.id, b.id) || a.index - b.index);
+  return keyed.map((item) => item.delivery);
+}
+
+/** The entries of a log after `after`, oldest first, read a page at a time. */
+async function readAll(broker: Broker, log: string, after: string): Promise<Delivery[]> {
+  const out: Delivery[] = [];
   for (let last = after; ;) {
     const page = await broker.rangeAfter(log, last, BACKFILL_PAGE);
     for (const entry of page) {
       last = entry.id;
-      yield { id: entry.id, event: entry.fields.e ? decode(entry.fields.e) : null };
+      const { e, m, c } = entry.fields;
+      if (e) out.push({ id: entry.id, event: superjson.parse<ParleyEvent>(e) });
+      else if ((m === 'in' || m === 'out') && c)
+        out.push({ id: entry.id, mark: { change: m, conversationId: c } });
     }
-    if (page.length < BACKFILL_PAGE) return;
+    if (page.length < BACKFILL_PAGE) return out;
   }
 }
 
-function decode(payload: string): ParleyEvent {
-  return superjson.parse<ParleyEvent>(payload);
+/** The time (ms) in a stream id. */
+function idTime(id: string): number {
+  return Number(id.slice(0, id.indexOf('-')));
 }
 
 function conversationOf(event: ParleyEvent): string | null {
@@ -410,9 +538,11 @@ function conversationOf(event: ParleyEvent): string | null {
     case 'message.deleted':
     case 'member.joined':
     case 'member.left':
+    case 'member.updated':
     case 'typing':
     case 'read':
     case 'conversation.removed':
+    case 'conversation.updated':
       return event.conversationId;
     case 'conversation.upserted':
       return event.conversation.id;

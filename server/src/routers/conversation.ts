@@ -1,10 +1,11 @@
 import { z } from 'zod';
-import { Conversation, page } from '../contracts/schemas.js';
+import { Conversation, Member, page } from '../contracts/schemas.js';
 import {
   AddMembers,
   ConversationId,
   CreateGroup,
   ListConversations,
+  ListMembers,
   MarkRead,
   MemberRef,
   OpenDirect,
@@ -32,6 +33,10 @@ export const conversationRouter = router({
     .input(ConversationId)
     .output(Conversation)
     .query(({ ctx, input }) => ctx.app.conversations.byId(ctx.user.id, input.id)),
+  members: authedProcedure
+    .input(ListMembers)
+    .output(page(Member))
+    .query(({ ctx, input }) => ctx.app.conversations.members(ctx.user.id, input)),
   rename: authedProcedure
     .input(Rename)
     .output(Conversation)

@@ -5,7 +5,7 @@ import type { Database } from '../db/index.js';
 import { isConnectionFailure } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { PENDING_INDEX, type WireMessage, pendingKey, versionOf } from '../messages/store.js';
-import { DEAD_LETTER_STREAM, MESSAGES_STREAM, PERSIST_GROUP } from '../contracts/streams.js';
+import { DEAD_LETTER_STREAM, MESSAGES_STREAM, PERSIST_GROUP } from '../contracts/keys.js';
 
 interface Change {
   entryId: string;
