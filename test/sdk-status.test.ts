@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../server/src/app.js';
 import { type AuthChange, type ParleyClient, type StreamStatus } from '../client-sdk/src/index.js';
 import { TestDeployment, engineLabel } from './support/env.js';
-import { DroppingProxy } from './support/proxy.js';
+import { TcpProxy } from './support/proxy.js';
 import { sdkUser } from './support/sdk.js';
 
 /**
@@ -11,13 +11,13 @@ import { sdkUser } from './support/sdk.js';
  */
 let deployment: TestDeployment;
 let app: App;
-let proxy: DroppingProxy;
+let proxy: TcpProxy;
 const clients: ParleyClient[] = [];
 
 beforeAll(async () => {
   deployment = await TestDeployment.create();
   app = await deployment.start();
-  proxy = await DroppingProxy.start(app.url);
+  proxy = await TcpProxy.start(app.url);
 });
 afterAll(async () => {
   await Promise.all(clients.map((client) => client.close()));
@@ -42,7 +42,7 @@ describe(`@parley/client stream status and auth listeners (${engineLabel})`, () 
     await bob.api.message.send.mutate({ conversationId: room.id, content: 'one' });
     await expect.poll(() => received).toEqual(['one']);
 
-    proxy.cutAll();
+    proxy.reset();
     await expect.poll(() => statuses.at(-1)).toBe('reconnecting');
     await bob.api.message.send.mutate({ conversationId: room.id, content: 'two' });
     await expect.poll(() => ann.events.status, { timeout: 10_000 }).toBe('live');

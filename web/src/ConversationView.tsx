@@ -15,7 +15,7 @@ const isVisible = () => document.visibilityState === 'visible';
 
 export function ConversationView({ id, me, onClose }: { id: string; me: Me; onClose: () => void }) {
   const { conversation, status } = useConversation(id);
-  const { members } = useMembers(conversation);
+  const { members, memberCount } = useMembers(conversation);
   const { typing, notifyTyping } = useTyping(id);
   const visible = useSyncExternalStore(subscribeVisibility, isVisible);
   const [details, setDetails] = useState(false);
@@ -48,7 +48,7 @@ export function ConversationView({ id, me, onClose }: { id: string; me: Me; onCl
           {other ? (
             <PresenceText userId={other.userId} />
           ) : (
-            <span className="muted">{members.length} members</span>
+            <span className="muted">{memberCount} members</span>
           )}
         </div>
         {conversation.type === 'group' ? (

@@ -20,7 +20,7 @@ export function GroupPanel({
   onLeft: () => void;
 }) {
   const parley = useParley();
-  const { members, memberCount } = useMembers(conversation);
+  const { members, memberCount, hasMore, loadMore } = useMembers(conversation);
   const [error, setError] = useState<unknown>(null);
   const role = members.find((member) => member.userId === me.id)?.role ?? 'member';
   const manages = role !== 'member';
@@ -87,6 +87,11 @@ export function GroupPanel({
           );
         })}
       </ul>
+      {hasMore ? (
+        <button type="button" onClick={loadMore}>
+          More members
+        </button>
+      ) : null}
       {manages ? (
         <UserSearch
           label="Add people to the group"

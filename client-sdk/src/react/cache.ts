@@ -145,6 +145,7 @@ export function syncEventsToCache(options: {
   const conversationLists = trpc.conversation.list.infiniteQueryFilter();
   const historyOf = (conversationId: string) => trpc.message.list.infiniteQueryFilter({ conversationId });
   const conversationKey = (id: string) => trpc.conversation.byId.queryKey({ id });
+  const membersOf = (id: string) => trpc.conversation.members.infiniteQueryFilter({ id });
 
   /**
    * A change to a query that is still on its first fetch: the fetch may have read the server
@@ -285,9 +286,43 @@ export function syncEventsToCache(options: {
         queryClient.removeQueries({ queryKey: conversationKey(event.conversationId) });
         queryClient.removeQueries(historyOf(event.conversationId));
         break;
+      case 'conversation.updated':
+        updateConversation(event.conversationId, (conversation) => ({
+          ...conversation,
+          name: event.name,
+          memberCount: event.memberCount,
+          updatedAt: event.updatedAt,
+        }));
+        break;
       case 'member.joined':
+        // The event names the newcomers only: the conversation is fetched for who they are.
+        if (event.userIds.includes(me() ?? '')) break; // `conversation.upserted` brings it to us.
+        void parley.api.conversation.byId.query({ id: event.conversationId }).then(
+          (conversation) => updateConversation(conversation.id, () => conversation),
+          () => {},
+        );
+        void queryClient.invalidateQueries(membersOf(event.conversationId));
+        break;
       case 'member.left':
-        // The conversation itself comes as `conversation.upserted`, the notice as a system message.
+        updateConversation(event.conversationId, (conversation) => {
+          const members = conversation.members.filter((member) => !event.userIds.includes(member.userId));
+          const gone = event.userIds.length;
+          return {
+            ...conversation,
+            members,
+            memberCount: Math.max(members.length, conversation.memberCount - gone),
+          };
+        });
+        void queryClient.invalidateQueries(membersOf(event.conversationId));
+        break;
+      case 'member.updated':
+        updateConversation(event.conversationId, (conversation) => ({
+          ...conversation,
+          members: conversation.members.map((member) =>
+            member.userId === event.userId ? { ...member, role: event.role } : member,
+          ),
+        }));
+        void queryClient.invalidateQueries(membersOf(event.conversationId));
         break;
       case 'typing':
         if (event.userId !== me()) typing.start(event.conversationId, event.userId, event.until);

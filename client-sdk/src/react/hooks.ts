@@ -144,14 +144,37 @@ export function useConversation(id: string | null): {
 }
 
 /**
- * A conversation's members, with how many there are. They come from the conversation object;
- * the one place to change when large groups page their members.
+ * A conversation's members, with how many there are. The conversation carries the first ones
+ * (all of them in a small group); a larger group's are paged in from `conversation.members`,
+ * `loadMore()` fetching the next page.
  */
 export function useMembers(conversation: Conversation | null) {
-  return useMemo(
-    () => ({ members: conversation?.members ?? [], memberCount: conversation?.members.length ?? 0 }),
-    [conversation],
-  );
+  const trpc = useTRPC();
+  const preview = conversation?.members;
+  const memberCount = conversation?.memberCount ?? 0;
+  const paged = preview !== undefined && memberCount > preview.length;
+  const query = useInfiniteQuery({
+    ...trpc.conversation.members.infiniteQueryOptions(
+      { id: conversation?.id ?? '', limit: 100 },
+      { getNextPageParam: (page) => page.nextCursor },
+    ),
+    enabled: paged,
+  });
+  const members = useMemo(() => {
+    if (!paged || !query.data) return preview ?? [];
+    const seen = new Set<string>();
+    return query.data.pages
+      .flatMap((page) => page.items)
+      .filter((member) => !seen.has(member.userId) && seen.add(member.userId));
+  }, [paged, preview, query.data]);
+  return {
+    members,
+    memberCount,
+    hasMore: paged && (query.hasNextPage || !query.data),
+    loadMore: () => {
+      if (query.hasNextPage && !query.isFetchingNextPage) void query.fetchNextPage();
+    },
+  };
 }
 
 /**
