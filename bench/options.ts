@@ -23,13 +23,36 @@ Phases:
   --max-steps N          saturation steps at most (default 8)
   --backlog N            Parley: messages in the backlog the worker drains (default 200000, 0 = skip)
   --capacity N           idle authenticated subscribers per server (default 10000, 0 = skip)
-  --quick                smoke run: 100 clients, 3 s, no saturation, backlog 2000, capacity 300
+  --quick                smoke run: 100 clients, 3 s, no saturation, backlog 2000, capacity 300,
+                         groups 10, instances for 3 s
   --quiet-wait S         wait up to S seconds for the machine to be idle before each server (default 30)
   --cpu-prof             CPU profiles of the Parley server (W1 run) and worker (backlog) in bench/results/tmp/
   --heap-prof            sampled live allocations of Parley's idle subscribers in bench/results/tmp/
+  --groups G,G,...       Parley: for each G, a group of G members built with conversation.createGroup
+                         and addMembers (500 per call), then 200 sequential message.send over HTTP:
+                         build time, Redis growth, send p50/p99, Redis CPU and memory per message;
+                         a size that fails is a row saying what failed
+                         (default 10,100,1000,10000; quick 10; 0 = skip)
+  --big-room N           one room of N connected subscribers per server, one sender at
+                         --big-room-rate messages/s: delivery p50/p99, server CPU per delivery
+                         (default 0 = skip: not part of the standard run, which it would take past
+                         12 minutes on two cores; e.g. --big-room 5000)
+  --big-room-rate R      messages per second into the big room (default 10)
+  --big-room-duration S  seconds of sending into the big room (default 20; quick 3)
+  --instances N          Parley: N server processes on one Redis and PostgreSQL, clients round-robin
+                         over them: Pub/Sub events received over events fanned out, per instance
+                         (default 3; 0 = skip)
+  --instances-rate R     sends per client per second there (default 0.5: three instances share the
+                         machine's two cores, and W1's rate is past one instance's saturation)
+  --instances-duration S seconds of load there (default 15; quick 3)
+  --only a,b,...         run only these phases: load (W1 and saturation), backlog, capacity, groups,
+                         big-room, instances
 
 Engines: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres, used to create
 and drop a fresh database per run), BENCH_REDIS_URL (default redis://127.0.0.1:6379).`;
+
+export const PHASES = ['load', 'backlog', 'capacity', 'groups', 'big-room', 'instances'] as const;
+export type Phase = (typeof PHASES)[number];
 
 export interface Options {
   clients: number;
@@ -48,6 +71,18 @@ export interface Options {
   quick: boolean;
   cpuProf: boolean;
   heapProf: boolean;
+  /** Group sizes of the group-size phase; empty: skipped. */
+  groups: number[];
+  /** Subscribers in the big room; 0: skipped. */
+  bigRoom: number;
+  bigRoomRate: number;
+  bigRoomDurationS: number;
+  /** Parley instances of the several-instances phase; 0: skipped. */
+  instances: number;
+  instancesRate: number;
+  instancesDurationS: number;
+  /** Phases to run. */
+  phases: ReadonlySet<Phase>;
   quietWaitS: number;
   databaseUrl: string;
   redisUrl: string;
@@ -66,6 +101,32 @@ function positiveInt(
     throw new Error(`${name} must be a number from ${min} to ${max} (got ${value})`);
   }
   return parsed;
+}
+
+export const DEFAULT_GROUPS = '10,100,1000,10000';
+
+/** `10,100,1000`: sizes from 2 to 100,000, in the order given; `0` alone: none. */
+function groupSizes(list: string): number[] {
+  if (list.trim() === '0') return [];
+  return list.split(',').map((item) => {
+    const size = positiveInt('--groups', item.trim() || 'none', 0, 2, 100_000);
+    if (!Number.isInteger(size)) throw new Error(`--groups: ${item} is not a whole number`);
+    return size;
+  });
+}
+
+function phaseList(only: string | undefined): ReadonlySet<Phase> {
+  if (only === undefined) return new Set(PHASES);
+  const chosen = only
+    .split(',')
+    .map((item) => item.trim())
+    .filter(Boolean);
+  for (const phase of chosen) {
+    if (!(PHASES as readonly string[]).includes(phase)) {
+      throw new Error(`--only: unknown phase ${phase} (phases: ${PHASES.join(', ')})`);
+    }
+  }
+  return new Set(chosen as Phase[]);
 }
 
 export function parseOptions(argv: string[], env: Record<string, string | undefined>): Options | 'help' {
@@ -89,6 +150,14 @@ export function parseOptions(argv: string[], env: Record<string, string | undefi
       'cpu-prof': { type: 'boolean' },
       'heap-prof': { type: 'boolean' },
       'quiet-wait': { type: 'string' },
+      groups: { type: 'string' },
+      'big-room': { type: 'string' },
+      'big-room-rate': { type: 'string' },
+      'big-room-duration': { type: 'string' },
+      instances: { type: 'string' },
+      'instances-rate': { type: 'string' },
+      'instances-duration': { type: 'string' },
+      only: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -134,6 +203,20 @@ export function parseOptions(argv: string[], env: Record<string, string | undefi
     quick,
     cpuProf: values['cpu-prof'] ?? false,
     heapProf: values['heap-prof'] ?? false,
+    groups: groupSizes(values.groups ?? (quick ? '10' : DEFAULT_GROUPS)),
+    bigRoom: positiveInt('--big-room', values['big-room'], 0, 0, 20_000),
+    bigRoomRate: positiveInt('--big-room-rate', values['big-room-rate'], 10, 0.1, 1000),
+    bigRoomDurationS: positiveInt('--big-room-duration', values['big-room-duration'], quick ? 3 : 20, 1, 600),
+    instances: positiveInt('--instances', values.instances, 3, 0, 8),
+    instancesRate: positiveInt('--instances-rate', values['instances-rate'], 0.5, 0.01, 1000),
+    instancesDurationS: positiveInt(
+      '--instances-duration',
+      values['instances-duration'],
+      quick ? 3 : 15,
+      1,
+      600,
+    ),
+    phases: phaseList(values.only),
     quietWaitS: positiveInt('--quiet-wait', values['quiet-wait'], quick ? 0 : 30, 0, 600),
     databaseUrl: env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres',
     redisUrl: env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379',

@@ -1,4 +1,5 @@
 import type { ServerName } from './generator/worker.js';
+import { alignedTable, markdownTable, phaseSections } from './report-phases.js';
 import type { BenchResults, ServerResult } from './results-types.js';
 
 const LABELS: Record<ServerName, string> = {
@@ -133,6 +134,13 @@ function workloadLine(results: BenchResults): string {
   );
 }
 
+/** Whether the run had W1, backlog or capacity figures (`--only` may have left them out). */
+function hasMainPhases(results: BenchResults): boolean {
+  return results.servers.some(
+    (result) => result.w1 !== null || result.capacity !== null || result.backlog !== null,
+  );
+}
+
 export function renderTable(results: BenchResults): string {
   const rows = [HEADER, ...results.servers.map(row)];
   const widths = HEADER.map((_, column) => Math.max(...rows.map((cells) => (cells[column] ?? '').length)));
@@ -145,18 +153,34 @@ export function renderTable(results: BenchResults): string {
   const errors = results.servers
     .filter((result) => result.error)
     .map((result) => `${SHORT[result.server]}: ${result.error}`);
+  const main = hasMainPhases(results)
+    ? [
+        `W1: ${workloadLine(results)}`,
+        '',
+        line(HEADER),
+        ...rows.slice(1).map(line),
+        '',
+        ...ratioLines(results),
+        '',
+        'Targets:',
+        ...targetLines(results).map((text) => `  ${text}`),
+      ]
+    : [];
+  const phases = phaseSections(results).flatMap((section) => [
+    '',
+    `${section.title}:`,
+    '',
+    ...alignedTable(section),
+    '',
+    ...section.notes.map((text) => `  ${text}`),
+  ]);
   return [
-    `W1: ${workloadLine(results)}`,
-    '',
-    line(HEADER),
-    ...rows.slice(1).map(line),
-    '',
-    ...ratioLines(results),
-    '',
-    'Targets:',
-    ...targetLines(results).map((text) => `  ${text}`),
+    ...main,
+    ...phases,
     ...(errors.length > 0 ? ['', 'Errors:', ...errors.map((text) => `  ${text}`)] : []),
-  ].join('\n');
+  ]
+    .join('\n')
+    .replace(/^\n+/, '');
 }
 
 export function renderMarkdown(
@@ -171,6 +195,28 @@ export function renderMarkdown(
     `- Run: ${results.startedAt} → ${results.finishedAt}`,
     `- Command: \`${results.command}\``,
     `- Machine: ${m.cpus} CPUs (${m.cpuModel}), ${m.memoryGB} GB memory, Node ${m.node}, Linux ${m.kernel}`,
+  ];
+  out.push(...(hasMainPhases(results) ? mainMarkdown(results, chartFile) : ['']));
+  for (const section of phaseSections(results)) {
+    out.push(
+      `#### ${section.title}`,
+      '',
+      ...markdownTable(section),
+      '',
+      ...section.notes.map((line) => `- ${line}`),
+      '',
+    );
+  }
+  const errors = results.servers.filter((result) => result.error);
+  if (!hasMainPhases(results) && errors.length > 0) {
+    out.push('#### Errors', '', ...errors.map((result) => `- ${SHORT[result.server]}: ${result.error}`), '');
+  }
+  return out.join('\n');
+}
+
+/** The W1 table, the targets, the chart and each server's steps, capacity and backlog. */
+function mainMarkdown(results: BenchResults, chartFile: string): string[] {
+  const out: string[] = [
     `- W1: ${workloadLine(results)}`,
     '',
     `| ${HEADER.join(' | ')} |`,
@@ -227,7 +273,7 @@ export function renderMarkdown(
       );
     }
   }
-  return out.join('\n');
+  return out;
 }
 
 /** p99 latency (log scale) against offered deliveries/s, one line per server; plain SVG. */

@@ -65,6 +65,84 @@ export interface BacklogResult {
   pendingAfter: number | null;
 }
 
+/** One group size of the group-size phase (Parley only). */
+export interface GroupRow {
+  members: number;
+  /** Members the group reached, as the server has it after a failed call. */
+  built: number;
+  /** Seconds for `conversation.createGroup` and every `conversation.addMembers` call (until one failed). */
+  buildSeconds: number | null;
+  /**
+   * The call that failed, or why building stopped. A failed call may have added its members
+   * all the same; the sends are measured whenever the group reached its size.
+   */
+  buildError: string | null;
+  /** Growth of Redis's `used_memory` from before `createGroup` to after the last call, in bytes. */
+  buildRedisBytes: number | null;
+  sends: number;
+  sendErrors: number;
+  /** Duration of each `message.send` over HTTP, from the owner, one after the other. */
+  sendMs: LatencySummary | null;
+  /**
+   * Redis CPU per send in µs: the growth of the `usec` of every command in `INFO commandstats`
+   * over the sends, less what Redis spent at its idle rate measured just before, per send.
+   */
+  redisUsPerSend: number | null;
+  /** The same without subtracting the idle rate. */
+  redisUsPerSendRaw: number | null;
+  /** Redis's CPU just before the sends (other clients of this Redis, Parley's idle polling), µs per second. */
+  redisIdleUsPerS: number | null;
+  /** Growth of `used_memory` per message right after the last send, the worker still writing. */
+  redisBytesPerMessageAtOnce: number | null;
+  /** Growth of `used_memory` per message once the worker wrote every message and trimmed the stream. */
+  redisBytesPerMessage: number | null;
+  /** Growth of this G's own keys (`MEMORY USAGE`) per message at the same moment: what other clients of Redis do not move. */
+  keyBytesPerMessage: number | null;
+  /** What else failed (sends, the worker, setup); the figures measured before it are kept. */
+  error: string | null;
+}
+
+export interface GroupScalingResult {
+  /** Messages sent at each size. */
+  sends: number;
+  rows: GroupRow[];
+}
+
+/** One room of `subscribers`, one client sending `ratePerS` messages a second into it. */
+export interface BigRoomResult {
+  subscribers: number;
+  connected: number;
+  /** Seconds from the generator's start to the last subscriber connected. */
+  connectSeconds: number;
+  ratePerS: number;
+  durationS: number;
+  step: StepResult;
+}
+
+export interface InstanceFigures {
+  /** 1-based. */
+  instance: number;
+  /** Clients connected to this instance. */
+  clients: number;
+  /** `parley_pubsub_received_total` growth over the run; null when the instance does not export it. */
+  pubsubReceived: number | null;
+  /** `parley_events_fanned_out_total` growth over the run (one per receiving subscription). */
+  fannedOut: number;
+  serverCpuPercent: number;
+}
+
+/** Several Parley processes on one Redis and one PostgreSQL, clients round-robin over them. */
+export interface InstancesResult {
+  instances: number;
+  clients: number;
+  groupSize: number;
+  ratePerClient: number;
+  durationS: number;
+  /** Totals over every instance: CPU and RSS summed, event-loop busy the highest. */
+  step: StepResult;
+  perInstance: InstanceFigures[];
+}
+
 export interface ServerResult {
   server: ServerName;
   error: string | null;
@@ -77,6 +155,8 @@ export interface ServerResult {
   saturationDeliveriesPerS: number | null;
   capacity: CapacityResult | null;
   backlog: BacklogResult | null;
+  /** Absent from results written before the big-room phase existed. */
+  bigRoom?: BigRoomResult | null;
 }
 
 export interface BenchResults {
@@ -94,4 +174,8 @@ export interface BenchResults {
     generators: number;
   };
   servers: ServerResult[];
+  /** Parley's group-size phase; absent from results written before it existed. */
+  groups?: GroupScalingResult | null;
+  /** Parley's several-instances phase; absent from results written before it existed. */
+  instances?: InstancesResult | null;
 }

@@ -19,7 +19,12 @@ import type {
 import { type Child, startChild } from './lib/children.js';
 import { Histogram, summarize } from './lib/histogram.js';
 import { ProcMonitor, readProc, SystemMonitor } from './lib/proc.js';
-import { HELP, type Options, parseOptions } from './options.js';
+import { deleteKeys } from './lib/redis.js';
+import { DEFAULT_GROUPS, HELP, type Options, PHASES, parseOptions } from './options.js';
+import { benchBigRoom } from './phases/big-room.js';
+import type { PhaseContext, ServerProcess, StartOptions, StepLoad } from './phases/context.js';
+import { benchGroups } from './phases/groups.js';
+import { benchInstances } from './phases/instances.js';
 import { renderChart, renderMarkdown, renderTable, replaceDocsSection } from './report.js';
 import type {
   BacklogResult,
@@ -55,7 +60,11 @@ const parleyDatabaseUrl = (() => {
 })();
 let databaseCreated = false;
 
-const prefixOf = (server: ServerName) => `bench:${runId}:${server}:`;
+const prefixOf = (scope: string) => `bench:${runId}:${scope}:`;
+/** The runner's own connection, for Redis's figures and for removing keys. */
+const redis = new Redis(options.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 });
+/** Parley's group cap, high enough for every group of the run. */
+const maxGroupMembers = Math.max(1000, options.groupSize, options.bigRoom, ...options.groups);
 
 async function loadAdapter(server: ServerName): Promise<ClientAdapter> {
   switch (server) {
@@ -85,22 +94,16 @@ async function ensureDatabase(): Promise<void> {
   }
 }
 
-interface ServerProcess extends Child<{ port: number }> {
-  url: string;
-}
-
-async function startServer(
-  server: ServerName,
-  extra: { worker?: boolean; serve?: boolean; profile?: boolean } = {},
-): Promise<ServerProcess> {
+async function startServer(server: ServerName, extra: StartOptions = {}): Promise<ServerProcess> {
   if (server === 'parley') await ensureDatabase();
   const env: Record<string, string> = {
     BENCH_REDIS_URL: options.redisUrl,
-    BENCH_PREFIX: prefixOf(server),
+    BENCH_PREFIX: extra.prefix ?? prefixOf(server),
     BENCH_JWT_SECRET: jwtSecret,
     BENCH_DATABASE_URL: parleyDatabaseUrl,
     BENCH_WORKER: extra.worker === false ? 'off' : 'on',
     BENCH_SERVE: extra.serve === false ? 'off' : 'on',
+    PARLEY_MAX_GROUP_MEMBERS: String(maxGroupMembers),
   };
   const nodeFlags = extra.profile
     ? ['--cpu-prof', `--cpu-prof-dir=${new URL('./results/tmp/', import.meta.url).pathname}`]
@@ -127,11 +130,12 @@ function partition(specs: ClientSpec[], parts: number): GeneratorClient[][] {
 }
 
 async function startGenerators(
-  server: ServerProcess,
+  servers: ServerProcess[],
   name: ServerName,
   specs: ClientSpec[],
   count: number,
   timeLimitMs: number,
+  groupSize = options.groupSize,
 ): Promise<{ generators: Child[]; connected: ConnectResult[] }> {
   const parts = partition(specs, count);
   const generators: Child[] = [];
@@ -149,9 +153,9 @@ async function startGenerators(
           'connect',
           {
             server: name,
-            url: server.url,
+            urls: servers.map((server) => server.url),
             transport: options.transport,
-            groupSize: options.groupSize,
+            groupSize,
             clients: parts[i] ?? [],
             concurrency: 50,
             timeLimitMs,
@@ -168,32 +172,51 @@ async function startGenerators(
   }
 }
 
-async function runStep(
-  server: ServerProcess,
-  generators: Child[],
-  clients: number,
-  ratePerClient: number,
-  durationS: number,
-  persistSampleEvery: number,
-): Promise<StepResult> {
+async function stopGenerators(generators: Child[]): Promise<void> {
+  await Promise.all(
+    generators.map((generator) => generator.call('close', undefined, 60_000).catch(() => undefined)),
+  );
+  await Promise.all(generators.map((generator) => generator.stop()));
+}
+
+/** One measured window of load; with several server processes, their CPU and RSS are summed. */
+async function runStep(servers: ServerProcess[], generators: Child[], load: StepLoad): Promise<StepResult> {
+  const { ratePerClient, durationS, groupSize } = load;
   const params: RunParams = {
     ratePerClient,
     durationMs: durationS * 1000,
     messageSize: options.messageSize,
-    drainMs: 5000,
-    persistSampleEvery,
+    drainMs: load.drainMs ?? 5000,
+    persistSampleEvery: load.persistSampleEvery,
+    sendersPerGroup: load.sendersPerGroup,
   };
-  const loopBefore = await server.call<{ idle: number; active: number }>('loop');
-  const monitor = new ProcMonitor(server.pid);
+  type Loop = { idle: number; active: number };
+  const loopBefore = await Promise.all(servers.map((server) => server.call<Loop>('loop')));
+  const monitors = servers.map((server) => new ProcMonitor(server.pid));
   const system = new SystemMonitor();
   const parts = await Promise.all(
-    generators.map((generator) => generator.call<RunResult>('run', params, durationS * 1000 + 60_000)),
+    generators.map((generator) =>
+      generator.call<RunResult>('run', params, durationS * 1000 + params.drainMs + 60_000),
+    ),
   );
-  const usage = monitor.stop();
+  const usages = monitors.map((monitor) => monitor.stop());
+  const usage = {
+    cpuPercent: usages.reduce((total, one) => total + one.cpuPercent, 0),
+    cpuSeconds: usages.reduce((total, one) => total + one.cpuSeconds, 0),
+    rssPeakMB: usages.reduce((total, one) => total + one.rssPeakMB, 0),
+  };
   const machine = system.stop();
-  const loopAfter = await server.call<{ idle: number; active: number }>('loop');
-  const loopActive = loopAfter.active - loopBefore.active;
-  const loopTotal = loopActive + loopAfter.idle - loopBefore.idle;
+  const loopAfter = await Promise.all(servers.map((server) => server.call<Loop>('loop')));
+  // The busiest process's share: the one that limits the rest.
+  const loopBusy = Math.max(
+    ...servers.map((_, i) => {
+      const before = loopBefore[i] as Loop;
+      const after = loopAfter[i] as Loop;
+      const active = after.active - before.active;
+      const total = active + after.idle - before.idle;
+      return total > 0 ? (active / total) * 100 : 0;
+    }),
+  );
   const latency = new Histogram();
   const persist = new Histogram();
   let hasPersist = false;
@@ -213,8 +236,8 @@ async function runStep(
   const duplicates = sum((part) => part.duplicates);
   return {
     ratePerClient,
-    offeredSendsPerS: clients * ratePerClient,
-    offeredDeliveriesPerS: clients * ratePerClient * (options.groupSize - 1),
+    offeredSendsPerS: load.senders * ratePerClient,
+    offeredDeliveriesPerS: load.senders * ratePerClient * (groupSize - 1),
     sendsPerS: sum((part) => part.acked) / windowS,
     deliveriesPerS: received / windowS,
     attempted: sum((part) => part.attempted),
@@ -230,7 +253,7 @@ async function runStep(
     serverCpuPercent: usage.cpuPercent,
     serverCpuUsPerDelivery: received > 0 ? (usage.cpuSeconds / received) * 1e6 : null,
     serverRssPeakMB: usage.rssPeakMB,
-    serverLoopBusyPercent: loopTotal > 0 ? (loopActive / loopTotal) * 100 : 0,
+    serverLoopBusyPercent: loopBusy,
     generatorCpuPercent: sum((part) => part.generatorCpuPercent),
     machineCpuPercent: machine.busyPercent,
     loadAverage: machine.loadAverage,
@@ -294,6 +317,9 @@ function describeStep(step: StepResult): string {
   );
 }
 
+/** W1's clients and groups: every client sends. */
+const w1Shape = { senders: options.clients, groupSize: options.groupSize };
+
 async function benchLoad(name: ServerName, result: ServerResult): Promise<void> {
   const adapter = await loadAdapter(name);
   const server = await startServer(name);
@@ -308,7 +334,7 @@ async function benchLoad(name: ServerName, result: ServerResult): Promise<void> 
       jwtSecret,
       server,
     });
-    const started = await startGenerators(server, name, specs, options.generators, 120_000);
+    const started = await startGenerators([server], name, specs, options.generators, 120_000);
     generators = started.generators;
     const failed = started.connected.reduce((total, part) => total + part.failed, 0);
     if (failed > 0) {
@@ -318,19 +344,22 @@ async function benchLoad(name: ServerName, result: ServerResult): Promise<void> 
     }
     result.machineBusyBeforePercent = await waitForQuiet(name);
     log(`${name}: ${options.clients} clients connected; warming up`);
-    await runStep(
-      server,
-      generators,
-      options.clients,
-      options.rate,
-      options.quick ? 1 : Math.min(3, options.durationS),
-      0,
-    );
+    await runStep([server], generators, {
+      ...w1Shape,
+      ratePerClient: options.rate,
+      durationS: options.quick ? 1 : Math.min(3, options.durationS),
+      persistSampleEvery: 0,
+    });
     await sleep(1000);
 
     await settle(server);
     if (profiling) await server.call('startProfile');
-    const w1 = await runStep(server, generators, options.clients, options.rate, options.durationS, 10);
+    const w1 = await runStep([server], generators, {
+      ...w1Shape,
+      ratePerClient: options.rate,
+      durationS: options.durationS,
+      persistSampleEvery: 10,
+    });
     if (profiling) {
       const file = new URL(`parley-w1-${runId}.cpuprofile`, tmpDir).pathname;
       await server.call('stopProfile', { file });
@@ -352,7 +381,12 @@ async function benchLoad(name: ServerName, result: ServerResult): Promise<void> 
         else if (lo !== null && hi !== null && hi / lo > 1.2) rate = Math.sqrt(lo * hi);
         else break;
         await settle(server);
-        const point = await runStep(server, generators, options.clients, rate, options.stepDurationS, 0);
+        const point = await runStep([server], generators, {
+          ...w1Shape,
+          ratePerClient: rate,
+          durationS: options.stepDurationS,
+          persistSampleEvery: 0,
+        });
         log(`${name}: step ${step + 1} ${describeStep(point)}`);
         result.curve.push(point);
         if (point.passed) lo = rate;
@@ -364,10 +398,7 @@ async function benchLoad(name: ServerName, result: ServerResult): Promise<void> 
     result.saturationDeliveriesPerS =
       passing.length > 0 ? Math.max(...passing.map((point) => point.deliveriesPerS)) : null;
   } finally {
-    await Promise.all(
-      generators.map((generator) => generator.call('close', undefined, 30_000).catch(() => undefined)),
-    );
-    await Promise.all(generators.map((generator) => generator.stop()));
+    await stopGenerators(generators);
     await server.stop(15_000);
   }
 }
@@ -392,7 +423,7 @@ async function benchCapacity(name: ServerName): Promise<CapacityResult> {
     const heapProfiling = name === 'parley' && options.heapProf;
     if (heapProfiling) await server.call('startHeapSampling');
     const started = performance.now();
-    const gen = await startGenerators(server, name, specs, 1, 180_000);
+    const gen = await startGenerators([server], name, specs, 1, 180_000);
     generators = gen.generators;
     const connectSeconds = (performance.now() - started) / 1000;
     const connected = gen.connected.reduce((total, part) => total + part.connected, 0);
@@ -426,10 +457,7 @@ async function benchCapacity(name: ServerName): Promise<CapacityResult> {
     );
     return capacity;
   } finally {
-    await Promise.all(
-      generators.map((generator) => generator.call('close', undefined, 60_000).catch(() => undefined)),
-    );
-    await Promise.all(generators.map((generator) => generator.stop()));
+    await stopGenerators(generators);
     await server.stop(15_000);
   }
 }
@@ -496,15 +524,9 @@ async function benchBacklog(): Promise<BacklogResult> {
 }
 
 async function cleanup(): Promise<void> {
-  const redis = new Redis(options.redisUrl, { lazyConnect: true });
   try {
-    await redis.connect();
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `bench:${runId}:*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length > 0) await redis.del(...keys);
-    } while (cursor !== '0');
+    if (redis.status === 'wait') await redis.connect();
+    await deleteKeys(redis, `bench:${runId}:*`);
   } finally {
     redis.disconnect();
   }
@@ -548,12 +570,32 @@ const results: BenchResults = {
     saturationDeliveriesPerS: null,
     capacity: null,
     backlog: null,
+    bigRoom: null,
   })),
+  groups: null,
+  instances: null,
 };
+
+const phaseContext: PhaseContext = {
+  options,
+  jwtSecret,
+  redis,
+  log,
+  keyPrefix: prefixOf,
+  loadAdapter,
+  startServer,
+  startGenerators,
+  stopGenerators,
+  runStep,
+  settle,
+  waitForQuiet,
+  describeStep,
+};
+const message = (error: unknown) => (error instanceof Error ? error.message : String(error));
 
 let exitCode = 0;
 try {
-  for (const result of results.servers) {
+  for (const result of options.phases.has('load') ? results.servers : []) {
     try {
       await benchLoad(result.server, result);
     } catch (error) {
@@ -563,7 +605,7 @@ try {
     }
   }
   const parley = results.servers.find((result) => result.server === 'parley');
-  if (parley && options.backlog > 0) {
+  if (parley && options.phases.has('backlog') && options.backlog > 0) {
     try {
       parley.backlog = await benchBacklog();
     } catch (error) {
@@ -572,7 +614,7 @@ try {
       exitCode = 1;
     }
   }
-  if (options.capacity > 0) {
+  if (options.phases.has('capacity') && options.capacity > 0) {
     for (const result of results.servers) {
       try {
         result.capacity = await benchCapacity(result.server);
@@ -583,6 +625,36 @@ try {
       }
     }
   }
+  // A size that fails is a row of the results, not a failed phase.
+  if (parley && options.phases.has('groups') && options.groups.length > 0) {
+    try {
+      results.groups = await benchGroups(phaseContext);
+    } catch (error) {
+      parley.error ??= `groups: ${message(error)}`;
+      log(`parley: group-size run failed: ${message(error)}`);
+      exitCode = 1;
+    }
+  }
+  if (options.phases.has('big-room') && options.bigRoom > 0) {
+    for (const result of results.servers) {
+      try {
+        result.bigRoom = await benchBigRoom(phaseContext, result.server);
+      } catch (error) {
+        result.error ??= `big room: ${message(error)}`;
+        log(`${result.server}: big-room run failed: ${message(error)}`);
+        exitCode = 1;
+      }
+    }
+  }
+  if (parley && options.phases.has('instances') && options.instances > 0) {
+    try {
+      results.instances = await benchInstances(phaseContext);
+    } catch (error) {
+      parley.error ??= `instances: ${message(error)}`;
+      log(`parley: several-instances run failed: ${message(error)}`);
+      exitCode = 1;
+    }
+  }
 } finally {
   await cleanup().catch((error: unknown) => log(`cleanup failed: ${String(error)}`));
 }
@@ -591,7 +663,7 @@ results.finishedAt = new Date().toISOString();
 const json = `${JSON.stringify(results, null, 2)}\n`;
 writeFileSync(new URL(`run-${runId}.json`, tmpDir), json);
 // docs/PERFORMANCE.md reports the standard run (all defaults); its figures are written there by
-// this code only.
+// this code only. The big room is not part of it, and adding it (--big-room N) keeps a run standard.
 const standard =
   !options.quick &&
   options.servers.length === 3 &&
@@ -602,7 +674,12 @@ const standard =
   options.transport === 'ws' &&
   options.saturation &&
   options.backlog === 200_000 &&
-  options.capacity === 10_000;
+  options.capacity === 10_000 &&
+  options.phases.size === PHASES.length &&
+  options.groups.join(',') === DEFAULT_GROUPS &&
+  options.instances === 3 &&
+  options.instancesRate === 0.5 &&
+  options.instancesDurationS === 15;
 // Only the standard run replaces the figures the documentation points at.
 const outName = options.quick ? 'quick' : standard ? 'latest' : 'custom';
 writeFileSync(new URL(`${outName}.json`, resultsDir), json);

@@ -87,46 +87,50 @@ describe(`large groups (${engineLabel})`, () => {
     await Promise.all([ownerTap.stop(), cyTap.stop(), boTap.stop()]);
   });
 
-  it('carries the first 50 members in a conversation and pages through all of them with conversation.members', async () => {
-    const local = await TestDeployment.create();
-    try {
-      const big = await local.start({ limits: { maxGroupMembers: 100 } });
-      const people = await Promise.all(Array.from({ length: 61 }, () => signUp(big.url)));
-      const [owner, ...others] = people;
-      if (!owner) throw new Error('users missing');
-      const group = await owner.api.conversation.createGroup.mutate({
-        name: 'Sixty',
-        memberIds: others.slice(0, 30).map((u) => u.user.id),
-      });
-      await owner.api.conversation.addMembers.mutate({
-        id: group.id,
-        userIds: others.slice(30).map((u) => u.user.id),
-      });
-      const view = await owner.api.conversation.byId.query({ id: group.id });
-      expect(view.memberCount).toBe(61);
-      expect(view.members).toHaveLength(50);
-      const seen: string[] = [];
-      let cursor: string | null = null;
-      do {
-        const page: Awaited<ReturnType<typeof owner.api.conversation.members.query>> =
-          await owner.api.conversation.members.query({ id: group.id, limit: 25, cursor });
-        expect(page.items.length).toBeLessThanOrEqual(25);
-        seen.push(...page.items.map((m) => m.userId));
-        cursor = page.nextCursor;
-      } while (cursor);
-      expect(seen).toHaveLength(61);
-      expect(new Set(seen)).toEqual(new Set(people.map((u) => u.user.id)));
-      expect(seen.slice(0, 50)).toEqual(view.members.map((m) => m.userId));
-      // Only members may page through them; a forged cursor is the caller's error.
-      const outsider = await signUp(big.url);
-      await expectCode(outsider.api.conversation.members.query({ id: group.id }), 'NOT_FOUND');
-      await expectCode(
-        owner.api.conversation.members.query({ id: group.id, cursor: 'bm90IGEgY3Vyc29y' }),
-        'BAD_REQUEST',
-      );
-      await Promise.all([...people, outsider].map((u) => u.close()));
-    } finally {
-      await local.cleanup();
-    }
-  });
+  it(
+    'carries the first 50 members in a conversation and pages through all of them with conversation.members',
+    { timeout: 120_000 },
+    async () => {
+      const local = await TestDeployment.create();
+      try {
+        const big = await local.start({ limits: { maxGroupMembers: 100 } });
+        const people = await Promise.all(Array.from({ length: 61 }, () => signUp(big.url)));
+        const [owner, ...others] = people;
+        if (!owner) throw new Error('users missing');
+        const group = await owner.api.conversation.createGroup.mutate({
+          name: 'Sixty',
+          memberIds: others.slice(0, 30).map((u) => u.user.id),
+        });
+        await owner.api.conversation.addMembers.mutate({
+          id: group.id,
+          userIds: others.slice(30).map((u) => u.user.id),
+        });
+        const view = await owner.api.conversation.byId.query({ id: group.id });
+        expect(view.memberCount).toBe(61);
+        expect(view.members).toHaveLength(50);
+        const seen: string[] = [];
+        let cursor: string | null = null;
+        do {
+          const page: Awaited<ReturnType<typeof owner.api.conversation.members.query>> =
+            await owner.api.conversation.members.query({ id: group.id, limit: 25, cursor });
+          expect(page.items.length).toBeLessThanOrEqual(25);
+          seen.push(...page.items.map((m) => m.userId));
+          cursor = page.nextCursor;
+        } while (cursor);
+        expect(seen).toHaveLength(61);
+        expect(new Set(seen)).toEqual(new Set(people.map((u) => u.user.id)));
+        expect(seen.slice(0, 50)).toEqual(view.members.map((m) => m.userId));
+        // Only members may page through them; a forged cursor is the caller's error.
+        const outsider = await signUp(big.url);
+        await expectCode(outsider.api.conversation.members.query({ id: group.id }), 'NOT_FOUND');
+        await expectCode(
+          owner.api.conversation.members.query({ id: group.id, cursor: 'bm90IGEgY3Vyc29y' }),
+          'BAD_REQUEST',
+        );
+        await Promise.all([...people, outsider].map((u) => u.close()));
+      } finally {
+        await local.cleanup();
+      }
+    },
+  );
 });

@@ -11,14 +11,19 @@ import type { Child } from '../lib/children.js';
 import type { ClientAdapter, ClientSpec } from './types.js';
 
 export const parleyClient: ClientAdapter = {
-  async prepare({ count, groupSize, server }) {
+  async prepare({ count, groupSize, server, roomsAfterConnect }) {
     // Accounts come from the server's own services (see `createAccounts` in
     // bench/servers/parley.ts): registering 10,000 users over HTTP would take minutes.
     return server.call<ClientSpec[]>('createAccounts', {
       count,
       groupSize,
       tag: randomBytes(3).toString('hex'),
+      roomsLater: roomsAfterConnect,
     });
+  },
+
+  async afterConnect({ server }) {
+    await server.call('writeRooms', undefined, 300_000);
   },
 
   async connect(url, spec, transport, onMessage) {

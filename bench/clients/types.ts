@@ -28,6 +28,11 @@ export interface PrepareContext {
   jwtSecret: string;
   /** The server process, for setup work it offers in-process (Parley: creating accounts). */
   server: Child;
+  /**
+   * The conversations exist only once `afterConnect` has run (Parley: written then, without
+   * their announcement; see `writeRooms` in bench/servers/parley.ts). For rooms of thousands.
+   */
+  roomsAfterConnect?: boolean;
 }
 
 export interface ClientAdapter {
@@ -36,6 +41,8 @@ export interface ClientAdapter {
    * `i` belongs to conversation `floor(i / groupSize)`.
    */
   prepare(context: PrepareContext): Promise<ClientSpec[]>;
+  /** After every client connected, with `roomsAfterConnect`: makes the conversations. */
+  afterConnect?(context: PrepareContext): Promise<void>;
   /**
    * Connects, authenticates and subscribes; resolves once messages for the client's
    * conversation will be delivered to `onMessage` (content only, as sent).

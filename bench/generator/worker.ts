@@ -17,7 +17,8 @@ export interface GeneratorClient extends ClientSpec {
 
 export interface ConnectParams {
   server: ServerName;
-  url: string;
+  /** Server instances; client `index` connects to `urls[index % urls.length]`. */
+  urls: string[];
   transport: Transport;
   groupSize: number;
   clients: GeneratorClient[];
@@ -43,6 +44,8 @@ export interface RunParams {
   drainMs: number;
   /** Parley: every n-th send is followed into PostgreSQL (0 = none). */
   persistSampleEvery: number;
+  /** Only the clients at positions below this in their group send (default: every client). */
+  sendersPerGroup?: number;
 }
 
 export interface RunResult {
@@ -132,7 +135,9 @@ async function connect(params: ConnectParams): Promise<ConnectResult> {
       const spec = params.clients[cursor++];
       if (!spec) break;
       try {
-        const connection = await adapter.connect(params.url, spec, params.transport, (content) =>
+        const url = params.urls[spec.index % params.urls.length];
+        if (!url) throw new Error('no server to connect to');
+        const connection = await adapter.connect(url, spec, params.transport, (content) =>
           onDelivery(spec.position, content),
         );
         connections.push({ spec, connection });
@@ -168,12 +173,14 @@ async function run(params: RunParams): Promise<RunResult> {
 
   // Open loop: client k sends at start + n·T + k·T/C, in a shuffled order so that members of one
   // group do not send back to back. A slow server never slows the schedule down.
-  const order = connections.map((_, index) => index);
+  const sendersPerGroup = params.sendersPerGroup ?? groupSize;
+  const order = connections.flatMap((entry, index) => (entry.spec.position < sendersPerGroup ? [index] : []));
   for (let i = order.length - 1; i > 0; i--) {
     const j = Math.floor(Math.random() * (i + 1));
     [order[i], order[j]] = [order[j] as number, order[i] as number];
   }
   const count = order.length;
+  if (count === 0) throw new Error('no connected client is a sender');
   const period = 1000 / params.ratePerClient;
   const cpuBefore = process.cpuUsage();
   const loopDelay = monitorEventLoopDelay({ resolution: 2 });

@@ -89,3 +89,13 @@ export class SystemMonitor {
     };
   }
 }
+
+/**
+ * This process's soft limit on open files (`ulimit -n`), which its children inherit: every
+ * socket a server or a generator holds counts against it.
+ */
+export function openFileLimit(): number {
+  const limits = readFileSync('/proc/self/limits', 'utf8');
+  const match = /^Max open files\s+(\d+|unlimited)/m.exec(limits);
+  return !match || match[1] === 'unlimited' ? Number.POSITIVE_INFINITY : Number(match[1]);
+}

@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
 import { v7 as uuidv7 } from 'uuid';
-import { users } from '../../drizzle/schema.js';
+import { conversations as conversationRows, members, users } from '../../drizzle/schema.js';
 import { createApp } from '../../server/src/app.js';
 import { hashPassword } from '../../server/src/credentials/passwords.js';
 import { loadConfig } from '../../server/src/config/index.js';
@@ -25,6 +25,9 @@ const config = loadConfig(
     // Worker tuning, when the environment sets it (defaults otherwise).
     PARLEY_WORKER_BATCH_SIZE: env.PARLEY_WORKER_BATCH_SIZE,
     PARLEY_WORKER_CONCURRENCY: env.PARLEY_WORKER_CONCURRENCY,
+    // Groups go up to --group-size, and the group-size and big-room phases past that: the runner
+    // sets it for the largest group of the run.
+    PARLEY_MAX_GROUP_MEMBERS: env.PARLEY_MAX_GROUP_MEMBERS ?? '1000',
   },
   {
     port: 0,
@@ -35,8 +38,8 @@ const config = loadConfig(
     // Accounts are created by the thousand before the run; signing in is not what is measured.
     passwordHashCost: 10,
     // The per-user send limit guards against abuse; the saturation search goes past it on purpose.
-    // Every client connects from this machine's address, and groups go up to --group-size.
-    limits: { sendsPerUser: 1_000_000, maxSocketsPerAddress: 1_000_000, maxGroupMembers: 1_000 },
+    // Every client connects from this machine's address.
+    limits: { sendsPerUser: 1_000_000, maxSocketsPerAddress: 1_000_000 },
   },
 );
 
@@ -61,6 +64,32 @@ async function inLanes<R>(count: number, lanes: number, task: (index: number) =>
   );
   return out;
 }
+
+/**
+ * `count` user rows sharing one password hash (hashing 10,000 times would only measure
+ * scrypt), and sessions for the first `sessions` of them as `auth.register` issues them.
+ */
+async function createUsers(count: number, tag: string, sessions: number) {
+  const { db, sessions: sessionService } = app.services;
+  const passwordHash = await hashPassword('bench password', config.passwordHashCost);
+  const rows = Array.from({ length: count }, (_, i) => ({
+    id: randomUUID(),
+    email: `bench_${tag}_${i}@bench.test`,
+    username: `b${tag}_${i}`,
+    displayName: `b${tag}_${i}`,
+    passwordHash,
+  }));
+  for (let i = 0; i < rows.length; i += 1000) await db.insert(users).values(rows.slice(i, i + 1000));
+  return inLanes(count, 32, async (i) => {
+    const row = rows[i];
+    if (!row) throw new Error('missing row');
+    const user = { id: row.id, username: row.username };
+    return { user, tokens: i < sessions ? await sessionService.start(user) : null };
+  });
+}
+
+/** Conversations `createAccounts` gave ids to, for `writeRooms` to write. */
+const heldRooms: { id: string; name: string; ownerId: string; memberIds: string[] }[] = [];
 
 const profiler = new Session();
 profiler.connect();
@@ -93,31 +122,43 @@ serveCalls({
     return file;
   },
   /**
-   * Accounts and group conversations for the clients, made through the same services as
-   * `auth.register` and `conversation.createGroup`, minus HTTP, so 10,000 take seconds.
+   * Accounts as `auth.register` leaves them, minus HTTP (whose registration budget is five per
+   * address in ten minutes): user rows as `UserService.create` writes them, then a session and
+   * tokens for the first `sessions` of them (all by default), so that 10,000 take seconds.
    */
-  async createAccounts({ count, groupSize, tag }: { count: number; groupSize: number; tag: string }) {
-    const { db, sessions, conversations } = app.services;
-    // One password hash for all: hashing 10,000 times would only measure scrypt. Rows as
-    // `UserService.create` writes them, then a session and tokens as `auth.register` issues.
-    const passwordHash = await hashPassword('bench password', config.passwordHashCost);
-    const rows = Array.from({ length: count }, (_, i) => ({
-      id: randomUUID(),
-      email: `bench_${tag}_${i}@bench.test`,
-      username: `b${tag}_${i}`,
-      displayName: `b${tag}_${i}`,
-      passwordHash,
-    }));
-    for (let i = 0; i < rows.length; i += 1000) await db.insert(users).values(rows.slice(i, i + 1000));
-    const accounts = await inLanes(count, 32, async (i) => {
-      const row = rows[i];
-      if (!row) throw new Error('missing row');
-      const user = { id: row.id, username: row.username };
-      return { user, tokens: await sessions.start(user) };
-    });
+  createUsers: ({ count, tag, sessions }: { count: number; tag: string; sessions?: number }) =>
+    createUsers(count, tag, sessions ?? count),
+  /**
+   * Accounts and group conversations for the clients, made through the same services as
+   * `auth.register` and `conversation.createGroup`, minus HTTP. With `roomsLater`, the
+   * conversations get their ids now and are written by `writeRooms` (see there).
+   */
+  async createAccounts({
+    count,
+    groupSize,
+    tag,
+    roomsLater,
+  }: {
+    count: number;
+    groupSize: number;
+    tag: string;
+    roomsLater?: boolean;
+  }) {
+    const { conversations } = app.services;
+    const accounts = await createUsers(count, tag, count);
     const conversationIds = await inLanes(Math.ceil(count / groupSize), 16, async (g) => {
       const [owner, ...others] = accounts.slice(g * groupSize, (g + 1) * groupSize);
       if (!owner) throw new Error('empty group');
+      if (roomsLater) {
+        const id = uuidv7();
+        heldRooms.push({
+          id,
+          name: `bench ${g}`,
+          ownerId: owner.user.id,
+          memberIds: others.map((m) => m.user.id),
+        });
+        return id;
+      }
       const conversation = await conversations.createGroup(owner.user, {
         name: `bench ${g}`,
         memberIds: others.map((member) => member.user.id),
@@ -126,11 +167,35 @@ serveCalls({
     });
     return accounts.map((account, index) => ({
       index,
-      token: account.tokens.accessToken,
-      refreshToken: account.tokens.refreshToken,
-      expiresIn: account.tokens.expiresIn,
+      token: account.tokens?.accessToken ?? '',
+      refreshToken: account.tokens?.refreshToken,
+      expiresIn: account.tokens?.expiresIn,
       conversationId: conversationIds[Math.floor(index / groupSize)] ?? '',
     }));
+  },
+  /**
+   * Writes the conversations `createAccounts` held back, once their members are connected, as
+   * `createGroup` writes them but without its system message and without sending every member
+   * the conversation. For rooms of thousands: a user who comes online tells every contact
+   * (the members of their conversations), so connecting the members of a room one by one costs
+   * deliveries in the square of its size; and the announcement of a 5,000-member room alone
+   * would put gigabytes into Redis (the group-size phase measures that).
+   */
+  async writeRooms() {
+    const { db, memberships } = app.services;
+    for (const room of heldRooms.splice(0)) {
+      await db.transaction(async (tx) => {
+        await tx
+          .insert(conversationRows)
+          .values({ id: room.id, type: 'group', name: room.name, createdBy: room.ownerId });
+        const rows = [
+          { conversationId: room.id, userId: room.ownerId, role: 'owner' as const },
+          ...room.memberIds.map((userId) => ({ conversationId: room.id, userId, role: 'member' as const })),
+        ];
+        for (let i = 0; i < rows.length; i += 1000) await tx.insert(members).values(rows.slice(i, i + 1000));
+      });
+      await memberships.refresh(room.id);
+    }
   },
   /** Rows this process's persistence worker has written so far, without asking PostgreSQL. */
   persisted: () => app.worker?.stats.persisted ?? 0,

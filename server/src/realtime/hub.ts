@@ -16,6 +16,9 @@ import { shareEvent } from './transformer.js';
 
 /** How often a catch-up tries to reach Redis before the subscriptions go on unchecked (about 9 s). */
 const CATCH_UP_ATTEMPTS = 8;
+/** A barrier not back after this long is published again; a publish that fails this often gives up. */
+const BARRIER_RETRY_MS = 1_000;
+const BARRIER_ATTEMPTS = 30;
 
 /**
  * A delivery to one local subscription: an event (with the broker id of a durable one, null
@@ -60,6 +63,7 @@ export class Hub {
   private interrupted = false;
   /** Returns of the event channels so far, so that only the latest one catches up. */
   private restores = 0;
+  private stopped = false;
 
   constructor(
     private readonly broker: Broker,
@@ -94,6 +98,7 @@ export class Hub {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     await Promise.all(this.unsubscribes.splice(0).map((unsubscribe) => unsubscribe()));
     const followed = [...this.conversations.values(), ...this.users.values()];
     this.conversations.clear();
@@ -126,14 +131,33 @@ export class Hub {
   /**
    * Resolves once everything published before the call has reached this instance (and been
    * handed to its subscriptions): a message this instance publishes to itself arrives after
-   * all of it, on the same connection.
+   * all of it, on the same connection. Published again while it does not arrive (the
+   * subscriber connection may be down, losing it), for as long as the hub runs.
    */
   async barrier(): Promise<void> {
     const token = randomUUID();
-    const arrived = new Promise<void>((resolve) => this.barriers.set(token, resolve));
+    let arrived = false;
+    const arrival = new Promise<void>((resolve) =>
+      this.barriers.set(token, () => {
+        arrived = true;
+        resolve();
+      }),
+    );
     try {
-      await this.broker.publish(instanceChannel(this.instanceId), token);
-      await arrived;
+      for (let attempt = 0; !arrived; attempt++) {
+        if (this.stopped) throw new Error('the hub stopped');
+        try {
+          await this.broker.publish(instanceChannel(this.instanceId), token);
+        } catch (error) {
+          if (attempt >= BARRIER_ATTEMPTS) throw error;
+        }
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([
+          arrival,
+          new Promise((resolve) => (timer = setTimeout(resolve, BARRIER_RETRY_MS))),
+        ]);
+        clearTimeout(timer);
+      }
     } finally {
       this.barriers.delete(token);
     }

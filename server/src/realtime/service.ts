@@ -117,6 +117,9 @@ export class Realtime {
       connection,
     );
     this.streams.add(stream);
+    // Counted on this instance at once (the hub's count), its user's channel flowing below.
+    const userChannel = this.hub.add(stream);
+    userChannel.catch(() => undefined);
     const direct =
       request.socket && request.request ? { socket: request.socket, request: request.request } : null;
     // An iterated stream abandoned before its first read would never run its `finally`.
@@ -126,7 +129,7 @@ export class Realtime {
         throw new RateLimited('Too many connections for this user', 5);
       }
       const epoch = await this.epoch();
-      await this.hub.add(stream);
+      await userChannel;
       await stream.follow(await this.domain.conversationsOf(user.id, null));
       // Read once every channel is in place: whatever comes later arrives live.
       const newest = await this.broker.lastId(EVENT_IDS_STREAM);
