@@ -140,7 +140,14 @@ describe(`@parley/client as a packed package (${engineLabel})`, () => {
   it('ships its types without the server: every declaration resolves inside the package or its dependencies', async () => {
     const manifest = JSON.parse(await readFile(path.join(installedDir, 'package.json'), 'utf8')) as {
       dependencies: Record<string, string>;
+      peerDependencies: Record<string, string>;
+      peerDependenciesMeta: Record<string, { optional?: boolean }>;
     };
+    // The React bindings (dist/react/) alone may import the optional peers the app brings.
+    const reactDir = path.join(installedDir, 'dist', 'react') + path.sep;
+    for (const peer of Object.keys(manifest.peerDependencies)) {
+      expect(manifest.peerDependenciesMeta[peer]?.optional, peer).toBe(true);
+    }
     const files = await filesUnder(installedDir);
     expect(files.some((file) => file.endsWith(path.join('dist', 'index.d.ts')))).toBe(true);
     expect(files.some((file) => file.endsWith('.ts') && !file.endsWith('.d.ts'))).toBe(false);
@@ -155,7 +162,10 @@ describe(`@parley/client as a packed package (${engineLabel})`, () => {
           const name = specifier.startsWith('@')
             ? specifier.split('/').slice(0, 2).join('/')
             : specifier.split('/')[0];
-          expect(Object.keys(manifest.dependencies), `${file}: ${specifier}`).toContain(name);
+          const allowed = Object.keys(manifest.dependencies).concat(
+            file.startsWith(reactDir) ? Object.keys(manifest.peerDependencies) : [],
+          );
+          expect(allowed, `${file}: ${specifier}`).toContain(name);
         }
       }
     }

@@ -51,7 +51,7 @@ if (missing) {
 }
 const { default: ts } = await import('typescript');
 
-const entries = ['index.ts', 'node.ts', 'cli.ts'].map((file) => path.join(srcDir, file));
+const entries = ['index.ts', 'node.ts', 'cli.ts', 'react/index.ts'].map((file) => path.join(srcDir, file));
 /** Entry points whose declarations are not published (the CLI is only run). */
 const withoutDeclarations = new Set([path.join(srcDir, 'cli.d.ts')]);
 /** JavaScript that may use Node's built-in modules; the main entry must run in browsers too. */
@@ -59,6 +59,9 @@ const nodeOnly = new Set(['node.js', 'cli.js']);
 
 const manifest = JSON.parse(await readFile(path.join(sdkDir, 'package.json'), 'utf8'));
 const dependencies = new Set(Object.keys(manifest.dependencies ?? {}));
+// The React bindings (`@parley/client/react`) import React and TanStack Query, which the app
+// brings: optional peers, so that Node users of the client never install them.
+const peers = new Set(Object.keys(manifest.peerDependencies ?? {}));
 
 function fail(message) {
   console.error(`build failed: ${message}`);
@@ -158,7 +161,9 @@ for (const [file, original] of outputs) {
           fail(`${relativeFile} imports "${specifier}"`);
         continue;
       }
-      if (!dependencies.has(name)) fail(`${relativeFile} imports "${specifier}", which is not a dependency`);
+      const allowed =
+        dependencies.has(name) || (peers.has(name) && relativeFile.startsWith(`react${path.sep}`));
+      if (!allowed) fail(`${relativeFile} imports "${specifier}", which is not a dependency`);
       continue;
     }
     // Declarations that reach into the server's source now point at the copies in dist/server/.

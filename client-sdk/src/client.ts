@@ -66,6 +66,8 @@ export interface ParleyClient {
   logout(options?: { everywhere?: boolean }): Promise<void>;
   /** The signed-in user, fetched if not known yet; null when signed out. */
   currentUser(): Promise<Me | null>;
+  /** Calls `handler` on every sign-in, refresh and sign-out; returns a function that stops it. */
+  onAuthChange(handler: (change: AuthChange) => void): () => void;
   /** Stops the event stream and closes the socket. */
   close(): Promise<void>;
 }
@@ -108,6 +110,7 @@ export function createParleyClient(options: ParleyClientOptions): ParleyClient {
   /** The token the current server-sent events stream was opened with. */
   let sseToken: string | null = null;
   let user: Me | null = null;
+  const authListeners = new Set<(change: AuthChange) => void>();
 
   // Sign-in calls go without an access token: a stale one must not be mistaken for theirs.
   const anonymous = createTRPCClient<AppRouter>({
@@ -139,6 +142,7 @@ export function createParleyClient(options: ParleyClientOptions): ParleyClient {
           break;
       }
       options.onAuthChange?.(change);
+      for (const listener of [...authListeners]) listener(change);
     },
     identify: () => api.auth.me.query(),
   });
@@ -257,6 +261,10 @@ export function createParleyClient(options: ParleyClientOptions): ParleyClient {
       if (!session.current) return null;
       user = await api.auth.me.query();
       return user;
+    },
+    onAuthChange(handler) {
+      authListeners.add(handler);
+      return () => authListeners.delete(handler);
     },
     async close() {
       events.close();

@@ -3,6 +3,13 @@ import type { EventEnvelope, ParleyApi, ParleyEvent, ParleyEventOf, ParleyEventT
 
 type Listener = (event: ParleyEvent, id: string | undefined) => void;
 
+/**
+ * Where the event stream stands: `idle` (not started, or signed out), `connecting` (first
+ * connection), `live` (the server accepted the subscription), `reconnecting` (the connection
+ * dropped or the server refused it; it resumes from the last event by itself).
+ */
+export type StreamStatus = 'idle' | 'connecting' | 'live' | 'reconnecting';
+
 interface Sink {
   push(event: ParleyEvent): void;
   end(): void;
@@ -40,6 +47,10 @@ export interface ParleyEvents extends AsyncIterable<ParleyEvent> {
   ): Promise<ParleyEventOf<T>>;
   /** Resolves once the server has accepted the subscription, starting it if needed. */
   ready(): Promise<void>;
+  /** Where the stream stands now. */
+  readonly status: StreamStatus;
+  /** Called with each change of `status`; returns a function that stops it. */
+  onStatus(handler: (status: StreamStatus) => void): () => void;
 }
 
 /**
@@ -53,6 +64,10 @@ export class EventStream implements ParleyEvents {
   private readonly listeners = new Map<ParleyEventType | '*', Set<Listener>>();
   private readonly resyncListeners = new Set<() => void>();
   private readonly errorListeners = new Set<(error: unknown) => void>();
+  private readonly statusListeners = new Set<(status: StreamStatus) => void>();
+  private currentStatus: StreamStatus = 'idle';
+  /** Whether the stream has been live since the last sign-in, to tell a reconnect from a first connect. */
+  private wasLive = false;
   private readonly sinks = new Set<Sink>();
   private lastId: string | undefined;
   private subscription: { unsubscribe(): void } | null = null;
@@ -103,6 +118,15 @@ export class EventStream implements ParleyEvents {
     this.resyncListeners.add(handler);
     this.start();
     return () => this.resyncListeners.delete(handler);
+  }
+
+  get status(): StreamStatus {
+    return this.currentStatus;
+  }
+
+  onStatus(handler: (status: StreamStatus) => void): () => void {
+    this.statusListeners.add(handler);
+    return () => this.statusListeners.delete(handler);
   }
 
   /**
@@ -188,9 +212,19 @@ export class EventStream implements ParleyEvents {
       return;
     const input = this.lastId === undefined ? {} : { lastEventId: this.lastId };
     this.isStarted = false;
+    this.setStatus(this.wasLive ? 'reconnecting' : 'connecting');
     this.subscription = this.options.api().events.subscribe(input, {
+      // The socket dropped: tRPC reconnects and sends the subscription again, from the last id.
+      onConnectionStateChange: (state) => {
+        if (state.state === 'connecting' && this.isStarted) {
+          this.isStarted = false;
+          this.setStatus('reconnecting');
+        }
+      },
       onStarted: () => {
         this.isStarted = true;
+        this.wasLive = true;
+        this.setStatus('live');
         this.failures = 0;
         this.renewedForStream = false;
         for (const resolve of this.readyWaiters.splice(0)) resolve();
@@ -200,6 +234,8 @@ export class EventStream implements ParleyEvents {
       onComplete: () => {
         // The server ended the stream (it is shutting down): carry on from where it stopped.
         this.subscription = null;
+        this.isStarted = false;
+        if (!this.closed) this.setStatus('reconnecting');
         this.retryLater();
       },
     });
@@ -212,6 +248,7 @@ export class EventStream implements ParleyEvents {
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = null;
     this.isStarted = false;
+    this.setStatus('idle');
   }
 
   /** Opens the subscription again (resuming from the last event), if one is open or wanted. */
@@ -224,6 +261,7 @@ export class EventStream implements ParleyEvents {
   /** Forgets the position, for another user's stream. */
   reset(): void {
     this.lastId = undefined;
+    this.wasLive = false;
   }
 
   /** Stops for good and ends every iterator. */
@@ -265,6 +303,7 @@ export class EventStream implements ParleyEvents {
     this.subscription = null;
     this.isStarted = false;
     if (this.closed) return;
+    this.setStatus('reconnecting');
     this.report(error);
     if (errorCode(error) === 'UNAUTHORIZED' && !this.renewedForStream) {
       // The token expired under the stream: renew it once and carry on from the last event.
@@ -296,6 +335,12 @@ export class EventStream implements ParleyEvents {
       this.retryTimer = null;
       if (this.wanted) this.start();
     }, this.options.retryDelayMs(this.failures));
+  }
+
+  private setStatus(status: StreamStatus): void {
+    if (status === this.currentStatus) return;
+    this.currentStatus = status;
+    for (const listener of [...this.statusListeners]) safely(() => listener(status));
   }
 
   private report(error: unknown): void {

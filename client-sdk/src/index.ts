@@ -11,7 +11,7 @@ export {
   type LocalStorageTokenStorageOptions,
   type WebStorage,
 } from './local-storage.js';
-export type { ParleyEvents } from './events.js';
+export type { ParleyEvents, StreamStatus } from './events.js';
 export type { SendRetry } from './links.js';
 export type { WebSocketConstructor } from './socket.js';
 export { errorCode, isNetworkFailure } from './errors.js';

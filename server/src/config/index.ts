@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseEnv } from 'node:util';
 import { z } from 'zod';
 import { type Budgets, defaultBudgets } from '../limits/budgets.js';
@@ -186,6 +188,8 @@ export const EnvSchema = z.object({
     emptyAsUndefined,
     Duration.default(defaultLimits.unauthenticatedSocketMs / 1000),
   ),
+  /** The built web app to serve at `/`: a directory with index.html, or `off`. Default: web/dist. */
+  PARLEY_WEB_DIR: z.preprocess(emptyAsUndefined, z.string().trim().min(1).optional()),
   /** How long one server-sent events response lasts before the client is made to reconnect. */
   PARLEY_SSE_MAX_DURATION: z.preprocess(
     emptyAsUndefined,
@@ -302,6 +306,8 @@ export interface Config {
   trustProxy: boolean;
   /** What a `/metrics` scrape must send as its bearer token; null: scrapes from loopback only. */
   metricsToken: string | null;
+  /** The built web app served at `/` (its index.html for every other page path); null: none. */
+  webDir: string | null;
   runWorker: boolean;
   worker: {
     /** Consumer name in the stream's group; a stable one lets a restarted worker resume its own entries at once. */
@@ -396,6 +402,7 @@ export function loadConfig(
     corsOrigins: env.CORS_ORIGINS,
     trustProxy: env.TRUST_PROXY === 'on',
     metricsToken: env.METRICS_TOKEN ?? null,
+    webDir: env.PARLEY_WEB_DIR === 'off' ? null : path.resolve(env.PARLEY_WEB_DIR ?? defaultWebDir()),
     runWorker: env.PARLEY_WORKER === 'on',
     worker: {
       consumerName: env.PARLEY_WORKER_ID ?? `${hostname()}-${process.pid}`,
@@ -453,6 +460,17 @@ export function readEnvFile(path: string): Record<string, string> {
     if (known.has(key) && value !== undefined && value !== '') values[key] = value;
   }
   return values;
+}
+
+/**
+ * Where `npm run build` (or the image) puts the web app: web/dist at the repository root, which
+ * is three folders above this module in the sources (server/src/config) and five in the compiled
+ * server (server/dist/server/src/config). The nearest one that holds an index.html wins.
+ */
+function defaultWebDir(): string {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const candidates = [3, 5].map((up) => path.resolve(here, '../'.repeat(up), 'web', 'dist'));
+  return candidates.find((dir) => existsSync(path.join(dir, 'index.html'))) ?? candidates[0] ?? 'web/dist';
 }
 
 /**

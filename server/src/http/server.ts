@@ -11,6 +11,7 @@ import { routeOf } from '../metrics.js';
 import { SocketCounts } from './admission.js';
 import { countRequest, handleOpsRequest } from './ops.js';
 import { createRestApi } from './rest.js';
+import { serveWebApp } from './web.js';
 import { serveWebSocket } from './ws.js';
 import type { Services } from '../services.js';
 
@@ -24,7 +25,7 @@ export interface HttpSurface {
 
 /**
  * Serves `/trpc` (HTTP), `/ws` (WebSocket), `/api/…` and `/openapi.json` (REST), `/healthz`,
- * `/readyz` and `/metrics` on one port.
+ * `/readyz` and `/metrics` on one port, and the web app at every other path.
  */
 export async function startHttp(
   app: Services,
@@ -73,6 +74,8 @@ export async function startHttp(
 
   // The same procedures as plain JSON at `/api/…`, described at `/openapi.json`.
   const rest = createRestApi(app, { router: appRouter, maxBodyBytes: config.limits.maxBodyBytes, onError });
+  // The browser app at `/`, after every API path.
+  const web = config.webDir ? serveWebApp(config.webDir, log) : null;
 
   const server = http.createServer((req, res) => {
     const url = req.url ?? '/';
@@ -95,6 +98,7 @@ export async function startHttp(
     }
     if (handleOpsRequest(app, url, req, res)) return;
     if (rest.handle(req, res)) return;
+    if (web?.handle(req, res)) return;
     res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
   });
   server.keepAliveTimeout = 65_000;
