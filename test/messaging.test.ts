@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import type { App } from '../server/src/app.js';
 import type { AppRouter } from '../server/src/routers/_app.js';
-import { clientIdKey, pendingKey } from '../server/src/messages/store.js';
+import { clientIdKey, pendingKey } from '../server/src/contracts/keys.js';
 import { DEAD_LETTER_STREAM, MESSAGES_STREAM, PERSIST_GROUP } from '../server/src/contracts/keys.js';
 import { PersistenceWorker } from '../server/src/worker/persist.js';
 import { connect, signUp, wsUrl } from './support/client.js';

@@ -6,7 +6,7 @@ import type { App } from '../../server/src/app.js';
 import { RedisBroker } from '../../server/src/broker/redis.js';
 import type { loadConfig } from '../../server/src/config/index.js';
 import type { Message } from '../../server/src/contracts/schemas.js';
-import { PENDING_INDEX, pendingKey } from '../../server/src/messages/store.js';
+import { PENDING_INDEX, pendingKey } from '../../server/src/contracts/keys.js';
 import { MESSAGES_STREAM, PERSIST_GROUP } from '../../server/src/contracts/keys.js';
 import type { EventTap } from '../support/events.js';
 import { TestDeployment } from '../support/env.js';

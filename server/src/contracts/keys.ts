@@ -9,7 +9,54 @@ export const MESSAGES_STREAM = 'parley:messages';
 export const PERSIST_GROUP = 'persist';
 export const DEAD_LETTER_STREAM = 'parley:messages:dead';
 
+// --- messages on their way to PostgreSQL -------------------------------------------------------
+
+/** Unwritten messages of one conversation: message id → `<entry id>|<message JSON>`. */
+export const pendingKey = (conversationId: string) => `pending:conversation:${conversationId}`;
+/** Where an unwritten message lives: message id → `<entry id>|<conversation id>`. */
+export const PENDING_INDEX = 'pending:messages';
+/** Live seq counter of a conversation. */
+export const seqKey = (conversationId: string) => `seq:${conversationId}`;
+/**
+ * Idempotency claim of a client message id, which is the sender's within one conversation (the
+ * same id in another conversation is another message): value `<conversation id>:<message id>`.
+ */
+export const clientIdKey = (senderId: string, conversationId: string, clientMessageId: string) =>
+  `client-message:${senderId}:${conversationId}:${clientMessageId}`;
+/** Set, in the same step as its tombstone's append, once a message is deleted. */
+export const deletedKey = (messageId: string) => `deleted:${messageId}`;
+/** A user's sends in one window of the send limit. */
+export const sendThrottleKey = (userId: string, window: number) => `throttle:send:${userId}:${window}`;
+/** Claimed by the one `typing` call per user and conversation that sends the event. */
+export const typingKey = (conversationId: string, userId: string) => `typing:${conversationId}:${userId}`;
+
+// --- sessions and limits -----------------------------------------------------------------------
+
+/** Revocations, for every instance to end the streams of revoked sessions. */
+export const REVOCATIONS_CHANNEL = 'auth:revoked';
+/** Set once a session (a refresh-token family) is revoked. */
+export const revokedSessionKey = (sessionId: string) => `revoked:session:${sessionId}`;
+/** Every access token of the user issued before this time (ms) is revoked. */
+export const revokedUserKey = (userId: string) => `revoked:user:${userId}`;
+/** A rotated refresh token's successor, sealed, for the reuse grace. */
+export const refreshSuccessorKey = (tokenHash: string) => `refresh:successor:${tokenHash}`;
+/** One budget of `limits/budgets.ts` for one caller (`user:<id>` or `address:<bucket>`). */
+export const budgetKey = (entry: string, subject: string) => `throttle:budget:${entry}:${subject}`;
+/** Password guesses, by what they are counted against. */
+export const loginThrottleKey = (by: 'account' | 'unknown' | 'address' | 'device', subject: string) =>
+  `throttle:login:${by}:${subject}`;
+
+// --- presence ----------------------------------------------------------------------------------
+
+/** A user's live connections (stream keys), scored by when they expire. */
+export const connectionsKey = (userId: string) => `presence:user:${userId}`;
+/** Users with a live connection, scored by when their last one expires. */
+export const ONLINE_KEY = 'presence:online';
+
 // --- the event log ---------------------------------------------------------------------------
+
+/** Changes whenever the broker loses its data, so ids from before cannot be resumed from. */
+export const EPOCH_KEY = 'events:epoch';
 
 /** One-entry stream whose ids order every durable event of the deployment. */
 export const EVENT_IDS_STREAM = 'events:ids';

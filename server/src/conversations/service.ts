@@ -13,6 +13,7 @@ import { CursorField, decodeCursor, encodeCursor } from '../pagination.js';
 import type { EventPublisher } from '../contracts/events.js';
 import type { Memberships } from '../membership/index.js';
 import type { CreateGroup, ListConversations, ListMembers } from './schemas.js';
+import { typingKey } from '../contracts/keys.js';
 
 /** How long a `typing` signal lasts unless repeated. */
 export const TYPING_TTL_MS = 5_000;
@@ -340,7 +341,7 @@ export class ConversationService {
     // Nobody is told who types in a group past `largeGroup`.
     if (await this.isLarge(id)) return { ok: true };
     const until = new Date(Date.now() + TYPING_TTL_MS);
-    const claimed = await this.broker.set(`typing:${id}:${userId}`, until.toISOString(), {
+    const claimed = await this.broker.set(typingKey(id, userId), until.toISOString(), {
       ttlMs: TYPING_COALESCE_MS,
       nx: true,
     });

@@ -2,6 +2,7 @@ import type { Allowance, Broker } from '../broker/types.js';
 import type { Limits } from '../config/index.js';
 import { addressBucket, tooManyRequests } from '../limits/spend.js';
 import type { Passwords } from './passwords.js';
+import { loginThrottleKey } from '../contracts/keys.js';
 
 type GuessLimits = Pick<
   Limits,
@@ -33,7 +34,7 @@ export class PasswordGuesses {
 
   /** Guesses at one account, however it was named (username or email). */
   account(userId: string): Allowance {
-    return this.allowance(`throttle:login:account:${userId}`, this.limits.loginFailuresPerAccount);
+    return this.allowance(loginThrottleKey('account', userId), this.limits.loginFailuresPerAccount);
   }
 
   /**
@@ -41,16 +42,19 @@ export class PasswordGuesses {
    * would have, so that the answers do not tell which names exist.
    */
   unknownAccount(identifier: string): Allowance {
-    return this.allowance(`throttle:login:unknown:${identifier}`, this.limits.loginFailuresPerAccount);
+    return this.allowance(loginThrottleKey('unknown', identifier), this.limits.loginFailuresPerAccount);
   }
 
   address(ip: string): Allowance {
-    return this.allowance(`throttle:login:address:${addressBucket(ip)}`, this.limits.loginFailuresPerAddress);
+    return this.allowance(
+      loginThrottleKey('address', addressBucket(ip)),
+      this.limits.loginFailuresPerAddress,
+    );
   }
 
   /** Guesses from one device that signed in to the account before (see `devices.ts`). */
   device(deviceId: string): Allowance {
-    return this.allowance(`throttle:login:device:${deviceId}`, this.limits.loginFailuresPerDevice);
+    return this.allowance(loginThrottleKey('device', deviceId), this.limits.loginFailuresPerDevice);
   }
 
   /**

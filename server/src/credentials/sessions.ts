@@ -14,9 +14,15 @@ import {
   sealForRefreshToken,
   signAccessToken,
 } from './tokens.js';
+import {
+  REVOCATIONS_CHANNEL,
+  refreshSuccessorKey,
+  revokedSessionKey,
+  revokedUserKey,
+} from '../contracts/keys.js';
 
 /** Channel on which revocations travel, so open sockets on every instance lose authority. */
-export const REVOCATIONS_CHANNEL = 'auth:revoked';
+export { REVOCATIONS_CHANNEL };
 
 export interface Revocation {
   userId: string;
@@ -47,7 +53,7 @@ export interface Rotation {
  * with the rotated token (see `sealForRefreshToken`), by the rotated token's hash.
  */
 function successorKey(tokenHash: string): string {
-  return `refresh:successor:${tokenHash}`;
+  return refreshSuccessorKey(tokenHash);
 }
 
 /**
@@ -61,8 +67,8 @@ const REVOCATION_CHECK_BATCH = 500;
 
 function marksOf(holder: SessionHolder): Refusal[] {
   return [
-    { key: `revoked:session:${holder.sessionId}` },
-    { key: `revoked:user:${holder.userId}`, atLeast: holder.issuedAt },
+    { key: revokedSessionKey(holder.sessionId) },
+    { key: revokedUserKey(holder.userId), atLeast: holder.issuedAt },
   ];
 }
 
@@ -181,7 +187,7 @@ export class Sessions {
       .update(sessions)
       .set({ revokedAt: new Date() })
       .where(and(eq(sessions.familyId, familyId), isNull(sessions.revokedAt)));
-    await this.broker.set(`revoked:session:${familyId}`, '1', { ttlMs: this.accessTtlMs });
+    await this.broker.set(revokedSessionKey(familyId), '1', { ttlMs: this.accessTtlMs });
     await this.announce({ userId, sessionId: familyId });
   }
 
@@ -202,7 +208,7 @@ export class Sessions {
       .update(sessions)
       .set({ revokedAt: new Date(now) })
       .where(and(eq(sessions.userId, userId), isNull(sessions.revokedAt)));
-    await this.broker.set(`revoked:user:${userId}`, String(now), { ttlMs: this.accessTtlMs });
+    await this.broker.set(revokedUserKey(userId), String(now), { ttlMs: this.accessTtlMs });
     await this.announce({ userId, sessionId: null });
   }
 
@@ -224,7 +230,7 @@ export class Sessions {
     for (const { familyId, revokedAt } of revoked) {
       const ttlMs = (revokedAt?.getTime() ?? 0) + this.accessTtlMs - now;
       if (ttlMs <= 0) continue;
-      await this.broker.set(`revoked:session:${familyId}`, '1', { ttlMs });
+      await this.broker.set(revokedSessionKey(familyId), '1', { ttlMs });
       restored += 1;
     }
     if (restored > 0) this.log.info({ sessions: restored }, 'session revocations restored from the database');

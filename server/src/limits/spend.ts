@@ -2,6 +2,7 @@ import { isIPv6 } from 'node:net';
 import type { Allowance, Broker } from '../broker/types.js';
 import { RateLimited } from '../errors.js';
 import { type Budgets, procedureBudgets } from './budgets.js';
+import { budgetKey } from '../contracts/keys.js';
 
 /** Who a call is counted against. */
 export interface Caller {
@@ -22,7 +23,7 @@ export async function spendBudget(broker: Broker, budgets: Budgets, path: string
   const subject =
     budget.per === 'user' && caller.userId ? `user:${caller.userId}` : `address:${addressBucket(caller.ip)}`;
   const allowance: Allowance = {
-    key: `throttle:budget:${entry}:${subject}`,
+    key: budgetKey(entry, subject),
     max: budget.max,
     windowMs: budget.windowSeconds * 1000,
   };

@@ -11,6 +11,7 @@ import { CursorField, decodeCursor, encodeCursor } from '../pagination.js';
 import type { EventPublisher } from '../contracts/events.js';
 import type { EditMessage, ListMessages, SendMessage } from './schemas.js';
 import type { MessageStore } from './store.js';
+import { sendThrottleKey } from '../contracts/keys.js';
 
 /** What `create` answers when the conversation's roster is not in the broker (fill it, then retry). */
 const NO_ROSTER = Symbol('no roster');
@@ -205,7 +206,7 @@ export class MessageService {
   private sendLimit(userId: string): NonNullable<AppendOptions['limit']> {
     const windowMs = this.limits.sendWindowSeconds * 1000;
     const window = Math.floor(Date.now() / windowMs);
-    return { key: `throttle:send:${userId}:${window}`, max: this.limits.sendsPerUser, ttlMs: windowMs };
+    return { key: sendThrottleKey(userId, window), max: this.limits.sendsPerUser, ttlMs: windowMs };
   }
 
   /** For the paths that answer without appending: refuses a revoked session the same way. */

@@ -3,23 +3,15 @@ import { and, asc, desc, eq, gt, inArray, lt, sql } from 'drizzle-orm';
 import { members, messages } from '../../../drizzle/schema.js';
 import type { AppendOptions, AppendResult, Broker, FanOut } from '../broker/types.js';
 import type { Message } from '../contracts/schemas.js';
-import { MESSAGES_STREAM } from '../contracts/keys.js';
+import {
+  clientIdKey,
+  deletedKey,
+  MESSAGES_STREAM,
+  PENDING_INDEX,
+  pendingKey,
+  seqKey,
+} from '../contracts/keys.js';
 import type { Database } from '../db/index.js';
-
-/** Unwritten messages of one conversation: message id → `<entry id>|<message JSON>`. */
-export const pendingKey = (conversationId: string) => `pending:conversation:${conversationId}`;
-/** Where an unwritten message lives: message id → `<entry id>|<conversation id>`. */
-export const PENDING_INDEX = 'pending:messages';
-/** Live seq counter of a conversation. */
-export const seqKey = (conversationId: string) => `seq:${conversationId}`;
-/**
- * Idempotency claim of a client message id, which is the sender's within one conversation (the
- * same id in another conversation is another message): value `<conversation id>:<message id>`.
- */
-export const clientIdKey = (senderId: string, conversationId: string, clientMessageId: string) =>
-  `client-message:${senderId}:${conversationId}:${clientMessageId}`;
-/** Set, in the same step as its tombstone's append, once a message is deleted. */
-export const deletedKey = (messageId: string) => `deleted:${messageId}`;
 
 /**
  * How long a clientMessageId is claimed in the broker. Retries come within seconds or minutes;

@@ -3,11 +3,8 @@ import type { Memberships } from '../membership/index.js';
 import type { Logger } from '../logger.js';
 import type { LastSeen, OnlineLookup } from '../users/service.js';
 import type { EventPublisher } from '../contracts/events.js';
+import { connectionsKey, ONLINE_KEY } from '../contracts/keys.js';
 
-/** A user's live connections: member `<instance>:<subscription>`, score = expiry (ms). */
-const connectionsKey = (userId: string) => `presence:user:${userId}`;
-/** Everyone online: member user id, score = the latest expiry of their connections. */
-const ONLINE_KEY = 'presence:online';
 /** Connections refreshed per batch of concurrent commands. */
 const HEARTBEAT_SLICE = 500;
 

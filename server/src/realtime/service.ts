@@ -10,12 +10,10 @@ import type { Logger } from '../logger.js';
 import type { ParleyEvent } from '../contracts/events.js';
 import type { Hub } from './hub.js';
 import type { Presence } from './presence.js';
-import { EVENT_IDS_STREAM } from '../contracts/keys.js';
+import { EPOCH_KEY, EVENT_IDS_STREAM } from '../contracts/keys.js';
 import { EventStream, type StreamDeps, type StreamStart } from './stream.js';
 import type { SubscriptionRequest } from './transformer.js';
 
-/** Changes whenever the broker loses its data, so ids from before cannot be resumed from. */
-const EPOCH_KEY = 'events:epoch';
 const EXPIRY_SWEEP_MS = 250;
 
 /** Per-WebSocket state shared by the calls on one connection. */

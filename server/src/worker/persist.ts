@@ -4,8 +4,14 @@ import type { Config } from '../config/index.js';
 import type { Database } from '../db/index.js';
 import { isConnectionFailure } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { PENDING_INDEX, type WireMessage, pendingKey, versionOf } from '../messages/store.js';
-import { DEAD_LETTER_STREAM, MESSAGES_STREAM, PERSIST_GROUP } from '../contracts/keys.js';
+import { type WireMessage, versionOf } from '../messages/store.js';
+import {
+  DEAD_LETTER_STREAM,
+  MESSAGES_STREAM,
+  PENDING_INDEX,
+  PERSIST_GROUP,
+  pendingKey,
+} from '../contracts/keys.js';
 
 interface Change {
   entryId: string;
