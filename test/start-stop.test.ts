@@ -15,7 +15,7 @@ import { TestDeployment, engineLabel } from './support/env.js';
 
 let deployment: TestDeployment;
 const scratch = mkdtempSync(join(tmpdir(), 'parley-start-'));
-/** The repository's files without builds, data or a `.env`; node_modules is the repository's. */
+/** The repository's files without builds, data or a `.env`; node_modules (each) is the repository's. */
 const clone = join(scratch, 'parley');
 
 beforeAll(async () => {
@@ -29,6 +29,11 @@ beforeAll(async () => {
         .some((part) => skipped.has(part)),
   });
   symlinkSync(join(repoRoot, 'node_modules'), join(clone, 'node_modules'), 'dir');
+  // npm installs what a workspace alone needs (and could not hoist) in the workspace's folder.
+  for (const workspace of ['server', 'client-sdk', 'web']) {
+    const modules = join(repoRoot, workspace, 'node_modules');
+    if (existsSync(modules)) symlinkSync(modules, join(clone, workspace, 'node_modules'), 'dir');
+  }
 });
 afterAll(async () => {
   await deployment?.cleanup();

@@ -282,6 +282,8 @@ export class EventStream
         this.held = [];
         const at = pending.findIndex((delivery) => delivery.mark !== undefined);
         for (const delivery of at < 0 ? pending : pending.slice(0, at)) this.accept(delivery);
+        // A client too slow for what was just written ends the stream.
+        if (this.ended) return;
         if (at < 0) {
           if (this.held.length === 0 && this.missedSince === null) break;
           pending = [];
