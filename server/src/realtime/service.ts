@@ -123,9 +123,6 @@ export class Realtime {
     // An iterated stream abandoned before its first read would never run its `finally`.
     if (!direct) request.signal?.addEventListener('abort', () => stream.stop(), { once: true });
     try {
-      if (!(await this.presence.connect(user.id, stream.key, limits.maxConnectionsPerUser))) {
-        throw new RateLimited('Too many connections for this user', 5);
-      }
       const epoch = await this.epoch();
       await userChannel;
       await stream.follow(await this.domain.conversationsOf(user.id, null));
@@ -135,6 +132,10 @@ export class Realtime {
         ? resumePoint(epoch, newest, request.lastEventId)
         : { last: newest, resync: false, backfill: false };
       stream.begin(epoch, start);
+      // Counted (and announced online) once it is in place: from then on nothing sent is missed.
+      if (!(await this.presence.connect(user.id, stream.key, limits.maxConnectionsPerUser))) {
+        throw new RateLimited('Too many connections for this user', 5);
+      }
     } catch (error) {
       stream.stop();
       throw error;
