@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { v7 as uuidv7 } from 'uuid';
-import { and, asc, desc, eq, gt, inArray, isNull, lt, lte, or, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, inArray, isNull, lt, lte, or, sql } from 'drizzle-orm';
 import { conversations, members, users } from '../../../drizzle/schema.js';
 import type { Broker } from '../broker/types.js';
 import type { Conversation, Member, Role } from '../contracts/schemas.js';
@@ -22,6 +22,9 @@ export const TYPING_TTL_MS = 5_000;
  * calls: shorter than `TYPING_TTL_MS`, so that steady typing keeps the signal on without a gap.
  */
 export const TYPING_COALESCE_MS = 3_000;
+
+/** `joined_at` as PostgreSQL writes it as text, in a `conversation.members` cursor. */
+const JoinedAtText = z.string().regex(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d{1,6})?[+-]\d\d(:\d\d)?$/);
 
 /** A conversation carries this many of its members; `conversation.members` pages through all. */
 export const MEMBERS_PREVIEW = 50;
@@ -356,7 +359,9 @@ export class ConversationService {
    */
   async members(userId: string, input: ListMembers) {
     await this.memberships.require(userId, input.id);
-    const after = decodeCursor(input.cursor, z.object({ at: CursorField.at, id: CursorField.id }));
+    // The position is PostgreSQL's own text of `joined_at`: a JavaScript date would cut its
+    // microseconds, and a page would then start again at the members who joined with the last.
+    const after = decodeCursor(input.cursor, z.object({ at: JoinedAtText, id: CursorField.id }));
     const rows = await this.db
       .select({
         userId: members.userId,
@@ -365,6 +370,7 @@ export class ConversationService {
         role: members.role,
         joinedAt: members.joinedAt,
         lastReadSeq: members.lastReadSeq,
+        position: sql<string>`${members.joinedAt}::text`,
       })
       .from(members)
       .innerJoin(users, eq(users.id, members.userId))
@@ -372,23 +378,18 @@ export class ConversationService {
         and(
           eq(members.conversationId, input.id),
           after
-            ? or(
-                gt(members.joinedAt, new Date(after.at)),
-                and(eq(members.joinedAt, new Date(after.at)), gt(members.userId, after.id)),
-              )
+            ? sql`(${members.joinedAt}, ${members.userId}) > (${after.at}::timestamptz, ${after.id}::uuid)`
             : undefined,
         ),
       )
       .orderBy(asc(members.joinedAt), asc(members.userId))
       .limit(input.limit + 1);
-    const items = rows.slice(0, input.limit);
-    const last = items[items.length - 1];
+    const page = rows.slice(0, input.limit);
+    const last = page[page.length - 1];
     return {
-      items,
+      items: page.map(({ position: _position, ...member }) => member),
       nextCursor:
-        rows.length > input.limit && last
-          ? encodeCursor({ at: last.joinedAt.toISOString(), id: last.userId })
-          : null,
+        rows.length > input.limit && last ? encodeCursor({ at: last.position, id: last.userId }) : null,
     };
   }
 
