@@ -33,7 +33,17 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-const get = (url: string, init?: RequestInit) => fetch(`${app.url}${url}`, init);
+/**
+ * A response whose body has been read to the end (kept in a copy for the test to read): a body
+ * left unread holds its connection, and the app's close would wait for it.
+ */
+async function fetchRead(url: string, init?: RequestInit): Promise<Response> {
+  const response = await fetch(url, init);
+  await response.clone().arrayBuffer();
+  return response;
+}
+
+const get = (url: string, init?: RequestInit) => fetchRead(`${app.url}${url}`, init);
 
 describe('the web app at /', () => {
   it('serves index.html at / and at any page path, for the browser to route', async () => {
@@ -94,7 +104,7 @@ describe('the web app at /', () => {
   });
 
   it('serves nothing at / without a web app', async () => {
-    const response = await fetch(`${bare.url}/`);
+    const response = await fetchRead(`${bare.url}/`);
     expect(response.status).toBe(404);
     expect(await (await fetch(`${bare.url}/healthz`)).text()).toBe('ok');
   });
