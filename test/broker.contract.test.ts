@@ -1,64 +1,11 @@
-import { randomBytes } from 'node:crypto';
-import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { MemoryBroker } from '../server/src/broker/memory.js';
-import { RedisBroker } from '../server/src/broker/redis.js';
 import { type Broker, compareStreamIds, STREAM_ID, type StreamInfo } from '../server/src/broker/types.js';
-import { engines } from './support/env.js';
-import { hasRedisServer, startRedisServer } from './support/redis-server.js';
+import { type Engine, onBothEngines } from './support/engines.js';
 
 /**
  * One contract, two engines: everything Parley relies on from the broker behaves the same on
- * the in-process engine and on Redis.
+ * the in-process engine and on Redis. Each port has its own suite besides (`test/ports/`).
  */
-interface Engine {
-  /** The broker under test. */
-  open(): Promise<Broker>;
-  /**
-   * Another handle on the same deployment, as a second instance would hold: for Redis a
-   * separate connection on the same prefix; the in-process engine has only itself.
-   */
-  peer(broker: Broker): Promise<Broker>;
-  cleanup(): Promise<void>;
-}
-
-const memoryEngine: Engine = {
-  open: () => Promise.resolve(new MemoryBroker()),
-  peer: (broker) => Promise.resolve(broker),
-  cleanup: () => Promise.resolve(),
-};
-
-function redisEngine(url: string): Engine {
-  // A prefix of its own per run, so parallel runs never see each other's keys.
-  const prefix = `test:broker:${Date.now().toString(36)}${randomBytes(4).toString('hex')}:`;
-  const opened: Broker[] = [];
-  return {
-    async open() {
-      const broker = await RedisBroker.connect({ url, prefix });
-      opened.push(broker);
-      return broker;
-    },
-    async peer() {
-      const broker = await RedisBroker.connect({ url, prefix });
-      opened.push(broker);
-      return broker;
-    },
-    async cleanup() {
-      await Promise.all(opened.map((broker) => broker.close()));
-      const redis = new Redis(url, { lazyConnect: true });
-      await redis.connect();
-      let cursor = '0';
-      do {
-        const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-        cursor = next;
-        if (keys.length > 0) await redis.del(...keys);
-      } while (cursor !== '0');
-      const left = await redis.keys(`${prefix}*`);
-      await redis.quit();
-      expect(left).toEqual([]);
-    },
-  };
-}
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -379,13 +326,12 @@ function contract(engine: Engine) {
       expect((await broker.streamInfo(stream)).length).toBe(2);
     });
 
-    it('append with `requireMember` writes nothing unless the set holds the member', async () => {
+    it('append with `roster` writes nothing unless the roster holds the member', async () => {
       const stream = fresh('stream');
-      const roster = fresh('roster');
-      const version = fresh('version');
+      const roster = fresh('conversation');
       const limit = fresh('limit');
       const options = (member: string) => ({
-        requireMember: { key: roster, member },
+        roster: { conversationId: roster, userId: member },
         limit: { key: limit, max: 10, ttlMs: 60_000 },
       });
       // No set: refused before anything is counted or written.
@@ -393,7 +339,7 @@ function contract(engine: Engine) {
         appended: false,
         noSet: true,
       });
-      expect(await broker.fillSet(roster, ['al', 'bo'], 60_000, { key: version, value: null })).toBe(true);
+      expect(await broker.rosters.fill(roster, ['al', 'bo'], null)).toBe(true);
       expect(await broker.append(stream, { m: '2' }, options('cy'))).toEqual({
         appended: false,
         notMember: true,
@@ -403,28 +349,6 @@ function contract(engine: Engine) {
       expect(await broker.append(stream, { m: '3' }, options('bo'))).toMatchObject({ appended: true });
       expect(await broker.get(limit)).toBe('1');
       expect((await broker.rangeAfter(stream, '0-0', 10)).map((entry) => entry.fields.m)).toEqual(['3']);
-    });
-
-    it('fills a set only while it is missing and its guard still holds the value read before', async () => {
-      const roster = fresh('roster');
-      const version = fresh('version');
-      expect(await broker.isMember(roster, 'al')).toBeNull();
-      expect(await broker.setSize(roster)).toBeNull();
-      // The guard changed since the fill read it: nothing lands.
-      await broker.set(version, 'v2', { ttlMs: 60_000 });
-      expect(await broker.fillSet(roster, ['al'], 60_000, { key: version, value: null })).toBe(false);
-      expect(await broker.fillSet(roster, ['al'], 60_000, { key: version, value: 'v1' })).toBe(false);
-      expect(await broker.isMember(roster, 'al')).toBeNull();
-      const many = Array.from({ length: 12_000 }, (_, i) => `user-${i}`);
-      expect(await broker.fillSet(roster, many, 60_000, { key: version, value: 'v2' })).toBe(true);
-      expect(await broker.setSize(roster)).toBe(12_000);
-      expect(await broker.isMember(roster, 'user-11999')).toBe(true);
-      expect(await broker.isMember(roster, 'al')).toBe(false);
-      // A set that exists is never overwritten by a fill.
-      expect(await broker.fillSet(roster, ['al'], 60_000, { key: version, value: 'v2' })).toBe(false);
-      expect(await broker.isMember(roster, 'al')).toBe(false);
-      await broker.del(roster);
-      expect(await broker.isMember(roster, 'user-1')).toBeNull();
     });
 
     it('append with `fanOut` writes the event to every target and publishes it in the same step, or not at all', async () => {
@@ -1111,22 +1035,4 @@ function contract(engine: Engine) {
   });
 }
 
-describe('broker contract: MemoryBroker', () => {
-  contract(memoryEngine);
-});
-
-// Without TEST_REDIS_URL, a redis-server of this file's own (when the binary is installed), so
-// that the embedded run exercises the Redis engine's scripts as well.
-const local = engines.redisUrl || !hasRedisServer() ? null : await startRedisServer();
-const redisUrl = engines.redisUrl ?? local?.url;
-describe.skipIf(!redisUrl)(
-  redisUrl
-    ? `broker contract: RedisBroker${local ? ' (a redis-server of its own)' : ''}`
-    : 'broker contract: RedisBroker (skipped: TEST_REDIS_URL is not set and no redis-server is installed)',
-  () => {
-    afterAll(async () => {
-      await local?.stop();
-    });
-    contract(redisEngine(redisUrl ?? ''));
-  },
-);
+await onBothEngines('broker contract', contract);

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../server/src/app.js';
 import WebSocket from 'ws';
 import { connect, signUp, wsUrl } from './support/client.js';
-import { MESSAGES_STREAM } from '../server/src/contracts/keys.js';
+import { MESSAGES_STREAM } from '../server/src/broker/keyspace.js';
 import { TestDeployment, engineLabel } from './support/env.js';
 import { tap } from './support/events.js';
 import { expectCode } from './support/errors.js';

@@ -4,7 +4,7 @@ import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { IncomingMessage } from 'node:http';
 import type { App } from '../server/src/app.js';
-import { subscriberName } from '../server/src/broker/redis.js';
+import { subscriberName } from '../server/src/broker/redis/engine.js';
 import { createContext } from '../server/src/context.js';
 import { appRouter } from '../server/src/routers/_app.js';
 import { createCallerFactory } from '../server/src/trpc.js';

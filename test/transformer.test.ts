@@ -1,6 +1,6 @@
 import superjson from 'superjson';
 import { describe, expect, it } from 'vitest';
-import { MemoryBroker } from '../server/src/broker/memory.js';
+import { MemoryBroker } from '../server/src/broker/memory/engine.js';
 import { compareStreamIds } from '../server/src/broker/types.js';
 import { BrokerEventPublisher, markText, readMark } from '../server/src/realtime/publisher.js';
 import { wsEncoder } from '../server/src/realtime/frames.js';

@@ -10,7 +10,7 @@ import { users } from '../../drizzle/schema.js';
 import { createApp } from '../../server/src/app.js';
 import { hashPassword } from '../../server/src/credentials/passwords.js';
 import { loadConfig } from '../../server/src/config/index.js';
-import { MESSAGES_STREAM, PERSIST_GROUP } from '../../server/src/contracts/keys.js';
+import { MESSAGES_STREAM, PERSIST_GROUP } from '../../server/src/broker/keyspace.js';
 import { announceReady, gcHandler, serveCalls } from '../lib/children.js';
 
 const env = process.env;

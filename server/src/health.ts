@@ -1,6 +1,6 @@
 import type { Broker } from './broker/types.js';
 import type { DatabaseHandle } from './db/index.js';
-import { MESSAGES_STREAM, PERSIST_GROUP } from './contracts/keys.js';
+import { MESSAGES_STREAM, PERSIST_GROUP } from './broker/keyspace.js';
 
 export interface HealthReport {
   status: 'ok' | 'degraded';

@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Broker } from './broker/types.js';
-import { MESSAGES_STREAM, PERSIST_GROUP } from './contracts/keys.js';
+import { MESSAGES_STREAM, PERSIST_GROUP } from './broker/keyspace.js';
 
 /** Seconds; from a cache hit (~1 ms) to a slow PostgreSQL round trip under load. */
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];

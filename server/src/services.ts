@@ -51,7 +51,7 @@ export function buildServices(deps: {
   const sessions = new Sessions(db, broker, config, log);
   const passwords = new Passwords(config.passwordHashCost, config.limits);
   const guesses = new PasswordGuesses(broker, passwords, config.limits);
-  const memberships = new Memberships(db, broker);
+  const memberships = new Memberships(db, broker.rosters);
   const events = new BrokerEventPublisher(broker, config.limits.eventLogLength);
   const lastSeen = new LastSeen(db);
   const presence = new Presence(

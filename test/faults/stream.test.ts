@@ -1,7 +1,7 @@
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Message } from '../../server/src/contracts/schemas.js';
-import { DEAD_LETTER_STREAM, MESSAGES_STREAM } from '../../server/src/contracts/keys.js';
+import { DEAD_LETTER_STREAM, MESSAGES_STREAM } from '../../server/src/broker/keyspace.js';
 import { signUp } from '../support/client.js';
 import { tap } from '../support/events.js';
 import { oracle, Scenario } from './harness.js';

@@ -1,5 +1,5 @@
-import { MemoryBroker } from './memory.js';
-import { RedisBroker } from './redis.js';
+import { MemoryBroker } from './memory/engine.js';
+import { RedisBroker } from './redis/engine.js';
 import type { Broker } from './types.js';
 
 export type { Broker } from './types.js';

@@ -1,3 +1,5 @@
+import type { RosterStore } from './ports/rosters.js';
+
 /**
  * What Parley needs from Redis, as one interface with two engines: `RedisBroker` (ioredis)
  * for deployments and `MemoryBroker` for the single-process default. Both pass the same
@@ -47,9 +49,9 @@ export type AppendResult =
   | { appended: false; refused: number }
   /** With `limit`: the count went past its maximum, so nothing else was written. */
   | { appended: false; limited: true }
-  /** With `requireMember`: the set does not hold the member, so nothing was written. */
+  /** With `roster`: the set does not hold the member, so nothing was written. */
   | { appended: false; notMember: true }
-  /** With `requireMember`: the set does not exist (not filled yet, or expired); nothing was written. */
+  /** With `roster`: the set does not exist (not filled yet, or expired); nothing was written. */
   | { appended: false; noSet: true };
 
 /** A key whose presence refuses an append: any value, or a number of at least `atLeast`. */
@@ -68,10 +70,11 @@ export interface AppendOptions {
   /** Cap the stream at about this many entries (only trims whole old entries). */
   maxLen?: number;
   /**
-   * Checked first, in the same atomic step: unless the set `key` holds `member`, nothing at all
-   * is written and the result says `notMember` (or `noSet` when the set does not exist).
+   * Checked first, in the same atomic step: unless the conversation's roster (`RosterStore`)
+   * holds the user, nothing at all is written and the result says `notMember` (or `noSet` when
+   * there is no roster).
    */
-  requireMember?: { key: string; member: string };
+  roster?: { conversationId: string; userId: string };
   /**
    * Checked next: when one of these refuses, nothing at all is written (not even the `limit`
    * count) and the result gives its index.
@@ -149,6 +152,7 @@ export interface SubscriptionWatcher {
 
 export interface Broker {
   readonly engine: 'redis' | 'memory';
+  readonly rosters: RosterStore;
 
   // Pub/Sub: at-most-once, to every current subscriber of the channel on any instance.
   publish(channel: string, message: string): Promise<void>;
@@ -216,23 +220,6 @@ export interface Broker {
   del(...keys: string[]): Promise<number>;
   ttlMs(key: string): Promise<number>;
 
-  // Sets (conversation rosters).
-  /**
-   * Fills the set `key` with `members` (expiring after `ttlMs`) unless it exists already or
-   * `guard.key` no longer holds `guard.value` (null: absent), all in one step: a fill that read
-   * its members before a change that then replaced the guard's value never lands. Says whether
-   * it filled the set.
-   */
-  fillSet(
-    key: string,
-    members: string[],
-    ttlMs: number,
-    guard: { key: string; value: string | null },
-  ): Promise<boolean>;
-  /** Whether the set holds `member`; null when the set does not exist. */
-  isMember(key: string, member: string): Promise<boolean | null>;
-  /** How many members the set holds; null when it does not exist. */
-  setSize(key: string): Promise<number | null>;
   /**
    * Takes one attempt from each allowance, all or none, in one atomic step shared by every
    * instance: when any of them has none left, nothing is taken and the answer says how long until

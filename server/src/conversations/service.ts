@@ -13,7 +13,7 @@ import { CursorField, decodeCursor, encodeCursor } from '../pagination.js';
 import type { EventPublisher } from '../contracts/events.js';
 import type { Memberships } from '../membership/index.js';
 import type { CreateGroup, ListConversations, ListMembers } from './schemas.js';
-import { typingKey } from '../contracts/keys.js';
+import { typingKey } from '../broker/keyspace.js';
 
 /** How long a `typing` signal lasts unless repeated. */
 export const TYPING_TTL_MS = 5_000;

@@ -2,7 +2,7 @@ import type { Allowance, Broker } from '../broker/types.js';
 import type { Limits } from '../config/index.js';
 import { addressBucket, tooManyRequests } from '../limits/spend.js';
 import type { Passwords } from './passwords.js';
-import { loginThrottleKey } from '../contracts/keys.js';
+import { loginThrottleKey } from '../broker/keyspace.js';
 
 type GuessLimits = Pick<
   Limits,

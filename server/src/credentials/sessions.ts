@@ -19,7 +19,7 @@ import {
   refreshSuccessorKey,
   revokedSessionKey,
   revokedUserKey,
-} from '../contracts/keys.js';
+} from '../broker/keyspace.js';
 
 /** Channel on which revocations travel, so open sockets on every instance lose authority. */
 export { REVOCATIONS_CHANNEL };

@@ -2,7 +2,7 @@ import { isIPv6 } from 'node:net';
 import type { Allowance, Broker } from '../broker/types.js';
 import { RateLimited } from '../errors.js';
 import { type Budgets, procedureBudgets } from './budgets.js';
-import { budgetKey } from '../contracts/keys.js';
+import { budgetKey } from '../broker/keyspace.js';
 
 /** Who a call is counted against. */
 export interface Caller {

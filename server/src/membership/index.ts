@@ -1,11 +1,9 @@
-import { randomUUID } from 'node:crypto';
 import { and, eq, gte, inArray, isNull, or, sql } from 'drizzle-orm';
 import { conversations, members, users } from '../../../drizzle/schema.js';
-import type { Broker } from '../broker/types.js';
+import type { RosterStore } from '../broker/ports/rosters.js';
 import type { Database } from '../db/index.js';
 import { Forbidden, NotFound } from '../errors.js';
 import type { Role } from '../contracts/schemas.js';
-import { rosterKey, rosterVersionKey } from '../contracts/keys.js';
 
 export interface Membership {
   conversationId: string;
@@ -14,39 +12,24 @@ export interface Membership {
   lastReadSeq: number;
 }
 
-/** How long a roster set lives in the broker without being filled again. */
-const ROSTER_TTL_MS = 10 * 60 * 1000;
-/** Longer than a roster: a fill that read an expired version can only fail, never land stale. */
-const ROSTER_VERSION_TTL_MS = 60 * 60 * 1000;
-
 /**
  * Who belongs where. A conversation the caller is not in is reported as not found, so
  * nobody learns that it exists.
  *
- * The broker holds each active conversation's roster as a set, which a send checks in the same
- * step as its append (`AppendOptions.requireMember`): one lookup, whatever the group's size.
- * The set is filled from PostgreSQL when missing and dropped after every committed change, with
- * a version that makes a fill read before the change fail instead of landing.
+ * The broker holds each active conversation's roster (`RosterStore`), which a send checks in the
+ * same step as its append: one lookup, whatever the group's size. It is filled from PostgreSQL
+ * when missing and dropped after every committed change.
  */
 export class Memberships {
   constructor(
     private readonly db: Database,
-    private readonly broker: Broker,
+    private readonly rosters: RosterStore,
   ) {}
-
-  /** The membership check for a send's append (fill the roster first with `fillRoster`). */
-  rosterGuard(conversationId: string, userId: string): { key: string; member: string } {
-    return { key: rosterKey(conversationId), member: userId };
-  }
 
   /** Puts the conversation's roster in the broker, unless it is there or changed meanwhile. */
   async fillRoster(conversationId: string): Promise<void> {
-    const version = await this.broker.get(rosterVersionKey(conversationId));
-    const ids = await this.load(conversationId);
-    await this.broker.fillSet(rosterKey(conversationId), ids, ROSTER_TTL_MS, {
-      key: rosterVersionKey(conversationId),
-      value: version,
-    });
+    const version = await this.rosters.version(conversationId);
+    await this.rosters.fill(conversationId, await this.load(conversationId), version);
   }
 
   /**
@@ -54,16 +37,14 @@ export class Memberships {
    * filled again at once, so the next send finds it.
    */
   async refresh(conversationId: string): Promise<void> {
-    // The version first: a fill that read the members before the change now fails.
-    await this.broker.set(rosterVersionKey(conversationId), randomUUID(), { ttlMs: ROSTER_VERSION_TTL_MS });
-    await this.broker.del(rosterKey(conversationId));
+    await this.rosters.invalidate(conversationId);
     await this.fillRoster(conversationId);
   }
 
   /** Whether the user is in the live conversation, from the broker's roster. */
   async isMember(userId: string, conversationId: string): Promise<boolean> {
     for (let attempt = 0; attempt < 3; attempt++) {
-      const answer = await this.broker.isMember(rosterKey(conversationId), userId);
+      const answer = await this.rosters.has(conversationId, userId);
       if (answer !== null) return answer;
       await this.fillRoster(conversationId);
     }
@@ -73,7 +54,7 @@ export class Memberships {
   /** How many members the conversation has, from the broker's roster. */
   async size(conversationId: string): Promise<number> {
     for (let attempt = 0; attempt < 3; attempt++) {
-      const size = await this.broker.setSize(rosterKey(conversationId));
+      const size = await this.rosters.size(conversationId);
       if (size !== null) return size;
       await this.fillRoster(conversationId);
     }

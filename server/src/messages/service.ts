@@ -11,7 +11,7 @@ import { CursorField, decodeCursor, encodeCursor } from '../pagination.js';
 import type { EventPublisher } from '../contracts/events.js';
 import type { EditMessage, ListMessages, SendMessage } from './schemas.js';
 import type { MessageStore } from './store.js';
-import { sendThrottleKey } from '../contracts/keys.js';
+import { sendThrottleKey } from '../broker/keyspace.js';
 
 /** What `create` answers when the conversation's roster is not in the broker (fill it, then retry). */
 const NO_ROSTER = Symbol('no roster');
@@ -65,7 +65,7 @@ export class MessageService {
         'text',
         input.clientMessageId ?? null,
         {
-          requireMember: this.memberships.rosterGuard(input.conversationId, sender.id),
+          roster: { conversationId: input.conversationId, userId: sender.id },
           refuseIf: session,
           limit: this.sendLimit(sender.id),
         },
@@ -85,7 +85,7 @@ export class MessageService {
   /** A `system` message ("al added bo") in the conversation's history, seen by every member. */
   async appendSystem(conversationId: string, actor: Sender, content: string): Promise<Message> {
     const created = await this.create(conversationId, actor, content, 'system', null);
-    // Without `requireMember` the append never answers about the roster.
+    // Without `roster` the append never answers about the roster.
     if (typeof created === 'symbol') throw new Error('an append without a roster check answered about it');
     return created;
   }
@@ -157,7 +157,7 @@ export class MessageService {
     content: string,
     type: Message['type'],
     clientMessageId: string | null,
-    guard?: Pick<AppendOptions, 'requireMember' | 'refuseIf' | 'limit'>,
+    guard?: Pick<AppendOptions, 'roster' | 'refuseIf' | 'limit'>,
   ): Promise<Message | typeof NO_ROSTER | typeof NOT_MEMBER> {
     const draft = {
       id: uuidv7(),

@@ -10,7 +10,7 @@ import {
   PENDING_INDEX,
   pendingKey,
   seqKey,
-} from '../contracts/keys.js';
+} from '../broker/keyspace.js';
 import type { Database } from '../db/index.js';
 
 /**
@@ -221,7 +221,7 @@ export class MessageStore {
     /** The event that goes out with the message, in the same step, given the seq's stand-in. */
     announce?: (seqSlot: string) => FanOut | null,
     /** Checked in the same step, before anything is written. */
-    guard: Pick<AppendOptions, 'requireMember' | 'refuseIf' | 'limit'> = {},
+    guard: Pick<AppendOptions, 'roster' | 'refuseIf' | 'limit'> = {},
   ): Promise<
     | { appended: true; seq: number }
     | { appended: false; existing: { conversationId: string; id: string } }

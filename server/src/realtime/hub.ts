@@ -10,7 +10,7 @@ import type { Broker, Unsubscribe } from '../broker/types.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import type { Mark, ParleyEvent } from '../contracts/events.js';
-import { conversationChannel, instanceChannel, userChannel } from '../contracts/keys.js';
+import { conversationChannel, instanceChannel, userChannel } from '../broker/keyspace.js';
 import { readMark } from './publisher.js';
 import { shareEvent } from './transformer.js';
 

@@ -3,7 +3,7 @@ import type { Memberships } from '../membership/index.js';
 import type { Logger } from '../logger.js';
 import type { LastSeen, OnlineLookup } from '../users/service.js';
 import type { EventPublisher } from '../contracts/events.js';
-import { connectionsKey, ONLINE_KEY } from '../contracts/keys.js';
+import { connectionsKey, ONLINE_KEY } from '../broker/keyspace.js';
 
 /** Connections refreshed per batch of concurrent commands. */
 const HEARTBEAT_SLICE = 500;

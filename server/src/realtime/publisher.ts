@@ -12,7 +12,7 @@ import {
   EVENT_IDS_STREAM,
   inbox,
   userChannel,
-} from '../contracts/keys.js';
+} from '../broker/keyspace.js';
 import { stringify } from './serialize.js';
 
 /**

@@ -10,7 +10,7 @@ import type { Logger } from '../logger.js';
 import type { ParleyEvent } from '../contracts/events.js';
 import type { Hub } from './hub.js';
 import type { Presence } from './presence.js';
-import { EPOCH_KEY, EVENT_IDS_STREAM } from '../contracts/keys.js';
+import { EPOCH_KEY, EVENT_IDS_STREAM } from '../broker/keyspace.js';
 import { EventStream, type StreamDeps, type StreamStart } from './stream.js';
 import type { SubscriptionRequest } from './transformer.js';
 

@@ -10,7 +10,7 @@ import { EPHEMERAL_EVENTS, type Mark, type ParleyEvent } from '../contracts/even
 import type { Conversation } from '../contracts/schemas.js';
 import { DIRECT_STREAM, type DirectStream } from './frames.js';
 import type { Delivery, LocalSubscriber } from './hub.js';
-import { conversationLog, EVENT_IDS_STREAM, inbox } from '../contracts/keys.js';
+import { conversationLog, EVENT_IDS_STREAM, inbox } from '../broker/keyspace.js';
 import type { ConnectionState } from './service.js';
 import { eventFrame, framePrefix, type SubscriptionRequest } from './transformer.js';
 

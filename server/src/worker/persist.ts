@@ -11,7 +11,7 @@ import {
   PENDING_INDEX,
   PERSIST_GROUP,
   pendingKey,
-} from '../contracts/keys.js';
+} from '../broker/keyspace.js';
 
 interface Change {
   entryId: string;

@@ -1,6 +1,6 @@
 /**
- * Every broker name the domains share: streams, logs, channels and the sets the send step
- * checks. Names are logical; the broker engine adds its prefix.
+ * The keyspace: every broker key, stream and channel name, and nowhere else. Names are logical;
+ * the engine adds its prefix.
  */
 
 // --- the message stream the worker drains --------------------------------------------------

@@ -1,3 +1,4 @@
+import { MemoryRosters } from './rosters.js';
 import {
   type Allowance,
   type AppendOptions,
@@ -12,7 +13,7 @@ import {
   type Unsubscribe,
   compareStreamIds,
   refuses,
-} from './types.js';
+} from '../types.js';
 
 interface Group {
   lastDeliveredId: string;
@@ -39,12 +40,12 @@ interface KeyValue {
  */
 export class MemoryBroker implements Broker {
   readonly engine = 'memory' as const;
+  readonly rosters = new MemoryRosters();
   private readonly channels = new Map<string, Set<(message: string) => void>>();
   private readonly streams = new Map<string, Stream>();
   private readonly keys = new Map<string, KeyValue>();
   private readonly hashes = new Map<string, Map<string, string>>();
   private readonly zsets = new Map<string, Map<string, number>>();
-  private readonly sets = new Map<string, { members: Set<string>; expiresAt: number }>();
   private lastMs = 0;
   private lastSeq = 0;
   private closed = false;
@@ -82,8 +83,8 @@ export class MemoryBroker implements Broker {
     if (Object.keys(fields).length === 0) return Promise.reject(noFields());
     const fan = options.fanOut && options.fanOut.streams.length > 0 ? options.fanOut : null;
     if (fan && Object.keys(fan.fields).length === 0) return Promise.reject(noFields());
-    if (options.requireMember) {
-      const member = this.isMemberNow(options.requireMember.key, options.requireMember.member);
+    if (options.roster) {
+      const member = this.rosters.holds(options.roster.conversationId, options.roster.userId);
       if (member === null) return Promise.resolve({ appended: false, noSet: true });
       if (!member) return Promise.resolve({ appended: false, notMember: true });
     }
@@ -310,40 +311,6 @@ export class MemoryBroker implements Broker {
     return Promise.resolve(this.readKey(key));
   }
 
-  fillSet(
-    key: string,
-    members: string[],
-    ttlMs: number,
-    guard: { key: string; value: string | null },
-  ): Promise<boolean> {
-    if (this.readKey(guard.key) !== guard.value || this.liveSet(key) !== null) return Promise.resolve(false);
-    this.sets.set(key, { members: new Set(members), expiresAt: Date.now() + ttlMs });
-    return Promise.resolve(true);
-  }
-
-  isMember(key: string, member: string): Promise<boolean | null> {
-    return Promise.resolve(this.isMemberNow(key, member));
-  }
-
-  setSize(key: string): Promise<number | null> {
-    return Promise.resolve(this.liveSet(key)?.size ?? null);
-  }
-
-  private isMemberNow(key: string, member: string): boolean | null {
-    const set = this.liveSet(key);
-    return set === null ? null : set.has(member);
-  }
-
-  private liveSet(key: string): Set<string> | null {
-    const set = this.sets.get(key);
-    if (!set) return null;
-    if (set.expiresAt <= Date.now()) {
-      this.sets.delete(key);
-      return null;
-    }
-    return set.members;
-  }
-
   mget(keys: string[]): Promise<(string | null)[]> {
     return Promise.resolve(keys.map((key) => this.readKey(key)));
   }
@@ -361,13 +328,8 @@ export class MemoryBroker implements Broker {
     let removed = 0;
     for (const key of keys) {
       const had =
-        this.readKey(key) !== null ||
-        this.hashes.has(key) ||
-        this.zsets.has(key) ||
-        this.streams.has(key) ||
-        this.liveSet(key) !== null;
+        this.readKey(key) !== null || this.hashes.has(key) || this.zsets.has(key) || this.streams.has(key);
       this.keys.delete(key);
-      this.sets.delete(key);
       this.hashes.delete(key);
       this.zsets.delete(key);
       this.streams.delete(key);

@@ -1,4 +1,7 @@
 import { Redis } from 'ioredis';
+import { rosterKey } from '../keyspace.js';
+import { RedisConnection } from './connection.js';
+import { RedisRosters } from './rosters.js';
 import {
   type Allowance,
   type AppendOptions,
@@ -14,7 +17,7 @@ import {
   type StreamInfo,
   type SubscriptionWatcher,
   type Unsubscribe,
-} from './types.js';
+} from '../types.js';
 
 // Capped streams are trimmed by XADD itself (`MAXLEN`), with no further command. Redis records
 // `max-deleted-entry-id` only for XDEL; `streamInfo` derives the bound a resuming reader needs
@@ -208,21 +211,6 @@ function allowanceArgs(
   return [String(max), String(windowMs), String(backoff?.firstMs ?? 0), String(backoff?.maxMs ?? 0)];
 }
 
-// Fills a roster set unless it exists or its guard changed (see `Broker.fillSet`).
-// KEYS: the set, the guard. ARGV: ttl, guard value ('' when it must be absent), members.
-const FILL_SET = `
-local guard = redis.call('GET', KEYS[2]) or ''
-if guard ~= ARGV[2] or redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-for i = 3, #ARGV, 5000 do
-  redis.call('SADD', KEYS[1], unpack(ARGV, i, math.min(i + 4999, #ARGV)))
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-return 1`;
-
-const IS_MEMBER = `
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-return redis.call('SISMEMBER', KEYS[1], ARGV[1])`;
-
 // Expire, count, and add only below the cap, in one step (see `Broker.zaddCapped`).
 // KEYS: the set. ARGV: expireUpTo, max, score, member.
 const ZADD_CAPPED = `
@@ -256,6 +244,8 @@ export class RedisBroker implements Broker {
   private subscriberDown = false;
   private closing = false;
   private readonly commandTimeoutMs: number;
+  private readonly connection: RedisConnection;
+  readonly rosters: RedisRosters;
 
   private constructor(options: RedisBrokerOptions) {
     this.prefix = options.prefix ?? '';
@@ -288,8 +278,6 @@ export class RedisBroker implements Broker {
       parleyHdelIfPrefix: HDEL_IF_PREFIX,
       parleyHdelIfPrefixMany: HDEL_IF_PREFIX_MANY,
       parleyZaddCapped: ZADD_CAPPED,
-      parleyFillSet: FILL_SET,
-      parleyIsMember: IS_MEMBER,
     })) {
       this.client.defineCommand(name, { lua });
     }
@@ -300,6 +288,8 @@ export class RedisBroker implements Broker {
       enableOfflineQueue: true,
       connectionName: subscriberName(this.prefix),
     });
+    this.connection = new RedisConnection(this.client, this.prefix);
+    this.rosters = new RedisRosters(this.connection);
     this.client.on('error', () => undefined);
     this.subscriber.on('error', () => undefined);
     this.subscriber.on('message', (channel: string, message: string) => {
@@ -369,21 +359,8 @@ export class RedisBroker implements Broker {
     return channels.map((channel) => this.k(channel)).join('\n');
   }
 
-  private async run<T>(operation: () => Promise<T>): Promise<T> {
-    if (this.client.status !== 'ready') {
-      throw new BrokerUnavailableError(`Redis is not reachable (${this.client.status})`);
-    }
-    try {
-      return await operation();
-    } catch (error) {
-      if (isConnectionError(error)) {
-        throw new BrokerUnavailableError('Redis is not reachable', {
-          cause: error,
-          outcomeUnknown: !neverSent(error),
-        });
-      }
-      throw error;
-    }
+  private run<T>(operation: () => Promise<T>): Promise<T> {
+    return this.connection.run(operation);
   }
 
   async publish(channel: string, message: string): Promise<void> {
@@ -432,7 +409,7 @@ export class RedisBroker implements Broker {
       this.k(stream),
       options.counter ? this.k(options.counter.key) : '',
       limit ? this.k(limit.key) : '',
-      options.requireMember ? this.k(options.requireMember.key) : '',
+      options.roster ? this.k(rosterKey(options.roster.conversationId)) : '',
     ];
     for (const refusal of refusals) args.push(this.k(refusal.key));
     for (const write of pending) args.push(this.k(write.key));
@@ -450,7 +427,7 @@ export class RedisBroker implements Broker {
       String(refusals.length),
       String(limit?.max ?? 0),
       String(limit?.ttlMs ?? 0),
-      options.requireMember?.member ?? '',
+      options.roster?.userId ?? '',
     );
     for (const refusal of refusals) args.push(refusal.atLeast === undefined ? '' : String(refusal.atLeast));
     for (const write of pending) args.push(write.field, write.value);
@@ -660,42 +637,6 @@ export class RedisBroker implements Broker {
     return this.run(() => this.client.pttl(this.k(key)));
   }
 
-  async fillSet(
-    key: string,
-    members: string[],
-    ttlMs: number,
-    guard: { key: string; value: string | null },
-  ): Promise<boolean> {
-    // An empty set cannot exist in Redis: a roster without members is stored as one blank.
-    const values = members.length > 0 ? members : [''];
-    const filled = await this.run(() =>
-      this.script('parleyFillSet', FILL_SET)(
-        2,
-        this.k(key),
-        this.k(guard.key),
-        String(ttlMs),
-        guard.value ?? '',
-        ...values,
-      ),
-    );
-    return filled === 1;
-  }
-
-  async isMember(key: string, member: string): Promise<boolean | null> {
-    const answer = Number(
-      await this.run(() => this.script('parleyIsMember', IS_MEMBER)(1, this.k(key), member)),
-    );
-    return answer < 0 ? null : answer === 1;
-  }
-
-  async setSize(key: string): Promise<number | null> {
-    const [exists, size] = await Promise.all([
-      this.run(() => this.client.exists(this.k(key))),
-      this.run(() => this.client.scard(this.k(key))),
-    ]);
-    return exists === 0 ? null : size;
-  }
-
   async spend(allowances: Allowance[]): Promise<Spent> {
     if (allowances.length === 0) return { spent: true };
     const args = allowances.flatMap(allowanceArgs);
@@ -873,15 +814,3 @@ function pairs(flat: unknown[]): Record<string, unknown> {
 }
 
 /** Failures that keep a command from leaving this process at all. */
-function neverSent(error: unknown): boolean {
-  return (
-    error instanceof Error && /ECONNREFUSED|isn't writeable|Reached the max retries/i.test(error.message)
-  );
-}
-
-function isConnectionError(error: unknown): boolean {
-  if (!(error instanceof Error)) return false;
-  return /Connection is closed|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|Command timed out|isn't writeable|Reached the max retries/i.test(
-    error.message,
-  );
-}

@@ -1,0 +1,67 @@
+import type { Redis } from 'ioredis';
+import { BrokerUnavailableError } from '../types.js';
+import type { Script, ScriptInput } from './script.js';
+
+/**
+ * The command connection every port of the Redis engine shares: the key prefix, the mapping of
+ * connection failures to `BrokerUnavailableError`, and named scripts run by SHA.
+ */
+export class RedisConnection {
+  constructor(
+    readonly client: Redis,
+    readonly prefix: string,
+  ) {}
+
+  /** A logical key, stream or channel name as Redis knows it. */
+  key = (name: string): string => this.prefix + name;
+
+  async run<T>(operation: () => Promise<T>): Promise<T> {
+    if (this.client.status !== 'ready') {
+      throw new BrokerUnavailableError(`Redis is not reachable (${this.client.status})`);
+    }
+    try {
+      return await operation();
+    } catch (error) {
+      if (isConnectionError(error)) {
+        throw new BrokerUnavailableError('Redis is not reachable', {
+          cause: error,
+          outcomeUnknown: !neverSent(error),
+        });
+      }
+      throw error;
+    }
+  }
+
+  /**
+   * Runs `script` by SHA (`EVALSHA`), sending its text (`EVAL`) only when Redis does not know it
+   * yet: after a restart, or on a node that never ran it.
+   */
+  async eval<K extends string, A extends string, KL extends string, AL extends string>(
+    script: Script<K, A, KL, AL>,
+    input: ScriptInput<K, A, KL, AL>,
+  ): Promise<unknown> {
+    const { keys, args } = script.call(input, this.key);
+    return this.run(async () => {
+      try {
+        return await this.client.evalsha(script.sha, keys.length, ...keys, ...args);
+      } catch (error) {
+        if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error;
+        return this.client.eval(script.lua, keys.length, ...keys, ...args);
+      }
+    });
+  }
+}
+
+/** The command was refused before it went out, so it did not run. */
+export function neverSent(error: unknown): boolean {
+  return (
+    error instanceof Error && /ECONNREFUSED|isn't writeable|Reached the max retries/i.test(error.message)
+  );
+}
+
+export function isConnectionError(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  return /Connection is closed|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|Command timed out|isn't writeable|Reached the max retries/i.test(
+    error.message,
+  );
+}

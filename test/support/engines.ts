@@ -1,0 +1,83 @@
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { afterAll, describe, expect } from 'vitest';
+import { MemoryBroker } from '../../server/src/broker/memory/engine.js';
+import { RedisBroker } from '../../server/src/broker/redis/engine.js';
+import type { Broker } from '../../server/src/broker/types.js';
+import { engines } from './env.js';
+import { hasRedisServer, startRedisServer } from './redis-server.js';
+
+/** One broker engine under a contract suite. */
+export interface Engine {
+  /** The broker under test. */
+  open(): Promise<Broker>;
+  /**
+   * Another handle on the same deployment, as a second instance would hold: for Redis a
+   * separate connection on the same prefix; the in-process engine has only itself.
+   */
+  peer(broker: Broker): Promise<Broker>;
+  cleanup(): Promise<void>;
+}
+
+export const memoryEngine: Engine = {
+  open: () => Promise.resolve(new MemoryBroker()),
+  peer: (broker) => Promise.resolve(broker),
+  cleanup: () => Promise.resolve(),
+};
+
+/** Redis at `url`, under a prefix of its own, every key of which is gone after `cleanup`. */
+export function redisEngine(url: string): Engine {
+  // A prefix of its own per run, so parallel runs never see each other's keys.
+  const prefix = `test:broker:${Date.now().toString(36)}${randomBytes(4).toString('hex')}:`;
+  const opened: Broker[] = [];
+  return {
+    async open() {
+      const broker = await RedisBroker.connect({ url, prefix });
+      opened.push(broker);
+      return broker;
+    },
+    async peer() {
+      const broker = await RedisBroker.connect({ url, prefix });
+      opened.push(broker);
+      return broker;
+    },
+    async cleanup() {
+      await Promise.all(opened.map((broker) => broker.close()));
+      const redis = new Redis(url, { lazyConnect: true });
+      await redis.connect();
+      let cursor = '0';
+      do {
+        const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+        cursor = next;
+        if (keys.length > 0) await redis.del(...keys);
+      } while (cursor !== '0');
+      const left = await redis.keys(`${prefix}*`);
+      await redis.quit();
+      expect(left).toEqual([]);
+    },
+  };
+}
+
+/**
+ * Runs a contract suite on both engines: the in-process one, and Redis at `TEST_REDIS_URL` or,
+ * without it, a `redis-server` of the file's own (when the binary is installed), so that the
+ * embedded run exercises the Redis engine's scripts as well.
+ */
+export async function onBothEngines(title: string, suite: (engine: Engine) => void): Promise<void> {
+  describe(`${title}: in-process engine`, () => {
+    suite(memoryEngine);
+  });
+  const local = engines.redisUrl || !hasRedisServer() ? null : await startRedisServer();
+  const redisUrl = engines.redisUrl ?? local?.url;
+  describe.skipIf(!redisUrl)(
+    redisUrl
+      ? `${title}: Redis engine${local ? ' (a redis-server of its own)' : ''}`
+      : `${title}: Redis engine (skipped: TEST_REDIS_URL is not set and no redis-server is installed)`,
+    () => {
+      afterAll(async () => {
+        await local?.stop();
+      });
+      suite(redisEngine(redisUrl ?? ''));
+    },
+  );
+}
