@@ -1,4 +1,4 @@
-import { eq } from 'drizzle-orm';
+import { eq, sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { conversations } from '../drizzle/schema.js';
 import type { App } from '../server/src/app.js';
@@ -250,5 +250,38 @@ describe(`leaving at once (${engineLabel})`, () => {
       expect(group.members.map((m) => m.userId)).not.toContain(owner.user.id);
       expect(group.members.filter((m) => m.role === 'owner')).toHaveLength(1);
     }
+  });
+});
+
+describe(`conversation.list pages (${engineLabel})`, () => {
+  it('pages through conversations whose last activity shares a millisecond, each once, newest first', async () => {
+    const [me, ...others] = await users(5);
+    if (!me) throw new Error('users missing');
+    const opened = await Promise.all(
+      others.map((other) => me.api.conversation.openDirect.mutate({ userId: other.user.id })),
+    );
+    // Four activities within one millisecond, microseconds apart (the worker only ever moves
+    // last_activity_at forward, so these stay).
+    const stamps = [
+      '2999-01-01 00:00:00.000104+00',
+      '2999-01-01 00:00:00.000103+00',
+      '2999-01-01 00:00:00.000102+00',
+      '2999-01-01 00:00:00.000101+00',
+    ];
+    for (const [i, conversation] of opened.entries()) {
+      await app.services.db
+        .update(conversations)
+        .set({ lastActivityAt: sql`${stamps[i]}::timestamptz` })
+        .where(eq(conversations.id, conversation.id));
+    }
+    const seen: string[] = [];
+    let cursor: string | undefined;
+    do {
+      const page: Awaited<ReturnType<typeof me.api.conversation.list.query>> =
+        await me.api.conversation.list.query({ limit: 1, cursor });
+      seen.push(...page.items.map((item) => item.id));
+      cursor = page.nextCursor ?? undefined;
+    } while (cursor && seen.length < 10);
+    expect(seen).toEqual(opened.map((conversation) => conversation.id));
   });
 });

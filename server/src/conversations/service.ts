@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { v7 as uuidv7 } from 'uuid';
-import { and, asc, desc, eq, inArray, isNull, lt, lte, or, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, inArray, isNull, lt, lte, sql } from 'drizzle-orm';
 import { conversations, members, users } from '../../../drizzle/schema.js';
 import type { Broker } from '../broker/types.js';
 import type { Conversation, Member, Role } from '../contracts/schemas.js';
@@ -23,8 +23,12 @@ export const TYPING_TTL_MS = 5_000;
  */
 export const TYPING_COALESCE_MS = 3_000;
 
-/** `joined_at` as PostgreSQL writes it as text, in a `conversation.members` cursor. */
-const JoinedAtText = z.string().regex(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d{1,6})?[+-]\d\d(:\d\d)?$/);
+/**
+ * A timestamp as PostgreSQL writes it as text, in a cursor: a JavaScript date would cut its
+ * microseconds, and a page would then start again at the rows that share the last one's
+ * millisecond.
+ */
+const TimestampText = z.string().regex(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d{1,6})?[+-]\d\d(:\d\d)?$/);
 
 /** A conversation carries this many of its members; `conversation.members` pages through all. */
 export const MEMBERS_PREVIEW = 50;
@@ -100,9 +104,13 @@ export class ConversationService {
   }
 
   async list(userId: string, input: ListConversations) {
-    const after = decodeCursor(input.cursor, z.object({ at: CursorField.at, id: CursorField.id }));
+    // A cursor from before positions were PostgreSQL's text holds an ISO date: still taken.
+    const after = decodeCursor(
+      input.cursor,
+      z.object({ at: z.union([TimestampText, CursorField.at]), id: CursorField.id }),
+    );
     const rows = await this.db
-      .select({ id: conversations.id, lastActivityAt: conversations.lastActivityAt })
+      .select({ id: conversations.id, position: sql<string>`${conversations.lastActivityAt}::text` })
       .from(members)
       .innerJoin(conversations, eq(conversations.id, members.conversationId))
       .where(
@@ -110,10 +118,7 @@ export class ConversationService {
           eq(members.userId, userId),
           isNull(conversations.deletedAt),
           after
-            ? or(
-                lt(conversations.lastActivityAt, new Date(after.at)),
-                and(eq(conversations.lastActivityAt, new Date(after.at)), lt(conversations.id, after.id)),
-              )
+            ? sql`(${conversations.lastActivityAt}, ${conversations.id}) < (${after.at}::timestamptz, ${after.id}::uuid)`
             : undefined,
         ),
       )
@@ -127,10 +132,7 @@ export class ConversationService {
     const last = page[page.length - 1];
     return {
       items: page.flatMap((row) => views.get(row.id)?.conversation ?? []),
-      nextCursor:
-        rows.length > input.limit && last
-          ? encodeCursor({ at: last.lastActivityAt.toISOString(), id: last.id })
-          : null,
+      nextCursor: rows.length > input.limit && last ? encodeCursor({ at: last.position, id: last.id }) : null,
     };
   }
 
@@ -359,9 +361,7 @@ export class ConversationService {
    */
   async members(userId: string, input: ListMembers) {
     await this.memberships.require(userId, input.id);
-    // The position is PostgreSQL's own text of `joined_at`: a JavaScript date would cut its
-    // microseconds, and a page would then start again at the members who joined with the last.
-    const after = decodeCursor(input.cursor, z.object({ at: JoinedAtText, id: CursorField.id }));
+    const after = decodeCursor(input.cursor, z.object({ at: TimestampText, id: CursorField.id }));
     const rows = await this.db
       .select({
         userId: members.userId,
