@@ -30,12 +30,26 @@ function freePort(): Promise<number> {
  * Starts a throwaway `redis-server` on a free loopback port, so the embedded run exercises the
  * Redis engine's scripts too; resolves once it answers PING.
  */
-export async function startRedisServer(): Promise<LocalRedis> {
+export async function startRedisServer(
+  options: { args?: string[]; cwd?: string } = {},
+): Promise<LocalRedis & { port: number }> {
   const port = await freePort();
   const child: ChildProcess = spawn(
     'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--logfile', ''],
-    { stdio: 'ignore' },
+    [
+      '--port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+      '--logfile',
+      '',
+      ...(options.args ?? []),
+    ],
+    { stdio: 'ignore', cwd: options.cwd },
   );
   const url = `redis://127.0.0.1:${port}`;
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
@@ -60,6 +74,7 @@ export async function startRedisServer(): Promise<LocalRedis> {
   }
   return {
     url,
+    port,
     async stop() {
       child.kill('SIGTERM');
       await exited;

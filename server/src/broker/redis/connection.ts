@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { BrokerUnavailableError } from '../types.js';
 import type { Script, ScriptInput } from './script.js';
 
@@ -8,7 +8,8 @@ import type { Script, ScriptInput } from './script.js';
  */
 export class RedisConnection {
   constructor(
-    readonly client: Redis,
+    /** One server, or a Redis Cluster (every script's keys then share one hash slot). */
+    readonly client: Redis | Cluster,
     readonly prefix: string,
   ) {}
 
