@@ -2,7 +2,7 @@ import { createTRPCClient, createWSClient, wsLink } from '@trpc/client';
 import { sql } from 'drizzle-orm';
 import { pino } from 'pino';
 import superjson from 'superjson';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import WebSocket from 'ws';
 import type { App } from '../server/src/app.js';
 import type { AppRouter } from '../server/src/routers/_app.js';
@@ -52,13 +52,15 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Waits until the worker has written everything in the stream. */
 async function drained(target: App, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const info = await target.services.broker.groupInfo(MESSAGES_STREAM, PERSIST_GROUP);
-    if (info && info.lag === 0 && info.pending === 0) return;
-    if (Date.now() > deadline) throw new Error(`worker did not drain: ${JSON.stringify(info)}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
+  await vi.waitFor(
+    async () => {
+      const info = await target.services.broker.groupInfo(MESSAGES_STREAM, PERSIST_GROUP);
+      if (!info || info.lag !== 0 || info.pending !== 0) {
+        throw new Error(`worker did not drain: ${JSON.stringify(info)}`);
+      }
+    },
+    { timeout: timeoutMs, interval: 25 },
+  );
 }
 
 describe(`conversations (${engineLabel})`, () => {
@@ -783,9 +785,7 @@ describe.skipIf(!onRealEngines)(`pending copies (${engineLabel}; needs Redis)`, 
       );
       worker.start();
       try {
-        const deadline = Date.now() + 10_000;
-        while ((await rows(target, id)).length < 5 && Date.now() < deadline) await sleep(25);
-        expect(await rows(target, id)).toHaveLength(5);
+        await expect.poll(async () => (await rows(target, id)).length, { timeout: 10_000 }).toBe(5);
         await sleep(200);
         // Written, but not acknowledged: the entries wait to be written and released again.
         expect((await broker.groupInfo(MESSAGES_STREAM, PERSIST_GROUP))?.pending).toBe(5);

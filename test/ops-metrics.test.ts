@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { App } from '../server/src/app.js';
 import WebSocket from 'ws';
 import { connect, signUp, wsUrl } from './support/client.js';
@@ -44,14 +44,16 @@ function valueOf(samples: Sample[], name: string, labels: Record<string, string>
   return matching.length === 0 ? undefined : matching.reduce((sum, s) => sum + s.value, 0);
 }
 
+/** The first value `read` gives that `accept` takes; fails with the last one after `ms`. */
 async function eventually<T>(read: () => Promise<T>, accept: (value: T) => boolean, ms = 5000): Promise<T> {
-  const deadline = Date.now() + ms;
-  let value = await read();
-  while (!accept(value) && Date.now() < deadline) {
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    value = await read();
-  }
-  return value;
+  return vi.waitFor(
+    async () => {
+      const value = await read();
+      if (!accept(value)) throw new Error(`not yet: ${JSON.stringify(value).slice(0, 1_000)}`);
+      return value;
+    },
+    { timeout: ms, interval: 50 },
+  );
 }
 
 let deployment: TestDeployment;

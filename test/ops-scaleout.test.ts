@@ -1,5 +1,5 @@
 import postgres from 'postgres';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { connect, type TestClient } from './support/client.js';
 import { ParleyProcess } from './support/cli.js';
 import { TestDeployment, onRealEngines } from './support/env.js';
@@ -49,12 +49,15 @@ function listen(client: TestClient): EventTap {
     of: <T extends ParleyEvent['type']>(type: T) =>
       received.map((r) => r.event).filter((e): e is Extract<ParleyEvent, { type: T }> => e.type === type),
     async until(predicate, timeoutMs = 20_000) {
-      const deadline = Date.now() + timeoutMs;
-      while (!predicate(received)) {
-        if (errors.length > 0) throw new Error(`subscription failed: ${String(errors[0])}`);
-        if (Date.now() > deadline) throw new Error(`timed out after ${received.length} events`);
-        await new Promise((resolve) => setTimeout(resolve, 25));
-      }
+      // Done as soon as the subscription fails, too: that is then the error.
+      await vi.waitFor(
+        () => {
+          if (errors.length > 0 || predicate(received)) return;
+          throw new Error(`timed out after ${received.length} events`);
+        },
+        { timeout: timeoutMs, interval: 25 },
+      );
+      if (errors.length > 0) throw new Error(`subscription failed: ${String(errors[0])}`);
     },
     lastId: () => received.at(-1)?.id,
     stop: () => {
@@ -129,12 +132,15 @@ async function scenario(): Promise<void> {
     [al, taps.bo],
     [al, taps.cy],
   ] as const) {
-    for (let attempt = 0; attempt < 100 && !probes.some((id) => createdIds(tap).has(id)); attempt++) {
-      const probe = await sender.api.message.send.mutate({ conversationId: group.id, content: 'probe' });
-      probes.push(probe.id);
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-    expect(probes.some((id) => createdIds(tap).has(id))).toBe(true);
+    await vi.waitFor(
+      async () => {
+        if (probes.some((id) => createdIds(tap).has(id))) return;
+        const probe = await sender.api.message.send.mutate({ conversationId: group.id, content: 'probe' });
+        probes.push(probe.id);
+        throw new Error('no probe has crossed yet');
+      },
+      { timeout: 30_000, interval: 100 },
+    );
   }
 
   const sent: { id: string; content: string }[] = [];
@@ -152,7 +158,7 @@ async function scenario(): Promise<void> {
   await chat(10, 'before');
   // Kill the worker without warning while messages keep arriving, then start another.
   const killed = chat(10, 'during');
-  await new Promise((resolve) => setTimeout(resolve, 150));
+  await vi.waitFor(() => expect(sent.some((m) => m.content.startsWith('during'))).toBe(true), 10_000);
   await worker1.stop('SIGKILL');
   await killed;
   await chat(5, 'between');
@@ -174,14 +180,15 @@ async function scenario(): Promise<void> {
     const wanted = [...sent.map((m) => m.id), ...probes];
     type Row = { id: string; seq: number; content: string };
     let rows: Row[] = [];
-    const deadline = Date.now() + 30_000;
-    for (;;) {
-      rows = await sql<Row[]>`
+    await vi.waitFor(
+      async () => {
+        rows = await sql<Row[]>`
             select id, seq::int as seq, content from messages where conversation_id = ${group.id}`;
-      const ids = new Set(rows.map((r) => r.id));
-      if (wanted.every((id) => ids.has(id)) || Date.now() > deadline) break;
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
+        const ids = new Set(rows.map((r) => r.id));
+        expect(wanted.filter((id) => !ids.has(id))).toEqual([]);
+      },
+      { timeout: 30_000, interval: 100 },
+    );
     const stored = new Map(rows.map((r) => [r.id, r]));
     for (const message of sent) expect(stored.get(message.id)?.content).toBe(message.content);
     for (const probe of probes) expect(stored.has(probe)).toBe(true);

@@ -174,8 +174,15 @@ describe(`events (${engineLabel})`, () => {
     expect(remaining).toBeGreaterThan(3_000);
     expect(remaining).toBeLessThanOrEqual(5_000);
     expect(await app.services.broker.get(`typing:${conversation.id}:${al.user.id}`)).not.toBeNull();
-    // The typist does not get their own typing.
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    // The typist does not get their own typing: their message, sent after it on the same
+    // channel, comes with no typing before it.
+    const sentinel = await al.api.message.send.mutate({
+      conversationId: conversation.id,
+      content: 'sentinel',
+    });
+    await mine.until((received) =>
+      received.some((r) => r.event.type === 'message.created' && r.event.message.id === sentinel.id),
+    );
     expect(mine.of('typing')).toEqual([]);
     await events.stop();
     await mine.stop();
@@ -194,7 +201,7 @@ describe(`events (${engineLabel})`, () => {
   });
 
   it('reports presence to contacts: online while any device is connected, then last seen', async () => {
-    const { al, bo } = await pair();
+    const { al, bo, conversation } = await pair();
     const watcher = await tap(al, app, al.user.id);
     expect((await al.api.user.byId.query({ id: bo.user.id })).online).toBe(false);
     const laptop = await tap(bo, app, bo.user.id);
@@ -203,8 +210,14 @@ describe(`events (${engineLabel})`, () => {
     await watcher.until(() => watcher.of('presence').some((p) => p.userId === bo.user.id && p.online));
     expect((await al.api.user.byId.query({ id: bo.user.id })).online).toBe(true);
     await laptop.stop();
-    await new Promise((resolve) => setTimeout(resolve, 300));
-    // Still online on the phone.
+    // Still online on the phone: a message bo sends from it now comes with no offline before it.
+    const sentinel = await bo.api.message.send.mutate({
+      conversationId: conversation.id,
+      content: 'sentinel',
+    });
+    await watcher.until((received) =>
+      received.some((r) => r.event.type === 'message.created' && r.event.message.id === sentinel.id),
+    );
     expect(watcher.of('presence').filter((p) => !p.online)).toEqual([]);
     await phone.stop();
     await phoneClient.close();
@@ -251,8 +264,13 @@ describe(`events (${engineLabel})`, () => {
     await owner.api.message.send.mutate({ conversationId: group.id, content: 'after removal' });
     await owner.api.conversation.typing.mutate({ id: group.id });
     await events.until(() => events.of('conversation.removed').length === 1);
-    await new Promise((resolve) => setTimeout(resolve, 300));
-    expect(events.of('message.created').map((e) => e.message.content)).toEqual(['while inside']);
+    // A message in another conversation, sent after all that: anything of the group's meant
+    // for the removed member would have come before it.
+    const direct = await owner.api.conversation.openDirect.mutate({ userId: member.user.id });
+    const sentinel = await owner.api.message.send.mutate({ conversationId: direct.id, content: 'sentinel' });
+    await events.until(() => events.of('message.created').some((e) => e.message.id === sentinel.id));
+    const inGroup = events.of('message.created').filter((e) => e.message.conversationId === group.id);
+    expect(inGroup.map((e) => e.message.content)).toEqual(['while inside']);
     expect(events.of('typing')).toEqual([]);
     await expectCode(member.api.message.list.query({ conversationId: group.id }), 'NOT_FOUND');
     await events.stop();
@@ -288,9 +306,7 @@ describe(`events (${engineLabel})`, () => {
       await tap(bo, capped, bo.user.id);
       const errors: unknown[] = [];
       bo.api.events.subscribe({}, { onError: (error) => errors.push(error) });
-      const deadline = Date.now() + 5_000;
-      while (errors.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-      expect(String(errors[0])).toMatch(/Too many subscriptions/);
+      await vi.waitFor(() => expect(String(errors[0])).toMatch(/Too many subscriptions/), 5_000);
       await bo.close();
     } finally {
       await local.cleanup();
@@ -429,11 +445,9 @@ describe(`events (${engineLabel})`, () => {
       socket.send(
         JSON.stringify({ id: 1, method: 'subscription', params: { path: 'events', input: { json: {} } } }),
       );
-      const deadline = Date.now() + 5_000;
-      while ((await strict.services.realtime.presence.connectionCount(bo.user.id)) === 0) {
-        if (Date.now() > deadline) throw new Error('subscription did not start');
-        await new Promise((r) => setTimeout(r, 10));
-      }
+      await expect
+        .poll(() => strict.services.realtime.presence.connectionCount(bo.user.id), { timeout: 5_000 })
+        .toBeGreaterThan(0);
       const closed = new Promise<number>((resolve) => socket.once('close', (code) => resolve(code)));
       (socket as unknown as { _socket: { pause(): void } })._socket.pause();
       const big = 'x'.repeat(3_990);
@@ -536,13 +550,21 @@ describe.skipIf(!onRealEngines)(`events across instances (${engineLabel}; needs 
 
   it('keeps a user online across instances until their last device leaves', async () => {
     const b = await deployment.start();
-    const { al, bo } = await pair();
+    const { al, bo, conversation } = await pair();
     const watcher = await tap(al, app, al.user.id);
     const onA = await tap(bo, app, bo.user.id);
     const clientB = connect(b.url, bo.token);
     const onB = await tap(clientB, b, bo.user.id);
     await onA.stop();
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // Still online on instance B: a message bo sends from there comes with no offline before it.
+    const sentinel = await clientB.api.message.send.mutate({
+      conversationId: conversation.id,
+      content: 'sentinel',
+    });
+    await watcher.until((received) =>
+      received.some((r) => r.event.type === 'message.created' && r.event.message.id === sentinel.id),
+    );
+    expect(watcher.of('presence').filter((p) => p.userId === bo.user.id && !p.online)).toEqual([]);
     expect((await al.api.user.byId.query({ id: bo.user.id })).online).toBe(true);
     await onB.stop();
     await clientB.close();

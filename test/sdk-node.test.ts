@@ -4,7 +4,7 @@ import type { App } from '../server/src/app.js';
 import { createParleyClient, type ParleyClient, type ParleyEvent } from '../client-sdk/src/index.js';
 import { TestDeployment, engineLabel } from './support/env.js';
 import { TcpProxy } from './support/proxy.js';
-import { countingWebSocket, newUser, sdkUser, sleep, streamLive, waitFor } from './support/sdk.js';
+import { countingWebSocket, newUser, sdkUser, streamLive, waitFor } from './support/sdk.js';
 
 let deployment: TestDeployment;
 let app: App;
@@ -101,12 +101,13 @@ describe(`@parley/client in Node with ws (${engineLabel})`, () => {
     expect((await device.login({ username: erin.username, password: erin.password })).id).toBe(erin.id);
     await streamLive(app, erin.id);
     await dave.api.message.send.mutate({ conversationId: group.id, content: 'for erin' });
+    // One more after it: anything else on its way would have come before.
+    await dave.api.message.send.mutate({ conversationId: group.id, content: 'sentinel' });
     await waitFor(
-      () => seen.includes('for erin'),
+      () => seen.includes('sentinel'),
       () => `seen: ${seen.join(', ')}`,
     );
-    await sleep(200);
-    expect(seen).toEqual(['for dave', 'for erin']);
+    expect(seen).toEqual(['for dave', 'for erin', 'sentinel']);
   });
 
   it('starts with resync when asked to resume from a position the server cannot fill', async () => {

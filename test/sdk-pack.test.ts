@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { App } from '../server/src/app.js';
 import { createParleyClient } from '../client-sdk/src/index.js';
 import { TestDeployment, engineLabel } from './support/env.js';
@@ -327,9 +327,10 @@ describe(`@parley/client as a packed package (${engineLabel})`, () => {
 });
 
 async function waitFor(condition: () => boolean, message: () => string, timeoutMs = 10_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(message());
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
+  await vi.waitFor(
+    () => {
+      if (!condition()) throw new Error(message());
+    },
+    { timeout: timeoutMs, interval: 25 },
+  );
 }

@@ -183,11 +183,13 @@ describe(`@parley/client with transport: 'sse' (${engineLabel})`, () => {
       );
       await sleep(100);
     }
+    // One more after them: a repeated event would have come before it.
+    const sentinel = await writer.api.message.send.mutate({ conversationId: group.id, content: 'sentinel' });
+    sent.push(sentinel);
     await waitFor(
-      () => received.length >= sent.length,
+      () => received.some((message) => message.id === sentinel.id),
       () => `received ${received.length} of ${sent.length}`,
     );
-    await sleep(300); // a repeated event would have arrived by now
     expect(received.map((message) => message.id)).toEqual(sent.map((message) => message.id));
     const refreshes = changes.filter((change) => change.type === 'refreshed').length;
     expect(refreshes).toBeGreaterThanOrEqual(3);

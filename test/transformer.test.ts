@@ -3,14 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { MemoryBroker } from '../server/src/broker/memory/engine.js';
 import { compareStreamIds } from '../server/src/broker/types.js';
 import { BrokerEventPublisher, markText, readMark } from '../server/src/realtime/publisher.js';
-import { wsEncoder } from '../server/src/realtime/frames.js';
-import {
-  SUBSCRIPTION_REQUEST,
-  eventFrame,
-  framePrefix,
-  shareEvent,
-  transformer,
-} from '../server/src/realtime/transformer.js';
+import { eventFrame, framePrefix, shareEvent, transformer } from '../server/src/realtime/transformer.js';
 
 const event = () => ({
   type: 'message.created' as const,
@@ -47,6 +40,7 @@ describe('event transformer', () => {
     const value = { at: new Date(5), list: [1, 2] };
     expect(transformer.serialize(value)).toEqual(superjson.serialize(value));
     expect(transformer.deserialize(transformer.serialize(value))).toEqual(value);
+    expect(transformer.deserialize(undefined)).toBeUndefined();
   });
 });
 
@@ -82,55 +76,6 @@ describe('data frames written directly', () => {
     const back = superjson.deserialize<{ id: string; data: typeof withReferences }>(parsed.result.data);
     expect(back.data.a).toBe(back.data.b);
     expect(back.data.a.at).toEqual(new Date(3));
-  });
-});
-
-describe('WebSocket decoder', () => {
-  const inputOf = (message: unknown) => {
-    const params = (message as { params: { input: Parameters<typeof transformer.deserialize>[0] } }).params;
-    return transformer.deserialize<Record<symbol, unknown> | undefined>(params.input);
-  };
-
-  it('gives an events subscription its JSON-RPC request, in single messages and batches, with or without input', () => {
-    const single = wsEncoder.decode(
-      JSON.stringify({ id: 3, method: 'subscription', params: { path: 'events', input: { json: {} } } }),
-    );
-    expect(inputOf(single)?.[SUBSCRIPTION_REQUEST]).toEqual({ id: 3, jsonrpc: undefined });
-    const batch = wsEncoder.decode(
-      JSON.stringify([
-        { id: 'a', jsonrpc: '2.0', method: 'subscription', params: { path: 'events' } },
-        { id: 4, method: 'query', params: { path: 'events', input: { json: {} } } },
-        { id: 5, method: 'subscription', params: { path: 'other', input: { json: {} } } },
-      ]),
-    ) as unknown[];
-    expect(inputOf(batch[0])?.[SUBSCRIPTION_REQUEST]).toEqual({ id: 'a', jsonrpc: '2.0' });
-    expect(inputOf(batch[1])?.[SUBSCRIPTION_REQUEST]).toBeUndefined();
-    expect(inputOf(batch[2])?.[SUBSCRIPTION_REQUEST]).toBeUndefined();
-  });
-
-  it('leaves malformed requests to tRPC, and keeps the request through tRPC’s lastEventId merge', () => {
-    const bad = wsEncoder.decode(
-      JSON.stringify({ id: 6, method: 'subscription', params: { path: 'events', input: 5 } }),
-    ) as { params: { input: unknown } };
-    expect(bad.params.input).toBe(5);
-    // A null input stays null, for the input schema to reject.
-    const none = wsEncoder.decode(
-      JSON.stringify({ id: 7, method: 'subscription', params: { path: 'events', input: { json: null } } }),
-    );
-    expect(inputOf(none)).toBeNull();
-    expect(() => wsEncoder.decode(new Uint8Array([1]))).toThrow(/JSON text frames/);
-    const resumed = inputOf(
-      wsEncoder.decode(
-        JSON.stringify({
-          id: 8,
-          method: 'subscription',
-          params: { path: 'events', input: { json: { x: 1 } } },
-        }),
-      ),
-    );
-    // adapters/ws: `input = { ...input, lastEventId }`.
-    const merged: Record<string | symbol, unknown> = { ...resumed, lastEventId: 'e' };
-    expect(merged[SUBSCRIPTION_REQUEST]).toEqual({ id: 8, jsonrpc: undefined });
   });
 });
 

@@ -1,6 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
-import type { WebSocket } from 'ws';
 import type { AuthUser } from './credentials/tokens.js';
 import type { ConnectionState } from './realtime/service.js';
 import type { Services } from './services.js';
@@ -13,8 +12,6 @@ export interface Context {
   requestId: string;
   /** Set for calls that arrive over a WebSocket: one value per connection. */
   connectionId: string | null;
-  /** The WebSocket the calls arrive on, to watch its send buffer. */
-  socket: WebSocket | null;
   /** The HTTP response a call over HTTP answers into: an `events` stream (SSE) watches it. */
   response: ServerResponse | null;
   connection: ConnectionState | null;
@@ -47,7 +44,6 @@ export async function createContext(
     info: { connectionParams: Record<string, string | undefined> | null; type?: string };
   },
   transport: 'http' | 'ws',
-  socket: WebSocket | null = null,
 ): Promise<Context> {
   const token = bearerToken(opts.req, opts.info, transport);
   // Over HTTP every request carries the token; a WebSocket carries it once.
@@ -58,7 +54,6 @@ export async function createContext(
     ip: clientAddress(opts.req, app.config.trustProxy),
     requestId: newId(),
     connectionId: transport === 'ws' ? newId() : null,
-    socket,
     response: opts.response ?? null,
     connection: transport === 'ws' ? { subscriptions: 0 } : null,
   };

@@ -4,7 +4,6 @@ import { BrokerUnavailableError } from './broker/types.js';
 import type { Context } from './context.js';
 import { DomainError, RateLimited, toTRPCError } from './errors.js';
 import { spendBudget } from './limits/spend.js';
-import { directStreamOf } from './realtime/frames.js';
 import { transformer } from './realtime/transformer.js';
 import { NOT_STORABLE, unstorableStringIn } from './text.js';
 
@@ -73,30 +72,10 @@ const instrument = t.middleware(async ({ ctx, path, type, next }) => {
     );
   }
   if (failure) throw failure;
-  // A subscription fails while it is iterated, after this middleware returned: map that too,
-  // or a domain error (a rate limit) would reach the client as an INTERNAL_SERVER_ERROR.
-  // A direct stream (over Parley's WebSocket handler) is never iterated and maps its own errors.
-  if (result.ok && isAsyncIterable(result.data) && !directStreamOf(result.data)) {
-    return { ...result, data: mapIterationErrors(result.data) };
-  }
+  // A subscription's stream is returned as it is: it fails after this middleware returned, and
+  // maps the error it ends with itself (`EventStream`).
   return result;
 });
-
-function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
-  return (
-    typeof value === 'object' &&
-    value !== null &&
-    typeof (value as Partial<AsyncIterable<unknown>>)[Symbol.asyncIterator] === 'function'
-  );
-}
-
-async function* mapIterationErrors<T>(iterable: AsyncIterable<T>): AsyncGenerator<T> {
-  try {
-    yield* iterable;
-  } catch (error) {
-    throw toTRPCError(error);
-  }
-}
 
 /**
  * A safety net under every schema: a string PostgreSQL cannot store (a lone surrogate, NUL)

@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { Message } from '../../server/src/contracts/schemas.js';
 import { connect, signUp } from '../support/client.js';
 import { tap } from '../support/events.js';
@@ -19,11 +19,13 @@ async function readiness(url: string): Promise<{ status: number; text: string }>
 }
 
 async function waitForReady(url: string): Promise<void> {
-  const deadline = Date.now() + 30_000;
-  while ((await readiness(url).catch(() => ({ status: 0 }))).status !== 200) {
-    if (Date.now() > deadline) throw new Error('not ready 30 s after the outage ended');
-    await sleep(200);
-  }
+  await vi.waitFor(
+    async () => {
+      const { status } = await readiness(url).catch(() => ({ status: 0 }));
+      if (status !== 200) throw new Error('not ready 30 s after the outage ended');
+    },
+    { timeout: 30_000, interval: 200 },
+  );
 }
 
 describe('dependency outages', () => {
@@ -137,21 +139,17 @@ describe('dependency outages', () => {
 
     scenario.redis.restore();
     // Heals by itself: the same instance accepts sends again once Redis is back.
-    let healedAfterMs = 0;
     const restoredAt = Date.now();
-    for (;;) {
-      try {
+    await vi.waitFor(
+      async () => {
         attempted++;
         resolved.push(
           await al.api.message.send.mutate({ conversationId: id, content: `after-${attempted}` }),
         );
-        healedAfterMs = Date.now() - restoredAt;
-        break;
-      } catch {
-        if (Date.now() - restoredAt > 15_000) throw new Error('sends did not recover within 15 s');
-        await sleep(200);
-      }
-    }
+      },
+      { timeout: 15_000, interval: 200 },
+    );
+    const healedAfterMs = Date.now() - restoredAt;
     for (let i = 0; i < 5; i++) {
       attempted++;
       resolved.push(await al.api.message.send.mutate({ conversationId: id, content: `after-more-${i}` }));
@@ -203,16 +201,10 @@ describe('dependency outages', () => {
     scenario.redis.restore();
 
     // The retry, as the SDK makes it: same clientMessageId, answered with the one stored message.
-    let retried: Message | null = null;
-    const deadline = Date.now() + 15_000;
-    while (!retried) {
-      try {
-        retried = await al.api.message.send.mutate(input);
-      } catch (error) {
-        if (Date.now() > deadline) throw error;
-        await sleep(200);
-      }
-    }
+    const retried: Message = await vi.waitFor(() => al.api.message.send.mutate(input), {
+      timeout: 15_000,
+      interval: 200,
+    });
     const again = await al.api.message.send.mutate(input);
     expect(again.id).toBe(retried.id);
     await scenario.drained();

@@ -1,4 +1,5 @@
 import net from 'node:net';
+import { vi } from 'vitest';
 import { engines } from '../support/env.js';
 
 /** The engines a fault scenario runs on; `require-engines.ts` has made sure both are set. */
@@ -25,14 +26,14 @@ export async function settlesWithin(promise: Promise<unknown>, ms: number): Prom
   }
 }
 
-/** Waits until `check` holds, polling; fails with `what` after `timeoutMs`. */
+/** Waits until `check` holds; fails with `what` after `timeoutMs`. */
 export async function waitUntil(check: () => Promise<boolean> | boolean, what: string, timeoutMs = 30_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check()) return;
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+  await vi.waitFor(
+    async () => {
+      if (!(await check())) throw new Error(`timed out waiting until ${what}`);
+    },
+    { timeout: timeoutMs, interval: 50 },
+  );
 }
 
 /**

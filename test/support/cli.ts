@@ -3,6 +3,7 @@ import { mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { vi } from 'vitest';
 
 export const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
 /**
@@ -99,13 +100,18 @@ export class ParleyProcess {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const started = new ParleyProcess(args, child);
-    const deadline = Date.now() + timeoutMs;
-    while (started.port === null) {
-      if (child.exitCode !== null || Date.now() > deadline) {
-        child.kill('SIGKILL');
-        throw new Error(`parley ${args.join(' ')} did not start:\n${started.lines.join('\n')}`);
-      }
-      await new Promise((resolve) => setTimeout(resolve, 50));
+    // Done once it serves, or once it has exited: then it never will.
+    await vi
+      .waitFor(
+        () => {
+          if (started.port === null && child.exitCode === null) throw new Error('not serving yet');
+        },
+        { timeout: timeoutMs, interval: 50 },
+      )
+      .catch(() => undefined);
+    if (started.port === null) {
+      child.kill('SIGKILL');
+      throw new Error(`parley ${args.join(' ')} did not start:\n${started.lines.join('\n')}`);
     }
     return started;
   }

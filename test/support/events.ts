@@ -1,3 +1,4 @@
+import { expect, vi } from 'vitest';
 import type { App } from '../../server/src/app.js';
 import type { ParleyEvent } from '../../server/src/contracts/events.js';
 import type { TestClient } from './client.js';
@@ -43,32 +44,38 @@ export async function tap(
     of: <T extends ParleyEvent['type']>(type: T) =>
       received.map((r) => r.event).filter((e): e is Extract<ParleyEvent, { type: T }> => e.type === type),
     async until(predicate, timeoutMs = 10_000) {
-      const deadline = Date.now() + timeoutMs;
-      while (!predicate(received)) {
-        if (errors.length > 0) throw new Error(`subscription failed: ${String(errors[0])}`);
-        if (Date.now() > deadline) {
+      // Done as soon as the subscription fails, too: that is then the error.
+      await vi.waitFor(
+        () => {
+          if (errors.length > 0 || predicate(received)) return;
           throw new Error(`timed out; received: ${JSON.stringify(received.map((r) => r.event.type))}`);
-        }
-        await new Promise((resolve) => setTimeout(resolve, 20));
-      }
+        },
+        { timeout: timeoutMs, interval: 20 },
+      );
+      failed();
     },
     lastId: () => received[received.length - 1]?.id,
     async stop() {
-      const count = await app.services.realtime.presence.connectionCount(userId);
+      const count = await connections();
       subscription.unsubscribe();
-      const until = Date.now() + 3_000;
-      while ((await app.services.realtime.presence.connectionCount(userId)) >= count && Date.now() < until) {
-        await new Promise((resolve) => setTimeout(resolve, 10));
-      }
+      await expect
+        .poll(connections, { timeout: 3_000, interval: 10, message: 'the server let the subscription go' })
+        .toBeLessThan(count);
     },
+  };
+  const connections = () => app.services.realtime.presence.connectionCount(userId);
+  const failed = () => {
+    if (errors.length > 0) throw new Error(`subscription failed: ${String(errors[0])}`);
   };
   // Live once the server has answered `started` (the stream's start is fixed then: an event
   // sent before could precede it) and counts the connection (some instance does).
-  const deadline = Date.now() + 10_000;
-  while (!started || (await app.services.realtime.presence.connectionCount(userId)) <= before) {
-    if (errors.length > 0) throw new Error(`subscription failed: ${String(errors[0])}`);
-    if (Date.now() > deadline) throw new Error('subscription did not start');
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
+  await vi.waitFor(
+    async () => {
+      if (errors.length > 0) return;
+      if (!started || (await connections()) <= before) throw new Error('subscription did not start');
+    },
+    { timeout: 10_000, interval: 10 },
+  );
+  failed();
   return result;
 }

@@ -1,3 +1,4 @@
+import { expect, vi } from 'vitest';
 import WebSocket from 'ws';
 import type { App } from '../../server/src/app.js';
 import {
@@ -8,13 +9,14 @@ import {
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Polls `condition` until it holds, or fails with `message()` after `timeoutMs`. */
+/** Waits until `condition` holds, or fails with `message()` after `timeoutMs`. */
 export async function waitFor(condition: () => boolean, message: () => string, timeoutMs = 10_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(message());
-    await sleep(20);
-  }
+  await vi.waitFor(
+    () => {
+      if (!condition()) throw new Error(message());
+    },
+    { timeout: timeoutMs, interval: 20 },
+  );
 }
 
 /**
@@ -22,11 +24,13 @@ export async function waitFor(condition: () => boolean, message: () => string, t
  * then on, everything published to the user reaches it.
  */
 export async function streamLive(app: App, userId: string, before = 0): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while ((await app.services.realtime.presence.connectionCount(userId)) <= before) {
-    if (Date.now() > deadline) throw new Error('the event stream did not start');
-    await sleep(10);
-  }
+  await expect
+    .poll(() => app.services.realtime.presence.connectionCount(userId), {
+      timeout: 10_000,
+      interval: 10,
+      message: 'the event stream started',
+    })
+    .toBeGreaterThan(before);
 }
 
 /** A `ws` WebSocket that counts the connections it opens. */

@@ -109,8 +109,8 @@ export async function startHttp(
   const wsHandler = serveWebSocket({
     wss,
     router: appRouter,
-    createContext: ({ req, socket, connectionParams }) =>
-      createContext(app, { req, response: null, info: { connectionParams } }, 'ws', socket),
+    createContext: ({ req, connectionParams }) =>
+      createContext(app, { req, response: null, info: { connectionParams } }, 'ws'),
     keepAlive: { pingMs: 30_000, pongWaitMs: 5_000 },
     // The same cap as over HTTP: one message must not start an unbounded number of calls.
     maxBatchSize: config.limits.maxBatchSize,
@@ -123,6 +123,10 @@ export async function startHttp(
       if (ctx.user) socketsByUser.give(ctx.user.id);
     },
     onConnection: (open) => (open ? metrics.wsConnections.inc() : metrics.wsConnections.dec()),
+    // `events` writes its own data frames to the socket: each event serialized once on this
+    // instance, each frame one concatenation and one send, and nothing held while it waits.
+    directStream: (path, stream, socket, request) =>
+      path === 'events' ? app.realtime.writeTo(stream, socket, request) : null,
     onError,
   });
   app.health.connections = () => wss.clients.size;

@@ -15,7 +15,6 @@ import {
 import { parseConnectionParamsFromUnknown } from '@trpc/server/http';
 import { parseTRPCMessage } from '@trpc/server/rpc';
 import type { RawData, WebSocket, WebSocketServer } from 'ws';
-import { type DirectStream, directStreamOf, wsEncoder } from '../realtime/frames.js';
 
 /**
  * tRPC's WebSocket protocol, as `wsLink` speaks it, served for one router: queries, mutations
@@ -24,7 +23,7 @@ import { type DirectStream, directStreamOf, wsEncoder } from '../realtime/frames
  * every message as `@trpc/server/adapters/ws` does (same frames, same error shapes), with less
  * state per connection: one object and two listeners, a subscription entry per subscription,
  * and no timer per socket (one sweep serves the keep-alive and the authentication deadline of
- * every connection). A subscription whose stream can write its own frames (`DirectStream`) is
+ * every connection). A subscription whose stream can write its own frames (`directStream`) is
  * handed the socket and holds no iterator, promise or abort signal while it waits for events.
  */
 export interface WsHandlerOptions<TContext> {
@@ -53,6 +52,17 @@ export interface WsHandlerOptions<TContext> {
   release?(ctx: TContext): void;
   /** Told of every connection opened and closed (for metrics). */
   onConnection?(open: boolean): void;
+  /**
+   * Asked once a subscription's procedure has returned its stream (its middlewares and input
+   * parser ran as for any call): the stream's handle, once it has taken `socket` to write its
+   * own data frames for the subscription `request`; or null, to have the stream iterated here.
+   */
+  directStream?(
+    path: string,
+    stream: unknown,
+    socket: WebSocket,
+    request: SubscriptionRequest,
+  ): DirectStream | null;
   onError(info: {
     error: TRPCError;
     path: string | undefined;
@@ -69,6 +79,23 @@ export interface WsHandler {
 }
 
 type RequestId = string | number;
+
+/** What a subscription's data frames carry of its request: its id and JSON-RPC version. */
+export interface SubscriptionRequest {
+  id: RequestId;
+  jsonrpc: '2.0' | undefined;
+}
+
+/** A subscription's stream that writes its own data frames, in the format `wsLink` reads. */
+export interface DirectStream {
+  /**
+   * Writes the stream's frames (backfill, then live events) to the socket from now on; `end`
+   * is called once, with the error that ended the stream, or with null once it was stopped.
+   */
+  start(end: (error: Error | null) => void): void;
+  /** Stops the stream (the client's `subscription.stop`, or its socket closed). */
+  stop(): void;
+}
 
 interface Call {
   id: RequestId;
@@ -191,7 +218,7 @@ class Connection<TContext> {
       this.ctxPromise = this.createContext(() => {
         let message: unknown;
         try {
-          message = wsEncoder.decode(data);
+          message = decode(data);
           if (typeof message !== 'object' || message === null) throw new Error('Message was not an object');
         } catch (cause) {
           throw new TRPCError({
@@ -206,7 +233,7 @@ class Connection<TContext> {
     }
     let messages: ReturnType<typeof parseTRPCMessage>[];
     try {
-      const decoded = wsEncoder.decode(data);
+      const decoded = decode(data);
       const list: unknown[] = Array.isArray(decoded) ? decoded : [decoded];
       if (Array.isArray(decoded) && list.length > this.options.maxBatchSize) {
         this.refuseBatch(list);
@@ -374,7 +401,7 @@ class Connection<TContext> {
       this.fail(call, cause);
       return;
     }
-    const direct = directStreamOf(result);
+    const direct = this.options.directStream?.(path, result, this.socket, { id, jsonrpc }) ?? null;
     // Only what its frames need is kept for a direct stream, not the call's input.
     if (direct) this.handOver(direct, id, jsonrpc, path, entry);
     else await this.iterate(result, controller, call, entry);
@@ -514,6 +541,14 @@ class Connection<TContext> {
       this.report(getTRPCErrorFromUnknown(cause), undefined, 'unknown');
     }
   }
+}
+
+/** The WebSocket's messages are JSON text frames. */
+function decode(data: string | Buffer): unknown {
+  if (typeof data !== 'string') {
+    throw new Error('Binary WebSocket frames are not accepted: messages are JSON text frames');
+  }
+  return JSON.parse(data);
 }
 
 function isIterable(value: unknown): value is AsyncIterable<unknown> {

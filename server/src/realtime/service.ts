@@ -25,12 +25,9 @@ export interface StreamRequest {
   user: AuthUser;
   lastEventId: string | null;
   signal: AbortSignal | undefined;
-  socket: WebSocket | null;
   /** Over HTTP (server-sent events): the response the stream is written into. */
   response: ServerResponse | null;
   connection: ConnectionState | null;
-  /** The JSON-RPC request of the subscription, when it came over the WebSocket. */
-  request: SubscriptionRequest | null;
 }
 
 export class Realtime {
@@ -94,8 +91,8 @@ export class Realtime {
    * here, before the stream is returned: the limits are checked and the live listener is in
    * place (the user's channel and those of their conversations), so an event published right
    * after `started` is never missed. The stream then backfills what came after `lastEventId`
-   * from the logs, drops what the backfill already gave, and goes live. Over Parley's WebSocket handler it writes its own frames
-   * (`DIRECT_STREAM`); any other consumer iterates it.
+   * from the logs, drops what the backfill already gave, and goes live. Whoever consumes it
+   * iterates it, unless it hands the stream a socket to write its own frames to (`writeTo`).
    */
   async stream(request: StreamRequest): Promise<AsyncIterable<TrackedEnvelope<ParleyEvent>>> {
     const { user, connection } = request;
@@ -118,10 +115,7 @@ export class Realtime {
     // Counted on this instance at once (the hub's count), its user's channel flowing below.
     const userChannel = this.hub.add(stream);
     userChannel.catch(() => undefined);
-    const direct =
-      request.socket && request.request ? { socket: request.socket, request: request.request } : null;
-    // An iterated stream abandoned before its first read would never run its `finally`.
-    if (!direct) request.signal?.addEventListener('abort', () => stream.stop(), { once: true });
+    stream.iterateWith(request.signal, request.response);
     try {
       const epoch = await this.epoch();
       await userChannel;
@@ -140,8 +134,16 @@ export class Realtime {
       stream.stop();
       throw error;
     }
-    if (direct) stream.writeTo(direct.socket, direct.request);
-    return direct ? stream : stream.iterateWith(request.signal ?? undefined, request.response);
+    return stream;
+  }
+
+  /**
+   * Over Parley's WebSocket handler (`http/ws.ts`): makes the stream an `events` subscription
+   * returned write its own data frames to `socket`, for the subscription `request`, instead of
+   * being iterated. Null for anything else.
+   */
+  writeTo(stream: unknown, socket: WebSocket, request: SubscriptionRequest): EventStream | null {
+    return stream instanceof EventStream ? stream.writeTo(socket, request) : null;
   }
 
   private async epoch(): Promise<string> {

@@ -8,7 +8,6 @@ import { toTRPCError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { EPHEMERAL_EVENTS, type Mark, type ParleyEvent } from '../contracts/events.js';
 import type { Conversation } from '../contracts/schemas.js';
-import { DIRECT_STREAM, type DirectStream } from './frames.js';
 import type { Delivery, LocalSubscriber } from './hub.js';
 import { conversationLog, EVENT_IDS_STREAM, inbox } from '../broker/keyspace.js';
 import type { ConnectionState } from './service.js';
@@ -61,9 +60,9 @@ export interface StreamDeps {
 
 /**
  * One `events` subscription: what the hub hands it, where it stands in the logs it follows,
- * and how it reaches its client. It is the hub's subscriber itself, and, over Parley's
- * WebSocket handler, the `DirectStream` that writes its own frames; other consumers iterate
- * `iterate()`. All of its state is in its fields, with no closure per subscription: thousands
+ * and how it reaches its client. It is the hub's subscriber itself, and, once Parley's
+ * WebSocket handler hands it the socket (`writeTo`), writes its own frames there (`start`,
+ * `stop`); other consumers iterate it. All of its state is in its fields, with no closure per subscription: thousands
  * of idle subscriptions hold little more than their sockets.
  *
  * What arrives is written out in id order, each durable event once. Anything that needs the
@@ -71,9 +70,7 @@ export interface StreamDeps {
  * down) holds what arrives live meanwhile, reads the logs, waits until everything published
  * before the reads has arrived (`barrier`), and writes both merged in id order.
  */
-export class EventStream
-  implements LocalSubscriber, DirectStream, AsyncIterable<TrackedEnvelope<ParleyEvent>>
-{
+export class EventStream implements LocalSubscriber, AsyncIterable<TrackedEnvelope<ParleyEvent>> {
   private queue: Delivery[] = [];
   /** While the logs are being read: what arrives live meanwhile. Held from the start. */
   private held: Delivery[] | null = [];
@@ -118,11 +115,6 @@ export class EventStream
     readonly connection: ConnectionState | null,
   ) {}
 
-  /** Present while the stream writes its own frames (see `DirectStream`). */
-  get [DIRECT_STREAM](): DirectStream | undefined {
-    return this.socket ? this : undefined;
-  }
-
   /** Starts following `conversationIds` (the user's, as the stream starts). */
   async follow(conversationIds: readonly string[]): Promise<void> {
     for (const id of conversationIds) this.following.add(id);
@@ -136,10 +128,17 @@ export class EventStream
     this.position = new StreamPosition(start.last);
   }
 
-  /** Makes this stream write its own frames to `socket`, for the subscription `request`. */
-  writeTo(socket: WebSocket, request: SubscriptionRequest): void {
+  /**
+   * Makes this stream write its own frames to `socket`, for the subscription `request`, from
+   * `start` on; it is not iterated, so it lets go of its consumer's signal.
+   */
+  writeTo(socket: WebSocket, request: SubscriptionRequest): this {
+    this.signal?.removeEventListener('abort', this);
+    this.signal = undefined;
+    this.response = null;
     this.socket = socket;
     this.prefix = framePrefix(request);
+    return this;
   }
 
   // --- the hub's side ---------------------------------------------------------------------
@@ -204,7 +203,15 @@ export class EventStream
   iterateWith(signal: AbortSignal | undefined, response: ServerResponse | null = null): this {
     this.signal = signal;
     this.response = response;
+    // An iterated stream abandoned before its first read would never run its `finally`. The
+    // stream is the listener itself (`handleEvent`): no closure, and `writeTo` can remove it.
+    signal?.addEventListener('abort', this, { once: true });
     return this;
+  }
+
+  /** The consumer's signal aborted (see `iterateWith`). */
+  handleEvent(): void {
+    this.stop();
   }
 
   [Symbol.asyncIterator](): AsyncGenerator<TrackedEnvelope<ParleyEvent>> {
@@ -224,7 +231,8 @@ export class EventStream
     this.run();
     try {
       for (;;) {
-        if (this.failure) throw this.failure;
+        // Mapped here: tRPC's middlewares have returned by the time a stream fails.
+        if (this.failure) throw toTRPCError(this.failure);
         if (signal?.aborted || this.ended) return;
         const next = this.queue.shift();
         if (!next) {

@@ -45,13 +45,7 @@ function reusable(inner: Serialized): boolean {
   return !(inner.meta && (inner.meta.referentialEqualities || Array.isArray(inner.meta.values)));
 }
 
-/**
- * Set by the WebSocket decoder (`realtime/frames.ts`) on the raw input of an `events`
- * subscription: the JSON-RPC id and version of the request, which its data frames must carry.
- * A symbol, so no client can forge it through JSON.
- */
-export const SUBSCRIPTION_REQUEST = Symbol('subscription request');
-
+/** What a subscription's data frames carry of its JSON-RPC request: its id and version. */
 export interface SubscriptionRequest {
   id: string | number;
   jsonrpc: '2.0' | undefined;
@@ -82,19 +76,11 @@ export const transformer = {
     }
     return serialize(value);
   },
-  deserialize<T>(payload: Serialized): T {
+  deserialize<T>(payload: Serialized | undefined): T {
+    // A call may leave its input out (`events` from a plain JSON-RPC client): it has none.
+    if (payload === undefined) return undefined as T;
     // In place: the payload was just parsed from the request and belongs to no one else.
-    const value = superjson.deserialize<T>(payload, { inPlace: true });
-    const request = (payload as { [SUBSCRIPTION_REQUEST]?: SubscriptionRequest } | undefined)?.[
-      SUBSCRIPTION_REQUEST
-    ];
-    if (request === undefined) return value;
-    // Carried over to the input the procedure sees; tRPC's `{ ...input, lastEventId }` keeps it.
-    if (value === undefined) return { [SUBSCRIPTION_REQUEST]: request } as T;
-    if (typeof value === 'object' && value !== null && !Array.isArray(value)) {
-      (value as { [SUBSCRIPTION_REQUEST]?: SubscriptionRequest })[SUBSCRIPTION_REQUEST] = request;
-    }
-    return value;
+    return superjson.deserialize<T>(payload, { inPlace: true });
   },
 };
 
