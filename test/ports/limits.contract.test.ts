@@ -52,14 +52,14 @@ function contract(engine: Engine) {
   });
 
   it('starts a window afresh once it ended', async () => {
-    const allowance = { key: fresh(), max: 1, windowMs: 150 };
+    const allowance = { key: fresh(), max: 1, windowMs: 500 };
     expect(await limits.spend([allowance])).toEqual({ spent: true });
     expect((await limits.spend([allowance])).spent).toBe(false);
     await vi.waitFor(
       async () => {
         expect(await limits.spend([allowance])).toEqual({ spent: true });
       },
-      { timeout: 2_000, interval: 20 },
+      { timeout: 3_000, interval: 20 },
     );
     expect((await limits.spend([allowance])).spent).toBe(false);
   });
@@ -91,7 +91,12 @@ function contract(engine: Engine) {
   });
 
   it('with a backoff, every attempt starts the window afresh: it ends only once the attempts stop', async () => {
-    const allowance: Allowance = { key: fresh(), max: 2, windowMs: 250, backoff: { firstMs: 60, maxMs: 60 } };
+    const allowance: Allowance = {
+      key: fresh(),
+      max: 2,
+      windowMs: 500,
+      backoff: { firstMs: 100, maxMs: 100 },
+    };
     const start = Date.now();
     expect(await limits.spend([allowance])).toEqual({ spent: true });
     expect(await limits.spend([allowance])).toEqual({ spent: true });
@@ -102,7 +107,7 @@ function contract(engine: Engine) {
         async () => {
           expect(await limits.spend([allowance])).toEqual({ spent: true });
         },
-        { timeout: 2_000, interval: 10 },
+        { timeout: 2_000, interval: 20 },
       );
     }
     expect((await limits.spend([allowance])).spent).toBe(false);
