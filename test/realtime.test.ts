@@ -173,7 +173,8 @@ describe(`events (${engineLabel})`, () => {
     const remaining = (typing?.until.getTime() ?? 0) - Date.now();
     expect(remaining).toBeGreaterThan(3_000);
     expect(remaining).toBeLessThanOrEqual(5_000);
-    expect(await app.services.broker.get(`typing:${conversation.id}:${al.user.id}`)).not.toBeNull();
+    // The claim that sent it is held: another call now sends nothing.
+    expect(await app.services.broker.typing.claim(conversation.id, al.user.id, 1_000)).toBe(false);
     // The typist does not get their own typing: their message, sent after it on the same
     // channel, comes with no typing before it.
     const sentinel = await al.api.message.send.mutate({

@@ -89,9 +89,7 @@ describe(`refresh-token reuse grace (${engineLabel})`, () => {
   it('keeps the successor in the broker only sealed, and never logs it', async () => {
     const fi = await signUp(app.url);
     const { tokens } = await refresh(app, fi.tokens.refreshToken);
-    const stored = await app.services.broker.get(
-      `refresh:successor:${hashRefreshToken(fi.tokens.refreshToken)}`,
-    );
+    const stored = await app.services.broker.sessions.successor(hashRefreshToken(fi.tokens.refreshToken));
     expect(stored).toEqual(expect.any(String));
     expect(stored).not.toContain(tokens.refreshToken);
     const again = await refresh(other, fi.tokens.refreshToken);

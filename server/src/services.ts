@@ -48,14 +48,14 @@ export function buildServices(deps: {
 }): Services {
   const { config, log, database, broker, durability = null } = deps;
   const db = database.db;
-  const sessions = new Sessions(db, broker, config, log);
+  const sessions = new Sessions(db, broker.sessions, broker, config, log);
   const passwords = new Passwords(config.passwordHashCost, config.limits);
-  const guesses = new PasswordGuesses(broker, passwords, config.limits);
+  const guesses = new PasswordGuesses(broker.limits, passwords, config.limits);
   const memberships = new Memberships(db, broker.rosters);
   const events = new BrokerEventPublisher(broker, config.limits.eventLogLength);
   const lastSeen = new LastSeen(db);
   const presence = new Presence(
-    broker,
+    broker.presence,
     memberships,
     lastSeen,
     events,
@@ -77,7 +77,7 @@ export function buildServices(deps: {
     memberships,
     messages,
     events,
-    broker,
+    broker.typing,
     config.limits,
   );
   hub = new Hub(broker, sessions, log, metrics);

@@ -126,7 +126,7 @@ const requireUser = t.middleware(async ({ ctx, meta, next }) => {
  */
 const spend = t.middleware(async ({ ctx, path, next }) => {
   try {
-    await spendBudget(ctx.app.broker, ctx.app.config.limits.budgets, path, {
+    await spendBudget(ctx.app.broker.limits, ctx.app.config.limits.budgets, path, {
       userId: ctx.user?.id ?? null,
       ip: ctx.ip,
     });

@@ -1,4 +1,8 @@
+import type { LimitStore } from './ports/limits.js';
+import type { PresenceStore } from './ports/presence.js';
 import type { RosterStore } from './ports/rosters.js';
+import type { SessionStore } from './ports/sessions.js';
+import type { TypingClaims } from './ports/typing.js';
 
 /**
  * What Parley needs from Redis, as one interface with two engines: `RedisBroker` (ioredis)
@@ -123,26 +127,6 @@ export interface Publication {
   message: string;
 }
 
-/**
- * An allowance of attempts under one key, for `spend`: `max` attempts per window of `windowMs`,
- * the window starting with the first attempt.
- */
-export interface Allowance {
-  key: string;
-  max: number;
-  windowMs: number;
-  /**
-   * Past `max`, slow down instead of refusing until the window ends: the next attempt is allowed
-   * `firstMs` after the last one, each further one after twice as long as the one before, at
-   * most `maxMs`; and every attempt starts the window afresh, so it ends only once the attempts
-   * stop.
-   */
-  backoff?: { firstMs: number; maxMs: number };
-}
-
-/** What `spend` answers: taken, or refused with how long to wait before trying again. */
-export type Spent = { spent: true } | { spent: false; retryAfterMs: number };
-
 export type Unsubscribe = () => Promise<void>;
 
 export interface SubscriptionWatcher {
@@ -153,6 +137,10 @@ export interface SubscriptionWatcher {
 export interface Broker {
   readonly engine: 'redis' | 'memory';
   readonly rosters: RosterStore;
+  readonly presence: PresenceStore;
+  readonly limits: LimitStore;
+  readonly typing: TypingClaims;
+  readonly sessions: SessionStore;
 
   // Pub/Sub: at-most-once, to every current subscriber of the channel on any instance.
   publish(channel: string, message: string): Promise<void>;
@@ -219,15 +207,6 @@ export interface Broker {
   set(key: string, value: string, options?: { ttlMs?: number; nx?: boolean }): Promise<boolean>;
   del(...keys: string[]): Promise<number>;
   ttlMs(key: string): Promise<number>;
-
-  /**
-   * Takes one attempt from each allowance, all or none, in one atomic step shared by every
-   * instance: when any of them has none left, nothing is taken and the answer says how long until
-   * all of them would allow one. A refused call takes nothing, so asking again costs nothing.
-   */
-  spend(allowances: Allowance[]): Promise<Spent>;
-  /** Gives back one attempt taken by `spend` from each key (never below none taken). */
-  refund(keys: string[]): Promise<void>;
   hget(key: string, field: string): Promise<string | null>;
   hgetall(key: string): Promise<Record<string, string>>;
   hset(key: string, field: string, value: string): Promise<void>;
@@ -235,30 +214,6 @@ export interface Broker {
   hdelIfPrefix(key: string, field: string, prefix: string): Promise<boolean>;
   /** `hdelIfPrefix` for many fields at once; returns how many were deleted. */
   hdelIfPrefixMany(items: { key: string; field: string; prefix: string }[]): Promise<number>;
-
-  // Sorted sets (presence, rate windows).
-  /** Adds or moves each of `members` to `score`, in one step. */
-  zadd(key: string, score: number, ...members: string[]): Promise<void>;
-  /**
-   * Adds `member` at `score` unless `key` already holds `max` members, counted once those
-   * scored at or below `expireUpTo` are removed; all in one step, so callers racing on any
-   * instance never take more than `max` places between them. A member already present keeps
-   * its place (moved to `score`). Says whether `member` holds a place now, and how many other
-   * members the set held.
-   */
-  zaddCapped(
-    key: string,
-    member: string,
-    score: number,
-    cap: { max: number; expireUpTo: number },
-  ): Promise<{ added: boolean; others: number }>;
-  zrem(key: string, member: string): Promise<number>;
-  zremRangeByScore(key: string, max: number): Promise<number>;
-  zcard(key: string): Promise<number>;
-  /** Members whose score is at most `max`, lowest first. */
-  zrangeByScore(key: string, max: number, count: number): Promise<string[]>;
-  /** The score of each member, null where it is absent. */
-  zscores(key: string, members: string[]): Promise<(number | null)[]>;
 
   ping(): Promise<boolean>;
   close(): Promise<void>;

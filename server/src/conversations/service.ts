@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { v7 as uuidv7 } from 'uuid';
 import { and, asc, desc, eq, inArray, isNull, lt, lte, sql } from 'drizzle-orm';
 import { conversations, members, users } from '../../../drizzle/schema.js';
-import type { Broker } from '../broker/types.js';
+import type { TypingClaims } from '../broker/ports/typing.js';
 import type { Conversation, Member, Role } from '../contracts/schemas.js';
 import type { Limits } from '../config/index.js';
 import type { Database } from '../db/index.js';
@@ -13,7 +13,6 @@ import { CursorField, decodeCursor, encodeCursor } from '../pagination.js';
 import type { EventPublisher } from '../contracts/events.js';
 import type { Memberships } from '../membership/index.js';
 import type { CreateGroup, ListConversations, ListMembers } from './schemas.js';
-import { typingKey } from '../broker/keyspace.js';
 
 /** How long a `typing` signal lasts unless repeated. */
 export const TYPING_TTL_MS = 5_000;
@@ -46,7 +45,7 @@ export class ConversationService {
     private readonly memberships: Memberships,
     private readonly messages: MessageService,
     private readonly events: EventPublisher,
-    private readonly broker: Broker,
+    private readonly typingClaims: TypingClaims,
     private readonly limits: Pick<Limits, 'maxGroupMembers' | 'largeGroup'>,
   ) {}
 
@@ -338,18 +337,15 @@ export class ConversationService {
 
   /**
    * Ephemeral: never written to PostgreSQL. Coalesced across instances: only the call that
-   * claims the user's slot in this conversation (a key set only when absent, expiring after
-   * `TYPING_COALESCE_MS`) sends the event; the others succeed without one.
+   * claims the user's slot in this conversation (held for `TYPING_COALESCE_MS`) sends the event;
+   * the others succeed without one.
    */
   async typing(userId: string, id: string): Promise<{ ok: true }> {
     if (!(await this.memberships.isMember(userId, id))) throw new NotFound('Conversation');
     // Nobody is told who types in a group past `largeGroup`.
     if (await this.isLarge(id)) return { ok: true };
     const until = new Date(Date.now() + TYPING_TTL_MS);
-    const claimed = await this.broker.set(typingKey(id, userId), until.toISOString(), {
-      ttlMs: TYPING_COALESCE_MS,
-      nx: true,
-    });
+    const claimed = await this.typingClaims.claim(id, userId, TYPING_COALESCE_MS);
     if (!claimed) return { ok: true };
     await this.events.toConversation(id, { type: 'typing', conversationId: id, userId, until });
     return { ok: true };

@@ -1,4 +1,4 @@
-import type { Allowance, Broker } from '../broker/types.js';
+import type { Allowance, LimitStore } from '../broker/ports/limits.js';
 import type { Limits } from '../config/index.js';
 import { addressBucket, tooManyRequests } from '../limits/spend.js';
 import type { Passwords } from './passwords.js';
@@ -27,7 +27,7 @@ type GuessLimits = Pick<
  */
 export class PasswordGuesses {
   constructor(
-    private readonly broker: Broker,
+    private readonly limitStore: LimitStore,
     private readonly passwords: Passwords,
     private readonly limits: GuessLimits,
   ) {}
@@ -62,7 +62,7 @@ export class PasswordGuesses {
    * (nothing hashed, nothing counted) while one of them makes the caller wait.
    */
   async check(password: string, stored: string, allowances: Allowance[]): Promise<boolean> {
-    const spent = await this.broker.spend(allowances);
+    const spent = await this.limitStore.spend(allowances);
     if (!spent.spent) throw tooManyRequests('Too many failed password attempts', spent.retryAfterMs);
     let outcome: 'right' | 'wrong' | 'not checked' = 'not checked';
     try {
@@ -74,7 +74,7 @@ export class PasswordGuesses {
       // (hashing refused as too busy, an error), was no guess. A refund lost to a broker
       // failure leaves one attempt too many counted, which is no reason to fail the call.
       if (outcome !== 'wrong') {
-        await this.broker.refund(allowances.map((allowance) => allowance.key)).catch(() => undefined);
+        await this.limitStore.refund(allowances.map((allowance) => allowance.key)).catch(() => undefined);
       }
     }
   }

@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { and, eq, gt, isNull, max, ne } from 'drizzle-orm';
 import { sessions } from '../../../drizzle/schema.js';
-import { type Broker, type Refusal, refuses } from '../broker/types.js';
+import type { SessionHolder, SessionStore } from '../broker/ports/sessions.js';
+import type { Broker, Refusal } from '../broker/types.js';
 import type { Config } from '../config/index.js';
 import type { Database } from '../db/index.js';
 import type { Logger } from '../logger.js';
@@ -14,12 +15,7 @@ import {
   sealForRefreshToken,
   signAccessToken,
 } from './tokens.js';
-import {
-  REVOCATIONS_CHANNEL,
-  refreshSuccessorKey,
-  revokedSessionKey,
-  revokedUserKey,
-} from '../broker/keyspace.js';
+import { REVOCATIONS_CHANNEL, revokedSessionKey, revokedUserKey } from '../broker/keyspace.js';
 
 /** Channel on which revocations travel, so open sockets on every instance lose authority. */
 export { REVOCATIONS_CHANNEL };
@@ -30,13 +26,7 @@ export interface Revocation {
   sessionId: string | null;
 }
 
-/** Who holds an access token: enough to find the marks that revoke it. */
-export interface SessionHolder {
-  userId: string;
-  sessionId: string;
-  /** When the access token was issued (ms). */
-  issuedAt: number;
-}
+export type { SessionHolder };
 
 /**
  * What `rotate` found: a token rotated just now (`again` null: issue its successor), or one
@@ -49,28 +39,10 @@ export interface Rotation {
 }
 
 /**
- * The broker key under which a rotated token's successor is kept for the reuse grace, sealed
- * with the rotated token (see `sealForRefreshToken`), by the rotated token's hash.
- */
-function successorKey(tokenHash: string): string {
-  return refreshSuccessorKey(tokenHash);
-}
-
-/**
  * How long a second presentation waits at most for the successor of a rotation still under way
  * on another request: the winner writes it right after its conditional UPDATE.
  */
 const SUCCESSOR_WAIT_MS = 3_000;
-
-/** Sessions checked per broker command by `revokedAmong`. */
-const REVOCATION_CHECK_BATCH = 500;
-
-function marksOf(holder: SessionHolder): Refusal[] {
-  return [
-    { key: revokedSessionKey(holder.sessionId) },
-    { key: revokedUserKey(holder.userId), atLeast: holder.issuedAt },
-  ];
-}
 
 /**
  * Refresh-token sessions. A login starts a family; each refresh rotates to a new row of the
@@ -80,7 +52,9 @@ function marksOf(holder: SessionHolder): Refusal[] {
 export class Sessions {
   constructor(
     private readonly db: Database,
-    private readonly broker: Broker,
+    private readonly marks: SessionStore,
+    /** Where revocations are announced (`REVOCATIONS_CHANNEL`). */
+    private readonly bus: Pick<Broker, 'publish'>,
     private readonly config: Config,
     private readonly log: Logger,
   ) {}
@@ -149,13 +123,13 @@ export class Sessions {
     if (graceMs <= 0) return 'reuse';
     const graceEnds = rotatedAt.getTime() + graceMs;
     const deadline = Math.min(graceEnds, Date.now() + SUCCESSOR_WAIT_MS);
-    let sealed = await this.broker.get(successorKey(tokenHash));
+    let sealed = await this.marks.successor(tokenHash);
     // The rotation may still be under way on another request, between its UPDATE and its write.
     for (let delay = 10; sealed === null && Date.now() < deadline; delay = Math.min(200, delay * 2)) {
       await new Promise((resolve) =>
         setTimeout(resolve, Math.min(delay, Math.max(1, deadline - Date.now()))),
       );
-      sealed = await this.broker.get(successorKey(tokenHash));
+      sealed = await this.marks.successor(tokenHash);
     }
     if (sealed === null) return Date.now() < graceEnds ? 'unknown' : 'reuse';
     const successor = openWithRefreshToken(refreshToken, sealed);
@@ -187,7 +161,7 @@ export class Sessions {
       .update(sessions)
       .set({ revokedAt: new Date() })
       .where(and(eq(sessions.familyId, familyId), isNull(sessions.revokedAt)));
-    await this.broker.set(revokedSessionKey(familyId), '1', { ttlMs: this.accessTtlMs });
+    await this.marks.revokeSession(familyId, this.accessTtlMs);
     await this.announce({ userId, sessionId: familyId });
   }
 
@@ -208,7 +182,7 @@ export class Sessions {
       .update(sessions)
       .set({ revokedAt: new Date(now) })
       .where(and(eq(sessions.userId, userId), isNull(sessions.revokedAt)));
-    await this.broker.set(revokedUserKey(userId), String(now), { ttlMs: this.accessTtlMs });
+    await this.marks.revokeUserBefore(userId, now, this.accessTtlMs);
     await this.announce({ userId, sessionId: null });
   }
 
@@ -230,7 +204,7 @@ export class Sessions {
     for (const { familyId, revokedAt } of revoked) {
       const ttlMs = (revokedAt?.getTime() ?? 0) + this.accessTtlMs - now;
       if (ttlMs <= 0) continue;
-      await this.broker.set(revokedSessionKey(familyId), '1', { ttlMs });
+      await this.marks.revokeSession(familyId, ttlMs);
       restored += 1;
     }
     if (restored > 0) this.log.info({ sessions: restored }, 'session revocations restored from the database');
@@ -243,30 +217,24 @@ export class Sessions {
    * same atomic step (`AppendOptions.refuseIf`).
    */
   revocationMarks(user: AuthUser): Refusal[] {
-    return marksOf({ userId: user.id, sessionId: user.sessionId, issuedAt: user.issuedAt.getTime() });
+    return [
+      { key: revokedSessionKey(user.sessionId) },
+      { key: revokedUserKey(user.id), atLeast: user.issuedAt.getTime() },
+    ];
   }
 
   /**
    * Which of these sessions were revoked, in order: for holders that may have missed the
    * announcement (a subscription whose events channel was down). Throws while the broker is down.
    */
-  async revokedAmong(holders: readonly SessionHolder[]): Promise<boolean[]> {
-    const revoked: boolean[] = [];
-    for (let start = 0; start < holders.length; start += REVOCATION_CHECK_BATCH) {
-      const marks = holders.slice(start, start + REVOCATION_CHECK_BATCH).map(marksOf);
-      const values = await this.broker.mget(marks.flat().map((mark) => mark.key));
-      let at = 0;
-      for (const pair of marks) {
-        revoked.push(pair.map((mark) => refuses(mark, values[at++] ?? null)).some(Boolean));
-      }
-    }
-    return revoked;
+  revokedAmong(holders: readonly SessionHolder[]): Promise<boolean[]> {
+    return this.marks.revokedAmong(holders);
   }
 
   /** Whether an access token's session was revoked; fails open while the broker is down. */
   async isRevoked(user: AuthUser): Promise<boolean> {
     try {
-      // One command for both marks: this runs on every call over a WebSocket.
+      // One command for both marks (`SessionStore.revokedAmong`): this runs on every call over a WebSocket.
       const [revoked] = await this.revokedAmong([
         { userId: user.id, sessionId: user.sessionId, issuedAt: user.issuedAt.getTime() },
       ]);
@@ -283,7 +251,7 @@ export class Sessions {
   }
 
   private async announce(revocation: Revocation): Promise<void> {
-    await this.broker.publish(REVOCATIONS_CHANNEL, JSON.stringify(revocation)).catch((error: unknown) => {
+    await this.bus.publish(REVOCATIONS_CHANNEL, JSON.stringify(revocation)).catch((error: unknown) => {
       this.log.warn({ err: error }, 'could not announce a revocation');
     });
   }
@@ -304,9 +272,8 @@ export class Sessions {
     });
     const graceMs = this.config.jwt.refreshReuseGraceMs;
     if (replacing !== undefined && graceMs > 0) {
-      const key = successorKey(hashRefreshToken(replacing));
-      await this.broker
-        .set(key, sealForRefreshToken(replacing, refreshToken), { ttlMs: graceMs })
+      await this.marks
+        .keepSuccessor(hashRefreshToken(replacing), sealForRefreshToken(replacing, refreshToken), graceMs)
         .catch((error: unknown) => {
           // The refresh itself succeeded; only a concurrent presentation of `replacing` is refused.
           this.log.warn(

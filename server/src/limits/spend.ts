@@ -1,5 +1,5 @@
 import { isIPv6 } from 'node:net';
-import type { Allowance, Broker } from '../broker/types.js';
+import type { Allowance, LimitStore } from '../broker/ports/limits.js';
 import { RateLimited } from '../errors.js';
 import { type Budgets, procedureBudgets } from './budgets.js';
 import { budgetKey } from '../broker/keyspace.js';
@@ -15,7 +15,7 @@ export interface Caller {
  * instance; throws `RateLimited` with the seconds left in the window when none is left. The
  * refused call is not counted.
  */
-export async function spendBudget(broker: Broker, budgets: Budgets, path: string, caller: Caller) {
+export async function spendBudget(limits: LimitStore, budgets: Budgets, path: string, caller: Caller) {
   const entry = procedureBudgets[path];
   if (entry === undefined) throw new Error(`procedure ${path} has no budget in server/src/limits/budgets.ts`);
   if (typeof entry !== 'string') return;
@@ -27,7 +27,7 @@ export async function spendBudget(broker: Broker, budgets: Budgets, path: string
     max: budget.max,
     windowMs: budget.windowSeconds * 1000,
   };
-  const spent = await broker.spend([allowance]);
+  const spent = await limits.spend([allowance]);
   if (!spent.spent) throw tooManyRequests('Too many requests', spent.retryAfterMs);
 }
 

@@ -1,11 +1,10 @@
-import type { Broker } from '../broker/types.js';
+import type { PresenceStore } from '../broker/ports/presence.js';
 import type { Memberships } from '../membership/index.js';
 import type { Logger } from '../logger.js';
 import type { LastSeen, OnlineLookup } from '../users/service.js';
 import type { EventPublisher } from '../contracts/events.js';
-import { connectionsKey, ONLINE_KEY } from '../broker/keyspace.js';
 
-/** Connections refreshed per batch of concurrent commands. */
+/** Connections refreshed per batch of commands sent together. */
 const HEARTBEAT_SLICE = 500;
 
 export interface PresenceSettings {
@@ -24,7 +23,7 @@ export class Presence implements OnlineLookup {
   private timer: NodeJS.Timeout | null = null;
 
   constructor(
-    private readonly broker: Broker,
+    private readonly store: PresenceStore,
     private readonly memberships: Memberships,
     private readonly lastSeen: LastSeen,
     private readonly events: EventPublisher,
@@ -49,9 +48,9 @@ export class Presence implements OnlineLookup {
   }
 
   async onlineAmong(userIds: string[]): Promise<Set<string>> {
-    const scores = await this.broker.zscores(ONLINE_KEY, userIds);
+    const until = await this.store.onlineUntil(userIds);
     const now = Date.now();
-    return new Set(userIds.filter((_, i) => (scores[i] ?? 0) > now));
+    return new Set(userIds.filter((_, i) => (until[i] ?? 0) > now));
   }
 
   /**
@@ -61,30 +60,27 @@ export class Presence implements OnlineLookup {
    */
   async connect(userId: string, key: string, max: number): Promise<boolean> {
     const now = Date.now();
-    const expiry = now + this.settings.ttlMs;
-    const { added, others } = await this.broker.zaddCapped(connectionsKey(userId), key, expiry, {
+    const { connected, first } = await this.store.connect(userId, key, {
       max,
-      expireUpTo: now,
+      now,
+      until: now + this.settings.ttlMs,
     });
-    if (!added) return false;
-    await this.broker.zadd(ONLINE_KEY, expiry, userId);
-    if (others === 0) await this.announce(userId, true, new Date());
+    if (!connected) return false;
+    if (first) await this.announce(userId, true, new Date());
     return true;
   }
 
   async disconnected(userId: string, key: string): Promise<void> {
-    await this.broker.zrem(connectionsKey(userId), key);
-    await this.wentAwayIfLast(userId);
+    if (await this.store.disconnect(userId, key, Date.now())) await this.wentAway(userId);
   }
 
   /** How many live connections the user has across instances. */
-  async connectionCount(userId: string): Promise<number> {
-    await this.broker.zremRangeByScore(connectionsKey(userId), Date.now());
-    return this.broker.zcard(connectionsKey(userId));
+  connectionCount(userId: string): Promise<number> {
+    return this.store.connections(userId, Date.now());
   }
 
   private async heartbeat(local: { userId: string; key: string }[]): Promise<void> {
-    const expiry = Date.now() + this.settings.ttlMs;
+    const until = Date.now() + this.settings.ttlMs;
     // In slices sent together (pipelined by the Redis client), not one round trip after another:
     // an instance with thousands of connections refreshes them in a few round trips, with one
     // command per user (for all of their connections here) and one for the online set.
@@ -95,21 +91,17 @@ export class Presence implements OnlineLookup {
         if (keys) keys.push(key);
         else byUser.set(userId, [key]);
       }
-      await Promise.all([
-        ...[...byUser].map(([userId, keys]) => this.broker.zadd(connectionsKey(userId), expiry, ...keys)),
-        this.broker.zadd(ONLINE_KEY, expiry, ...byUser.keys()),
-      ]);
+      await this.store.heartbeat(byUser, until);
     }
     // Users whose every connection stopped being refreshed: their instance is gone.
-    const stale = await this.broker.zrangeByScore(ONLINE_KEY, Date.now(), 100);
-    for (const userId of stale) await this.wentAwayIfLast(userId);
+    const stale = await this.store.expired(Date.now(), 100);
+    for (const userId of stale) {
+      // Only the instance that takes the user offline announces it.
+      if (await this.store.leaveIfGone(userId, Date.now())) await this.wentAway(userId);
+    }
   }
 
-  private async wentAwayIfLast(userId: string): Promise<void> {
-    await this.broker.zremRangeByScore(connectionsKey(userId), Date.now());
-    if ((await this.broker.zcard(connectionsKey(userId))) > 0) return;
-    // Only the instance that removes the user from the online set announces it.
-    if ((await this.broker.zrem(ONLINE_KEY, userId)) === 0) return;
+  private async wentAway(userId: string): Promise<void> {
     const { lastSeenAt } = await this.lastSeen.touch(userId).catch(() => ({ lastSeenAt: new Date() }));
     await this.announce(userId, false, lastSeenAt);
   }

@@ -1,13 +1,15 @@
+import { MemoryLimits } from './limits.js';
+import { MemoryPresence } from './presence.js';
 import { MemoryRosters } from './rosters.js';
+import { MemorySessions } from './sessions.js';
+import { MemoryTyping } from './typing.js';
 import {
-  type Allowance,
   type AppendOptions,
   type AppendResult,
   type Broker,
   type GroupInfo,
   type PendingEntry,
   type Publication,
-  type Spent,
   type StreamEntry,
   type StreamInfo,
   type Unsubscribe,
@@ -41,11 +43,14 @@ interface KeyValue {
 export class MemoryBroker implements Broker {
   readonly engine = 'memory' as const;
   readonly rosters = new MemoryRosters();
+  readonly presence = new MemoryPresence();
+  readonly limits = new MemoryLimits();
+  readonly typing = new MemoryTyping();
+  readonly sessions = new MemorySessions();
   private readonly channels = new Map<string, Set<(message: string) => void>>();
   private readonly streams = new Map<string, Stream>();
   private readonly keys = new Map<string, KeyValue>();
   private readonly hashes = new Map<string, Map<string, string>>();
-  private readonly zsets = new Map<string, Map<string, number>>();
   private lastMs = 0;
   private lastSeq = 0;
   private closed = false;
@@ -327,11 +332,9 @@ export class MemoryBroker implements Broker {
   del(...keys: string[]): Promise<number> {
     let removed = 0;
     for (const key of keys) {
-      const had =
-        this.readKey(key) !== null || this.hashes.has(key) || this.zsets.has(key) || this.streams.has(key);
+      const had = this.readKey(key) !== null || this.hashes.has(key) || this.streams.has(key);
       this.keys.delete(key);
       this.hashes.delete(key);
-      this.zsets.delete(key);
       this.streams.delete(key);
       if (had) removed++;
     }
@@ -355,53 +358,6 @@ export class MemoryBroker implements Broker {
     if (this.readKey(key) === null) return Promise.resolve(-2);
     const expiresAt = this.keys.get(key)?.expiresAt ?? null;
     return Promise.resolve(expiresAt === null ? -1 : Math.max(0, expiresAt - Date.now()));
-  }
-
-  spend(allowances: Allowance[]): Promise<Spent> {
-    const now = Date.now();
-    const states = allowances.map((allowance) => this.allowanceState(allowance.key));
-    let waitMs = 0;
-    allowances.forEach((allowance, i) => {
-      const state = states[i];
-      if (!state || state.taken < allowance.max) return;
-      const wait = allowance.backoff ? state.notBefore - now : (state.expiresAt ?? now) - now;
-      waitMs = Math.max(waitMs, wait);
-    });
-    if (waitMs > 0) return Promise.resolve({ spent: false, retryAfterMs: waitMs });
-    allowances.forEach((allowance, i) => {
-      const state = states[i];
-      const taken = (state?.taken ?? 0) + 1;
-      const { backoff } = allowance;
-      const notBefore =
-        backoff && taken >= allowance.max
-          ? now + Math.min(backoff.maxMs, backoff.firstMs * 2 ** (taken - allowance.max))
-          : (state?.notBefore ?? 0);
-      // A fixed window keeps the expiry its first attempt gave it; a backoff window restarts.
-      const expiresAt = backoff || !state ? now + allowance.windowMs : state.expiresAt;
-      this.keys.set(allowance.key, { value: `${taken}:${notBefore}`, expiresAt });
-    });
-    return Promise.resolve({ spent: true });
-  }
-
-  refund(keys: string[]): Promise<void> {
-    for (const key of keys) {
-      const state = this.allowanceState(key);
-      if (!state || state.taken <= 0) continue;
-      this.keys.set(key, { value: `${state.taken - 1}:${state.notBefore}`, expiresAt: state.expiresAt });
-    }
-    return Promise.resolve();
-  }
-
-  /** An allowance is kept as `<taken>:<not before, ms>` under its key. */
-  private allowanceState(key: string) {
-    const value = this.readKey(key);
-    if (value === null) return null;
-    const [taken, notBefore] = value.split(':').map(Number);
-    return {
-      taken: taken ?? 0,
-      notBefore: notBefore ?? 0,
-      expiresAt: this.keys.get(key)?.expiresAt ?? null,
-    };
   }
 
   hget(key: string, field: string): Promise<string | null> {
@@ -432,68 +388,6 @@ export class MemoryBroker implements Broker {
     return deleted;
   }
 
-  zadd(key: string, score: number, ...members: string[]): Promise<void> {
-    if (members.length === 0) return Promise.resolve();
-    let zset = this.zsets.get(key);
-    if (!zset) {
-      zset = new Map();
-      this.zsets.set(key, zset);
-    }
-    for (const member of members) zset.set(member, score);
-    return Promise.resolve();
-  }
-
-  zaddCapped(
-    key: string,
-    member: string,
-    score: number,
-    cap: { max: number; expireUpTo: number },
-  ): Promise<{ added: boolean; others: number }> {
-    // No await in between: the check and the add are one step, as in Redis.
-    void this.zremRangeByScore(key, cap.expireUpTo);
-    const zset = this.zsets.get(key);
-    const present = zset?.has(member) ?? false;
-    const others = (zset?.size ?? 0) - (present ? 1 : 0);
-    if (!present && others >= cap.max) return Promise.resolve({ added: false, others });
-    void this.zadd(key, score, member);
-    return Promise.resolve({ added: true, others });
-  }
-
-  zrem(key: string, member: string): Promise<number> {
-    const zset = this.zsets.get(key);
-    const removed = zset?.delete(member) ? 1 : 0;
-    if (zset?.size === 0) this.zsets.delete(key);
-    return Promise.resolve(removed);
-  }
-
-  zremRangeByScore(key: string, max: number): Promise<number> {
-    const zset = this.zsets.get(key);
-    let removed = 0;
-    for (const [member, score] of zset ?? []) {
-      if (score <= max) {
-        zset?.delete(member);
-        removed++;
-      }
-    }
-    if (zset?.size === 0) this.zsets.delete(key);
-    return Promise.resolve(removed);
-  }
-
-  zcard(key: string): Promise<number> {
-    return Promise.resolve(this.zsets.get(key)?.size ?? 0);
-  }
-
-  zrangeByScore(key: string, max: number, count: number): Promise<string[]> {
-    const entries = [...(this.zsets.get(key) ?? [])].filter(([, score]) => score <= max);
-    entries.sort(([am, a], [bm, b]) => a - b || (am < bm ? -1 : am > bm ? 1 : 0));
-    return Promise.resolve(entries.slice(0, count).map(([member]) => member));
-  }
-
-  zscores(key: string, members: string[]): Promise<(number | null)[]> {
-    const zset = this.zsets.get(key);
-    return Promise.resolve(members.map((member) => zset?.get(member) ?? null));
-  }
-
   ping(): Promise<boolean> {
     return Promise.resolve(!this.closed);
   }
@@ -506,6 +400,9 @@ export class MemoryBroker implements Broker {
   }
 
   private readKey(key: string): string | null {
+    // Revocation marks live with the sessions; the send's refusals still name them by key.
+    const mark = this.sessions.markValue(key);
+    if (mark !== null) return mark;
     const entry = this.keys.get(key);
     if (!entry) return null;
     if (entry.expiresAt !== null && entry.expiresAt <= Date.now()) {

@@ -1,9 +1,12 @@
 import { Redis } from 'ioredis';
 import { rosterKey } from '../keyspace.js';
 import { RedisConnection } from './connection.js';
+import { RedisLimits } from './limits.js';
+import { RedisPresence } from './presence.js';
 import { RedisRosters } from './rosters.js';
+import { RedisSessions } from './sessions.js';
+import { RedisTyping } from './typing.js';
 import {
-  type Allowance,
   type AppendOptions,
   type AppendResult,
   type Broker,
@@ -12,7 +15,6 @@ import {
   type GroupInfo,
   type PendingEntry,
   type Publication,
-  type Spent,
   type StreamEntry,
   type StreamInfo,
   type SubscriptionWatcher,
@@ -160,68 +162,6 @@ for i = 1, #KEYS do
 end
 return deleted`;
 
-// Takes one attempt from every allowance or, when one of them has none left, none at all and
-// answers how long to wait (ms); 0 when taken. An allowance is a hash: `n` attempts taken,
-// `at` the time (ms, Redis's clock, shared by every instance) before which a backoff refuses.
-// KEYS: one per allowance. ARGV: four values per allowance, from `allowanceArgs`.
-const SPEND = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local wait = 0
-local taken = {}
-for i = 1, #KEYS do
-  local max, first = tonumber(ARGV[i * 4 - 3]), tonumber(ARGV[i * 4 - 1])
-  local state = redis.call('HMGET', KEYS[i], 'n', 'at')
-  local n = tonumber(state[1]) or 0
-  taken[i] = n
-  if n >= max then
-    local w
-    if first > 0 then w = (tonumber(state[2]) or 0) - now else w = redis.call('PTTL', KEYS[i]) end
-    if w > wait then wait = w end
-  end
-end
-if wait > 0 then return wait end
-for i = 1, #KEYS do
-  local max, window, first, cap = tonumber(ARGV[i * 4 - 3]), ARGV[i * 4 - 2], tonumber(ARGV[i * 4 - 1]), tonumber(ARGV[i * 4])
-  local n = taken[i] + 1
-  redis.call('HSET', KEYS[i], 'n', n)
-  if first > 0 then
-    if n >= max then
-      redis.call('HSET', KEYS[i], 'at', string.format('%d', now + math.min(cap, first * 2 ^ (n - max))))
-    end
-    redis.call('PEXPIRE', KEYS[i], window)
-  elseif n == 1 or redis.call('PTTL', KEYS[i]) < 0 then
-    redis.call('PEXPIRE', KEYS[i], window)
-  end
-end
-return 0`;
-
-const REFUND = `
-for i = 1, #KEYS do
-  local n = tonumber(redis.call('HGET', KEYS[i], 'n'))
-  if n and n > 0 then redis.call('HINCRBY', KEYS[i], 'n', -1) end
-end
-return 0`;
-
-/** SPEND's four arguments for one allowance, in the order the script reads them. */
-function allowanceArgs(
-  allowance: Allowance,
-): [max: string, windowMs: string, firstMs: string, maxMs: string] {
-  const { max, windowMs, backoff } = allowance;
-  return [String(max), String(windowMs), String(backoff?.firstMs ?? 0), String(backoff?.maxMs ?? 0)];
-}
-
-// Expire, count, and add only below the cap, in one step (see `Broker.zaddCapped`).
-// KEYS: the set. ARGV: expireUpTo, max, score, member.
-const ZADD_CAPPED = `
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-local present = redis.call('ZSCORE', KEYS[1], ARGV[4])
-local others = redis.call('ZCARD', KEYS[1])
-if present then others = others - 1 end
-if not present and others >= tonumber(ARGV[2]) then return {0, others} end
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
-return {1, others}`;
-
 type RawEntry = [string, string[] | null];
 
 export interface RedisBrokerOptions {
@@ -246,6 +186,10 @@ export class RedisBroker implements Broker {
   private readonly commandTimeoutMs: number;
   private readonly connection: RedisConnection;
   readonly rosters: RedisRosters;
+  readonly presence: RedisPresence;
+  readonly limits: RedisLimits;
+  readonly typing: RedisTyping;
+  readonly sessions: RedisSessions;
 
   private constructor(options: RedisBrokerOptions) {
     this.prefix = options.prefix ?? '';
@@ -273,11 +217,8 @@ export class RedisBroker implements Broker {
     for (const [name, lua] of Object.entries({
       parleyAppend: APPEND,
       parleyAppendMany: APPEND_MANY,
-      parleySpend: SPEND,
-      parleyRefund: REFUND,
       parleyHdelIfPrefix: HDEL_IF_PREFIX,
       parleyHdelIfPrefixMany: HDEL_IF_PREFIX_MANY,
-      parleyZaddCapped: ZADD_CAPPED,
     })) {
       this.client.defineCommand(name, { lua });
     }
@@ -290,6 +231,10 @@ export class RedisBroker implements Broker {
     });
     this.connection = new RedisConnection(this.client, this.prefix);
     this.rosters = new RedisRosters(this.connection);
+    this.presence = new RedisPresence(this.connection);
+    this.limits = new RedisLimits(this.connection);
+    this.typing = new RedisTyping(this.connection);
+    this.sessions = new RedisSessions(this.connection);
     this.client.on('error', () => undefined);
     this.subscriber.on('error', () => undefined);
     this.subscriber.on('message', (channel: string, message: string) => {
@@ -637,26 +582,6 @@ export class RedisBroker implements Broker {
     return this.run(() => this.client.pttl(this.k(key)));
   }
 
-  async spend(allowances: Allowance[]): Promise<Spent> {
-    if (allowances.length === 0) return { spent: true };
-    const args = allowances.flatMap(allowanceArgs);
-    const waitMs = Number(
-      await this.run(() =>
-        this.script('parleySpend', SPEND)(
-          allowances.length,
-          ...allowances.map((allowance) => this.k(allowance.key)),
-          ...args,
-        ),
-      ),
-    );
-    return waitMs > 0 ? { spent: false, retryAfterMs: waitMs } : { spent: true };
-  }
-
-  async refund(keys: string[]): Promise<void> {
-    if (keys.length === 0) return;
-    await this.run(() => this.script('parleyRefund', REFUND)(keys.length, ...keys.map((key) => this.k(key))));
-  }
-
   hget(key: string, field: string): Promise<string | null> {
     return this.run(() => this.client.hget(this.k(key), field));
   }
@@ -686,55 +611,6 @@ export class RedisBroker implements Broker {
         ...items.flatMap((item) => [item.field, item.prefix]),
       ),
     )) as number;
-  }
-
-  async zadd(key: string, score: number, ...members: string[]): Promise<void> {
-    if (members.length === 0) return;
-    const pairs = members.flatMap((member) => [score, member]);
-    await this.run(() => this.client.zadd(this.k(key), ...pairs));
-  }
-
-  async zaddCapped(
-    key: string,
-    member: string,
-    score: number,
-    cap: { max: number; expireUpTo: number },
-  ): Promise<{ added: boolean; others: number }> {
-    const [added, others] = (await this.run(() =>
-      this.script('parleyZaddCapped', ZADD_CAPPED)(
-        1,
-        this.k(key),
-        String(cap.expireUpTo),
-        String(cap.max),
-        String(score),
-        member,
-      ),
-    )) as [number, number];
-    return { added: added === 1, others: Number(others) };
-  }
-
-  zrem(key: string, member: string): Promise<number> {
-    return this.run(() => this.client.zrem(this.k(key), member));
-  }
-
-  zremRangeByScore(key: string, max: number): Promise<number> {
-    return this.run(() => this.client.zremrangebyscore(this.k(key), '-inf', max));
-  }
-
-  zcard(key: string): Promise<number> {
-    return this.run(() => this.client.zcard(this.k(key)));
-  }
-
-  zrangeByScore(key: string, max: number, count: number): Promise<string[]> {
-    return this.run(() => this.client.zrangebyscore(this.k(key), '-inf', max, 'LIMIT', 0, count));
-  }
-
-  async zscores(key: string, members: string[]): Promise<(number | null)[]> {
-    if (members.length === 0) return [];
-    const scores = (await this.run(() => this.client.call('ZMSCORE', this.k(key), ...members))) as (
-      string | null
-    )[];
-    return scores.map((score) => (score === null ? null : Number(score)));
   }
 
   async ping(): Promise<boolean> {

@@ -1,0 +1,50 @@
+import { refreshSuccessorKey, revokedSessionKey, revokedUserKey } from '../keyspace.js';
+import type { SessionHolder, SessionStore } from '../ports/sessions.js';
+import type { RedisConnection } from './connection.js';
+
+/** Holders checked per command by `revokedAmong` (two keys each). */
+const HOLDERS_PER_COMMAND = 500;
+
+/** Each mark and successor is a plain key, expiring (the send step reads the marks by key). */
+export class RedisSessions implements SessionStore {
+  constructor(private readonly redis: RedisConnection) {}
+
+  async revokeSession(sessionId: string, forMs: number): Promise<void> {
+    await this.redis.run(() =>
+      this.redis.client.set(this.redis.key(revokedSessionKey(sessionId)), '1', 'PX', forMs),
+    );
+  }
+
+  async revokeUserBefore(userId: string, at: number, forMs: number): Promise<void> {
+    await this.redis.run(() =>
+      this.redis.client.set(this.redis.key(revokedUserKey(userId)), String(at), 'PX', forMs),
+    );
+  }
+
+  async revokedAmong(holders: readonly SessionHolder[]): Promise<boolean[]> {
+    const revoked: boolean[] = [];
+    for (let start = 0; start < holders.length; start += HOLDERS_PER_COMMAND) {
+      const batch = holders.slice(start, start + HOLDERS_PER_COMMAND);
+      const keys = batch.flatMap((holder) => [
+        this.redis.key(revokedSessionKey(holder.sessionId)),
+        this.redis.key(revokedUserKey(holder.userId)),
+      ]);
+      const marks = await this.redis.run(() => this.redis.client.mget(keys));
+      batch.forEach((holder, i) => {
+        const before = marks[i * 2 + 1];
+        revoked.push(marks[i * 2] != null || (before != null && Number(before) >= holder.issuedAt));
+      });
+    }
+    return revoked;
+  }
+
+  async keepSuccessor(tokenHash: string, sealed: string, forMs: number): Promise<void> {
+    await this.redis.run(() =>
+      this.redis.client.set(this.redis.key(refreshSuccessorKey(tokenHash)), sealed, 'PX', forMs),
+    );
+  }
+
+  successor(tokenHash: string): Promise<string | null> {
+    return this.redis.run(() => this.redis.client.get(this.redis.key(refreshSuccessorKey(tokenHash))));
+  }
+}
