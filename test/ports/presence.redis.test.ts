@@ -1,13 +1,14 @@
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisConnection } from '../../server/src/broker/redis/connection.js';
+import { presenceShard } from '../../server/src/broker/keyspace.js';
 import { RedisPresence } from '../../server/src/broker/redis/presence.js';
 import { engines } from '../support/env.js';
 import { hasRedisServer, type LocalRedis, startRedisServer } from '../support/redis-server.js';
 
 /**
  * What presence costs Redis on the paths that run for every connection: a heartbeat is one ZADD
- * per user and one for the online set, all sent together; connecting and disconnecting are one
+ * per user and one for the online set of each presence shard they are in, all sent together; connecting and disconnecting are one
  * script each.
  */
 describe('presence commands on Redis', () => {
@@ -41,14 +42,16 @@ describe('presence commands on Redis', () => {
       await local?.stop();
     });
 
-    it('a heartbeat sends one ZADD per user and one for the online set', async () => {
+    it('a heartbeat sends one ZADD per user and one per online set it touches', async () => {
       const now = Date.now();
       const byUser = new Map(
         Array.from({ length: 40 }, (_, i) => [`user-${i}`, [`stream-${i}-a`, `stream-${i}-b`]] as const),
       );
       sent.length = 0;
       await presence.heartbeat(byUser, now + 60_000);
-      expect(sent).toEqual(Array.from({ length: 41 }, () => 'zadd'));
+      const shards = new Set([...byUser.keys()].map(presenceShard)).size;
+      expect(shards).toBeGreaterThan(1);
+      expect(sent).toEqual(Array.from({ length: 40 + shards }, () => 'zadd'));
       expect(await presence.connections('user-7', now)).toBe(2);
       expect(await presence.onlineUntil(['user-39'])).toEqual([now + 60_000]);
     });

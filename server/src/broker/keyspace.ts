@@ -48,10 +48,21 @@ export const loginThrottleKey = (by: 'account' | 'unknown' | 'address' | 'device
 
 // --- presence ----------------------------------------------------------------------------------
 
+/**
+ * Presence is kept in this many shards, each user in one (`presenceShard`): a user's connections
+ * and the online set they are in share a hash tag, so one script updates both on a Redis Cluster.
+ */
+export const PRESENCE_SHARDS = 16;
+/** The shard of a user's presence (FNV-1a of the id). */
+export function presenceShard(userId: string): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < userId.length; i++) hash = Math.imul(hash ^ userId.charCodeAt(i), 0x01000193);
+  return (hash >>> 0) % PRESENCE_SHARDS;
+}
 /** A user's live connections (stream keys), scored by when they expire. */
-export const connectionsKey = (userId: string) => `presence:user:${userId}`;
-/** Users with a live connection, scored by when their last one expires. */
-export const ONLINE_KEY = 'presence:online';
+export const connectionsKey = (userId: string) => `presence:{s${presenceShard(userId)}}:user:${userId}`;
+/** The users of one shard with a live connection, scored by when their last one expires. */
+export const onlineKey = (shard: number) => `presence:{s${shard}}:online`;
 
 // --- the event log ---------------------------------------------------------------------------
 
@@ -81,7 +92,10 @@ export const userChannel = (userId: string) => `u:${userId}`;
 export const instanceChannel = (instanceId: string) => `i:${instanceId}`;
 
 /** Who is in a conversation: a set, the send step's membership check. */
-export const rosterKey = (conversationId: string) => `members:${conversationId}`;
+export const rosterKey = (conversationId: string) => `members:{${conversationId}}`;
 
-/** Changed (to a new random value) after every membership change: a stale fill never lands. */
-export const rosterVersionKey = (conversationId: string) => `members:${conversationId}:version`;
+/**
+ * Changed (to a new random value) after every membership change: a stale fill never lands. In
+ * the roster's hash slot, so one script reads both.
+ */
+export const rosterVersionKey = (conversationId: string) => `members:{${conversationId}}:version`;

@@ -16,6 +16,23 @@ export class RedisConnection {
   /** A logical key, stream or channel name as Redis knows it. */
   key = (name: string): string => this.prefix + name;
 
+  /**
+   * `items` in groups whose keys one script or multi-key command may touch together: one group
+   * on a single server; on a cluster, one per hash tag (a key without one is a group of its own).
+   */
+  together<T>(items: readonly T[], keyOf: (item: T) => string): T[][] {
+    if (!this.client.isCluster) return items.length > 0 ? [[...items]] : [];
+    const groups = new Map<string, T[]>();
+    for (const item of items) {
+      const key = keyOf(item);
+      const tag = hashTag(key) ?? key;
+      const group = groups.get(tag);
+      if (group) group.push(item);
+      else groups.set(tag, [item]);
+    }
+    return [...groups.values()];
+  }
+
   async run<T>(operation: () => Promise<T>): Promise<T> {
     if (this.client.status !== 'ready') {
       throw new BrokerUnavailableError(`Redis is not reachable (${this.client.status})`);
@@ -51,6 +68,14 @@ export class RedisConnection {
       }
     });
   }
+}
+
+/** The part of a key Redis Cluster hashes: between its first `{` and the next `}`, when not empty. */
+export function hashTag(key: string): string | null {
+  const open = key.indexOf('{');
+  if (open < 0) return null;
+  const close = key.indexOf('}', open + 1);
+  return close > open + 1 ? key.slice(open + 1, close) : null;
 }
 
 /** The command was refused before it went out, so it did not run. */

@@ -64,9 +64,31 @@ return 0`,
 export class RedisLimits implements LimitStore {
   constructor(private readonly redis: RedisConnection) {}
 
+  /**
+   * One script for all the allowances on a single server. On a cluster, one per hash slot group,
+   * run together; when any refuses, what the others took is given back.
+   */
   async spend(allowances: readonly Allowance[]): Promise<Spent> {
     if (allowances.length === 0) return { spent: true };
-    const waitMs = Number(
+    const groups = this.redis.together(allowances, (allowance) => allowance.key);
+    const waits = await Promise.all(groups.map((group) => this.spendTogether(group)));
+    const waitMs = Math.max(...waits);
+    if (waitMs > 0 && groups.length > 1) {
+      await this.refund(groups.flatMap((group, i) => (waits[i] === 0 ? group.map((a) => a.key) : [])));
+    }
+    return waitMs > 0 ? { spent: false, retryAfterMs: waitMs } : { spent: true };
+  }
+
+  async refund(keys: readonly string[]): Promise<void> {
+    await Promise.all(
+      this.redis
+        .together(keys, (key) => key)
+        .map((group) => this.redis.eval(REFUND, { keys: {}, args: {}, keyLists: { allowances: group } })),
+    );
+  }
+
+  private async spendTogether(allowances: readonly Allowance[]): Promise<number> {
+    return Number(
       await this.redis.eval(SPEND, {
         keys: {},
         args: {},
@@ -79,11 +101,5 @@ export class RedisLimits implements LimitStore {
         },
       }),
     );
-    return waitMs > 0 ? { spent: false, retryAfterMs: waitMs } : { spent: true };
-  }
-
-  async refund(keys: readonly string[]): Promise<void> {
-    if (keys.length === 0) return;
-    await this.redis.eval(REFUND, { keys: {}, args: {}, keyLists: { allowances: keys } });
   }
 }

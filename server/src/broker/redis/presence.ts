@@ -1,9 +1,10 @@
-import { connectionsKey, ONLINE_KEY } from '../keyspace.js';
+import { connectionsKey, onlineKey, PRESENCE_SHARDS, presenceShard } from '../keyspace.js';
 import type { PresenceStore } from '../ports/presence.js';
 import type { RedisConnection } from './connection.js';
 import { defineScript } from './script.js';
 
-// A user's streams are a sorted set scored by expiry; so is the online set, by user.
+// A user's streams are a sorted set scored by expiry; so is the online set of their shard, by
+// user. Both carry the shard's hash tag, so each script touches one hash slot.
 
 /** 0: refused at the cap; 1: counted; 2: counted, and the user had no other live stream. */
 const CONNECT = defineScript({
@@ -61,7 +62,7 @@ export class RedisPresence implements PresenceStore {
     options: { max: number; now: number; until: number },
   ): Promise<{ connected: boolean; first: boolean }> {
     const answer = await this.redis.eval(CONNECT, {
-      keys: { streams: connectionsKey(userId), online: ONLINE_KEY },
+      keys: { streams: connectionsKey(userId), online: onlineKey(presenceShard(userId)) },
       args: { stream, userId, max: options.max, now: options.now, expiresAt: options.until },
     });
     return { connected: answer !== 0, first: answer === 2 };
@@ -70,20 +71,29 @@ export class RedisPresence implements PresenceStore {
   async heartbeat(streamsByUser: ReadonlyMap<string, readonly string[]>, until: number): Promise<void> {
     if (streamsByUser.size === 0) return;
     const { client, key } = this.redis;
+    const byShard = new Map<number, string[]>();
+    for (const userId of streamsByUser.keys()) {
+      const shard = presenceShard(userId);
+      const users = byShard.get(shard);
+      if (users) users.push(userId);
+      else byShard.set(shard, [userId]);
+    }
     // Sent together: the client pipelines commands issued in the same tick into one round trip.
     await this.redis.run(() =>
       Promise.all([
         ...[...streamsByUser].map(([userId, streams]) =>
           client.zadd(key(connectionsKey(userId)), ...streams.flatMap((stream) => [until, stream])),
         ),
-        client.zadd(key(ONLINE_KEY), ...[...streamsByUser.keys()].flatMap((userId) => [until, userId])),
+        ...[...byShard].map(([shard, userIds]) =>
+          client.zadd(key(onlineKey(shard)), ...userIds.flatMap((userId) => [until, userId])),
+        ),
       ]),
     );
   }
 
   async disconnect(userId: string, stream: string, now: number): Promise<boolean> {
     const answer = await this.redis.eval(DISCONNECT, {
-      keys: { streams: connectionsKey(userId), online: ONLINE_KEY },
+      keys: { streams: connectionsKey(userId), online: onlineKey(presenceShard(userId)) },
       args: { stream, userId, now },
     });
     return answer === 1;
@@ -91,24 +101,58 @@ export class RedisPresence implements PresenceStore {
 
   async leaveIfGone(userId: string, now: number): Promise<boolean> {
     const answer = await this.redis.eval(LEAVE_IF_GONE, {
-      keys: { streams: connectionsKey(userId), online: ONLINE_KEY },
+      keys: { streams: connectionsKey(userId), online: onlineKey(presenceShard(userId)) },
       args: { userId, now },
     });
     return answer === 1;
   }
 
-  expired(now: number, count: number): Promise<string[]> {
-    return this.redis.run(() =>
-      this.redis.client.zrangebyscore(this.redis.key(ONLINE_KEY), '-inf', now, 'LIMIT', 0, count),
+  async expired(now: number, count: number): Promise<string[]> {
+    const { client, key } = this.redis;
+    const shards = Array.from({ length: PRESENCE_SHARDS }, (_, shard) => shard);
+    const found = await this.redis.run(() =>
+      Promise.all(
+        shards.map((shard) =>
+          client.zrangebyscore(key(onlineKey(shard)), '-inf', now, 'WITHSCORES', 'LIMIT', 0, count),
+        ),
+      ),
     );
+    const gone: { userId: string; until: number }[] = [];
+    for (const pairs of found) {
+      for (let i = 0; i < pairs.length; i += 2) {
+        gone.push({ userId: pairs[i] as string, until: Number(pairs[i + 1]) });
+      }
+    }
+    gone.sort((a, b) => a.until - b.until || (a.userId < b.userId ? -1 : a.userId > b.userId ? 1 : 0));
+    return gone.slice(0, count).map((entry) => entry.userId);
   }
 
   async onlineUntil(userIds: readonly string[]): Promise<(number | null)[]> {
     if (userIds.length === 0) return [];
-    const scores = (await this.redis.run(() =>
-      this.redis.client.call('ZMSCORE', this.redis.key(ONLINE_KEY), ...userIds),
-    )) as (string | null)[];
-    return scores.map((score) => (score === null ? null : Number(score)));
+    const byShard = new Map<number, number[]>();
+    userIds.forEach((userId, index) => {
+      const shard = presenceShard(userId);
+      const indexes = byShard.get(shard);
+      if (indexes) indexes.push(index);
+      else byShard.set(shard, [index]);
+    });
+    const until: (number | null)[] = userIds.map(() => null);
+    await this.redis.run(() =>
+      Promise.all(
+        [...byShard].map(async ([shard, indexes]) => {
+          const scores = (await this.redis.client.call(
+            'ZMSCORE',
+            this.redis.key(onlineKey(shard)),
+            ...indexes.map((index) => userIds[index] as string),
+          )) as (string | null)[];
+          indexes.forEach((index, i) => {
+            const score = scores[i];
+            until[index] = score == null ? null : Number(score);
+          });
+        }),
+      ),
+    );
+    return until;
   }
 
   async connections(userId: string, now: number): Promise<number> {

@@ -29,13 +29,29 @@ export class RedisSessions implements SessionStore {
         this.redis.key(revokedSessionKey(holder.sessionId)),
         this.redis.key(revokedUserKey(holder.userId)),
       ]);
-      const marks = await this.redis.run(() => this.redis.client.mget(keys));
+      const marks = await this.marks(keys);
       batch.forEach((holder, i) => {
         const before = marks[i * 2 + 1];
         revoked.push(marks[i * 2] != null || (before != null && Number(before) >= holder.issuedAt));
       });
     }
     return revoked;
+  }
+
+  /** The value of each key: one MGET on a single server, one per hash slot group on a cluster. */
+  private async marks(keys: string[]): Promise<(string | null)[]> {
+    const groups = this.redis.together(keys, (key) => key);
+    if (groups.length === 1) return this.redis.run(() => this.redis.client.mget(keys));
+    const values = new Map<string, string | null>();
+    await this.redis.run(() =>
+      Promise.all(
+        groups.map(async (group) => {
+          const found = await this.redis.client.mget(group);
+          group.forEach((key, i) => values.set(key, found[i] ?? null));
+        }),
+      ),
+    );
+    return keys.map((key) => values.get(key) ?? null);
   }
 
   async keepSuccessor(tokenHash: string, sealed: string, forMs: number): Promise<void> {
