@@ -9,42 +9,6 @@ import { type Engine, onBothEngines } from './support/engines.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Collects messages and lets a test wait for the n-th one without guessing a delay. */
-function inbox() {
-  const messages: string[] = [];
-  const waiters: { count: number; resolve: () => void }[] = [];
-  return {
-    messages,
-    push: (message: string) => {
-      messages.push(message);
-      for (const waiter of [...waiters]) {
-        if (messages.length >= waiter.count) {
-          waiters.splice(waiters.indexOf(waiter), 1);
-          waiter.resolve();
-        }
-      }
-    },
-    async waitFor(count: number, timeoutMs = 3000): Promise<string[]> {
-      if (messages.length < count) {
-        await new Promise<void>((resolve, reject) => {
-          const timer = setTimeout(
-            () => reject(new Error(`expected ${count} messages, got ${messages.length}`)),
-            timeoutMs,
-          );
-          waiters.push({
-            count,
-            resolve: () => {
-              clearTimeout(timer);
-              resolve();
-            },
-          });
-        });
-      }
-      return messages;
-    },
-  };
-}
-
 /**
  * `maxDeletedId` is at or above every removed id and below the first id left, so a reader
  * resuming from it or above misses nothing, and one resuming below the removed ones is told.
@@ -79,63 +43,6 @@ function contract(engine: Engine) {
     }
     return ids;
   }
-
-  describe('pub/sub', () => {
-    it('delivers each message to every subscriber of the channel, across instances, and to no other channel', async () => {
-      const channel = fresh('chan');
-      const other = await engine.peer(broker);
-      const first = inbox();
-      const second = inbox();
-      const elsewhere = inbox();
-      const unsubscribe = [
-        await broker.subscribe(channel, first.push),
-        await other.subscribe(channel, second.push),
-        await broker.subscribe(fresh('chan'), elsewhere.push),
-      ];
-      await broker.publish(channel, 'one');
-      await other.publish(channel, 'two');
-      expect(await first.waitFor(2)).toEqual(['one', 'two']);
-      expect(await second.waitFor(2)).toEqual(['one', 'two']);
-      expect(elsewhere.messages).toEqual([]);
-      for (const stop of unsubscribe) await stop();
-    });
-
-    it('stops delivering to a subscription once unsubscribed, leaving the others on the channel', async () => {
-      const channel = fresh('chan');
-      const kept = inbox();
-      const dropped = inbox();
-      const stopKept = await broker.subscribe(channel, kept.push);
-      const stopDropped = await broker.subscribe(channel, dropped.push);
-      await broker.publish(channel, 'before');
-      await dropped.waitFor(1);
-      await stopDropped();
-      await broker.publish(channel, 'after');
-      // Messages on one channel arrive in order: once "after" reached the kept subscriber, it
-      // would also have reached the dropped one.
-      expect(await kept.waitFor(2)).toEqual(['before', 'after']);
-      expect(dropped.messages).toEqual(['before']);
-      await stopKept();
-      await broker.publish(channel, 'nobody listens');
-    });
-
-    it('treats the same handler subscribed twice as two subscriptions', async () => {
-      const channel = fresh('chan');
-      const box = inbox();
-      const stopOne = await broker.subscribe(channel, box.push);
-      const stopTwo = await broker.subscribe(channel, box.push);
-      await broker.publish(channel, 'a');
-      expect(await box.waitFor(2)).toEqual(['a', 'a']);
-      await stopOne();
-      const marker = inbox();
-      const stopMarker = await broker.subscribe(channel, marker.push);
-      await broker.publish(channel, 'b');
-      // The marker subscribed last, so once it has "b" every earlier subscription has it too.
-      await marker.waitFor(1);
-      expect(box.messages).toEqual(['a', 'a', 'b']);
-      await stopTwo();
-      await stopMarker();
-    });
-  });
 
   describe('streams', () => {
     it('appends with increasing ids and reads them back oldest first', async () => {
@@ -351,58 +258,6 @@ function contract(engine: Engine) {
       expect((await broker.rangeAfter(stream, '0-0', 10)).map((entry) => entry.fields.m)).toEqual(['3']);
     });
 
-    it('append with `fanOut` writes the event to every target and publishes it in the same step, or not at all', async () => {
-      const stream = fresh('stream');
-      const counter = fresh('seq');
-      const idStream = fresh('ids');
-      const logs = [fresh('log'), fresh('log')];
-      const channel = fresh('chan');
-      const slot = '\u0000n\u0000';
-      const box = inbox();
-      const stop = await broker.subscribe(channel, box.push);
-      const claim = fresh('claim');
-      const options = (value: string) => ({
-        counter: { key: counter, slot },
-        unique: { key: claim, value, ttlMs: 10_000 },
-        fanOut: {
-          idStream,
-          streams: logs,
-          fields: { e: `{"seq":${slot},"text":"${slot} stays"}` },
-          maxLen: 100,
-          publish: { channels: [channel], message: `{"seq":${slot}}` },
-        },
-      });
-      // No counter: nothing is appended, so no event either.
-      expect(await broker.append(stream, { m: slot }, options('first'))).toEqual({
-        appended: false,
-        missingCounter: true,
-      });
-      for (const log of logs) expect(await broker.rangeAfter(log, '0-0', 10)).toEqual([]);
-      await broker.set(counter, '6', { ttlMs: 60_000 });
-      const result = await broker.append(stream, { m: slot }, options('first'));
-      expect(result).toMatchObject({ appended: true, counter: 7 });
-      const [entry] = await broker.rangeAfter(logs[0] ?? '', '0-0', 10);
-      expect(entry?.fields).toEqual({ e: '{"seq":7,"text":"\u0000n\u0000 stays"}' });
-      for (const log of logs) expect(await broker.rangeAfter(log, '0-0', 10)).toEqual([entry]);
-      expect(await box.waitFor(1)).toEqual([`${entry?.id}\n{"seq":7}`]);
-      // A held claim: nothing appended, no event written or published.
-      expect(await broker.append(stream, { m: slot }, options('second'))).toEqual({
-        appended: false,
-        existing: 'first',
-      });
-      for (const log of logs) expect(await broker.rangeAfter(log, '0-0', 10)).toHaveLength(1);
-      // Event ids come from the id stream, in the same order as appendToMany's.
-      const later = await broker.appendToMany(idStream, logs, { e: 'later' }, { maxLen: 100 });
-      expect(compareStreamIds(entry?.id ?? '', later)).toBe(-1);
-      expect(box.messages).toHaveLength(1);
-      // A fan-out entry needs a field, checked before anything is written.
-      await expect(
-        broker.append(stream, { m: 'x' }, { fanOut: { idStream, streams: logs, fields: {}, maxLen: 100 } }),
-      ).rejects.toThrow(/wrong number of arg/i);
-      expect((await broker.streamInfo(stream)).length).toBe(1);
-      await stop();
-    });
-
     it('append with `maxLen` keeps at least that many of the newest entries and trims whole old ones', async () => {
       const stream = fresh('stream');
       const ids: string[] = [];
@@ -423,9 +278,6 @@ function contract(engine: Engine) {
     it('refuses an entry without fields', async () => {
       const stream = fresh('stream');
       await expect(broker.append(stream, {})).rejects.toThrow(/wrong number of arg/i);
-      await expect(broker.appendToMany(fresh('ids'), [stream], {}, { maxLen: 10 })).rejects.toThrow(
-        /wrong number of arg/i,
-      );
       expect((await broker.streamInfo(stream)).length).toBe(0);
     });
 
@@ -479,84 +331,6 @@ function contract(engine: Engine) {
       expectTrimBound(await broker.streamInfo(stream), ids[2]);
       expect(await broker.trimBelow(stream, ids[3] ?? '')).toBe(0);
       expect(await broker.trimBelow(fresh('missing'), '1-0')).toBe(0);
-    });
-  });
-
-  describe('appendToMany', () => {
-    it('writes one entry under one id to every stream and publishes `<id>\\n<message>`', async () => {
-      const idStream = fresh('ids');
-      const streams = [fresh('log'), fresh('log'), fresh('log')];
-      const channel = fresh('chan');
-      const box = inbox();
-      const stop = await broker.subscribe(channel, box.push);
-      const id = await broker.appendToMany(
-        idStream,
-        streams,
-        { e: 'payload' },
-        {
-          maxLen: 100,
-          publish: { channels: [channel], message: 'hello\nworld' },
-        },
-      );
-      expect(id).toMatch(STREAM_ID);
-      for (const stream of streams) {
-        expect(await broker.rangeAfter(stream, '0-0', 10)).toEqual([{ id, fields: { e: 'payload' } }]);
-      }
-      expect(await box.waitFor(1)).toEqual([`${id}\nhello\nworld`]);
-      // Without `publish`, nothing goes on the channel.
-      const quiet = await broker.appendToMany(idStream, streams, { e: 'quiet' }, { maxLen: 100 });
-      const marker = await broker.appendToMany(
-        idStream,
-        streams,
-        { e: 'm' },
-        {
-          maxLen: 100,
-          publish: { channels: [channel], message: 'marker' },
-        },
-      );
-      expect(await box.waitFor(2)).toEqual([`${id}\nhello\nworld`, `${marker}\nmarker`]);
-      expect(compareStreamIds(id, quiet)).toBe(-1);
-      await stop();
-    });
-
-    it('gives every stream one global order, whatever set of streams each entry goes to', async () => {
-      const idStream = fresh('ids');
-      const [a, b, c] = [fresh('log'), fresh('log'), fresh('log')];
-      const targets = [[a, b], [b, c], [a, c], [a, b, c], [c], [b]] as const;
-      const written: { id: string; to: readonly string[] }[] = [];
-      // Concurrent calls: the order is whatever the engine decides, but one order for all.
-      const ids = await Promise.all(
-        targets.map((to, n) => broker.appendToMany(idStream, [...to], { n: String(n) }, { maxLen: 100 })),
-      );
-      ids.forEach((id, n) => written.push({ id, to: targets[n] ?? [] }));
-      const sorted = [...written].sort((x, y) => compareStreamIds(x.id, y.id));
-      expect(new Set(ids).size).toBe(ids.length);
-      for (const stream of [a, b, c]) {
-        const got = await broker.rangeAfter(stream, '0-0', 100);
-        expect(got.map((e) => e.id)).toEqual(sorted.filter((w) => w.to.includes(stream)).map((w) => w.id));
-      }
-      // The id stream keeps only the newest id, which is the highest one handed out.
-      const info = await broker.streamInfo(idStream);
-      expect(info.length).toBe(1);
-      expect(info.lastId).toBe(sorted[sorted.length - 1]?.id);
-    });
-
-    it('trims each stream to about maxLen and reports the highest trimmed id', async () => {
-      const idStream = fresh('ids');
-      const log = fresh('log');
-      const ids: string[] = [];
-      for (let i = 0; i < 400; i++) {
-        ids.push(await broker.appendToMany(idStream, [log], { n: String(i) }, { maxLen: 5 }));
-      }
-      const info = await broker.streamInfo(log);
-      expect(info.length).toBeGreaterThanOrEqual(5);
-      expect(info.length).toBeLessThan(400);
-      const firstKept = ids.length - info.length;
-      expect(info.firstId).toBe(ids[firstKept]);
-      expectTrimBound(info, ids[firstKept - 1]);
-      // A reader that resumes at or after maxDeletedId has no gap; before it, it would.
-      const resumed = await broker.rangeAfter(log, info.maxDeletedId, 1000);
-      expect(resumed.map((e) => e.id)).toEqual(ids.slice(firstKept));
     });
   });
 

@@ -2,7 +2,8 @@ import superjson from 'superjson';
 import { describe, expect, it } from 'vitest';
 import { MemoryBroker } from '../server/src/broker/memory/engine.js';
 import { compareStreamIds } from '../server/src/broker/types.js';
-import { BrokerEventPublisher, markText, readMark } from '../server/src/realtime/publisher.js';
+import { markText, readMark } from '../server/src/broker/ports/events.js';
+import { BrokerEventPublisher } from '../server/src/realtime/publisher.js';
 import { wsEncoder } from '../server/src/realtime/frames.js';
 import {
   SUBSCRIPTION_REQUEST,
@@ -187,7 +188,8 @@ describe('events channel', () => {
   });
 
   it('puts the seq stand-in where the seq goes, ahead of any text the sender wrote', () => {
-    const publisher = new BrokerEventPublisher(new MemoryBroker(), 100);
+    const broker = new MemoryBroker();
+    const publisher = new BrokerEventPublisher(broker.events, broker.bus, 100);
     const slot = '\u0000seq\u0000';
     // Content that imitates both the stand-in and the text around the seq.
     const content = `"message":{"seq":0, ${slot} \n x`;

@@ -53,7 +53,11 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     const database = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir });
     closers.push(() => database.close());
     await database.migrate();
-    const broker = await openBroker({ url: config.redisUrl, prefix: config.redisPrefix });
+    const broker = await openBroker({
+      url: config.redisUrl,
+      prefix: config.redisPrefix,
+      eventLogLength: config.limits.eventLogLength,
+    });
     closers.push(() => broker.close());
     log.info(
       { database: database.engine, broker: broker.engine },

@@ -52,7 +52,7 @@ export function buildServices(deps: {
   const passwords = new Passwords(config.passwordHashCost, config.limits);
   const guesses = new PasswordGuesses(broker, passwords, config.limits);
   const memberships = new Memberships(db, broker.rosters);
-  const events = new BrokerEventPublisher(broker, config.limits.eventLogLength);
+  const events = new BrokerEventPublisher(broker.events, broker.bus, config.limits.eventLogLength);
   const lastSeen = new LastSeen(db);
   const presence = new Presence(
     broker,
@@ -80,8 +80,8 @@ export function buildServices(deps: {
     broker,
     config.limits,
   );
-  hub = new Hub(broker, sessions, log, metrics);
-  const realtime = new Realtime(broker, hub, presence, config, log, {
+  hub = new Hub(broker.bus, sessions, log, metrics);
+  const realtime = new Realtime(broker.events, hub, presence, config, log, {
     conversationsOf: (userId, sinceMs) => memberships.conversationsOf(userId, sinceMs),
     view: (conversationId, userId) => conversations.viewOf(conversationId, userId),
   });

@@ -7,10 +7,15 @@ import type { Broker } from '../../server/src/broker/types.js';
 import { engines } from './env.js';
 import { hasRedisServer, startRedisServer } from './redis-server.js';
 
+/** What a suite may set on the broker it opens. */
+export interface BrokerOptions {
+  eventLogLength?: number;
+}
+
 /** One broker engine under a contract suite. */
 export interface Engine {
   /** The broker under test. */
-  open(): Promise<Broker>;
+  open(options?: BrokerOptions): Promise<Broker>;
   /**
    * Another handle on the same deployment, as a second instance would hold: for Redis a
    * separate connection on the same prefix; the in-process engine has only itself.
@@ -20,7 +25,7 @@ export interface Engine {
 }
 
 export const memoryEngine: Engine = {
-  open: () => Promise.resolve(new MemoryBroker()),
+  open: (options) => Promise.resolve(new MemoryBroker(options)),
   peer: (broker) => Promise.resolve(broker),
   cleanup: () => Promise.resolve(),
 };
@@ -31,8 +36,8 @@ export function redisEngine(url: string): Engine {
   const prefix = `test:broker:${Date.now().toString(36)}${randomBytes(4).toString('hex')}:`;
   const opened: Broker[] = [];
   return {
-    async open() {
-      const broker = await RedisBroker.connect({ url, prefix });
+    async open(options) {
+      const broker = await RedisBroker.connect({ url, prefix, ...options });
       opened.push(broker);
       return broker;
     },

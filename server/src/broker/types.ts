@@ -1,4 +1,7 @@
+import type { EventBus, EventLog } from './ports/events.js';
 import type { RosterStore } from './ports/rosters.js';
+
+export type { SubscriptionWatcher, Unsubscribe } from './ports/events.js';
 
 /**
  * What Parley needs from Redis, as one interface with two engines: `RedisBroker` (ioredis)
@@ -143,27 +146,14 @@ export interface Allowance {
 /** What `spend` answers: taken, or refused with how long to wait before trying again. */
 export type Spent = { spent: true } | { spent: false; retryAfterMs: number };
 
-export type Unsubscribe = () => Promise<void>;
-
-export interface SubscriptionWatcher {
-  interrupted(): void;
-  restored(): void;
-}
-
 export interface Broker {
   readonly engine: 'redis' | 'memory';
   readonly rosters: RosterStore;
+  readonly events: EventLog;
+  readonly bus: EventBus;
 
-  // Pub/Sub: at-most-once, to every current subscriber of the channel on any instance.
+  /** Publishes on a channel by its keyspace name (`bus.publish` for the event channels). */
   publish(channel: string, message: string): Promise<void>;
-  subscribe(channel: string, onMessage: (message: string) => void): Promise<Unsubscribe>;
-  /**
-   * While the connection that receives this instance's Pub/Sub messages is down, whatever is
-   * published is lost to it. `interrupted` is called when that connection goes down, and
-   * `restored` once every subscription is in place again, so a subscriber can fetch what it
-   * missed from a durable log. The in-process engine never loses its subscriptions.
-   */
-  watchSubscriptions(watcher: SubscriptionWatcher): () => void;
 
   // Streams.
   append(stream: string, fields: Record<string, string>, options?: AppendOptions): Promise<AppendResult>;

@@ -1,3 +1,7 @@
+import { conversationLog } from '../keyspace.js';
+import { EVENT_LOG_LENGTH } from '../ports/events.js';
+import { MemoryBus } from './bus.js';
+import { MemoryEvents } from './events.js';
 import { MemoryRosters } from './rosters.js';
 import {
   type Allowance,
@@ -10,7 +14,6 @@ import {
   type Spent,
   type StreamEntry,
   type StreamInfo,
-  type Unsubscribe,
   compareStreamIds,
   refuses,
 } from '../types.js';
@@ -41,7 +44,8 @@ interface KeyValue {
 export class MemoryBroker implements Broker {
   readonly engine = 'memory' as const;
   readonly rosters = new MemoryRosters();
-  private readonly channels = new Map<string, Set<(message: string) => void>>();
+  readonly bus = new MemoryBus();
+  readonly events: MemoryEvents;
   private readonly streams = new Map<string, Stream>();
   private readonly keys = new Map<string, KeyValue>();
   private readonly hashes = new Map<string, Map<string, string>>();
@@ -50,33 +54,13 @@ export class MemoryBroker implements Broker {
   private lastSeq = 0;
   private closed = false;
 
+  constructor(options: { eventLogLength?: number } = {}) {
+    this.events = new MemoryEvents(this.bus, options.eventLogLength ?? EVENT_LOG_LENGTH);
+  }
+
   publish(channel: string, message: string): Promise<void> {
-    const handlers = this.channels.get(channel);
-    if (handlers) {
-      for (const handler of [...handlers]) setImmediate(() => handler(message));
-    }
+    this.bus.deliver(channel, message);
     return Promise.resolve();
-  }
-
-  watchSubscriptions(): () => void {
-    // Delivery is in-process: there is no connection to lose.
-    return () => undefined;
-  }
-
-  subscribe(channel: string, onMessage: (message: string) => void): Promise<Unsubscribe> {
-    let handlers = this.channels.get(channel);
-    if (!handlers) {
-      handlers = new Set();
-      this.channels.set(channel, handlers);
-    }
-    // Wrap so the same function can be subscribed twice and removed once per subscription.
-    const handler = (message: string) => onMessage(message);
-    handlers.add(handler);
-    return Promise.resolve(() => {
-      handlers.delete(handler);
-      if (handlers.size === 0) this.channels.delete(channel);
-      return Promise.resolve();
-    });
   }
 
   append(stream: string, fields: Record<string, string>, options: AppendOptions = {}): Promise<AppendResult> {
@@ -127,10 +111,9 @@ export class MemoryBroker implements Broker {
       this.hashFor(write.key).set(write.field, `${id}|${fill(write.value)}`);
     }
     if (fan) {
-      const fanFields: Record<string, string> = {};
-      for (const name in fan.fields) fanFields[name] = fill(fan.fields[name] as string);
-      const publish = fan.publish && { channels: fan.publish.channels, message: fill(fan.publish.message) };
-      void this.appendToMany(fan.idStream, fan.streams, fanFields, { maxLen: fan.maxLen, publish });
+      // A fan-out is a conversation's event: into its log, under the event log's own ids.
+      const payload = fill(fan.fields.e ?? '');
+      for (const log of fan.streams) this.events.announce(log.slice(conversationLog('').length), payload);
     }
     return Promise.resolve(counter === undefined ? { appended: true, id } : { appended: true, id, counter });
   }
@@ -501,7 +484,7 @@ export class MemoryBroker implements Broker {
   close(): Promise<void> {
     this.closed = true;
     for (const s of this.streams.values()) for (const wake of [...s.waiters]) wake();
-    this.channels.clear();
+    this.bus.close();
     return Promise.resolve();
   }
 

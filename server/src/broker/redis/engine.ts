@@ -1,6 +1,9 @@
 import { Redis } from 'ioredis';
 import { rosterKey } from '../keyspace.js';
+import { EVENT_LOG_LENGTH } from '../ports/events.js';
+import { RedisBus } from './bus.js';
 import { RedisConnection } from './connection.js';
+import { RedisEvents } from './events.js';
 import { RedisRosters } from './rosters.js';
 import {
   type Allowance,
@@ -15,8 +18,6 @@ import {
   type Spent,
   type StreamEntry,
   type StreamInfo,
-  type SubscriptionWatcher,
-  type Unsubscribe,
 } from '../types.js';
 
 // Capped streams are trimmed by XADD itself (`MAXLEN`), with no further command. Redis records
@@ -229,6 +230,8 @@ export interface RedisBrokerOptions {
   prefix?: string;
   /** How long a command may wait for Redis before failing; sends must fail fast. */
   commandTimeoutMs?: number;
+  /** How many events each event log keeps (at least) for resume. */
+  eventLogLength?: number;
 }
 
 export class RedisBroker implements Broker {
@@ -238,14 +241,11 @@ export class RedisBroker implements Broker {
   private readonly subscriber: Redis;
   private blocking: Redis | null = null;
   private blockingConnecting: Promise<void> | null = null;
-  private readonly handlers = new Map<string, Set<(message: string) => void>>();
-  private readonly watchers = new Set<SubscriptionWatcher>();
-  /** The subscriber connection went down after it was first up; not yet restored. */
-  private subscriberDown = false;
-  private closing = false;
   private readonly commandTimeoutMs: number;
   private readonly connection: RedisConnection;
   readonly rosters: RedisRosters;
+  readonly events: RedisEvents;
+  readonly bus: RedisBus;
 
   private constructor(options: RedisBrokerOptions) {
     this.prefix = options.prefix ?? '';
@@ -290,49 +290,18 @@ export class RedisBroker implements Broker {
     });
     this.connection = new RedisConnection(this.client, this.prefix);
     this.rosters = new RedisRosters(this.connection);
+    this.events = new RedisEvents(this.connection, options.eventLogLength ?? EVENT_LOG_LENGTH);
+    this.bus = new RedisBus(this.connection, this.subscriber);
     this.client.on('error', () => undefined);
     this.subscriber.on('error', () => undefined);
-    this.subscriber.on('message', (channel: string, message: string) => {
-      const logical = channel.slice(this.prefix.length);
-      const set = this.handlers.get(logical);
-      if (set) for (const handler of [...set]) handler(message);
-    });
   }
 
   static async connect(options: RedisBrokerOptions): Promise<RedisBroker> {
     const broker = new RedisBroker(options);
     await broker.client.connect();
     await broker.subscriber.connect();
-    broker.subscriber.on('close', () => {
-      if (broker.closing || broker.subscriberDown) return;
-      broker.subscriberDown = true;
-      for (const watcher of [...broker.watchers]) watcher.interrupted();
-    });
-    broker.subscriber.on('ready', () => {
-      if (broker.subscriberDown) void broker.restoreSubscriptions();
-    });
+    broker.bus.watchConnection();
     return broker;
-  }
-
-  watchSubscriptions(watcher: SubscriptionWatcher): () => void {
-    this.watchers.add(watcher);
-    return () => this.watchers.delete(watcher);
-  }
-
-  /**
-   * ioredis re-subscribes by itself on reconnecting; subscribing once more, on the same
-   * connection, answers only after Redis has taken those, so from then on nothing is missed.
-   */
-  private async restoreSubscriptions(): Promise<void> {
-    const channels = [...this.handlers.keys()].map((channel) => this.k(channel));
-    try {
-      if (channels.length > 0) await this.subscriber.subscribe(...channels);
-    } catch {
-      return; // down again: the next reconnect tries again
-    }
-    if (this.closing || !this.subscriberDown || this.subscriber.status !== 'ready') return;
-    this.subscriberDown = false;
-    for (const watcher of [...this.watchers]) watcher.restored();
   }
 
   /**
@@ -365,28 +334,6 @@ export class RedisBroker implements Broker {
 
   async publish(channel: string, message: string): Promise<void> {
     await this.run(() => this.client.publish(this.k(channel), message));
-  }
-
-  async subscribe(channel: string, onMessage: (message: string) => void): Promise<Unsubscribe> {
-    let set = this.handlers.get(channel);
-    const handler = (message: string) => onMessage(message);
-    if (!set) {
-      set = new Set();
-      this.handlers.set(channel, set);
-      set.add(handler);
-      await this.subscriber.subscribe(this.k(channel));
-    } else {
-      set.add(handler);
-    }
-    return async () => {
-      const current = this.handlers.get(channel);
-      if (!current) return;
-      current.delete(handler);
-      if (current.size === 0) {
-        this.handlers.delete(channel);
-        await this.subscriber.unsubscribe(this.k(channel)).catch(() => undefined);
-      }
-    };
   }
 
   async append(
@@ -746,8 +693,7 @@ export class RedisBroker implements Broker {
   }
 
   async close(): Promise<void> {
-    this.closing = true;
-    this.handlers.clear();
+    this.bus.close();
     const connections = [this.client, this.subscriber, this.blocking].filter((c): c is Redis => c !== null);
     await Promise.all(
       connections.map(async (c) => {
