@@ -52,7 +52,7 @@ export function buildServices(deps: {
   const passwords = new Passwords(config.passwordHashCost, config.limits);
   const guesses = new PasswordGuesses(broker, passwords, config.limits);
   const memberships = new Memberships(db, broker.rosters);
-  const events = new BrokerEventPublisher(broker.events, broker.bus, config.limits.eventLogLength);
+  const events = new BrokerEventPublisher(broker.events, broker.bus);
   const lastSeen = new LastSeen(db);
   const presence = new Presence(
     broker,
@@ -69,8 +69,8 @@ export function buildServices(deps: {
   // The hub exists only further down; the gauge reads it on scrape.
   let hub: Hub | null = null;
   const metrics = createMetrics({ broker, subscriptions: () => hub?.count() ?? 0 });
-  const store = new MessageStore(db, broker, durability);
-  const messages = new MessageService(store, memberships, events, broker, config.limits, log, metrics);
+  const store = new MessageStore(db, broker.messages, durability);
+  const messages = new MessageService(store, memberships, events, sessions, config.limits, log, metrics);
   const conversations = new ConversationService(
     db,
     store,

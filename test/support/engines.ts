@@ -10,6 +10,8 @@ import { hasRedisServer, startRedisServer } from './redis-server.js';
 /** What a suite may set on the broker it opens. */
 export interface BrokerOptions {
   eventLogLength?: number;
+  /** A keyspace of its own within the engine's, so a suite can start from an empty broker. */
+  space?: string;
 }
 
 /** One broker engine under a contract suite. */
@@ -35,15 +37,22 @@ export function redisEngine(url: string): Engine {
   // A prefix of its own per run, so parallel runs never see each other's keys.
   const prefix = `test:broker:${Date.now().toString(36)}${randomBytes(4).toString('hex')}:`;
   const opened: Broker[] = [];
+  /** The prefix each broker was opened with, for its peers. */
+  const prefixes = new Map<Broker, string>();
   return {
-    async open(options) {
-      const broker = await RedisBroker.connect({ url, prefix, ...options });
+    async open(options = {}) {
+      const { space, ...rest } = options;
+      const own = space ? `${prefix}${space}:` : prefix;
+      const broker = await RedisBroker.connect({ url, prefix: own, ...rest });
       opened.push(broker);
+      prefixes.set(broker, own);
       return broker;
     },
-    async peer() {
-      const broker = await RedisBroker.connect({ url, prefix });
+    async peer(of) {
+      const own = prefixes.get(of) ?? prefix;
+      const broker = await RedisBroker.connect({ url, prefix: own });
       opened.push(broker);
+      prefixes.set(broker, own);
       return broker;
     },
     async cleanup() {

@@ -1,4 +1,3 @@
-import type { FanOut } from '../broker/types.js';
 import type { EventBus, EventLog } from '../broker/ports/events.js';
 import {
   EPHEMERAL_EVENTS,
@@ -7,7 +6,6 @@ import {
   type NewMessageEvent,
   type ParleyEvent,
 } from '../contracts/events.js';
-import { conversationChannel, conversationLog, EVENT_IDS_STREAM } from '../broker/keyspace.js';
 import { stringify } from './serialize.js';
 
 /**
@@ -19,8 +17,6 @@ export class BrokerEventPublisher implements EventPublisher {
   constructor(
     private readonly log: EventLog,
     private readonly bus: EventBus,
-    /** How many events each log keeps (at least) for resume; an older gap gets `resync`. */
-    private readonly logLength: number,
   ) {}
 
   async toConversation(conversationId: string, event: ParleyEvent): Promise<void> {
@@ -32,20 +28,19 @@ export class BrokerEventPublisher implements EventPublisher {
     await this.log.toConversation(conversationId, payload);
   }
 
-  fanOut(conversationId: string, event: ParleyEvent): FanOut {
+  announcement(event: ParleyEvent): string {
     if (EPHEMERAL_EVENTS.has(event.type)) throw new Error(`${event.type} events are not durable`);
-    return this.conversationFan(conversationId, stringify(event));
+    return stringify(event);
   }
 
-  fanOutNewMessage(event: NewMessageEvent, seqSlot: string): FanOut {
+  newMessageAnnouncement(event: NewMessageEvent, seqSlot: string): string {
     // The seq goes first, so the first `"seq":` of the text is the message's own.
     const { seq: _unknown, ...rest } = event.message;
     const text = stringify({ type: event.type, message: { seq: 0, ...rest } });
     const marker = '"message":{"seq":0,';
     const at = text.indexOf(marker);
     if (at < 0) throw new Error('a new message event did not serialize as expected');
-    const payload = `${text.slice(0, at)}"message":{"seq":${seqSlot},${text.slice(at + marker.length)}`;
-    return this.conversationFan(event.message.conversationId, payload);
+    return `${text.slice(0, at)}"message":{"seq":${seqSlot},${text.slice(at + marker.length)}`;
   }
 
   async mark(userIds: readonly string[], mark: Mark): Promise<void> {
@@ -67,15 +62,5 @@ export class BrokerEventPublisher implements EventPublisher {
     if (!EPHEMERAL_EVENTS.has(event.type)) throw new Error(`${event.type} events are durable`);
     const text = `-\n${stringify(event)}`;
     await Promise.all([...new Set(userIds)].map((userId) => this.bus.publish({ user: userId }, text)));
-  }
-
-  private conversationFan(conversationId: string, payload: string): FanOut {
-    return {
-      idStream: EVENT_IDS_STREAM,
-      streams: [conversationLog(conversationId)],
-      fields: { e: payload },
-      maxLen: this.logLength,
-      publish: { channels: [conversationChannel(conversationId)], message: payload },
-    };
   }
 }
