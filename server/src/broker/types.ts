@@ -54,7 +54,10 @@ export interface Broker {
   readonly messages: MessageLog;
   readonly queue: WorkQueue;
 
-  /** Publishes on a channel by its keyspace name (`bus.publish` for the event channels). */
+  /**
+   * Publishes on a channel by its keyspace name: how `Sessions` announces revocations, which the
+   * hub hears on `bus` (`{ revocations: true }`). Every event channel goes through `bus`.
+   */
   publish(channel: string, message: string): Promise<void>;
 
   // Keys.

@@ -14,9 +14,10 @@ interface KeyValue {
 }
 
 /**
- * The single-process broker: the same semantics as Redis for everything Parley uses, held in
- * memory. Handlers run on a later tick, as they would after a network hop, so no caller can
- * come to rely on synchronous delivery.
+ * The single-process broker: each port's operations on plain data held in memory, with the same
+ * outcomes as the Redis engine (the contract suites hold both to them). An operation runs without
+ * a pause, so it is one atomic step, as a script is in Redis. Handlers run on a later tick, as
+ * they would after a network hop, so no caller can come to rely on synchronous delivery.
  */
 export class MemoryBroker implements Broker {
   readonly engine = 'memory' as const;

@@ -130,10 +130,10 @@ export class RedisBroker implements Broker {
       connectionName: subscriberName(this.prefix),
     });
     this.connection = new RedisConnection(this.client, this.prefix);
-    this.rosters = new RedisRosters(this.connection);
-    this.events = new RedisEvents(this.connection, options.eventLogLength ?? EVENT_LOG_LENGTH);
-    this.bus = new RedisBus(this.connection, this.subscriber);
     const eventLogLength = options.eventLogLength ?? EVENT_LOG_LENGTH;
+    this.rosters = new RedisRosters(this.connection);
+    this.events = new RedisEvents(this.connection, eventLogLength);
+    this.bus = new RedisBus(this.connection, this.subscriber);
     this.messages = new RedisMessageLog(this.connection, eventLogLength);
     this.queue = new RedisQueue(this.connection, this.commandTimeoutMs);
     this.client.on('error', () => undefined);
