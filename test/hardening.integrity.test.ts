@@ -3,9 +3,7 @@ import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../server/src/app.js';
 import type { Message } from '../server/src/contracts/schemas.js';
-import { clientIdKey } from '../server/src/broker/keyspace.js';
 import type { WireMessage } from '../server/src/messages/store.js';
-import { DEAD_LETTER_STREAM, MESSAGES_STREAM, PERSIST_GROUP } from '../server/src/broker/keyspace.js';
 import { signUp } from './support/client.js';
 import { TestDeployment, engineLabel } from './support/env.js';
 import { expectCode } from './support/errors.js';
@@ -36,8 +34,8 @@ async function drained(target: App, timeoutMs = 20_000): Promise<void> {
   await expect
     .poll(
       async () => {
-        const info = await target.services.broker.groupInfo(MESSAGES_STREAM, PERSIST_GROUP);
-        return info && info.lag === 0 && info.pending === 0;
+        const { group } = await target.services.broker.queue.info();
+        return group && group.lag === 0 && group.pending === 0;
       },
       { timeout: timeoutMs, interval: 25 },
     )
@@ -132,7 +130,7 @@ describe(`text the API accepts (${engineLabel})`, () => {
     expect((await al.api.conversation.byId.query({ id: group.id })).name).toBe('team');
     await drained(app);
     expect((await rows(app, id)).map((r) => r.content)).toEqual(['original']);
-    expect(await app.services.broker.rangeAfter(DEAD_LETTER_STREAM, '0-0', 10)).toEqual([]);
+    expect(await app.services.broker.queue.deadLetters(10)).toEqual([]);
     await Promise.all([al.close(), bo.close()]);
   });
 
@@ -288,10 +286,8 @@ describe(`clientMessageId (${engineLabel})`, () => {
     expect(retry).toMatchObject({ id: inDirect.id, content: 'in the direct conversation' });
     // The same after the worker wrote them and the broker's claims expired (PostgreSQL's key).
     await drained(app);
-    await app.services.broker.del(
-      clientIdKey(al.user.id, group.id, 'same-1'),
-      clientIdKey(al.user.id, direct.id, 'same-1'),
-    );
+    await app.services.broker.messages.expireClaim(al.user.id, group.id, 'same-1');
+    await app.services.broker.messages.expireClaim(al.user.id, direct.id, 'same-1');
     const third = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
     const [again, elsewhere] = await Promise.all([
       al.api.message.send.mutate({ conversationId: direct.id, content: 'again', clientMessageId: 'same-1' }),
@@ -384,8 +380,7 @@ describe(`deletion (${engineLabel})`, () => {
     const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
     const sender = { id: al.user.id, username: al.user.username };
     const broker = app.services.broker;
-    const change = (message: WireMessage) =>
-      broker.append(MESSAGES_STREAM, { op: 'update', m: JSON.stringify(message) });
+    const change = (message: WireMessage) => broker.queue.add({ op: 'update', m: JSON.stringify(message) });
     // An edit that comes after the tombstone, in a later batch and in the same batch.
     const apart = wire(id, sender, 1, 'apart');
     await change(apart);
@@ -424,19 +419,18 @@ describe(`persistence worker (${engineLabel})`, () => {
         good.push(...sent.map((m) => m.id));
       };
       const deadLettered = async () =>
-        (await broker.rangeAfter(DEAD_LETTER_STREAM, '0-0', 100)).map((entry) => entry.fields.entry);
+        (await broker.queue.deadLetters(100)).map((entry) => entry.fields.entry);
       // Rounds of an entry PostgreSQL refuses (a lone surrogate, which its JSON parser refuses)
       // among bursts of good messages, as a user sending a few such messages a second would.
       for (let round = 0; round < 6; round++) {
         const bad = wire(id, sender, 10_000 + round, LONE);
-        const appended = await broker.append(MESSAGES_STREAM, { op: 'create', m: JSON.stringify(bad) });
-        if (!appended.appended) throw new Error('not appended');
+        const appended = { id: await broker.queue.add({ op: 'create', m: JSON.stringify(bad) }) };
         poison.push(appended.id);
         // Likely in the refused entry's batch: written all the same.
         await burst(`round ${round} alongside`);
         // Once the worker has read the refused entry (and found it refused)...
         await expect
-          .poll(async () => (await broker.pending(MESSAGES_STREAM, PERSIST_GROUP, 10_000)).map((p) => p.id), {
+          .poll(async () => (await broker.queue.pending(10_000)).map((p) => p.id), {
             timeout: 30_000,
             interval: 10,
           })
@@ -452,7 +446,7 @@ describe(`persistence worker (${engineLabel})`, () => {
       expect((await rows(target, id)).map((r) => r.id).sort()).toEqual([...good].sort());
       // The refused entries were retried alone and then set aside, with PostgreSQL's reason.
       await drained(target, 30_000);
-      const dead = await broker.rangeAfter(DEAD_LETTER_STREAM, '0-0', 100);
+      const dead = await broker.queue.deadLetters(100);
       expect((await deadLettered()).sort()).toEqual([...poison].sort());
       for (const entry of dead) expect(entry.fields.reason).toMatch(/json|surrogate|unicode/i);
       expect(target.worker?.stats.deadLettered).toBe(poison.length);
@@ -498,7 +492,7 @@ describe(`persistence worker (${engineLabel})`, () => {
       };
       const sending = al.api.message.send.mutate(message).catch((error: unknown) => error);
       // Refused again and again, each time well past its two deliveries: never an entry's fault.
-      const deadLetters = () => broker(target).rangeAfter(DEAD_LETTER_STREAM, '0-0', 10);
+      const deadLetters = () => broker(target).queue.deadLetters(10);
       await expect
         .poll(async () => paused() >= before + 4 || (await deadLetters()).length > 0, {
           timeout: 30_000,

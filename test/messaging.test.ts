@@ -1,3 +1,4 @@
+import { Redis } from 'ioredis';
 import { createTRPCClient, createWSClient, wsLink } from '@trpc/client';
 import { sql } from 'drizzle-orm';
 import { pino } from 'pino';
@@ -6,8 +7,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import WebSocket from 'ws';
 import type { App } from '../server/src/app.js';
 import type { AppRouter } from '../server/src/routers/_app.js';
-import { clientIdKey, pendingKey } from '../server/src/broker/keyspace.js';
-import { DEAD_LETTER_STREAM, MESSAGES_STREAM, PERSIST_GROUP } from '../server/src/broker/keyspace.js';
+import { pendingKey } from '../server/src/broker/keyspace.js';
 import { PersistenceWorker } from '../server/src/worker/persist.js';
 import { connect, signUp, wsUrl } from './support/client.js';
 import { TestDeployment, engineLabel, onRealEngines } from './support/env.js';
@@ -54,7 +54,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 async function drained(target: App, timeoutMs = 15_000): Promise<void> {
   await vi.waitFor(
     async () => {
-      const info = await target.services.broker.groupInfo(MESSAGES_STREAM, PERSIST_GROUP);
+      const { group: info } = await target.services.broker.queue.info();
       if (!info || info.lag !== 0 || info.pending !== 0) {
         throw new Error(`worker did not drain: ${JSON.stringify(info)}`);
       }
@@ -318,7 +318,7 @@ describe(`messages (${engineLabel})`, () => {
     await socket.message.send.mutate({ conversationId: id, content: 'before', clientMessageId: 'r-1' });
     await drained(app);
     // The claim has expired: only PostgreSQL knows this clientMessageId now.
-    await app.services.broker.del(clientIdKey(al.user.id, id, 'r-1'));
+    expect(await app.services.broker.messages.expireClaim(al.user.id, id, 'r-1')).toBe(true);
     await al.api.auth.logout.mutate({ everywhere: true });
     // A new message (refused by the append itself), a retry answered from PostgreSQL, and a
     // conversation the sender is not in: each is refused for the session, none answered.
@@ -394,8 +394,11 @@ describe(`messages (${engineLabel})`, () => {
     );
     await drained(app);
     // The claims expire (here: are deleted); only PostgreSQL still knows these keys.
-    const claims = firsts.map((m) => clientIdKey(m.senderId, m.conversationId, m.clientMessageId ?? ''));
-    expect(await app.services.broker.del(...claims)).toBe(claims.length);
+    for (const m of firsts) {
+      expect(
+        await app.services.broker.messages.expireClaim(m.senderId, m.conversationId, m.clientMessageId ?? ''),
+      ).toBe(true);
+    }
     // Retries and new sends together, so the lookups share queries.
     const again = await Promise.all(
       Array.from({ length: 16 }, (_, i) =>
@@ -481,7 +484,7 @@ describe(`messages (${engineLabel})`, () => {
       // A worker started later writes everything once, edits and deletions included.
       const worker = new PersistenceWorker(
         apiOnly.services.db,
-        apiOnly.services.broker,
+        apiOnly.services.broker.queue,
         { ...apiOnly.services.config.worker, blockMs: 50 },
         apiOnly.services.log,
       );
@@ -575,8 +578,8 @@ describe(`persistence worker (${engineLabel})`, () => {
       const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
       const broker = target.services.broker;
       // Unreadable, and readable but refused by PostgreSQL (no such conversation).
-      await broker.append(MESSAGES_STREAM, { op: 'create', m: '{not json' });
-      await broker.append(MESSAGES_STREAM, {
+      await broker.queue.add({ op: 'create', m: '{not json' });
+      await broker.queue.add({
         op: 'create',
         m: JSON.stringify({
           id: '01900000-0000-7000-8000-000000000001',
@@ -593,7 +596,7 @@ describe(`persistence worker (${engineLabel})`, () => {
         }),
       });
       // In a real conversation, from a sender that does not exist.
-      await broker.append(MESSAGES_STREAM, {
+      await broker.queue.add({
         op: 'create',
         m: JSON.stringify({
           id: '01900000-0000-7000-8000-000000000002',
@@ -612,7 +615,7 @@ describe(`persistence worker (${engineLabel})`, () => {
       const good = await al.api.message.send.mutate({ conversationId: id, content: 'after the poison' });
       await drained(target, 20_000);
       expect((await rows(target, id)).map((r) => r.id)).toEqual([good.id]);
-      const dead = await broker.rangeAfter(DEAD_LETTER_STREAM, '0-0', 10);
+      const dead = await broker.queue.deadLetters(10);
       // Each refused entry is retried on its own schedule, so they may be set aside in any order.
       expect(dead).toHaveLength(3);
       expect(dead.map((entry) => entry.fields.reason)).toEqual(
@@ -673,17 +676,14 @@ describe(`persistence worker (${engineLabel})`, () => {
       for (let i = 0; i < 30; i++) await al.api.message.send.mutate({ conversationId: id, content: `m${i}` });
       const { broker, db, log, config } = target.services;
       // A worker that read a batch and died before its commit.
-      await broker.ensureGroup(MESSAGES_STREAM, PERSIST_GROUP);
-      const taken = await broker.readGroup(MESSAGES_STREAM, PERSIST_GROUP, 'ghost', {
-        mode: 'new',
-        count: 20,
-      });
+      await broker.queue.prepare();
+      const taken = await broker.queue.readNew('ghost', 20);
       expect(taken).toHaveLength(20);
       // Two workers at once, each claiming after the idle timeout: every row written once.
       const settings = { ...config.worker, blockMs: 50, claimIdleMs: 200 };
       const workers = [
-        new PersistenceWorker(db, broker, { ...settings, consumerName: 'w1' }, log),
-        new PersistenceWorker(db, broker, { ...settings, consumerName: 'w2' }, log),
+        new PersistenceWorker(db, broker.queue, { ...settings, consumerName: 'w1' }, log),
+        new PersistenceWorker(db, broker.queue, { ...settings, consumerName: 'w2' }, log),
       ];
       for (const worker of workers) worker.start();
       try {
@@ -731,8 +731,8 @@ describe(`persistence worker (${engineLabel})`, () => {
       // Small batches, several in flight, and two workers at once.
       const settings = { ...config.worker, blockMs: 50, batchSize: 4, concurrency: 4 };
       const workers = [
-        new PersistenceWorker(db, broker, { ...settings, consumerName: 'c1' }, log),
-        new PersistenceWorker(db, broker, { ...settings, consumerName: 'c2' }, log),
+        new PersistenceWorker(db, broker.queue, { ...settings, consumerName: 'c1' }, log),
+        new PersistenceWorker(db, broker.queue, { ...settings, consumerName: 'c2' }, log),
       ];
       for (const worker of workers) worker.start();
       try {
@@ -742,7 +742,7 @@ describe(`persistence worker (${engineLabel})`, () => {
       }
       expect(warnings.filter((line) => /deadlock|batch failed/i.test(line))).toEqual([]);
       expect(workers.reduce((n, worker) => n + worker.stats.deadLettered, 0)).toBe(0);
-      expect(await broker.rangeAfter(DEAD_LETTER_STREAM, '0-0', 10)).toEqual([]);
+      expect(await broker.queue.deadLetters(10)).toEqual([]);
       for (const group of groups) {
         const stored = await rows(target, group.id);
         const expected = sent.flatMap((m, i) =>
@@ -758,7 +758,7 @@ describe(`persistence worker (${engineLabel})`, () => {
           last_seq: number;
         }[];
         expect(conversation?.last_seq).toBe(stored.length);
-        expect(await broker.hgetall(pendingKey(group.id))).toEqual({});
+        expect(await broker.messages.pendingOf(group.id)).toEqual([]);
       }
     } finally {
       await local.cleanup();
@@ -776,10 +776,12 @@ describe.skipIf(!onRealEngines)(`pending copies (${engineLabel}; needs Redis)`, 
       for (let i = 0; i < 5; i++) await al.api.message.send.mutate({ conversationId: id, content: `m${i}` });
       const { broker, db, log, config } = target.services;
       // The conversation's pending hash becomes a string: releasing its copies fails (WRONGTYPE).
-      await broker.set(pendingKey(id), 'not a hash');
+      const redis = new Redis(config.redisUrl ?? '');
+      const copies = `${config.redisPrefix}${pendingKey(id)}`;
+      await redis.set(copies, 'not a hash');
       const worker = new PersistenceWorker(
         db,
-        broker,
+        broker.queue,
         { ...config.worker, blockMs: 50, claimIdleMs: 400 },
         log,
       );
@@ -788,11 +790,12 @@ describe.skipIf(!onRealEngines)(`pending copies (${engineLabel}; needs Redis)`, 
         await expect.poll(async () => (await rows(target, id)).length, { timeout: 10_000 }).toBe(5);
         await sleep(200);
         // Written, but not acknowledged: the entries wait to be written and released again.
-        expect((await broker.groupInfo(MESSAGES_STREAM, PERSIST_GROUP))?.pending).toBe(5);
-        await broker.del(pendingKey(id));
+        expect((await broker.queue.info()).group?.pending).toBe(5);
+        await redis.del(copies);
         await drained(target);
       } finally {
         await worker.stop();
+        await redis.quit();
       }
       const stored = await rows(target, id);
       expect(stored.map((r) => r.content)).toEqual(['m0', 'm1', 'm2', 'm3', 'm4']);
@@ -836,7 +839,7 @@ describe.skipIf(!onRealEngines)(`PostgreSQL outage (${engineLabel}; needs Postgr
       expect(stored.map((r) => r.id)).toEqual(sent.map((m) => m.id));
       expect(stored.map((r) => r.seq)).toEqual(sent.map((_, i) => i + 1));
       expect((await fetch(`${target.url}/readyz`)).status).toBe(200);
-      const dead = await target.services.broker.rangeAfter(DEAD_LETTER_STREAM, '0-0', 10);
+      const dead = await target.services.broker.queue.deadLetters(10);
       expect(dead).toEqual([]);
     } finally {
       await local.cleanup();

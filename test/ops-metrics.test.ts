@@ -2,7 +2,6 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { App } from '../server/src/app.js';
 import WebSocket from 'ws';
 import { connect, signUp, wsUrl } from './support/client.js';
-import { MESSAGES_STREAM } from '../server/src/broker/keyspace.js';
 import { TestDeployment, engineLabel } from './support/env.js';
 import { tap } from './support/events.js';
 import { expectCode } from './support/errors.js';
@@ -219,7 +218,7 @@ describe(`metrics (${engineLabel})`, () => {
         (received) => received.filter((r) => r.event.type === 'message.created').length === sent + 1,
       );
       // An entry no worker can read is set aside.
-      await target.services.broker.append(MESSAGES_STREAM, { op: 'create', m: '{not json' });
+      await target.services.broker.queue.add({ op: 'create', m: '{not json' });
 
       const samples = await eventually(
         () => scrape(target),

@@ -10,7 +10,6 @@ import { users } from '../../drizzle/schema.js';
 import { createApp } from '../../server/src/app.js';
 import { hashPassword } from '../../server/src/credentials/passwords.js';
 import { loadConfig } from '../../server/src/config/index.js';
-import { MESSAGES_STREAM, PERSIST_GROUP } from '../../server/src/broker/keyspace.js';
 import { announceReady, gcHandler, serveCalls } from '../lib/children.js';
 
 const env = process.env;
@@ -154,8 +153,8 @@ serveCalls({
   persisted: () => app.worker?.stats.persisted ?? 0,
   /** How far the persistence group is behind the message stream. */
   async groupLag() {
-    const info = await app.services.broker.groupInfo(MESSAGES_STREAM, PERSIST_GROUP);
-    return info ? { lag: info.lag, pending: info.pending } : null;
+    const { group } = await app.services.broker.queue.info();
+    return group ? { lag: group.lag, pending: group.pending } : null;
   },
   /**
    * Appends `count` messages to the message stream, round-robin over `senders`' conversations.
@@ -185,18 +184,21 @@ serveCalls({
           const sender = users[n % users.length];
           if (!sender) return;
           const { conversationId } = sender;
-          await app.services.store.appendNew({
-            id: uuidv7(),
-            conversationId,
-            senderId: sender.user.id,
-            senderUsername: sender.user.username,
-            content,
-            type: 'text',
-            clientMessageId: null,
-            sentAt: new Date(),
-            editedAt: null,
-            deletedAt: null,
-          });
+          await app.services.store.appendNew(
+            {
+              id: uuidv7(),
+              conversationId,
+              senderId: sender.user.id,
+              senderUsername: sender.user.username,
+              content,
+              type: 'text',
+              clientMessageId: null,
+              sentAt: new Date(),
+              editedAt: null,
+              deletedAt: null,
+            },
+            null,
+          );
         }
       }),
     );

@@ -53,7 +53,11 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     const database = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir });
     closers.push(() => database.close());
     await database.migrate();
-    const broker = await openBroker({ url: config.redisUrl, prefix: config.redisPrefix });
+    const broker = await openBroker({
+      url: config.redisUrl,
+      prefix: config.redisPrefix,
+      eventLogLength: config.limits.eventLogLength,
+    });
     closers.push(() => broker.close());
     log.info(
       { database: database.engine, broker: broker.engine },
@@ -75,17 +79,23 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     if (config.runWorker) {
       const { metrics } = services;
       const settings = written ? { ...config.worker, lingerMs: WAITED_LINGER_MS } : config.worker;
-      worker = new PersistenceWorker(database.db, broker, settings, log.child({ component: 'worker' }), {
-        onBatch: (size, durationMs) => {
-          metrics.persistBatchSize.observe(size);
-          metrics.persistLatency.observe(durationMs / 1000);
+      worker = new PersistenceWorker(
+        database.db,
+        broker.queue,
+        settings,
+        log.child({ component: 'worker' }),
+        {
+          onBatch: (size, durationMs) => {
+            metrics.persistBatchSize.observe(size);
+            metrics.persistLatency.observe(durationMs / 1000);
+          },
+          onDeadLetter: (entryId) => {
+            metrics.deadLetters.inc();
+            written?.markDeadLettered(entryId);
+          },
+          onWritten: (entryIds) => written?.markWritten(entryIds),
         },
-        onDeadLetter: (entryId) => {
-          metrics.deadLetters.inc();
-          written?.markDeadLettered(entryId);
-        },
-        onWritten: (entryIds) => written?.markWritten(entryIds),
-      });
+      );
       worker.start();
       // Stops before the broker and database close (closers run in reverse).
       const running = worker;

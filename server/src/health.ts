@@ -1,6 +1,5 @@
 import type { Broker } from './broker/types.js';
 import type { DatabaseHandle } from './db/index.js';
-import { MESSAGES_STREAM, PERSIST_GROUP } from './broker/keyspace.js';
 
 export interface HealthReport {
   status: 'ok' | 'degraded';
@@ -53,11 +52,9 @@ export class HealthService {
     if (redis) {
       // Entries not yet written to PostgreSQL: undelivered plus delivered-but-unacknowledged.
       // Without a group no worker has read anything yet: the whole stream is unwritten.
-      lag = await this.broker
-        .groupInfo(MESSAGES_STREAM, PERSIST_GROUP)
-        .then(async (info) =>
-          info ? info.lag + info.pending : (await this.broker.streamInfo(MESSAGES_STREAM)).length,
-        )
+      lag = await this.broker.queue
+        .info()
+        .then(({ length, group }) => (group ? group.lag + group.pending : length))
         .catch(() => null);
     }
     return {

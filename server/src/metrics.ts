@@ -1,6 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Broker } from './broker/types.js';
-import { MESSAGES_STREAM, PERSIST_GROUP } from './broker/keyspace.js';
 
 /** Seconds; from a cache hit (~1 ms) to a slow PostgreSQL round trip under load. */
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -58,7 +57,7 @@ export function createMetrics(deps: {
     help: 'Entries in the parley:messages stream (written and not yet written to PostgreSQL)',
     registers,
     async collect() {
-      const info = await broker.streamInfo(MESSAGES_STREAM).catch(() => null);
+      const info = await broker.queue.info().catch(() => null);
       this.set(info ? info.length : Number.NaN);
     },
   });
@@ -68,9 +67,9 @@ export function createMetrics(deps: {
     registers,
     async collect() {
       try {
-        const info = await broker.groupInfo(MESSAGES_STREAM, PERSIST_GROUP);
+        const { length, group } = await broker.queue.info();
         // No group yet means no worker ever ran: everything in the stream is still unwritten.
-        this.set(info ? info.lag + info.pending : (await broker.streamInfo(MESSAGES_STREAM)).length);
+        this.set(group ? group.lag + group.pending : length);
       } catch {
         this.set(Number.NaN);
       }

@@ -48,11 +48,11 @@ export function buildServices(deps: {
 }): Services {
   const { config, log, database, broker, durability = null } = deps;
   const db = database.db;
-  const sessions = new Sessions(db, broker.sessions, broker, config, log);
+  const sessions = new Sessions(db, broker.sessions, broker.bus, config, log);
   const passwords = new Passwords(config.passwordHashCost, config.limits);
   const guesses = new PasswordGuesses(broker.limits, passwords, config.limits);
   const memberships = new Memberships(db, broker.rosters);
-  const events = new BrokerEventPublisher(broker, config.limits.eventLogLength);
+  const events = new BrokerEventPublisher(broker.events, broker.bus);
   const lastSeen = new LastSeen(db);
   const presence = new Presence(
     broker.presence,
@@ -69,8 +69,8 @@ export function buildServices(deps: {
   // The hub exists only further down; the gauge reads it on scrape.
   let hub: Hub | null = null;
   const metrics = createMetrics({ broker, subscriptions: () => hub?.count() ?? 0 });
-  const store = new MessageStore(db, broker, durability);
-  const messages = new MessageService(store, memberships, events, broker, config.limits, log, metrics);
+  const store = new MessageStore(db, broker.messages, durability);
+  const messages = new MessageService(store, memberships, events, sessions, config.limits, log, metrics);
   const conversations = new ConversationService(
     db,
     store,
@@ -80,8 +80,8 @@ export function buildServices(deps: {
     broker.typing,
     config.limits,
   );
-  hub = new Hub(broker, sessions, log, metrics);
-  const realtime = new Realtime(broker, hub, presence, config, log, {
+  hub = new Hub(broker.bus, sessions, log, metrics);
+  const realtime = new Realtime(broker.events, hub, presence, config, log, {
     conversationsOf: (userId, sinceMs) => memberships.conversationsOf(userId, sinceMs),
     view: (conversationId, userId) => conversations.viewOf(conversationId, userId),
   });

@@ -9,8 +9,8 @@ import { NOT_STORABLE, unstorableStringIn } from './text.js';
 
 export interface ProcedureMeta {
   /**
-   * The procedure refuses a revoked session itself, in the same atomic step as its write
-   * (`Sessions.revocationMarks`), so `requireUser` leaves that check to it.
+   * The procedure refuses a revoked session itself, in the same atomic step as its write (the
+   * message log's `session` guard), so `requireUser` leaves that check to it.
    */
   checksRevocation?: boolean;
 }

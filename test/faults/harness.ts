@@ -6,8 +6,6 @@ import type { App } from '../../server/src/app.js';
 import { RedisBroker } from '../../server/src/broker/redis/engine.js';
 import type { loadConfig } from '../../server/src/config/index.js';
 import type { Message } from '../../server/src/contracts/schemas.js';
-import { PENDING_INDEX, pendingKey } from '../../server/src/broker/keyspace.js';
-import { MESSAGES_STREAM, PERSIST_GROUP } from '../../server/src/broker/keyspace.js';
 import type { EventTap } from '../support/events.js';
 import { TestDeployment } from '../support/env.js';
 import { TcpProxy } from '../support/proxy.js';
@@ -93,8 +91,8 @@ export class Scenario {
   async drained(timeoutMs = 60_000): Promise<void> {
     await waitUntil(
       async () => {
-        const info = await this.broker.groupInfo(MESSAGES_STREAM, PERSIST_GROUP);
-        return info !== null && info.lag === 0 && info.pending === 0;
+        const { group } = await this.broker.queue.info();
+        return group !== null && group.lag === 0 && group.pending === 0;
       },
       'the worker drained the stream',
       timeoutMs,
@@ -191,10 +189,12 @@ export async function oracle(input: OracleInput): Promise<void> {
     expect(twice, `${label}: ${name} received a message twice`).toEqual([]);
   }
 
-  const pendingIndex = await scenario.broker.hgetall(PENDING_INDEX);
-  const pendingHere = await scenario.broker.hgetall(pendingKey(conversationId));
-  const group = await scenario.broker.groupInfo(MESSAGES_STREAM, PERSIST_GROUP);
-  const pending = Object.keys(pendingIndex).length + Object.keys(pendingHere).length + (group?.pending ?? 0);
+  const { messages, queue } = scenario.broker;
+  const pendingHere = await messages.pendingOf(conversationId);
+  const indexed = await Promise.all([...resolvedIds].map((id) => messages.pendingEntry(id)));
+  const { group } = await queue.info();
+  const pending =
+    indexed.filter((entry) => entry !== null).length + pendingHere.length + (group?.pending ?? 0);
   expect(pending, `${label}: entries left pending`).toBe(0);
 
   const extraRows = rows.filter((row) => !resolvedIds.has(row.id)).length;

@@ -1,7 +1,6 @@
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Message } from '../../server/src/contracts/schemas.js';
-import { DEAD_LETTER_STREAM, MESSAGES_STREAM } from '../../server/src/broker/keyspace.js';
 import { signUp } from '../support/client.js';
 import { tap } from '../support/events.js';
 import { oracle, Scenario } from './harness.js';
@@ -43,12 +42,13 @@ describe('stream faults', () => {
     }
     await scenario.drained();
     // The same entries appended again, as a retried append or a replayed stream would do.
-    const entries = await scenario.broker.rangeAfter(MESSAGES_STREAM, '0-0', 1000);
+    const { queue } = scenario.broker;
+    const entries = await queue.entries('0-0', 1000);
     const copies = entries.filter((entry) => entry.fields.op === 'create');
-    for (const entry of copies) await scenario.broker.append(MESSAGES_STREAM, entry.fields);
+    for (const entry of copies) await queue.add(entry.fields);
     // Poison: unreadable, and well-formed but refused by PostgreSQL.
-    await scenario.broker.append(MESSAGES_STREAM, { op: 'create', m: '{"truncated' });
-    await scenario.broker.append(MESSAGES_STREAM, { op: 'bogus', m: 'null' });
+    await queue.add({ op: 'create', m: '{"truncated' });
+    await queue.add({ op: 'bogus', m: 'null' });
     for (let i = 10; i < 20; i++) {
       resolved.push(await al.api.message.send.mutate({ conversationId: id, content: `m${i}` }));
     }
@@ -61,7 +61,7 @@ describe('stream faults', () => {
       recipients,
       notes: { replayedEntries: copies.length, poison: 2 },
     });
-    const dead = await scenario.broker.rangeAfter(DEAD_LETTER_STREAM, '0-0', 100);
+    const dead = await queue.deadLetters(100);
     expect(dead).toHaveLength(2);
     await recipients[0]?.events.stop();
     await Promise.all([al.close(), bo.close()]);

@@ -1,6 +1,5 @@
 import { afterAll, beforeAll, expect, it, vi } from 'vitest';
 import type { SessionStore } from '../../server/src/broker/ports/sessions.js';
-import { revokedSessionKey, revokedUserKey } from '../../server/src/broker/keyspace.js';
 import type { Broker } from '../../server/src/broker/types.js';
 import { type Engine, onBothEngines } from '../support/engines.js';
 
@@ -90,22 +89,6 @@ function contract(engine: Engine) {
       },
       { timeout: 3_000, interval: 20 },
     );
-  });
-
-  it("the send step's refusal sees the marks under their keys (`revokedSessionKey`, `revokedUserKey`)", async () => {
-    const [al, session] = [fresh('user'), fresh('session')];
-    await sessions.revokeSession(session, 60_000);
-    await sessions.revokeUserBefore(al, 7_000, 60_000);
-    const stream = fresh('stream');
-    const append = (refusal: { key: string; atLeast?: number }) =>
-      broker.append(stream, { m: '1' }, { refuseIf: [refusal] });
-    expect(await append({ key: revokedSessionKey(session) })).toEqual({ appended: false, refused: 0 });
-    expect(await append({ key: revokedUserKey(al), atLeast: 7_000 })).toEqual({
-      appended: false,
-      refused: 0,
-    });
-    expect(await append({ key: revokedUserKey(al), atLeast: 7_001 })).toMatchObject({ appended: true });
-    expect(await append({ key: revokedSessionKey(fresh('session')) })).toMatchObject({ appended: true });
   });
 }
 

@@ -7,10 +7,17 @@ import type { Broker } from '../../server/src/broker/types.js';
 import { engines } from './env.js';
 import { hasRedisServer, startRedisServer } from './redis-server.js';
 
+/** What a suite may set on the broker it opens. */
+export interface BrokerOptions {
+  eventLogLength?: number;
+  /** A keyspace of its own within the engine's, so a suite can start from an empty broker. */
+  space?: string;
+}
+
 /** One broker engine under a contract suite. */
 export interface Engine {
   /** The broker under test. */
-  open(): Promise<Broker>;
+  open(options?: BrokerOptions): Promise<Broker>;
   /**
    * Another handle on the same deployment, as a second instance would hold: for Redis a
    * separate connection on the same prefix; the in-process engine has only itself.
@@ -20,7 +27,7 @@ export interface Engine {
 }
 
 export const memoryEngine: Engine = {
-  open: () => Promise.resolve(new MemoryBroker()),
+  open: (options) => Promise.resolve(new MemoryBroker(options)),
   peer: (broker) => Promise.resolve(broker),
   cleanup: () => Promise.resolve(),
 };
@@ -30,15 +37,22 @@ export function redisEngine(url: string): Engine {
   // A prefix of its own per run, so parallel runs never see each other's keys.
   const prefix = `test:broker:${Date.now().toString(36)}${randomBytes(4).toString('hex')}:`;
   const opened: Broker[] = [];
+  /** The prefix each broker was opened with, for its peers. */
+  const prefixes = new Map<Broker, string>();
   return {
-    async open() {
-      const broker = await RedisBroker.connect({ url, prefix });
+    async open(options = {}) {
+      const { space, ...rest } = options;
+      const own = space ? `${prefix}${space}:` : prefix;
+      const broker = await RedisBroker.connect({ url, prefix: own, ...rest });
       opened.push(broker);
+      prefixes.set(broker, own);
       return broker;
     },
-    async peer() {
-      const broker = await RedisBroker.connect({ url, prefix });
+    async peer(of) {
+      const own = prefixes.get(of) ?? prefix;
+      const broker = await RedisBroker.connect({ url, prefix: own });
       opened.push(broker);
+      prefixes.set(broker, own);
       return broker;
     },
     async cleanup() {

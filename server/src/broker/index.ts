@@ -4,6 +4,12 @@ import type { Broker } from './types.js';
 
 export type { Broker } from './types.js';
 
-export async function openBroker(options: { url: string | undefined; prefix: string }): Promise<Broker> {
-  return options.url ? RedisBroker.connect({ url: options.url, prefix: options.prefix }) : new MemoryBroker();
+export async function openBroker(options: {
+  url: string | undefined;
+  prefix: string;
+  /** How many events each event log keeps (at least) for resume. */
+  eventLogLength?: number;
+}): Promise<Broker> {
+  const { url, prefix, eventLogLength } = options;
+  return url ? RedisBroker.connect({ url, prefix, eventLogLength }) : new MemoryBroker({ eventLogLength });
 }

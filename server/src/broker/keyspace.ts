@@ -1,3 +1,5 @@
+import type { Channel } from './ports/events.js';
+
 /**
  * The keyspace: every broker key, stream and channel name, and nowhere else. Names are logical;
  * the engine adds its prefix.
@@ -90,6 +92,14 @@ export const userChannel = (userId: string) => `u:${userId}`;
 
 /** One instance's own channel: a message it sends itself arrives after everything before it. */
 export const instanceChannel = (instanceId: string) => `i:${instanceId}`;
+
+/** The name of a channel of the event bus. */
+export function channelName(channel: Channel): string {
+  if ('conversation' in channel) return conversationChannel(channel.conversation);
+  if ('user' in channel) return userChannel(channel.user);
+  if ('instance' in channel) return instanceChannel(channel.instance);
+  return REVOCATIONS_CHANNEL;
+}
 
 /** Who is in a conversation: a set, the send step's membership check. */
 export const rosterKey = (conversationId: string) => `members:{${conversationId}}`;

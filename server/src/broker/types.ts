@@ -1,219 +1,34 @@
+import type { EventBus, EventLog } from './ports/events.js';
 import type { LimitStore } from './ports/limits.js';
+import type { MessageLog } from './ports/message-log.js';
 import type { PresenceStore } from './ports/presence.js';
+import type { WorkQueue } from './ports/queue.js';
 import type { RosterStore } from './ports/rosters.js';
 import type { SessionStore } from './ports/sessions.js';
 import type { TypingClaims } from './ports/typing.js';
 
+export type { SubscriptionWatcher, Unsubscribe } from './ports/events.js';
+
 /**
- * What Parley needs from Redis, as one interface with two engines: `RedisBroker` (ioredis)
- * for deployments and `MemoryBroker` for the single-process default. Both pass the same
- * contract tests (`test/broker.contract.test.ts`).
+ * What Parley needs from Redis, with two engines: `RedisBroker` (ioredis) for deployments and
+ * `MemoryBroker` for the single-process default. Each concern is a port of its own (`ports/`),
+ * implemented by both engines and held to one contract suite per port (`test/ports/`); what is
+ * left here passes `test/broker.contract.test.ts`.
  *
- * Every key, stream and channel name given here is logical: the engine adds its prefix.
- * Stream entry ids are Redis ids (`<ms>-<n>`) in both engines and compare in that order.
+ * Every key and channel name is logical (`keyspace.ts`): the engine adds its prefix. Ids of
+ * logs and queues are Redis stream ids (`<ms>-<n>`) in both engines and compare in that order.
  */
-
-export interface StreamEntry {
-  id: string;
-  fields: Record<string, string>;
-}
-
-export interface PendingEntry {
-  id: string;
-  consumer: string;
-  idleMs: number;
-  deliveries: number;
-}
-
-export interface GroupInfo {
-  /** Entries delivered to the group and not yet acknowledged. */
-  pending: number;
-  /** Entries in the stream not yet delivered to the group. */
-  lag: number;
-  lastDeliveredId: string;
-}
-
-export interface StreamInfo {
-  length: number;
-  firstId: string | null;
-  lastId: string;
-  /**
-   * At or above every id ever removed from the stream (`0-0` when nothing was): reading on
-   * from an id at or above it misses nothing.
-   */
-  maxDeletedId: string;
-}
-
-export type AppendResult =
-  | { appended: true; id: string; /** The counter's new value, with `counter`. */ counter?: number }
-  | { appended: false; existing: string }
-  /** With `counter`: the counter did not exist, so nothing was written. */
-  | { appended: false; missingCounter: true }
-  /** With `refuseIf`: the refusal at this index held, so nothing was written. */
-  | { appended: false; refused: number }
-  /** With `limit`: the count went past its maximum, so nothing else was written. */
-  | { appended: false; limited: true }
-  /** With `roster`: the set does not hold the member, so nothing was written. */
-  | { appended: false; notMember: true }
-  /** With `roster`: the set does not exist (not filled yet, or expired); nothing was written. */
-  | { appended: false; noSet: true };
-
-/** A key whose presence refuses an append: any value, or a number of at least `atLeast`. */
-export interface Refusal {
-  key: string;
-  atLeast?: number;
-}
-
-/** Whether `value`, the current value of `refusal.key` (null when absent), refuses. */
-export function refuses(refusal: Refusal, value: string | null): boolean {
-  if (value === null) return false;
-  return refusal.atLeast === undefined || Number(value) >= refusal.atLeast;
-}
-
-export interface AppendOptions {
-  /** Cap the stream at about this many entries (only trims whole old entries). */
-  maxLen?: number;
-  /**
-   * Checked first, in the same atomic step: unless the conversation's roster (`RosterStore`)
-   * holds the user, nothing at all is written and the result says `notMember` (or `noSet` when
-   * there is no roster).
-   */
-  roster?: { conversationId: string; userId: string };
-  /**
-   * Checked next: when one of these refuses, nothing at all is written (not even the `limit`
-   * count) and the result gives its index.
-   */
-  refuseIf?: Refusal[];
-  /**
-   * Then counted, in the same atomic step: `key` is incremented (and given a lifetime of
-   * `ttlMs` when new); when its new value is above `max`, nothing else is written and the result
-   * says `limited`.
-   */
-  limit?: { key: string; max: number; ttlMs: number };
-  /**
-   * Claim `key` with `value` (expiring after `ttlMs`) in the same atomic step; when the key is
-   * already held, nothing is appended and its current value is returned instead.
-   */
-  unique?: { key: string; value: string; ttlMs: number };
-  /** Store `<entry id>|<value>` in each hash `key` under `field`, in the same atomic step. */
-  pending?: { key: string; field: string; value: string }[];
-  /**
-   * Increment the existing counter `key` in the same atomic step (after the `unique` check, so
-   * a refused append takes no number) and write its new value in place of the first `slot` in
-   * every field value and pending value. When the counter does not exist nothing is written
-   * (no claim either) and the result says `missingCounter`.
-   */
-  counter?: { key: string; slot: string };
-  /**
-   * Once the entry is appended, in the same atomic step: what `appendToMany` does with these
-   * arguments, with the counter's new value in place of the first `slot` in each field value
-   * and in the published message. Nothing of it happens when nothing is appended.
-   */
-  fanOut?: FanOut;
-}
-
-/** The arguments of `appendToMany`, for a fan-out that rides on another append. */
-export interface FanOut {
-  idStream: string;
-  streams: string[];
-  fields: Record<string, string>;
-  maxLen: number;
-  publish?: Publication;
-}
-
-/** What an append publishes once it is written: `<entry id>\n<message>` on each channel. */
-export interface Publication {
-  channels: string[];
-  message: string;
-}
-
-export type Unsubscribe = () => Promise<void>;
-
-export interface SubscriptionWatcher {
-  interrupted(): void;
-  restored(): void;
-}
-
 export interface Broker {
   readonly engine: 'redis' | 'memory';
   readonly rosters: RosterStore;
+  readonly events: EventLog;
+  readonly bus: EventBus;
+  readonly messages: MessageLog;
+  readonly queue: WorkQueue;
   readonly presence: PresenceStore;
   readonly limits: LimitStore;
   readonly typing: TypingClaims;
   readonly sessions: SessionStore;
-
-  // Pub/Sub: at-most-once, to every current subscriber of the channel on any instance.
-  publish(channel: string, message: string): Promise<void>;
-  subscribe(channel: string, onMessage: (message: string) => void): Promise<Unsubscribe>;
-  /**
-   * While the connection that receives this instance's Pub/Sub messages is down, whatever is
-   * published is lost to it. `interrupted` is called when that connection goes down, and
-   * `restored` once every subscription is in place again, so a subscriber can fetch what it
-   * missed from a durable log. The in-process engine never loses its subscriptions.
-   */
-  watchSubscriptions(watcher: SubscriptionWatcher): () => void;
-
-  // Streams.
-  append(stream: string, fields: Record<string, string>, options?: AppendOptions): Promise<AppendResult>;
-  /**
-   * Appends one entry to each of `streams` under a single new id, taken from the monotonic
-   * `idStream`, then publishes `<id>\n<message>` on each of `publish.channels`; all atomically,
-   * so every stream sees ids in one global order.
-   */
-  appendToMany(
-    idStream: string,
-    streams: string[],
-    fields: Record<string, string>,
-    options: { maxLen: number; publish?: Publication },
-  ): Promise<string>;
-  /** Entries with id strictly greater than `afterId`, oldest first. */
-  rangeAfter(stream: string, afterId: string, count: number): Promise<StreamEntry[]>;
-  /** The newest entry's id, or `0-0`. */
-  lastId(stream: string): Promise<string>;
-  streamInfo(stream: string): Promise<StreamInfo>;
-  /** Removes entries with id lower than `minId`; returns how many. */
-  trimBelow(stream: string, minId: string): Promise<number>;
-
-  // Consumer groups.
-  /** Creates the group (and the stream) if missing, starting from the first entry. */
-  ensureGroup(stream: string, group: string): Promise<void>;
-  /**
-   * `mode: 'new'` delivers entries never delivered to the group (waiting up to `blockMs`);
-   * `mode: 'own'` re-reads this consumer's pending entries (after `afterId`).
-   */
-  readGroup(
-    stream: string,
-    group: string,
-    consumer: string,
-    options: { count: number; blockMs?: number; mode: 'new' | 'own'; afterId?: string },
-  ): Promise<StreamEntry[]>;
-  ack(stream: string, group: string, ids: string[]): Promise<number>;
-  pending(stream: string, group: string, count: number): Promise<PendingEntry[]>;
-  /** Takes over entries idle for at least `minIdleMs` from any consumer (delivery count +1). */
-  claimIdle(
-    stream: string,
-    group: string,
-    consumer: string,
-    minIdleMs: number,
-    count: number,
-  ): Promise<StreamEntry[]>;
-  groupInfo(stream: string, group: string): Promise<GroupInfo | null>;
-
-  // Keys.
-  get(key: string): Promise<string | null>;
-  /** The value of each key, null where it is missing. */
-  mget(keys: string[]): Promise<(string | null)[]>;
-  /** Returns false when `nx` is set and the key already exists. */
-  set(key: string, value: string, options?: { ttlMs?: number; nx?: boolean }): Promise<boolean>;
-  del(...keys: string[]): Promise<number>;
-  ttlMs(key: string): Promise<number>;
-  hget(key: string, field: string): Promise<string | null>;
-  hgetall(key: string): Promise<Record<string, string>>;
-  hset(key: string, field: string, value: string): Promise<void>;
-  /** Deletes `field` only while its value still starts with `<prefix>|`. */
-  hdelIfPrefix(key: string, field: string, prefix: string): Promise<boolean>;
-  /** `hdelIfPrefix` for many fields at once; returns how many were deleted. */
-  hdelIfPrefixMany(items: { key: string; field: string; prefix: string }[]): Promise<number>;
 
   ping(): Promise<boolean>;
   close(): Promise<void>;

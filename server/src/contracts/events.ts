@@ -1,5 +1,4 @@
 import { z } from 'zod';
-import type { FanOut } from '../broker/types.js';
 import { Conversation, Message, Role } from './schemas.js';
 
 /** Everything the `events` subscription carries. */
@@ -68,16 +67,17 @@ export interface EventPublisher {
   /** An event of a conversation, for every member (typing: only published). */
   toConversation(conversationId: string, event: ParleyEvent): Promise<void>;
   /**
-   * A durable event of a conversation as a fan-out for the broker step that makes the change
-   * it announces, so the two are written together and events keep the order of their changes.
+   * A durable event of a conversation as the announcement of the broker step that makes the
+   * change it announces (its payload, for the message log), so the two are written together and
+   * events keep the order of their changes.
    */
-  fanOut(conversationId: string, event: ParleyEvent): FanOut;
+  announcement(event: ParleyEvent): string;
   /**
-   * A new message's event as a fan-out for the broker step that appends the message (see
-   * `AppendOptions.fanOut`), so the message and its event are written together or not at all.
-   * `seqSlot` stands in the event's text for the seq, which that step assigns.
+   * A new message's event as the announcement of the step that appends the message, so the
+   * message and its event are written together or not at all. `seqSlot` stands in the event's
+   * text for the seq, which that step assigns.
    */
-  fanOutNewMessage(event: NewMessageEvent, seqSlot: string): FanOut;
+  newMessageAnnouncement(event: NewMessageEvent, seqSlot: string): string;
   /** The same membership change of each of `userIds`, into their inboxes in one step. */
   mark(userIds: readonly string[], mark: Mark): Promise<void>;
   /** An event for one user's own devices. */

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { and, eq, gt, isNull, max, ne } from 'drizzle-orm';
 import { sessions } from '../../../drizzle/schema.js';
 import type { SessionHolder, SessionStore } from '../broker/ports/sessions.js';
-import type { Broker, Refusal } from '../broker/types.js';
+import type { EventBus } from '../broker/ports/events.js';
 import type { Config } from '../config/index.js';
 import type { Database } from '../db/index.js';
 import type { Logger } from '../logger.js';
@@ -15,10 +15,6 @@ import {
   sealForRefreshToken,
   signAccessToken,
 } from './tokens.js';
-import { REVOCATIONS_CHANNEL, revokedSessionKey, revokedUserKey } from '../broker/keyspace.js';
-
-/** Channel on which revocations travel, so open sockets on every instance lose authority. */
-export { REVOCATIONS_CHANNEL };
 
 export interface Revocation {
   userId: string;
@@ -53,8 +49,8 @@ export class Sessions {
   constructor(
     private readonly db: Database,
     private readonly marks: SessionStore,
-    /** Where revocations are announced (`REVOCATIONS_CHANNEL`). */
-    private readonly bus: Pick<Broker, 'publish'>,
+    /** Where revocations are announced, for every instance. */
+    private readonly bus: Pick<EventBus, 'publish'>,
     private readonly config: Config,
     private readonly log: Logger,
   ) {}
@@ -212,18 +208,6 @@ export class Sessions {
   }
 
   /**
-   * What marks the access token's session as revoked: its family's mark, or a mark for all the
-   * user's sessions set at or after the token was issued. A write can refuse on these in the
-   * same atomic step (`AppendOptions.refuseIf`).
-   */
-  revocationMarks(user: AuthUser): Refusal[] {
-    return [
-      { key: revokedSessionKey(user.sessionId) },
-      { key: revokedUserKey(user.id), atLeast: user.issuedAt.getTime() },
-    ];
-  }
-
-  /**
    * Which of these sessions were revoked, in order: for holders that may have missed the
    * announcement (a subscription whose events channel was down). Throws while the broker is down.
    */
@@ -251,7 +235,7 @@ export class Sessions {
   }
 
   private async announce(revocation: Revocation): Promise<void> {
-    await this.bus.publish(REVOCATIONS_CHANNEL, JSON.stringify(revocation)).catch((error: unknown) => {
+    await this.bus.publish({ revocations: true }, JSON.stringify(revocation)).catch((error: unknown) => {
       this.log.warn({ err: error }, 'could not announce a revocation');
     });
   }

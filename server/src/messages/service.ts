@@ -1,6 +1,8 @@
 import { z } from 'zod';
 import { v7 as uuidv7 } from 'uuid';
-import { type AppendOptions, type Broker, type Refusal, refuses } from '../broker/types.js';
+import type { SendGuards } from '../broker/ports/message-log.js';
+import type { SessionHolder, Sessions } from '../credentials/sessions.js';
+import type { AuthUser } from '../credentials/tokens.js';
 import type { Limits } from '../config/index.js';
 import type { Memberships } from '../membership/index.js';
 import type { Message } from '../contracts/schemas.js';
@@ -11,7 +13,7 @@ import { CursorField, decodeCursor, encodeCursor } from '../pagination.js';
 import type { EventPublisher } from '../contracts/events.js';
 import type { EditMessage, ListMessages, SendMessage } from './schemas.js';
 import type { MessageStore } from './store.js';
-import { sendThrottleKey } from '../broker/keyspace.js';
+import { SEQ_SLOT } from '../broker/ports/message-log.js';
 
 /** What `create` answers when the conversation's roster is not in the broker (fill it, then retry). */
 const NO_ROSTER = Symbol('no roster');
@@ -28,19 +30,23 @@ export class MessageService {
     private readonly store: MessageStore,
     private readonly memberships: Memberships,
     private readonly events: EventPublisher,
-    private readonly broker: Broker,
+    private readonly sessions: Pick<Sessions, 'revokedAmong'>,
     private readonly limits: Limits,
     private readonly log: Logger,
     private readonly metrics?: Pick<Metrics, 'messagesSent'>,
   ) {}
 
   /**
-   * Resolves once the message has its id and seq and is in the stream; the worker writes it
-   * to PostgreSQL. A repeated `clientMessageId` returns the first message instead. With
-   * `session`, the append is refused when one of those marks (the sender's session revoked) is
-   * set, checked in the same broker step as the append.
+   * Resolves once the message has its id and seq and is queued; the worker writes it to
+   * PostgreSQL. A repeated `clientMessageId` returns the first message instead. The append is
+   * refused when the sender's session is revoked, checked in the same broker step.
    */
-  async send(sender: Sender, input: SendMessage, session: Refusal[] = []): Promise<Message> {
+  async send(sender: AuthUser, input: SendMessage): Promise<Message> {
+    const session: SessionHolder = {
+      userId: sender.id,
+      sessionId: sender.sessionId,
+      issuedAt: sender.issuedAt.getTime(),
+    };
     // A clientMessageId still claimed in the broker is caught by the append itself; PostgreSQL
     // covers a retry after the claim expired.
     if (input.clientMessageId) {
@@ -65,9 +71,9 @@ export class MessageService {
         'text',
         input.clientMessageId ?? null,
         {
-          roster: { conversationId: input.conversationId, userId: sender.id },
-          refuseIf: session,
-          limit: this.sendLimit(sender.id),
+          roster: true,
+          session,
+          sendLimit: { max: this.limits.sendsPerUser, windowMs: this.limits.sendWindowSeconds * 1000 },
         },
       );
       if (result === NOT_MEMBER) {
@@ -123,7 +129,7 @@ export class MessageService {
     // Refused in the append itself when a deletion came in since the read above.
     const appended = await this.store.appendEdit(
       edited,
-      this.events.fanOut(edited.conversationId, { type: 'message.updated', message: edited }),
+      this.events.announcement({ type: 'message.updated', message: edited }),
     );
     if (!appended) throw new Forbidden('A deleted message cannot be edited');
     return edited;
@@ -142,7 +148,7 @@ export class MessageService {
     // Not appended when a concurrent deletion marked the message first: deleted all the same.
     await this.store.appendTombstone(
       tombstone,
-      this.events.fanOut(message.conversationId, {
+      this.events.announcement({
         type: 'message.deleted',
         conversationId: message.conversationId,
         messageId: message.id,
@@ -157,7 +163,7 @@ export class MessageService {
     content: string,
     type: Message['type'],
     clientMessageId: string | null,
-    guard?: Pick<AppendOptions, 'roster' | 'refuseIf' | 'limit'>,
+    guards?: SendGuards,
   ): Promise<Message | typeof NO_ROSTER | typeof NOT_MEMBER> {
     const draft = {
       id: uuidv7(),
@@ -175,25 +181,34 @@ export class MessageService {
     // same broker step as the append: an accepted message always has its event.
     const result = await this.store.appendNew(
       draft,
-      (seqSlot) =>
-        this.events.fanOutNewMessage({ type: 'message.created', message: { ...draft, seq: 0 } }, seqSlot),
-      guard,
+      this.events.newMessageAnnouncement(
+        { type: 'message.created', message: { ...draft, seq: 0 } },
+        SEQ_SLOT,
+      ),
+      guards,
     );
-    if (result.appended) {
+    if ('appended' in result) {
       this.metrics?.messagesSent.inc({ type });
       return { ...draft, seq: result.seq };
     }
-    if ('refused' in result) throw new Unauthorized('Session ended');
-    if ('notMember' in result) return NOT_MEMBER;
-    if ('noSet' in result) return NO_ROSTER;
-    if ('limited' in result) {
-      const windowMs = this.limits.sendWindowSeconds * 1000;
-      const retryAfter = Math.ceil((windowMs - (Date.now() % windowMs)) / 1000);
-      throw new RateLimited(`Too many messages; try again in ${retryAfter} s`, retryAfter);
+    if ('duplicate' in result) {
+      // The clientMessageId is claimed (a retry, or a concurrent send that won): answer with the
+      // first message.
+      return this.firstOf(result.duplicate.messageId);
     }
-    // The clientMessageId is claimed (a retry, or a concurrent send that won): answer with the
-    // first message.
-    return this.firstOf(result.existing.id);
+    switch (result.refused) {
+      case 'revoked':
+        throw new Unauthorized('Session ended');
+      case 'notMember':
+        return NOT_MEMBER;
+      case 'noRoster':
+        return NO_ROSTER;
+      case 'limited': {
+        const windowMs = this.limits.sendWindowSeconds * 1000;
+        const retryAfter = Math.ceil((windowMs - (Date.now() % windowMs)) / 1000);
+        throw new RateLimited(`Too many messages; try again in ${retryAfter} s`, retryAfter);
+      }
+    }
   }
 
   private async firstOf(id: string): Promise<Message> {
@@ -202,17 +217,9 @@ export class MessageService {
     return message;
   }
 
-  /** At most `sendsPerUser` sends per user in each window of `sendWindowSeconds`. */
-  private sendLimit(userId: string): NonNullable<AppendOptions['limit']> {
-    const windowMs = this.limits.sendWindowSeconds * 1000;
-    const window = Math.floor(Date.now() / windowMs);
-    return { key: sendThrottleKey(userId, window), max: this.limits.sendsPerUser, ttlMs: windowMs };
-  }
-
   /** For the paths that answer without appending: refuses a revoked session the same way. */
-  private async requireSession(session: Refusal[]): Promise<void> {
-    if (session.length === 0) return;
-    const values = await this.broker.mget(session.map((mark) => mark.key));
-    if (session.some((mark, i) => refuses(mark, values[i] ?? null))) throw new Unauthorized('Session ended');
+  private async requireSession(session: SessionHolder): Promise<void> {
+    const [revoked] = await this.sessions.revokedAmong([session]);
+    if (revoked) throw new Unauthorized('Session ended');
   }
 }

@@ -1,29 +1,9 @@
 import DataLoader from 'dataloader';
 import { and, asc, desc, eq, gt, inArray, lt, sql } from 'drizzle-orm';
 import { members, messages } from '../../../drizzle/schema.js';
-import type { AppendOptions, AppendResult, Broker, FanOut } from '../broker/types.js';
+import { type MessageLog, SEQ_SLOT, type SendGuards } from '../broker/ports/message-log.js';
 import type { Message } from '../contracts/schemas.js';
-import {
-  clientIdKey,
-  deletedKey,
-  MESSAGES_STREAM,
-  PENDING_INDEX,
-  pendingKey,
-  seqKey,
-} from '../broker/keyspace.js';
 import type { Database } from '../db/index.js';
-
-/**
- * How long a clientMessageId is claimed in the broker. Retries come within seconds or minutes;
- * a later one is caught by PostgreSQL's unique (sender, conversation, clientMessageId) key.
- */
-export const CLIENT_ID_TTL_MS = 60 * 60 * 1000;
-/**
- * How long a deletion refuses edits in the broker. Only an edit that read the message before
- * it was deleted needs the mark (any later one finds the tombstone, pending or written), and
- * such an edit appends within moments of its read; a day leaves room for any stalled call.
- */
-export const DELETED_MARK_TTL_MS = 24 * 60 * 60 * 1000;
 /** How long a send waits for PostgreSQL's answer on an unclaimed clientMessageId. */
 const CLIENT_ID_LOOKUP_TIMEOUT_MS = 250;
 
@@ -58,12 +38,6 @@ export interface WireMessage {
   editedAt: number | null;
   deletedAt: number | null;
 }
-
-/**
- * Where the seq goes in a new message's JSON until the broker fills it in. JSON.stringify
- * never writes a raw control character, so nothing else in the JSON can look like it.
- */
-const SEQ_SLOT = '\u0000seq\u0000';
 
 /** A new message's wire JSON with `SEQ_SLOT` in place of its seq (not yet known). */
 function wireJsonAwaitingSeq(message: Omit<Message, 'seq'>): string {
@@ -102,6 +76,11 @@ export function fromWire(wire: WireMessage): Message {
 
 type MessageRow = typeof messages.$inferSelect;
 
+/** A changed message as the message log takes it. */
+function changeOf(message: Message) {
+  return { id: message.id, conversationId: message.conversationId, body: JSON.stringify(toWire(message)) };
+}
+
 export function fromRow(row: MessageRow): Message {
   return {
     id: row.id,
@@ -133,11 +112,6 @@ export interface Durability {
   untilWritten(entryId: string): Promise<void>;
 }
 
-function splitPending(value: string): { entryId: string; rest: string } {
-  const bar = value.indexOf('|');
-  return { entryId: value.slice(0, bar), rest: value.slice(bar + 1) };
-}
-
 /**
  * Reads and writes messages across the two places they live: PostgreSQL for everything the
  * worker has written, and the broker's pending store for changes still on their way there.
@@ -153,7 +127,7 @@ export class MessageStore {
 
   constructor(
     private readonly db: Database,
-    private readonly broker: Broker,
+    private readonly log: MessageLog,
     /** With it, every append resolves only once its change is in PostgreSQL. */
     private readonly durability: Durability | null = null,
   ) {
@@ -211,114 +185,74 @@ export class MessageStore {
 
   /**
    * Appends a new message under the next seq of its conversation, taken in the same atomic
-   * step as the append (so seqs grow in stream order and a refused append takes none). With a
-   * `clientMessageId` already claimed, appends nothing and returns the first message's ids.
-   * When the counter is missing (a new conversation, or Redis lost its data) it restarts from
-   * the highest seq PostgreSQL holds.
+   * step as the append (so seqs grow in queue order and a refused append takes none), with its
+   * announcement (`SEQ_SLOT` where the seq goes). With a `clientMessageId` already claimed,
+   * appends nothing and answers with the first message's ids. When the counter is missing (a new
+   * conversation, or Redis lost its data) it restarts from the highest seq PostgreSQL holds.
    */
   async appendNew(
     message: Omit<Message, 'seq'>,
-    /** The event that goes out with the message, in the same step, given the seq's stand-in. */
-    announce?: (seqSlot: string) => FanOut | null,
+    announcement: string | null,
     /** Checked in the same step, before anything is written. */
-    guard: Pick<AppendOptions, 'roster' | 'refuseIf' | 'limit'> = {},
+    guards: SendGuards = {},
   ): Promise<
     | { appended: true; seq: number }
-    | { appended: false; existing: { conversationId: string; id: string } }
-    | { appended: false; refused: number }
-    | { appended: false; limited: true }
-    | { appended: false; notMember: true }
-    | { appended: false; noSet: true }
+    | { duplicate: { conversationId: string; messageId: string } }
+    | { refused: 'noRoster' | 'notMember' | 'revoked' | 'limited' }
   > {
-    const json = wireJsonAwaitingSeq(message);
-    const key = seqKey(message.conversationId);
-    const options: AppendOptions = {
-      ...guard,
-      unique: message.clientMessageId
-        ? {
-            key: clientIdKey(message.senderId, message.conversationId, message.clientMessageId),
-            value: `${message.conversationId}:${message.id}`,
-            ttlMs: CLIENT_ID_TTL_MS,
-          }
-        : undefined,
-      pending: [
-        { key: pendingKey(message.conversationId), field: message.id, value: json },
-        { key: PENDING_INDEX, field: message.id, value: message.conversationId },
-      ],
-      counter: { key, slot: SEQ_SLOT },
-      fanOut: announce?.(SEQ_SLOT) ?? undefined,
+    const entry = {
+      id: message.id,
+      conversationId: message.conversationId,
+      senderId: message.senderId,
+      clientMessageId: message.clientMessageId,
+      body: wireJsonAwaitingSeq(message),
     };
+    let checks = guards;
     for (let attempt = 0; ; attempt++) {
-      const result = await this.broker.append(MESSAGES_STREAM, { op: 'create', m: json }, options);
-      if (result.appended) {
+      const result = await this.log.appendNew(entry, checks, announcement);
+      if ('appended' in result) {
         await this.untilMessageWritten(message.id);
-        return { appended: true, seq: result.counter ?? 0 };
+        return { appended: true, seq: result.seq };
       }
-      if ('refused' in result || 'limited' in result || 'notMember' in result || 'noSet' in result) {
-        return result;
-      }
-      if ('existing' in result) {
-        const [conversationId = '', id = ''] = result.existing.split(':');
+      if ('refused' in result) return result;
+      if ('duplicate' in result) {
         // The first send may still be on its way (a concurrent duplicate, or a retry after it
         // timed out): the answer acknowledges it too.
-        await this.untilMessageWritten(id);
-        return { appended: false, existing: { conversationId, id } };
+        await this.untilMessageWritten(result.duplicate.messageId);
+        return result;
       }
       // Only a counter removed again right after it was restored gets here twice.
       if (attempt >= 2) throw new Error(`seq counter of ${message.conversationId} keeps disappearing`);
       const [row] = await this.maxSeq.execute({ conversationId: message.conversationId });
-      await this.broker.set(key, String(Number(row?.max ?? 0)), { nx: true });
-      // The limit was counted already; the retry must not count the same send twice.
-      delete options.limit;
+      await this.log.restoreSeq(message.conversationId, Number(row?.max ?? 0));
+      // The send was counted already; the retry must not count it twice.
+      checks = { ...checks, sendLimit: undefined };
     }
   }
 
   /**
-   * Appends an edited message with its pending copy and its event (`announce`), all in one
-   * broker step, unless the message has been deleted: then nothing is written and the answer is
-   * false. Checked in that step, so an edit that read the message before a deletion can never
-   * land after it and bring the content back.
+   * Appends an edited message with its pending copy and its announcement, all in one broker
+   * step, unless the message has been deleted: then nothing is written and the answer is false.
+   * Checked in that step, so an edit that read the message before a deletion can never land
+   * after it and bring the content back.
    */
-  async appendEdit(message: Message, announce: FanOut | null): Promise<boolean> {
-    const result = await this.appendChange(message, announce, {
-      refuseIf: [{ key: deletedKey(message.id) }],
-    });
-    return result.appended;
+  async appendEdit(message: Message, announcement: string | null): Promise<boolean> {
+    const result = await this.log.appendEdit(changeOf(message), announcement);
+    if (!('appended' in result)) return false;
+    await this.untilMessageWritten(message.id);
+    return true;
   }
 
   /**
-   * Appends a tombstone with its pending copy and its event, and marks the message deleted, all
-   * in one broker step; false when it was marked already (a concurrent deletion won).
+   * Appends a tombstone with its pending copy and its announcement, and marks the message
+   * deleted, all in one broker step; false when it was marked already (a concurrent deletion
+   * won).
    */
-  async appendTombstone(message: Message, announce: FanOut | null): Promise<boolean> {
-    const result = await this.appendChange(message, announce, {
-      unique: { key: deletedKey(message.id), value: message.id, ttlMs: DELETED_MARK_TTL_MS },
-    });
-    return result.appended;
-  }
-
-  /** A changed message into the stream, with its pending copy and its event, in one step. */
-  private async appendChange(
-    message: Message,
-    announce: FanOut | null,
-    guard: Pick<AppendOptions, 'refuseIf' | 'unique'>,
-  ): Promise<AppendResult> {
-    const json = JSON.stringify(toWire(message));
-    const result = await this.broker.append(
-      MESSAGES_STREAM,
-      { op: 'update', m: json },
-      {
-        ...guard,
-        pending: [
-          { key: pendingKey(message.conversationId), field: message.id, value: json },
-          { key: PENDING_INDEX, field: message.id, value: message.conversationId },
-        ],
-        fanOut: announce ?? undefined,
-      },
-    );
+  async appendTombstone(message: Message, announcement: string | null): Promise<boolean> {
+    const result = await this.log.appendTombstone(changeOf(message), announcement);
     // A deletion that lost to a concurrent one acknowledges that one: both wait for it.
-    if (result.appended || 'existing' in result) await this.untilMessageWritten(message.id);
-    return result;
+    await this.untilMessageWritten(message.id);
+    return 'appended' in result;
   }
 
   /**
@@ -329,16 +263,16 @@ export class MessageStore {
    */
   private async untilMessageWritten(messageId: string): Promise<void> {
     if (!this.durability) return;
-    let where = await this.broker.hget(PENDING_INDEX, messageId);
-    while (where !== null) {
-      const written = this.durability.untilWritten(splitPending(where).entryId);
-      const now = await this.broker.hget(PENDING_INDEX, messageId);
-      if (now === where) {
+    let entryId = await this.log.pendingEntry(messageId);
+    while (entryId !== null) {
+      const written = this.durability.untilWritten(entryId);
+      const now = await this.log.pendingEntry(messageId);
+      if (now === entryId) {
         await written;
         return;
       }
       written.catch(() => undefined);
-      where = now;
+      entryId = now;
     }
   }
 
@@ -384,16 +318,13 @@ export class MessageStore {
   }
 
   async pendingOf(conversationId: string): Promise<Message[]> {
-    const all = await this.broker.hgetall(pendingKey(conversationId));
-    return Object.values(all).map((value) => fromWire(JSON.parse(splitPending(value).rest) as WireMessage));
+    const bodies = await this.log.pendingOf(conversationId);
+    return bodies.map((body) => fromWire(JSON.parse(body) as WireMessage));
   }
 
   async byId(id: string): Promise<Message | null> {
-    const where = await this.broker.hget(PENDING_INDEX, id);
-    if (where) {
-      const value = await this.broker.hget(pendingKey(splitPending(where).rest), id);
-      if (value) return fromWire(JSON.parse(splitPending(value).rest) as WireMessage);
-    }
+    const pending = await this.log.pendingMessage(id);
+    if (pending !== null) return fromWire(JSON.parse(pending) as WireMessage);
     const [row] = await this.db.select().from(messages).where(eq(messages.id, id));
     return row ? fromRow(row) : null;
   }
@@ -527,8 +458,8 @@ export class MessageStore {
 
   /** The highest seq handed out so far (0 when none). */
   async currentSeq(conversationId: string): Promise<number> {
-    const value = await this.broker.get(seqKey(conversationId));
-    if (value !== null) return Number(value);
+    const seq = await this.log.seq(conversationId);
+    if (seq !== null) return seq;
     const [row] = await this.maxSeq.execute({ conversationId });
     return Number(row?.max ?? 0);
   }

@@ -1,17 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import superjson from 'superjson';
-import {
-  REVOCATIONS_CHANNEL,
-  type Revocation,
-  type SessionHolder,
-  type Sessions,
-} from '../credentials/sessions.js';
-import type { Broker, Unsubscribe } from '../broker/types.js';
+import type { Revocation, SessionHolder, Sessions } from '../credentials/sessions.js';
+import { type Channel, type EventBus, readMark, type Unsubscribe } from '../broker/ports/events.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import type { Mark, ParleyEvent } from '../contracts/events.js';
-import { conversationChannel, instanceChannel, userChannel } from '../broker/keyspace.js';
-import { readMark } from './publisher.js';
 import { shareEvent } from './transformer.js';
 
 /** How often a catch-up tries to reach Redis before the subscriptions go on unchecked (about 9 s). */
@@ -66,20 +59,20 @@ export class Hub {
   private stopped = false;
 
   constructor(
-    private readonly broker: Broker,
+    private readonly bus: EventBus,
     private readonly sessions: Pick<Sessions, 'revokedAmong'>,
     private readonly log: Logger,
     private readonly metrics?: Pick<Metrics, 'eventsFannedOut' | 'pubsubReceived'>,
   ) {}
 
   async start(): Promise<void> {
-    this.unsubscribes.push(await this.broker.subscribe(REVOCATIONS_CHANNEL, (raw) => this.onRevocation(raw)));
+    this.unsubscribes.push(await this.bus.subscribe({ revocations: true }, (raw) => this.onRevocation(raw)));
     this.unsubscribes.push(
-      await this.broker.subscribe(instanceChannel(this.instanceId), (raw) => this.barriers.get(raw)?.()),
+      await this.bus.subscribe({ instance: this.instanceId }, (raw) => this.barriers.get(raw)?.()),
     );
     // Pub/Sub drops what is published while this instance's subscriber connection is down;
     // every durable event is also in its log, which fills the gap.
-    const unwatch = this.broker.watchSubscriptions({
+    const unwatch = this.bus.watchSubscriptions({
       interrupted: () => {
         this.interrupted = true;
         this.log.warn('event channels lost; live events held until they are back');
@@ -109,7 +102,7 @@ export class Hub {
   /** Starts delivering the user's own channel to `subscriber`. */
   async add(subscriber: LocalSubscriber): Promise<void> {
     if (this.interrupted) subscriber.hold();
-    await this.join(this.users, subscriber.userId, subscriber, userChannel);
+    await this.join(this.users, subscriber.userId, subscriber, (user) => ({ user }));
   }
 
   remove(subscriber: LocalSubscriber, conversationIds: Iterable<string>): void {
@@ -120,7 +113,9 @@ export class Hub {
   /** Starts delivering these conversations' channels to `subscriber`; resolves once they flow. */
   async follow(subscriber: LocalSubscriber, conversationIds: readonly string[]): Promise<void> {
     await Promise.all(
-      conversationIds.map((id) => this.join(this.conversations, id, subscriber, conversationChannel)),
+      conversationIds.map((id) =>
+        this.join(this.conversations, id, subscriber, (conversation) => ({ conversation })),
+      ),
     );
   }
 
@@ -147,7 +142,7 @@ export class Hub {
       for (let attempt = 0; !arrived; attempt++) {
         if (this.stopped) throw new Error('the hub stopped');
         try {
-          await this.broker.publish(instanceChannel(this.instanceId), token);
+          await this.bus.publish({ instance: this.instanceId }, token);
         } catch (error) {
           if (attempt >= BARRIER_ATTEMPTS) throw error;
         }
@@ -182,14 +177,14 @@ export class Hub {
     map: Map<string, Followed>,
     id: string,
     subscriber: LocalSubscriber,
-    channel: (id: string) => string,
+    channel: (id: string) => Channel,
   ): Promise<void> {
     let followed = map.get(id);
     if (!followed) {
       // Each subscription delivers to its own entry: one still being unsubscribed after the
       // channel was followed again delivers to nobody.
       const entry: Followed = { subscribers: new Set(), ready: Promise.resolve(null) };
-      entry.ready = this.broker.subscribe(channel(id), (raw) => this.onMessage(entry, raw));
+      entry.ready = this.bus.subscribe(channel(id), (raw) => this.onMessage(entry, raw));
       entry.ready.catch(() => {
         if (map.get(id) === entry) map.delete(id);
       });

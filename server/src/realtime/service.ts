@@ -1,16 +1,16 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import type { TrackedEnvelope } from '@trpc/server';
 import type { WebSocket } from 'ws';
 import type { AuthUser } from '../credentials/tokens.js';
-import { type Broker, compareStreamIds, STREAM_ID } from '../broker/types.js';
+import type { EventLog } from '../broker/ports/events.js';
+import { compareStreamIds, STREAM_ID } from '../broker/types.js';
 import type { Config } from '../config/index.js';
 import { RateLimited } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { ParleyEvent } from '../contracts/events.js';
 import type { Hub } from './hub.js';
 import type { Presence } from './presence.js';
-import { EPOCH_KEY, EVENT_IDS_STREAM } from '../broker/keyspace.js';
 import { EventStream, type StreamDeps, type StreamStart } from './stream.js';
 import type { SubscriptionRequest } from './transformer.js';
 
@@ -40,7 +40,7 @@ export class Realtime {
   private readonly streamDeps: StreamDeps;
 
   constructor(
-    private readonly broker: Broker,
+    private readonly events: EventLog,
     readonly hub: Hub,
     readonly presence: Presence,
     private readonly config: Config,
@@ -48,7 +48,7 @@ export class Realtime {
     private readonly domain: Pick<StreamDeps, 'conversationsOf' | 'view'>,
   ) {
     this.streamDeps = {
-      broker,
+      events,
       limits: config.limits,
       log,
       follow: (stream, conversationIds) => this.hub.follow(stream, conversationIds),
@@ -117,11 +117,11 @@ export class Realtime {
     userChannel.catch(() => undefined);
     stream.iterateWith(request.signal, request.response);
     try {
-      const epoch = await this.epoch();
+      const epoch = await this.events.epoch();
       await userChannel;
       await stream.follow(await this.domain.conversationsOf(user.id, null));
       // Read once every channel is in place: whatever comes later arrives live.
-      const newest = await this.broker.lastId(EVENT_IDS_STREAM);
+      const newest = await this.events.newestId();
       const start: StreamStart = request.lastEventId
         ? resumePoint(epoch, newest, request.lastEventId)
         : { last: newest, resync: false, backfill: false };
@@ -144,13 +144,6 @@ export class Realtime {
    */
   writeTo(stream: unknown, socket: WebSocket, request: SubscriptionRequest): EventStream | null {
     return stream instanceof EventStream ? stream.writeTo(socket, request) : null;
-  }
-
-  private async epoch(): Promise<string> {
-    const current = await this.broker.get(EPOCH_KEY);
-    if (current) return current;
-    await this.broker.set(EPOCH_KEY, randomBytes(6).toString('base64url'), { nx: true });
-    return (await this.broker.get(EPOCH_KEY)) ?? '';
   }
 }
 

@@ -2,14 +2,14 @@ import type { ServerResponse } from 'node:http';
 import { type TrackedEnvelope, TRPCError, tracked } from '@trpc/server';
 import superjson from 'superjson';
 import type { WebSocket } from 'ws';
-import { type Broker, compareStreamIds } from '../broker/types.js';
+import type { EventLog, LogEntry, LogName } from '../broker/ports/events.js';
+import { compareStreamIds } from '../broker/types.js';
 import type { Limits } from '../config/index.js';
 import { toTRPCError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { EPHEMERAL_EVENTS, type Mark, type ParleyEvent } from '../contracts/events.js';
 import type { Conversation } from '../contracts/schemas.js';
 import type { Delivery, LocalSubscriber } from './hub.js';
-import { conversationLog, EVENT_IDS_STREAM, inbox } from '../broker/keyspace.js';
 import type { ConnectionState } from './service.js';
 import { eventFrame, framePrefix, type SubscriptionRequest } from './transformer.js';
 
@@ -39,7 +39,7 @@ export interface StreamStart {
 
 /** What every stream of an instance shares. */
 export interface StreamDeps {
-  broker: Broker;
+  events: EventLog;
   limits: Limits;
   log: Logger;
   /** Starts (and `unfollow` stops) delivering a conversation's live events to the stream. */
@@ -328,7 +328,7 @@ export class EventStream implements LocalSubscriber, AsyncIterable<TrackedEnvelo
     if (conversation)
       this.accept({ id: delivery.id, event: { type: 'conversation.upserted', conversation } });
     else position.skipTo(delivery.id);
-    return readAll(this.deps.broker, conversationLog(conversationId), delivery.id);
+    return readAll(this.deps.events, { conversation: conversationId }, delivery.id);
   }
 
   private leave(conversationId: string): void {
@@ -345,8 +345,8 @@ export class EventStream implements LocalSubscriber, AsyncIterable<TrackedEnvelo
   private async missedAfter(after: string): Promise<Delivery[]> {
     const position = this.position;
     if (!position) return [];
-    const { broker } = this.deps;
-    const inboxEntries = await readAll(broker, inbox(this.userId), after);
+    const { events } = this.deps;
+    const inboxEntries = await readAll(events, { inbox: this.userId }, after);
     const firstMark = new Map<string, Mark['change']>();
     for (const entry of inboxEntries) {
       if (entry.mark && !firstMark.has(entry.mark.conversationId)) {
@@ -358,19 +358,18 @@ export class EventStream implements LocalSubscriber, AsyncIterable<TrackedEnvelo
       ...firstMark.keys(),
     ]);
     const logs = await Promise.all(
-      [...conversations].map(async (id) => ({
-        log: conversationLog(id),
-        entries: await readAll(broker, conversationLog(id), after),
-      })),
-    );
-    const trimmed = await Promise.all(
-      [{ log: inbox(this.userId), entries: inboxEntries }, ...logs].map(async ({ log, entries }) => {
-        if (entries.length === 0) return false;
-        const info = await broker.streamInfo(log);
-        return compareStreamIds(info.maxDeletedId, after) > 0;
+      [...conversations].map(async (id) => {
+        const log: LogName = { conversation: id };
+        return { log, entries: await readAll(events, log, after) };
       }),
     );
-    const newest = await broker.lastId(EVENT_IDS_STREAM);
+    const inboxLog: LogName = { inbox: this.userId };
+    const trimmed = await Promise.all(
+      [{ log: inboxLog, entries: inboxEntries }, ...logs].map(({ log, entries }) =>
+        entries.length === 0 ? Promise.resolve(false) : events.trimmedAfter(log, after),
+      ),
+    );
+    const newest = await events.newestId();
     if (trimmed.some(Boolean) || compareStreamIds(after, newest) > 0) {
       position.restart(newest);
       return [{ id: null, event: { type: 'resync' } }];
@@ -520,16 +519,17 @@ function merge(...lists: Delivery[][]): Delivery[] {
 }
 
 /** The entries of a log after `after`, oldest first, read a page at a time. */
-async function readAll(broker: Broker, log: string, after: string): Promise<Delivery[]> {
+async function readAll(events: EventLog, log: LogName, after: string): Promise<Delivery[]> {
   const out: Delivery[] = [];
   for (let last = after; ;) {
-    const page = await broker.rangeAfter(log, last, BACKFILL_PAGE);
+    const page: LogEntry[] =
+      'conversation' in log
+        ? await events.conversationAfter(log.conversation, last, BACKFILL_PAGE)
+        : await events.inboxAfter(log.inbox, last, BACKFILL_PAGE);
     for (const entry of page) {
       last = entry.id;
-      const { e, m, c } = entry.fields;
-      if (e) out.push({ id: entry.id, event: superjson.parse<ParleyEvent>(e) });
-      else if ((m === 'in' || m === 'out') && c)
-        out.push({ id: entry.id, mark: { change: m, conversationId: c } });
+      if (entry.mark) out.push({ id: entry.id, mark: entry.mark });
+      else if (entry.payload) out.push({ id: entry.id, event: superjson.parse<ParleyEvent>(entry.payload) });
     }
     if (page.length < BACKFILL_PAGE) return out;
   }

@@ -8,9 +8,7 @@ export const messageRouter = router({
     .meta({ checksRevocation: true })
     .input(SendMessage)
     .output(Message)
-    .mutation(({ ctx, input }) =>
-      ctx.app.messages.send(ctx.user, input, ctx.app.sessions.revocationMarks(ctx.user)),
-    ),
+    .mutation(({ ctx, input }) => ctx.app.messages.send(ctx.user, input)),
   list: authedProcedure
     .input(ListMessages)
     .output(page(Message))

@@ -1,17 +1,10 @@
 import { sql } from 'drizzle-orm';
-import type { Broker, StreamEntry } from '../broker/types.js';
+import type { QueueEntry, WorkQueue } from '../broker/ports/queue.js';
 import type { Config } from '../config/index.js';
 import type { Database } from '../db/index.js';
 import { isConnectionFailure } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { type WireMessage, versionOf } from '../messages/store.js';
-import {
-  DEAD_LETTER_STREAM,
-  MESSAGES_STREAM,
-  PENDING_INDEX,
-  PERSIST_GROUP,
-  pendingKey,
-} from '../broker/keyspace.js';
 
 interface Change {
   entryId: string;
@@ -71,7 +64,7 @@ export class PersistenceWorker {
 
   constructor(
     private readonly db: Database,
-    private readonly broker: Broker,
+    private readonly queue: WorkQueue,
     private readonly settings: Config['worker'],
     private readonly log: Logger,
     private readonly hooks: PersistHooks = {},
@@ -101,7 +94,7 @@ export class PersistenceWorker {
     // the entry's version, and the conversation's last_seq only ever grows.
     const inFlight = new Set<Promise<void>>();
     const failures: unknown[] = [];
-    const launch = (entries: StreamEntry[]) => {
+    const launch = (entries: QueueEntry[]) => {
       const task: Promise<void> = this.process(entries)
         .catch((error: unknown) => {
           failures.push(error);
@@ -109,23 +102,21 @@ export class PersistenceWorker {
         .finally(() => inFlight.delete(task));
       inFlight.add(task);
     };
-    let prefetched: Promise<StreamEntry[]> | null = null;
+    let prefetched: Promise<QueueEntry[]> | null = null;
     while (!this.stopping) {
       try {
         if (backoffMs > 0) await sleep(backoffMs);
         if (rereadOwn) {
           // At the start and after any failure (a group lost with Redis's data included), not
           // on every batch: an existing group answers with an error, which costs a round trip.
-          await this.broker.ensureGroup(MESSAGES_STREAM, PERSIST_GROUP);
+          await this.queue.prepare();
           await this.settling;
           await this.drainOwnPending();
           rereadOwn = false;
         }
         if (Date.now() - this.lastClaim >= this.settings.claimIdleMs / 2) {
           this.lastClaim = Date.now();
-          const claimed = await this.broker.claimIdle(
-            MESSAGES_STREAM,
-            PERSIST_GROUP,
+          const claimed = await this.queue.claimIdle(
             this.settings.consumerName,
             this.settings.claimIdleMs,
             this.settings.batchSize,
@@ -165,13 +156,9 @@ export class PersistenceWorker {
     await prefetched?.catch(() => undefined);
   }
 
-  private readNew(afterMs = 0): Promise<StreamEntry[]> {
+  private readNew(afterMs = 0): Promise<QueueEntry[]> {
     const readGroup = () =>
-      this.broker.readGroup(MESSAGES_STREAM, PERSIST_GROUP, this.settings.consumerName, {
-        mode: 'new',
-        count: this.settings.batchSize,
-        blockMs: this.settings.blockMs,
-      });
+      this.queue.readNew(this.settings.consumerName, this.settings.batchSize, this.settings.blockMs);
     const read = afterMs > 0 ? sleep(afterMs).then(readGroup) : readGroup();
     // A failed prefetch surfaces when it is awaited; until then it must not go unhandled.
     read.catch(() => undefined);
@@ -181,16 +168,7 @@ export class PersistenceWorker {
   private async drainOwnPending(): Promise<void> {
     let after = '0-0';
     for (;;) {
-      const entries = await this.broker.readGroup(
-        MESSAGES_STREAM,
-        PERSIST_GROUP,
-        this.settings.consumerName,
-        {
-          mode: 'own',
-          count: this.settings.batchSize,
-          afterId: after,
-        },
-      );
+      const entries = await this.queue.readOwn(this.settings.consumerName, after, this.settings.batchSize);
       const last = entries[entries.length - 1];
       if (!last) return;
       await this.process(entries);
@@ -198,9 +176,9 @@ export class PersistenceWorker {
     }
   }
 
-  private async process(entries: StreamEntry[]): Promise<void> {
+  private async process(entries: QueueEntry[]): Promise<void> {
     const changes: Change[] = [];
-    const unreadable: StreamEntry[] = [];
+    const unreadable: QueueEntry[] = [];
     for (const entry of entries) {
       // Read again (a re-read of this consumer's entries, a claim) while its own retry is due.
       if (this.held.has(entry.id)) continue;
@@ -404,7 +382,7 @@ export class PersistenceWorker {
       await previous;
       await this.releasePending(changes);
       this.hooks.onWritten?.(ids);
-      await this.broker.ack(MESSAGES_STREAM, PERSIST_GROUP, ids);
+      await this.queue.ack(ids);
     })().catch((error: unknown) => {
       this.log.warn({ err: error }, 'acknowledgement deferred: entries stay pending and will be rewritten');
     });
@@ -415,18 +393,18 @@ export class PersistenceWorker {
 
   /** Drops the pending copies these entries wrote, unless a newer change replaced them. */
   private async releasePending(changes: Change[]): Promise<void> {
-    await this.broker.hdelIfPrefixMany(
-      changes.flatMap(({ entryId, message }) => [
-        { key: pendingKey(message.conversationId), field: message.id, prefix: entryId },
-        { key: PENDING_INDEX, field: message.id, prefix: entryId },
-      ]),
+    await this.queue.release(
+      changes.map(({ entryId, message }) => ({
+        entryId,
+        conversationId: message.conversationId,
+        messageId: message.id,
+      })),
     );
   }
 
-  private async deadLetter(entry: StreamEntry, reason: string): Promise<void> {
+  private async deadLetter(entry: QueueEntry, reason: string): Promise<void> {
     this.log.error({ entryId: entry.id, reason }, 'stream entry moved to the dead-letter stream');
-    await this.broker.append(DEAD_LETTER_STREAM, { ...entry.fields, entry: entry.id, reason });
-    await this.broker.ack(MESSAGES_STREAM, PERSIST_GROUP, [entry.id]);
+    await this.queue.deadLetter(entry, reason);
     const change = parse(entry);
     if (change) await this.releasePending([change]);
     this.stats.deadLettered += 1;
@@ -437,10 +415,10 @@ export class PersistenceWorker {
   private async trim(): Promise<void> {
     if (Date.now() - this.lastTrim < TRIM_INTERVAL_MS) return;
     this.lastTrim = Date.now();
-    const [oldest] = await this.broker.pending(MESSAGES_STREAM, PERSIST_GROUP, 1);
-    const info = await this.broker.groupInfo(MESSAGES_STREAM, PERSIST_GROUP);
-    const below = oldest?.id ?? info?.lastDeliveredId;
-    if (below && below !== '0-0') await this.broker.trimBelow(MESSAGES_STREAM, below);
+    const [oldest] = await this.queue.pending(1);
+    const { group } = await this.queue.info();
+    const below = oldest?.id ?? group?.lastDeliveredId;
+    if (below && below !== '0-0') await this.queue.trimBelow(below);
   }
 
   private async databaseReachable(): Promise<boolean> {
@@ -453,7 +431,7 @@ export class PersistenceWorker {
   }
 }
 
-function parse(entry: StreamEntry): Change | null {
+function parse(entry: QueueEntry): Change | null {
   try {
     const raw = entry.fields.m;
     if (!raw) return null;

@@ -1,9 +1,5 @@
-import { revokedSessionKey, revokedUserKey } from '../keyspace.js';
 import type { SessionHolder, SessionStore } from '../ports/sessions.js';
 import { ExpiringMap } from './expiring.js';
-
-const SESSION_MARK = revokedSessionKey('');
-const USER_MARK = revokedUserKey('');
 
 /**
  * Session marks of the in-process engine: the revoked sessions, the time before which each
@@ -27,13 +23,7 @@ export class MemorySessions implements SessionStore {
   }
 
   revokedAmong(holders: readonly SessionHolder[]): Promise<boolean[]> {
-    return Promise.resolve(
-      holders.map((holder) => {
-        if (this.revokedSessions.get(holder.sessionId)) return true;
-        const before = this.revokedUsers.get(holder.userId);
-        return before !== undefined && before >= holder.issuedAt;
-      }),
-    );
+    return Promise.resolve(holders.map((holder) => this.isRevoked(holder)));
   }
 
   keepSuccessor(tokenHash: string, sealed: string, forMs: number): Promise<void> {
@@ -45,19 +35,10 @@ export class MemorySessions implements SessionStore {
     return Promise.resolve(this.successors.get(tokenHash) ?? null);
   }
 
-  /**
-   * The value a revocation mark's key holds, as the Redis engine stores it (null when there is
-   * none), for the send step, which names the marks by key (`Refusal`) and checks them in the
-   * same step as its append.
-   */
-  markValue(key: string): string | null {
-    if (key.startsWith(SESSION_MARK)) {
-      return this.revokedSessions.get(key.slice(SESSION_MARK.length)) ? '1' : null;
-    }
-    if (key.startsWith(USER_MARK)) {
-      const before = this.revokedUsers.get(key.slice(USER_MARK.length));
-      return before === undefined ? null : String(before);
-    }
-    return null;
+  /** Whether the holder's session is revoked, at once: the message log's guard, in its step. */
+  isRevoked(holder: SessionHolder): boolean {
+    if (this.revokedSessions.get(holder.sessionId)) return true;
+    const before = this.revokedUsers.get(holder.userId);
+    return before !== undefined && before >= holder.issuedAt;
   }
 }

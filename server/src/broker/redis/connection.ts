@@ -1,4 +1,4 @@
-import type { Cluster, Redis } from 'ioredis';
+import { type Cluster, Redis, type RedisOptions } from 'ioredis';
 import { BrokerUnavailableError } from '../types.js';
 import type { Script, ScriptInput } from './script.js';
 
@@ -31,6 +31,15 @@ export class RedisConnection {
       else groups.set(tag, [item]);
     }
     return [...groups.values()];
+  }
+
+  /**
+   * Another connection to the same server, for commands that hold it (blocking reads). A
+   * cluster has no one server to duplicate: what needs this does not run on one yet.
+   */
+  duplicate(options: Partial<RedisOptions>): Redis {
+    if (!(this.client instanceof Redis)) throw new Error('a blocking connection needs a single Redis server');
+    return this.client.duplicate(options);
   }
 
   async run<T>(operation: () => Promise<T>): Promise<T> {

@@ -1,0 +1,76 @@
+/**
+ * The worker's queue: every accepted message change (`MessageLog`), in order, each delivered to
+ * one worker of the persist group and kept pending for it until acknowledged, so a change is
+ * written to PostgreSQL at least once whatever crashes. Ids are stream ids (`<ms>-<n>`).
+ */
+export interface WorkQueue {
+  /** Creates the group (and the queue) when missing, reading from the first entry. */
+  prepare(): Promise<void>;
+  /**
+   * Entries never delivered to the group, now pending for `consumer`; waits up to `blockMs` for
+   * one. Fails (NOGROUP) while the group does not exist.
+   */
+  readNew(consumer: string, count: number, blockMs?: number): Promise<QueueEntry[]>;
+  /** `consumer`'s own pending entries after `after`, again (each read counts as a delivery). */
+  readOwn(consumer: string, after: string, count: number): Promise<QueueEntry[]>;
+  /** Done with these entries; returns how many were pending. */
+  ack(ids: readonly string[]): Promise<number>;
+  /** The oldest pending entries, whoever holds them. */
+  pending(count: number): Promise<PendingEntry[]>;
+  /**
+   * Takes over entries idle for at least `minIdleMs` from any consumer (one more delivery each);
+   * entries trimmed away meanwhile are dropped, not returned.
+   */
+  claimIdle(consumer: string, minIdleMs: number, count: number): Promise<QueueEntry[]>;
+  /** How long the queue is, and where the group stands (null before `prepare`). */
+  info(): Promise<QueueInfo>;
+  /** Removes the entries below `id` (none that is still unwritten); returns how many. */
+  trimBelow(id: string): Promise<number>;
+  /** Sets an entry that cannot be written aside, with why, and acknowledges it, in one step. */
+  deadLetter(entry: QueueEntry, reason: string): Promise<void>;
+  /**
+   * Drops the pending copies (`MessageLog`) these written changes left, each only while it is
+   * still the copy that entry wrote (a newer change keeps its own); returns how many.
+   */
+  release(written: readonly WrittenChange[]): Promise<number>;
+
+  // Inspection, for operators and tests.
+  /** The entries after `after`, oldest first. */
+  entries(after: string, count: number): Promise<QueueEntry[]>;
+  /** The entries set aside (`deadLetter`), oldest first, each with `entry` and `reason`. */
+  deadLetters(count: number): Promise<QueueEntry[]>;
+  /**
+   * Queues an entry as it is given, with no pending copy and no guard: what no writer would
+   * queue, for tests of the worker (and repairs by hand).
+   */
+  add(fields: Record<string, string>): Promise<string>;
+}
+
+export interface QueueEntry {
+  id: string;
+  fields: Record<string, string>;
+}
+
+export interface PendingEntry {
+  id: string;
+  consumer: string;
+  idleMs: number;
+  deliveries: number;
+}
+
+export interface QueueInfo {
+  length: number;
+  group: {
+    /** Entries delivered to the group and not yet acknowledged. */
+    pending: number;
+    /** Entries in the queue not yet delivered to the group. */
+    lag: number;
+    lastDeliveredId: string;
+  } | null;
+}
+
+export interface WrittenChange {
+  entryId: string;
+  conversationId: string;
+  messageId: string;
+}

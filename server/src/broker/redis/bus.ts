@@ -1,0 +1,93 @@
+import type { Redis } from 'ioredis';
+import { channelName } from '../keyspace.js';
+import type { Channel, EventBus, SubscriptionWatcher, Unsubscribe } from '../ports/events.js';
+import type { RedisConnection } from './connection.js';
+
+/**
+ * Redis Pub/Sub. Publishing goes over the shared command connection; receiving over a
+ * connection of its own (`subscriber`), which keeps its subscriptions across reconnects.
+ */
+export class RedisBus implements EventBus {
+  private readonly handlers = new Map<string, Set<(message: string) => void>>();
+  private readonly watchers = new Set<SubscriptionWatcher>();
+  /** The subscriber connection went down after it was first up; not yet restored. */
+  private subscriberDown = false;
+  private closing = false;
+
+  constructor(
+    private readonly redis: RedisConnection,
+    private readonly subscriber: Redis,
+  ) {
+    this.subscriber.on('message', (channel: string, message: string) => {
+      const set = this.handlers.get(channel);
+      if (set) for (const handler of [...set]) handler(message);
+    });
+  }
+
+  /** Once the subscriber connection is up: from then on its losses are reported to watchers. */
+  watchConnection(): void {
+    this.subscriber.on('close', () => {
+      if (this.closing || this.subscriberDown) return;
+      this.subscriberDown = true;
+      for (const watcher of [...this.watchers]) watcher.interrupted();
+    });
+    this.subscriber.on('ready', () => {
+      if (this.subscriberDown) void this.restoreSubscriptions();
+    });
+  }
+
+  async publish(channel: Channel, message: string): Promise<void> {
+    const name = this.redis.key(channelName(channel));
+    await this.redis.run(() => this.redis.client.publish(name, message));
+  }
+
+  async subscribe(channel: Channel, onMessage: (message: string) => void): Promise<Unsubscribe> {
+    const name = this.redis.key(channelName(channel));
+    let set = this.handlers.get(name);
+    // Wrapped, so the same function can be subscribed twice and removed once per subscription.
+    const handler = (message: string) => onMessage(message);
+    if (!set) {
+      set = new Set();
+      this.handlers.set(name, set);
+      set.add(handler);
+      await this.subscriber.subscribe(name);
+    } else {
+      set.add(handler);
+    }
+    return async () => {
+      const current = this.handlers.get(name);
+      if (!current) return;
+      current.delete(handler);
+      if (current.size === 0) {
+        this.handlers.delete(name);
+        await this.subscriber.unsubscribe(name).catch(() => undefined);
+      }
+    };
+  }
+
+  watchSubscriptions(watcher: SubscriptionWatcher): () => void {
+    this.watchers.add(watcher);
+    return () => this.watchers.delete(watcher);
+  }
+
+  close(): void {
+    this.closing = true;
+    this.handlers.clear();
+  }
+
+  /**
+   * ioredis re-subscribes by itself on reconnecting; subscribing once more, on the same
+   * connection, answers only after Redis has taken those, so from then on nothing is missed.
+   */
+  private async restoreSubscriptions(): Promise<void> {
+    const channels = [...this.handlers.keys()];
+    try {
+      if (channels.length > 0) await this.subscriber.subscribe(...channels);
+    } catch {
+      return; // down again: the next reconnect tries again
+    }
+    if (this.closing || !this.subscriberDown || this.subscriber.status !== 'ready') return;
+    this.subscriberDown = false;
+    for (const watcher of [...this.watchers]) watcher.restored();
+  }
+}
