@@ -2,7 +2,7 @@
  * What the broker keeps for sessions (`credentials/sessions.ts`): the marks that revoke access
  * tokens still within their lifetime, and a rotated refresh token's sealed successor for the
  * reuse grace. The send step reads the same marks, by their keys (`revokedSessionKey`,
- * `revokedUserKey`), in its own atomic step (`AppendOptions.refuseIf`): a session mark holds
+ * `revokedUserKey`), in its own atomic step (the message log's `session` guard): a session mark holds
  * `1`, a user mark the time (ms) at or before which every token was revoked.
  */
 export interface SessionStore {
