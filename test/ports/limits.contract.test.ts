@@ -142,6 +142,10 @@ function contract(engine: Engine) {
 
   it('answers a burst of concurrent spends and refunds, each with its own result', async () => {
     const allowance = { key: fresh(), max: 100, windowMs: 60_000 };
+    // Both scripts known to the server that holds the key first: a script a server lacks is sent
+    // again in full, after the calls behind it, and the order below is what the check relies on.
+    await limits.spend([allowance]);
+    await limits.refund([allowance.key]);
     const calls: Promise<unknown>[] = [];
     for (let i = 0; i < 300; i++) {
       calls.push(limits.spend([allowance]));
@@ -155,4 +159,4 @@ function contract(engine: Engine) {
   });
 }
 
-await onBothEngines('limits contract', contract);
+await onBothEngines('limits contract', contract, { cluster: true });

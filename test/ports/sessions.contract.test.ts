@@ -92,4 +92,4 @@ function contract(engine: Engine) {
   });
 }
 
-await onBothEngines('sessions contract', contract);
+await onBothEngines('sessions contract', contract, { cluster: true });

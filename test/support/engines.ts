@@ -5,6 +5,7 @@ import { MemoryBroker } from '../../server/src/broker/memory/engine.js';
 import { RedisBroker } from '../../server/src/broker/redis/engine.js';
 import type { Broker } from '../../server/src/broker/types.js';
 import { engines } from './env.js';
+import { startRedisCluster } from './redis-cluster.js';
 import { hasRedisServer, startRedisServer } from './redis-server.js';
 
 /** What a suite may set on the broker it opens. */
@@ -32,8 +33,11 @@ export const memoryEngine: Engine = {
   cleanup: () => Promise.resolve(),
 };
 
-/** Redis at `url`, under a prefix of its own, every key of which is gone after `cleanup`. */
-export function redisEngine(url: string): Engine {
+/**
+ * Redis at `url` (with `cluster`, a node of a Redis Cluster), under a prefix of its own, every
+ * key of which is gone after `cleanup`.
+ */
+export function redisEngine(url: string, cluster = false): Engine {
   // A prefix of its own per run, so parallel runs never see each other's keys.
   const prefix = `test:broker:${Date.now().toString(36)}${randomBytes(4).toString('hex')}:`;
   const opened: Broker[] = [];
@@ -43,33 +47,50 @@ export function redisEngine(url: string): Engine {
     async open(options = {}) {
       const { space, ...rest } = options;
       const own = space ? `${prefix}${space}:` : prefix;
-      const broker = await RedisBroker.connect({ url, prefix: own, ...rest });
+      const broker = await RedisBroker.connect({ url, cluster, prefix: own, ...rest });
       opened.push(broker);
       prefixes.set(broker, own);
       return broker;
     },
     async peer(of) {
       const own = prefixes.get(of) ?? prefix;
-      const broker = await RedisBroker.connect({ url, prefix: own });
+      const broker = await RedisBroker.connect({ url, cluster, prefix: own });
       opened.push(broker);
       prefixes.set(broker, own);
       return broker;
     },
     async cleanup() {
       await Promise.all(opened.map((broker) => broker.close()));
-      const redis = new Redis(url, { lazyConnect: true });
-      await redis.connect();
-      let cursor = '0';
-      do {
-        const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-        cursor = next;
-        if (keys.length > 0) await redis.del(...keys);
-      } while (cursor !== '0');
-      const left = await redis.keys(`${prefix}*`);
-      await redis.quit();
-      expect(left).toEqual([]);
+      const first = new Redis(url, { lazyConnect: true });
+      await first.connect();
+      // On a cluster, every master holds some of the keys.
+      const urls = cluster
+        ? ((await first.cluster('SHARDS')) as unknown[][]).flatMap((shard) =>
+            shardNodes(shard).map((node) => `redis://127.0.0.1:${node}`),
+          )
+        : [url];
+      await first.quit();
+      for (const nodeUrl of urls) {
+        const redis = new Redis(nodeUrl, { lazyConnect: true });
+        await redis.connect();
+        let cursor = '0';
+        do {
+          const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+          cursor = next;
+          for (const key of keys) await redis.del(key);
+        } while (cursor !== '0');
+        const left = await redis.keys(`${prefix}*`);
+        await redis.quit();
+        expect(left).toEqual([]);
+      }
     },
   };
+}
+
+/** The ports of the nodes of one shard, from `CLUSTER SHARDS`. */
+function shardNodes(shard: unknown[]): number[] {
+  const nodes = shard[shard.indexOf('nodes') + 1] as unknown[][];
+  return nodes.map((node) => Number(node[node.indexOf('port') + 1]));
 }
 
 /**
@@ -77,7 +98,17 @@ export function redisEngine(url: string): Engine {
  * without it, a `redis-server` of the file's own (when the binary is installed), so that the
  * embedded run exercises the Redis engine's scripts as well.
  */
-export async function onBothEngines(title: string, suite: (engine: Engine) => void): Promise<void> {
+export async function onBothEngines(
+  title: string,
+  suite: (engine: Engine) => void,
+  options: {
+    /**
+     * Also on a Redis Cluster of three masters, of the file's own (when `redis-server` is
+     * installed): for ports whose every operation touches one hash slot.
+     */
+    cluster?: boolean;
+  } = {},
+): Promise<void> {
   describe(`${title}: in-process engine`, () => {
     suite(memoryEngine);
   });
@@ -92,6 +123,20 @@ export async function onBothEngines(title: string, suite: (engine: Engine) => vo
         await local?.stop();
       });
       suite(redisEngine(redisUrl ?? ''));
+    },
+  );
+  if (!options.cluster) return;
+  const cluster = hasRedisServer() ? await startRedisCluster() : null;
+  const node = cluster?.nodes[0];
+  describe.skipIf(!node)(
+    node
+      ? `${title}: Redis engine on a Redis Cluster of three masters`
+      : `${title}: Redis engine on a Redis Cluster (skipped: no redis-server is installed to start one)`,
+    () => {
+      afterAll(async () => {
+        await cluster?.stop();
+      });
+      suite(redisEngine(node ? `redis://${node.host}:${node.port}` : '', true));
     },
   );
 }

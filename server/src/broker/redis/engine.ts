@@ -1,4 +1,4 @@
-import { Redis } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 import { EVENT_LOG_LENGTH } from '../ports/events.js';
 import { RedisBus } from './bus.js';
 import { RedisConnection } from './connection.js';
@@ -13,7 +13,14 @@ import { RedisTyping } from './typing.js';
 import type { Broker } from '../types.js';
 
 export interface RedisBrokerOptions {
+  /** The server; with `cluster`, one node of the cluster, from which the others are found. */
   url: string;
+  /**
+   * A Redis Cluster. So far only the ports whose operations each touch one hash slot run on one
+   * (rosters, presence, limits, typing, sessions); the event log, message log and work queue
+   * do not yet, so a deployment cannot use a cluster.
+   */
+  cluster?: boolean;
   prefix?: string;
   /** How long a command may wait for Redis before failing; sends must fail fast. */
   commandTimeoutMs?: number;
@@ -24,7 +31,7 @@ export interface RedisBrokerOptions {
 export class RedisBroker implements Broker {
   readonly engine = 'redis' as const;
   private readonly prefix: string;
-  private readonly client: Redis;
+  private readonly client: Redis | Cluster;
   private readonly subscriber: Redis;
   private readonly commandTimeoutMs: number;
   private readonly connection: RedisConnection;
@@ -51,14 +58,23 @@ export class RedisBroker implements Broker {
       maxRetriesPerRequest: 1,
       retryStrategy: (attempt: number) => Math.min(50 * 2 ** attempt, 2000),
     };
-    this.client = new Redis(options.url, {
-      ...common,
-      commandTimeout: this.commandTimeoutMs,
-      // Commands issued in the same tick share one round trip. Scripts go as EVALSHA, a plain
-      // command (`RedisConnection.eval`), so no pipeline can lack one (redis/ioredis#1931).
-      enableAutoPipelining: true,
-    });
-    // The subscriber keeps its subscriptions across reconnects (ioredis re-subscribes).
+    // Commands issued in the same tick share one round trip (per node, on a cluster). Scripts go
+    // as EVALSHA, a plain command (`RedisConnection.eval`), so no pipeline can lack one
+    // (redis/ioredis#1931).
+    this.client = options.cluster
+      ? new Cluster([options.url], {
+          lazyConnect: true,
+          enableOfflineQueue: false,
+          enableAutoPipelining: true,
+          redisOptions: { ...common, commandTimeout: this.commandTimeoutMs },
+        })
+      : new Redis(options.url, {
+          ...common,
+          commandTimeout: this.commandTimeoutMs,
+          enableAutoPipelining: true,
+        });
+    // The subscriber keeps its subscriptions across reconnects (ioredis re-subscribes). On a
+    // cluster it is one node's: a PUBLISH on any node reaches every node's subscribers.
     // Named, so that `CLIENT LIST` tells an instance's subscriber connection from the others.
     this.subscriber = new Redis(options.url, {
       ...common,
@@ -99,7 +115,7 @@ export class RedisBroker implements Broker {
   async close(): Promise<void> {
     this.bus.close();
     const connections = [this.client, this.subscriber, this.queue.blockingConnection()].filter(
-      (c): c is Redis => c !== null,
+      (c): c is Redis | Cluster => c !== null,
     );
     await Promise.all(
       connections.map(async (c) => {
