@@ -1,7 +1,7 @@
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisConnection } from '../../server/src/broker/redis/connection.js';
-import { defineScript } from '../../server/src/broker/redis/script.js';
+import { defineScript, definedScripts } from '../../server/src/broker/redis/script.js';
 import { engines } from '../support/env.js';
 import { hasRedisServer, type LocalRedis, startRedisServer } from '../support/redis-server.js';
 
@@ -37,6 +37,14 @@ describe('named script arguments', () => {
     afterAll(async () => {
       await client?.quit();
       await local?.stop();
+    });
+
+    it('loads every script defined, so that calls go by SHA from the first', async () => {
+      await client.script('FLUSH');
+      await connection.loadScripts();
+      const shas = definedScripts().map((script) => script.sha);
+      expect(shas).toContain(ECHO.sha);
+      expect(await client.script('EXISTS', ...shas)).toEqual(shas.map(() => 1));
     });
 
     it('binds every key, argument and list to its name, keys prefixed, lists of any length', async () => {

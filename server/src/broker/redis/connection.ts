@@ -1,6 +1,6 @@
 import { type Cluster, Redis, type RedisOptions } from 'ioredis';
 import { BrokerUnavailableError } from '../types.js';
-import type { Script, ScriptInput } from './script.js';
+import { definedScripts, type Script, type ScriptInput } from './script.js';
 
 /**
  * The command connection every port of the Redis engine shares: the key prefix, the mapping of
@@ -57,6 +57,20 @@ export class RedisConnection {
       }
       throw error;
     }
+  }
+
+  /**
+   * Loads every script on every server (each master of a cluster), so calls go by SHA from the
+   * first one: a script a server lacks is sent again in full, after the calls queued behind it,
+   * which would run concurrent calls out of the order they were issued in.
+   */
+  async loadScripts(): Promise<void> {
+    const servers = this.client instanceof Redis ? [this.client] : this.client.nodes('master');
+    await this.run(() =>
+      Promise.all(
+        servers.flatMap((server) => definedScripts().map((script) => server.script('LOAD', script.lua))),
+      ),
+    );
   }
 
   /**

@@ -99,6 +99,7 @@ export class RedisBroker implements Broker {
   static async connect(options: RedisBrokerOptions): Promise<RedisBroker> {
     const broker = new RedisBroker(options);
     await broker.client.connect();
+    await broker.connection.loadScripts();
     await broker.subscriber.connect();
     broker.bus.watchConnection();
     return broker;

@@ -37,6 +37,14 @@ export interface ScriptCall {
   args: (string | number)[];
 }
 
+/** Every script defined, so a connection can load them all before its first call. */
+const defined: { name: string; lua: string; sha: string }[] = [];
+
+/** Every script defined so far (each engine module defines its own as it is imported). */
+export function definedScripts(): readonly { name: string; lua: string; sha: string }[] {
+  return defined;
+}
+
 const NAME = /^[a-z][A-Za-z0-9]*$/;
 const LUA_WORDS = new Set(
   'and break do else elseif end false for function goto if in local nil not or repeat return then true until while redis cjson'.split(
@@ -68,6 +76,7 @@ export class Script<
     this.name = spec.name;
     this.lua = `${prologue(spec.keys, spec.args, keyLists, argLists)}\n${spec.body}`;
     this.sha = createHash('sha1').update(this.lua).digest('hex');
+    defined.push(this);
   }
 
   /**
