@@ -1,4 +1,3 @@
-import { Redis } from 'ioredis';
 import { createTRPCClient, createWSClient, wsLink } from '@trpc/client';
 import { sql } from 'drizzle-orm';
 import { pino } from 'pino';
@@ -10,7 +9,7 @@ import type { AppRouter } from '../server/src/routers/_app.js';
 import { pendingKey } from '../server/src/broker/keyspace.js';
 import { PersistenceWorker } from '../server/src/worker/persist.js';
 import { connect, signUp, wsUrl } from './support/client.js';
-import { TestDeployment, engineLabel, onRealEngines } from './support/env.js';
+import { TestDeployment, engineLabel, onRealEngines, openRedis, testPartition } from './support/env.js';
 import { expectCode } from './support/errors.js';
 
 let deployment: TestDeployment;
@@ -776,8 +775,8 @@ describe.skipIf(!onRealEngines)(`pending copies (${engineLabel}; needs Redis)`, 
       for (let i = 0; i < 5; i++) await al.api.message.send.mutate({ conversationId: id, content: `m${i}` });
       const { broker, db, log, config } = target.services;
       // The conversation's pending hash becomes a string: releasing its copies fails (WRONGTYPE).
-      const redis = new Redis(config.redisUrl ?? '');
-      const copies = `${config.redisPrefix}${pendingKey(id)}`;
+      const redis = openRedis(config.redisUrl ?? '');
+      const copies = `${config.redisPrefix}${pendingKey(testPartition, id)}`;
       await redis.set(copies, 'not a hash');
       const worker = new PersistenceWorker(
         db,

@@ -303,7 +303,7 @@ describe(`the commands the containers run (${engineLabel})`, () => {
     LOG_FORMAT: 'json',
     LOG_LEVEL: 'info',
     ...(deployment.databaseUrl ? { DATABASE_URL: deployment.databaseUrl } : {}),
-    ...(deployment.redisUrl ? { REDIS_URL: deployment.redisUrl } : {}),
+    ...deployment.redisEnv(),
     ...extra,
   });
 

@@ -93,7 +93,10 @@ describe(`readiness (${engineLabel})`, () => {
     async () => {
       const redis = await OwnRedis.start();
       try {
-        const app = await deployment.start({ redisUrl: `redis://127.0.0.1:${redis.port}` });
+        const app = await deployment.start({
+          redisUrl: `redis://127.0.0.1:${redis.port}`,
+          redisCluster: false,
+        });
         const anonymous = connect(app.url);
         expect(await readyz(app.url)).toEqual({
           status: 200,

@@ -1,5 +1,4 @@
 import superjson from 'superjson';
-import { Redis } from 'ioredis';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { IncomingMessage } from 'node:http';
@@ -10,7 +9,7 @@ import { appRouter } from '../server/src/routers/_app.js';
 import { createCallerFactory } from '../server/src/trpc.js';
 import type { ParleyEvent } from '../server/src/contracts/events.js';
 import { connect, signUp, wsUrl } from './support/client.js';
-import { TestDeployment, engineLabel, engines, onRealEngines } from './support/env.js';
+import { TestDeployment, engineLabel, engines, onRealEngines, openRedis, serversOf } from './support/env.js';
 import { expectCode } from './support/errors.js';
 import { tap } from './support/events.js';
 
@@ -481,15 +480,24 @@ describe.skipIf(!onRealEngines)(`events channel loss (${engineLabel}; needs Redi
 
     // Only this instance's Pub/Sub connection goes; sends (another connection) carry on, and
     // what they publish until ioredis has reconnected and re-subscribed reaches nobody here.
-    const redis = new Redis(engines.redisUrl ?? '', { lazyConnect: true });
+    // On a cluster, the instance's sharded subscriber connection to the node of its channels.
+    const redis = openRedis(engines.redisUrl ?? '', { lazyConnect: true });
     await redis.connect();
     try {
       const name = subscriberName(app.services.config.redisPrefix);
-      const clients = String(await redis.call('CLIENT', 'LIST', 'TYPE', 'pubsub'));
-      const id = /id=(\d+) .*name=(\S+)/g;
-      const mine = [...clients.matchAll(id)].filter((m) => m[2] === name).map((m) => m[1] ?? '');
-      expect(mine).toHaveLength(1);
-      await redis.call('CLIENT', 'KILL', 'ID', mine[0] ?? '');
+      // A cluster client names its sharded subscribers `ioredis-cluster(ssubscriber):<name>`.
+      const ours = (client: string | undefined) => client === name || client?.endsWith(`):${name}`);
+      let killed = 0;
+      for (const server of serversOf(redis)) {
+        const clients = String(await server.call('CLIENT', 'LIST', 'TYPE', 'pubsub'));
+        const id = /id=(\d+) .*name=(\S+)/g;
+        for (const match of [...clients.matchAll(id)].filter((m) => ours(m[2]))) {
+          await server.call('CLIENT', 'KILL', 'ID', match[1] ?? '');
+          killed++;
+        }
+      }
+      // On a cluster, every channel is in the partition's hash slot: one node holds them all.
+      expect(killed).toBe(1);
     } finally {
       redis.disconnect();
     }

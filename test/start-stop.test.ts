@@ -152,7 +152,7 @@ const serverEnv = () => ({
   LOG_FORMAT: 'json',
   LOG_LEVEL: 'info',
   ...(deployment.databaseUrl ? { DATABASE_URL: deployment.databaseUrl } : {}),
-  ...(deployment.redisUrl ? { REDIS_URL: deployment.redisUrl, REDIS_PREFIX: deployment.redisPrefix } : {}),
+  ...deployment.redisEnv(),
 });
 
 describe(`the README's commands (${engineLabel})`, () => {

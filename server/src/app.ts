@@ -55,6 +55,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     await database.migrate();
     const broker = await openBroker({
       url: config.redisUrl,
+      cluster: config.redisCluster,
       prefix: config.redisPrefix,
       eventLogLength: config.limits.eventLogLength,
     });

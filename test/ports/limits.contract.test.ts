@@ -157,4 +157,4 @@ function contract(engine: Engine) {
   });
 }
 
-await onBothEngines('limits contract', contract, { cluster: true });
+await onBothEngines('limits contract', contract);

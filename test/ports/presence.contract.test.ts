@@ -154,4 +154,4 @@ function contract(engine: Engine) {
   });
 }
 
-await onBothEngines('presence contract', contract, { cluster: true });
+await onBothEngines('presence contract', contract);

@@ -77,4 +77,4 @@ function contract(engine: Engine) {
   });
 }
 
-await onBothEngines('rosters contract', contract, { cluster: true });
+await onBothEngines('rosters contract', contract);

@@ -92,4 +92,4 @@ function contract(engine: Engine) {
   });
 }
 
-await onBothEngines('sessions contract', contract, { cluster: true });
+await onBothEngines('sessions contract', contract);

@@ -46,4 +46,4 @@ function contract(engine: Engine) {
   });
 }
 
-await onBothEngines('typing contract', contract, { cluster: true });
+await onBothEngines('typing contract', contract);

@@ -96,19 +96,10 @@ function shardNodes(shard: unknown[]): number[] {
 /**
  * Runs a contract suite on both engines: the in-process one, and Redis at `TEST_REDIS_URL` or,
  * without it, a `redis-server` of the file's own (when the binary is installed), so that the
- * embedded run exercises the Redis engine's scripts as well.
+ * embedded run exercises the Redis engine's scripts as well; then on a Redis Cluster of three
+ * masters of the file's own (when `redis-server` is installed).
  */
-export async function onBothEngines(
-  title: string,
-  suite: (engine: Engine) => void,
-  options: {
-    /**
-     * Also on a Redis Cluster of three masters, of the file's own (when `redis-server` is
-     * installed): for ports whose every operation touches one hash slot.
-     */
-    cluster?: boolean;
-  } = {},
-): Promise<void> {
+export async function onBothEngines(title: string, suite: (engine: Engine) => void): Promise<void> {
   describe(`${title}: in-process engine`, () => {
     suite(memoryEngine);
   });
@@ -125,7 +116,6 @@ export async function onBothEngines(
       suite(redisEngine(redisUrl ?? ''));
     },
   );
-  if (!options.cluster) return;
   const cluster = hasRedisServer() ? await startRedisCluster() : null;
   const node = cluster?.nodes[0];
   describe.skipIf(!node)(

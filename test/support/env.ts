@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import postgres from 'postgres';
-import { Redis } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 import { createApp, type App } from '../../server/src/app.js';
+import { partitionOf } from '../../server/src/broker/keyspace.js';
 import { type Config, loadConfig } from '../../server/src/config/index.js';
 import { type Budgets, defaultBudgets } from '../../server/src/limits/budgets.js';
 import { createLogger } from '../../server/src/logger.js';
@@ -11,9 +12,24 @@ import { createLogger } from '../../server/src/logger.js';
 export const engines = {
   databaseUrl: process.env.TEST_DATABASE_URL || undefined,
   redisUrl: process.env.TEST_REDIS_URL || undefined,
+  /** `TEST_REDIS_URL` is a node of a Redis Cluster (`TEST_REDIS_CLUSTER=on`). */
+  redisCluster: process.env.TEST_REDIS_CLUSTER === 'on',
 };
+/** Where the event log, message log, rosters and queue keep their keys in the test broker. */
+export const testPartition = partitionOf(engines.redisCluster);
+
+/** A client of the test Redis: a cluster client on a cluster. */
+export function openRedis(url: string, options: { lazyConnect?: boolean } = {}): Redis | Cluster {
+  return engines.redisCluster ? new Cluster([url], options) : new Redis(url, options);
+}
+
+/** The servers behind a client: each master of a cluster, or the one server. */
+export function serversOf(client: Redis | Cluster): Redis[] {
+  return client instanceof Cluster ? client.nodes('master') : [client];
+}
+
 export const onRealEngines = Boolean(engines.databaseUrl && engines.redisUrl);
-export const engineLabel = `${engines.databaseUrl ? 'postgres' : 'pglite'}+${engines.redisUrl ? 'redis' : 'memory'}`;
+export const engineLabel = `${engines.databaseUrl ? 'postgres' : 'pglite'}+${engines.redisUrl ? (engines.redisCluster ? 'redis-cluster' : 'redis') : 'memory'}`;
 
 type ConfigOverrides = Parameters<typeof loadConfig>[1];
 
@@ -72,6 +88,7 @@ export class TestDeployment {
         dataDir: 'memory://',
         databaseUrl: this.databaseUrl,
         redisUrl: this.redisUrl,
+        redisCluster: engines.redisCluster,
         redisPrefix: this.redisPrefix,
         // Far below OWASP's cost, only so the suite stays fast; production uses 17.
         passwordHashCost: 10,
@@ -85,6 +102,16 @@ export class TestDeployment {
         },
       },
     );
+  }
+
+  /** The Redis variables of a process started on this deployment (none on the in-process broker). */
+  redisEnv(): Record<string, string> {
+    if (!this.redisUrl) return {};
+    return {
+      REDIS_URL: this.redisUrl,
+      REDIS_PREFIX: this.redisPrefix,
+      REDIS_CLUSTER: engines.redisCluster ? 'on' : 'off',
+    };
   }
 
   /** Starts one more instance of the app on this deployment's database and broker. */
@@ -139,17 +166,7 @@ export class TestDeployment {
   async cleanup(): Promise<void> {
     await Promise.all(this.apps.map((app) => app.close()));
     const leaked = this.leakedSecrets();
-    if (this.redisUrl) {
-      const redis = new Redis(this.redisUrl, { lazyConnect: true });
-      await redis.connect();
-      let cursor = '0';
-      do {
-        const [next, keys] = await redis.scan(cursor, 'MATCH', `${this.redisPrefix}*`, 'COUNT', 1000);
-        cursor = next;
-        if (keys.length > 0) await redis.del(...keys);
-      } while (cursor !== '0');
-      await redis.quit();
-    }
+    if (this.redisUrl) await deleteKeys(this.redisUrl, engines.redisCluster, this.redisPrefix);
     if (this.databaseName && engines.databaseUrl) {
       const admin = postgres(engines.databaseUrl, { max: 1, onnotice: () => {} });
       try {
@@ -162,5 +179,24 @@ export class TestDeployment {
       }
     }
     if (leaked.length > 0) throw new Error(`secrets in ${leaked.length} log line(s):\n${leaked.join('\n')}`);
+  }
+}
+
+/** Deletes every key under `prefix`: on a cluster, from each master. */
+async function deleteKeys(url: string, cluster: boolean, prefix: string): Promise<void> {
+  const client = cluster ? new Cluster([url], { lazyConnect: true }) : new Redis(url, { lazyConnect: true });
+  await client.connect();
+  try {
+    for (const server of serversOf(client)) {
+      let cursor = '0';
+      do {
+        const [next, keys] = await server.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+        cursor = next;
+        // One key at a time: on a cluster, keys of different slots cannot go in one DEL.
+        await Promise.all(keys.map((key) => server.del(key)));
+      } while (cursor !== '0');
+    }
+  } finally {
+    await client.quit();
   }
 }

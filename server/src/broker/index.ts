@@ -6,10 +6,14 @@ export type { Broker } from './types.js';
 
 export async function openBroker(options: {
   url: string | undefined;
+  /** `url` is a node of a Redis Cluster. */
+  cluster?: boolean;
   prefix: string;
   /** How many events each event log keeps (at least) for resume. */
   eventLogLength?: number;
 }): Promise<Broker> {
-  const { url, prefix, eventLogLength } = options;
-  return url ? RedisBroker.connect({ url, prefix, eventLogLength }) : new MemoryBroker({ eventLogLength });
+  const { url, cluster, prefix, eventLogLength } = options;
+  return url
+    ? RedisBroker.connect({ url, cluster, prefix, eventLogLength })
+    : new MemoryBroker({ eventLogLength });
 }

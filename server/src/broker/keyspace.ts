@@ -5,28 +5,49 @@ import type { Channel } from './ports/events.js';
  * the engine adds its prefix.
  */
 
+// --- the partition -------------------------------------------------------------------------
+
+/**
+ * Where the event log, the message log, the rosters and the worker's queue keep their keys and
+ * channels: a send's one script touches all of them. On a Redis Cluster they carry one hash tag
+ * (`{p0}`), so that script touches one hash slot; on a single server, no tag: the names they had
+ * before Parley ran on a cluster, so a single-server deployment upgrades with nothing to move.
+ * Every function below that takes a partition (`p`) names such a key or channel.
+ */
+export type Partition = '' | `{p${number}}:`;
+
+/** The partition of a deployment: tagged on a cluster, untagged on a single server. */
+export function partitionOf(cluster: boolean): Partition {
+  return cluster ? '{p0}:' : '';
+}
+
 // --- the message stream the worker drains --------------------------------------------------
 
-export const MESSAGES_STREAM = 'parley:messages';
+export const messagesStream = (p: Partition) => `parley:${p}messages`;
 export const PERSIST_GROUP = 'persist';
-export const DEAD_LETTER_STREAM = 'parley:messages:dead';
+export const deadLetterStream = (p: Partition) => `parley:${p}messages:dead`;
 
 // --- messages on their way to PostgreSQL -------------------------------------------------------
 
 /** Unwritten messages of one conversation: message id → `<entry id>|<message JSON>`. */
-export const pendingKey = (conversationId: string) => `pending:conversation:${conversationId}`;
+export const pendingKey = (p: Partition, conversationId: string) =>
+  `pending:${p}conversation:${conversationId}`;
 /** Where an unwritten message lives: message id → `<entry id>|<conversation id>`. */
-export const PENDING_INDEX = 'pending:messages';
+export const pendingIndex = (p: Partition) => `pending:${p}messages`;
 /** Live seq counter of a conversation. */
-export const seqKey = (conversationId: string) => `seq:${conversationId}`;
+export const seqKey = (p: Partition, conversationId: string) => `seq:${p}${conversationId}`;
 /**
  * Idempotency claim of a client message id, which is the sender's within one conversation (the
  * same id in another conversation is another message): value `<conversation id>:<message id>`.
  */
-export const clientIdKey = (senderId: string, conversationId: string, clientMessageId: string) =>
-  `client-message:${senderId}:${conversationId}:${clientMessageId}`;
+export const clientIdKey = (
+  p: Partition,
+  senderId: string,
+  conversationId: string,
+  clientMessageId: string,
+) => `client-message:${p}${senderId}:${conversationId}:${clientMessageId}`;
 /** Set, in the same step as its tombstone's append, once a message is deleted. */
-export const deletedKey = (messageId: string) => `deleted:${messageId}`;
+export const deletedKey = (p: Partition, messageId: string) => `deleted:${p}${messageId}`;
 /** A user's sends in one window of the send limit. */
 export const sendThrottleKey = (userId: string, window: number) => `throttle:send:${userId}:${window}`;
 /** Claimed by the one `typing` call per user and conversation that sends the event. */
@@ -35,7 +56,7 @@ export const typingKey = (conversationId: string, userId: string) => `typing:${c
 // --- sessions and limits -----------------------------------------------------------------------
 
 /** Revocations, for every instance to end the streams of revoked sessions. */
-export const REVOCATIONS_CHANNEL = 'auth:revoked';
+export const revocationsChannel = (p: Partition) => `auth:${p}revoked`;
 /** Set once a session (a refresh-token family) is revoked. */
 export const revokedSessionKey = (sessionId: string) => `revoked:session:${sessionId}`;
 /** Every access token of the user issued before this time (ms) is revoked. */
@@ -69,43 +90,49 @@ export const onlineKey = (shard: number) => `presence:{s${shard}}:online`;
 // --- the event log ---------------------------------------------------------------------------
 
 /** Changes whenever the broker loses its data, so ids from before cannot be resumed from. */
-export const EPOCH_KEY = 'events:epoch';
+export const epochKey = (p: Partition) => `events:${p}epoch`;
 
 /** One-entry stream whose ids order every durable event of the deployment. */
-export const EVENT_IDS_STREAM = 'events:ids';
+export const eventIdsStream = (p: Partition) => `events:${p}ids`;
 
 /** A conversation's events, each written once, capped (an older gap gets `resync`). */
-export const conversationLog = (conversationId: string) => `events:conversation:${conversationId}`;
+export const conversationLog = (p: Partition, conversationId: string) =>
+  `events:${p}conversation:${conversationId}`;
 
 /**
  * A user's inbox: what concerns that user alone (joining or leaving a conversation, events for
  * their own devices). It is also where events went, one copy per member, before conversation
  * logs existed, so a position from then still resumes.
  */
-export const inbox = (userId: string) => `events:user:${userId}`;
+export const inbox = (p: Partition, userId: string) => `events:${p}user:${userId}`;
 
 /** Live events of one conversation, for the instances holding a member's stream. */
-export const conversationChannel = (conversationId: string) => `c:${conversationId}`;
+export const conversationChannel = (p: Partition, conversationId: string) => `c:${p}${conversationId}`;
 
 /** Live events of one user's inbox, and their contacts' presence. */
-export const userChannel = (userId: string) => `u:${userId}`;
+export const userChannel = (p: Partition, userId: string) => `u:${p}${userId}`;
 
 /** One instance's own channel: a message it sends itself arrives after everything before it. */
-export const instanceChannel = (instanceId: string) => `i:${instanceId}`;
+export const instanceChannel = (p: Partition, instanceId: string) => `i:${p}${instanceId}`;
 
 /** The name of a channel of the event bus. */
-export function channelName(channel: Channel): string {
-  if ('conversation' in channel) return conversationChannel(channel.conversation);
-  if ('user' in channel) return userChannel(channel.user);
-  if ('instance' in channel) return instanceChannel(channel.instance);
-  return REVOCATIONS_CHANNEL;
+export function channelName(p: Partition, channel: Channel): string {
+  if ('conversation' in channel) return conversationChannel(p, channel.conversation);
+  if ('user' in channel) return userChannel(p, channel.user);
+  if ('instance' in channel) return instanceChannel(p, channel.instance);
+  return revocationsChannel(p);
 }
 
-/** Who is in a conversation: a set, the send step's membership check. */
-export const rosterKey = (conversationId: string) => `members:{${conversationId}}`;
+/**
+ * Who is in a conversation: a set, the send step's membership check. On a single server it
+ * carries its conversation as hash tag (its name from before the partition).
+ */
+export const rosterKey = (p: Partition, conversationId: string) =>
+  p ? `members:${p}${conversationId}` : `members:{${conversationId}}`;
 
 /**
  * Changed (to a new random value) after every membership change: a stale fill never lands. In
  * the roster's hash slot, so one script reads both.
  */
-export const rosterVersionKey = (conversationId: string) => `members:{${conversationId}}:version`;
+export const rosterVersionKey = (p: Partition, conversationId: string) =>
+  `${rosterKey(p, conversationId)}:version`;

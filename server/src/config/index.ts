@@ -98,6 +98,7 @@ export const EnvSchema = z.object({
   HOST: z.preprocess(emptyAsUndefined, z.string().default('0.0.0.0')),
   DATABASE_URL: z.preprocess(emptyAsUndefined, Url(['postgres:', 'postgresql:']).optional()),
   REDIS_URL: z.preprocess(emptyAsUndefined, Url(['redis:', 'rediss:']).optional()),
+  REDIS_CLUSTER: z.preprocess(emptyAsUndefined, z.enum(['on', 'off']).default('off')),
   REDIS_PREFIX: z.preprocess(
     emptyAsUndefined,
     z
@@ -279,6 +280,8 @@ export interface Config {
   host: string;
   databaseUrl: string | undefined;
   redisUrl: string | undefined;
+  /** `redisUrl` is one node of a Redis Cluster, from which the others are found. */
+  redisCluster: boolean;
   /** Prefix for every Redis key and channel; lets several deployments or test runs share one Redis. */
   redisPrefix: string;
   jwt: {
@@ -385,6 +388,7 @@ export function loadConfig(
     host: env.HOST,
     databaseUrl: env.DATABASE_URL,
     redisUrl: env.REDIS_URL,
+    redisCluster: env.REDIS_CLUSTER === 'on',
     redisPrefix: env.REDIS_PREFIX,
     jwt: {
       secret,

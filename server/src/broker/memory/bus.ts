@@ -9,7 +9,7 @@ export class MemoryBus implements EventBus {
   private readonly channels = new Map<string, Set<(message: string) => void>>();
 
   publish(channel: Channel, message: string): Promise<void> {
-    this.deliver(channelName(channel), message);
+    this.deliver(channelName('', channel), message);
     return Promise.resolve();
   }
 
@@ -20,7 +20,7 @@ export class MemoryBus implements EventBus {
   }
 
   subscribe(channel: Channel, onMessage: (message: string) => void): Promise<Unsubscribe> {
-    const name = channelName(channel);
+    const name = channelName('', channel);
     let handlers = this.channels.get(name);
     if (!handlers) {
       handlers = new Set();

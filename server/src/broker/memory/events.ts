@@ -31,14 +31,14 @@ export class MemoryEvents implements EventLog {
   announce(conversationId: string, payload: string): string {
     const id = this.ids.next();
     this.add(this.conversations, conversationId, { id, payload });
-    this.bus.deliver(channelName({ conversation: conversationId }), `${id}\n${payload}`);
+    this.bus.deliver(channelName('', { conversation: conversationId }), `${id}\n${payload}`);
     return id;
   }
 
   toInbox(userId: string, payload: string): Promise<string> {
     const id = this.ids.next();
     this.add(this.inboxes, userId, { id, payload });
-    this.bus.deliver(channelName({ user: userId }), `${id}\n${payload}`);
+    this.bus.deliver(channelName('', { user: userId }), `${id}\n${payload}`);
     return Promise.resolve(id);
   }
 
@@ -47,7 +47,7 @@ export class MemoryEvents implements EventLog {
     const text = `${id}\n${markText(mark)}`;
     for (const userId of new Set(userIds)) {
       this.add(this.inboxes, userId, { id, mark: { ...mark } });
-      this.bus.deliver(channelName({ user: userId }), text);
+      this.bus.deliver(channelName('', { user: userId }), text);
     }
     return Promise.resolve(id);
   }

@@ -1,11 +1,14 @@
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { channelName } from '../keyspace.js';
 import type { Channel, EventBus, SubscriptionWatcher, Unsubscribe } from '../ports/events.js';
 import type { RedisConnection } from './connection.js';
 
 /**
  * Redis Pub/Sub. Publishing goes over the shared command connection; receiving over a
- * connection of its own (`subscriber`), which keeps its subscriptions across reconnects.
+ * connection of its own (`subscriber`), which keeps its subscriptions across reconnects. On a
+ * cluster, sharded Pub/Sub (`SPUBLISH`, `SSUBSCRIBE`): a message goes to the node that holds its
+ * channel's hash slot alone, and the subscriber is a cluster client with a connection to each
+ * master (ioredis's `shardedSubscribers`).
  */
 export class RedisBus implements EventBus {
   private readonly handlers = new Map<string, Set<(message: string) => void>>();
@@ -16,33 +19,41 @@ export class RedisBus implements EventBus {
 
   constructor(
     private readonly redis: RedisConnection,
-    private readonly subscriber: Redis,
+    private readonly subscriber: Redis | Cluster,
   ) {
-    this.subscriber.on('message', (channel: string, message: string) => {
+    const receive = (channel: string, message: string) => {
       const set = this.handlers.get(channel);
       if (set) for (const handler of [...set]) handler(message);
-    });
+    };
+    this.subscriber.on(this.sharded ? 'smessage' : 'message', receive);
+  }
+
+  private get sharded(): boolean {
+    return this.subscriber.isCluster;
   }
 
   /** Once the subscriber connection is up: from then on its losses are reported to watchers. */
   watchConnection(): void {
-    this.subscriber.on('close', () => {
+    this.subscriber.on(this.sharded ? '-subscriber' : 'close', () => {
       if (this.closing || this.subscriberDown) return;
       this.subscriberDown = true;
       for (const watcher of [...this.watchers]) watcher.interrupted();
     });
-    this.subscriber.on('ready', () => {
+    this.subscriber.on(this.sharded ? '+subscriber' : 'ready', () => {
       if (this.subscriberDown) void this.restoreSubscriptions();
     });
   }
 
   async publish(channel: Channel, message: string): Promise<void> {
-    const name = this.redis.key(channelName(channel));
-    await this.redis.run(() => this.redis.client.publish(name, message));
+    const name = this.redis.key(channelName(this.redis.partition, channel));
+    const { client } = this.redis;
+    await this.redis.run(() =>
+      this.sharded ? client.spublish(name, message) : client.publish(name, message),
+    );
   }
 
   async subscribe(channel: Channel, onMessage: (message: string) => void): Promise<Unsubscribe> {
-    const name = this.redis.key(channelName(channel));
+    const name = this.redis.key(channelName(this.redis.partition, channel));
     let set = this.handlers.get(name);
     // Wrapped, so the same function can be subscribed twice and removed once per subscription.
     const handler = (message: string) => onMessage(message);
@@ -50,7 +61,7 @@ export class RedisBus implements EventBus {
       set = new Set();
       this.handlers.set(name, set);
       set.add(handler);
-      await this.subscriber.subscribe(name);
+      await this.listen([name]);
     } else {
       set.add(handler);
     }
@@ -60,7 +71,9 @@ export class RedisBus implements EventBus {
       current.delete(handler);
       if (current.size === 0) {
         this.handlers.delete(name);
-        await this.subscriber.unsubscribe(name).catch(() => undefined);
+        await (this.sharded ? this.subscriber.sunsubscribe(name) : this.subscriber.unsubscribe(name)).catch(
+          () => undefined,
+        );
       }
     };
   }
@@ -82,12 +95,23 @@ export class RedisBus implements EventBus {
   private async restoreSubscriptions(): Promise<void> {
     const channels = [...this.handlers.keys()];
     try {
-      if (channels.length > 0) await this.subscriber.subscribe(...channels);
+      if (channels.length > 0) await this.listen(channels);
     } catch {
       return; // down again: the next reconnect tries again
     }
     if (this.closing || !this.subscriberDown || this.subscriber.status !== 'ready') return;
     this.subscriberDown = false;
     for (const watcher of [...this.watchers]) watcher.restored();
+  }
+
+  /** Subscribes to `channels`; sharded, once per hash slot (one `SSUBSCRIBE` may not span two). */
+  private async listen(channels: readonly string[]): Promise<void> {
+    if (!this.sharded) {
+      await this.subscriber.subscribe(...channels);
+      return;
+    }
+    await Promise.all(
+      this.redis.together(channels, (name) => name).map((group) => this.subscriber.ssubscribe(...group)),
+    );
   }
 }

@@ -1,4 +1,5 @@
 import { type Cluster, Redis, type RedisOptions } from 'ioredis';
+import { type Partition, partitionOf } from '../keyspace.js';
 import { BrokerUnavailableError } from '../types.js';
 import { definedScripts, type Script, type ScriptInput } from './script.js';
 
@@ -7,11 +8,22 @@ import { definedScripts, type Script, type ScriptInput } from './script.js';
  * connection failures to `BrokerUnavailableError`, and named scripts run by SHA.
  */
 export class RedisConnection {
+  /** Where the event log, message log, rosters and queue keep their keys (`Partition`). */
+  readonly partition: Partition;
+  /**
+   * How a script publishes: sharded Pub/Sub on a cluster (a message goes only to the node that
+   * holds its channel's slot, not to every node), classic Pub/Sub on a single server.
+   */
+  readonly publishCommand: 'PUBLISH' | 'SPUBLISH';
+
   constructor(
     /** One server, or a Redis Cluster (every script's keys then share one hash slot). */
     readonly client: Redis | Cluster,
     readonly prefix: string,
-  ) {}
+  ) {
+    this.partition = partitionOf(client.isCluster);
+    this.publishCommand = client.isCluster ? 'SPUBLISH' : 'PUBLISH';
+  }
 
   /** A logical key, stream or channel name as Redis knows it. */
   key = (name: string): string => this.prefix + name;
@@ -34,12 +46,14 @@ export class RedisConnection {
   }
 
   /**
-   * Another connection to the same server, for commands that hold it (blocking reads). A
-   * cluster has no one server to duplicate: what needs this does not run on one yet.
+   * Another connection to the same server or cluster, for commands that hold it (blocking
+   * reads); `options` are those of each server connection.
    */
-  duplicate(options: Partial<RedisOptions>): Redis {
-    if (!(this.client instanceof Redis)) throw new Error('a blocking connection needs a single Redis server');
-    return this.client.duplicate(options);
+  duplicate(options: Partial<RedisOptions>): Redis | Cluster {
+    if (this.client instanceof Redis) return this.client.duplicate(options);
+    return this.client.duplicate(undefined, {
+      redisOptions: { ...this.client.options.redisOptions, ...options },
+    });
   }
 
   async run<T>(operation: () => Promise<T>): Promise<T> {

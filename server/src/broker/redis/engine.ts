@@ -16,9 +16,8 @@ export interface RedisBrokerOptions {
   /** The server; with `cluster`, one node of the cluster, from which the others are found. */
   url: string;
   /**
-   * A Redis Cluster. So far only the ports whose operations each touch one hash slot run on one
-   * (rosters, presence, limits, typing, sessions); the event log, message log and work queue
-   * do not yet, so a deployment cannot use a cluster.
+   * A Redis Cluster: every script touches the keys of one hash slot (`Partition` in
+   * `keyspace.ts`), and live events go over sharded Pub/Sub.
    */
   cluster?: boolean;
   prefix?: string;
@@ -32,7 +31,7 @@ export class RedisBroker implements Broker {
   readonly engine = 'redis' as const;
   private readonly prefix: string;
   private readonly client: Redis | Cluster;
-  private readonly subscriber: Redis;
+  private readonly subscriber: Redis | Cluster;
   private readonly commandTimeoutMs: number;
   private readonly connection: RedisConnection;
   readonly rosters: RedisRosters;
@@ -74,13 +73,20 @@ export class RedisBroker implements Broker {
           enableAutoPipelining: true,
         });
     // The subscriber keeps its subscriptions across reconnects (ioredis re-subscribes). On a
-    // cluster it is one node's: a PUBLISH on any node reaches every node's subscribers.
+    // cluster it holds one sharded subscriber connection per master.
     // Named, so that `CLIENT LIST` tells an instance's subscriber connection from the others.
-    this.subscriber = new Redis(options.url, {
+    const subscriberOptions = {
       ...common,
       enableOfflineQueue: true,
       connectionName: subscriberName(this.prefix),
-    });
+    };
+    this.subscriber = options.cluster
+      ? new Cluster([options.url], {
+          lazyConnect: true,
+          shardedSubscribers: true,
+          redisOptions: subscriberOptions,
+        })
+      : new Redis(options.url, subscriberOptions);
     this.connection = new RedisConnection(this.client, this.prefix);
     const eventLogLength = options.eventLogLength ?? EVENT_LOG_LENGTH;
     this.rosters = new RedisRosters(this.connection);

@@ -1,5 +1,5 @@
 import type { Mark } from '../../contracts/events.js';
-import { channelName, conversationLog, EPOCH_KEY, EVENT_IDS_STREAM, inbox } from '../keyspace.js';
+import { channelName, conversationLog, epochKey, eventIdsStream, inbox } from '../keyspace.js';
 import { type EventLog, type LogEntry, type LogName, markText, newEpoch } from '../ports/events.js';
 import { compareStreamIds } from '../types.js';
 import type { RedisConnection } from './connection.js';
@@ -13,7 +13,7 @@ import { defineScript } from './script.js';
 const APPEND_EVENT = defineScript({
   name: 'eventAppend',
   keys: ['ids'],
-  args: ['maxLen', 'message'],
+  args: ['maxLen', 'message', 'publish'],
   keyLists: ['logs'],
   argLists: ['channels', 'fields'],
   body: `
@@ -22,7 +22,7 @@ for i = 1, #logs do
   redis.call('XADD', logs[i], 'MAXLEN', maxLen, id, unpack(fields))
 end
 local text = id .. '\\n' .. message
-for i = 1, #channels do redis.call('PUBLISH', channels[i], text) end
+for i = 1, #channels do redis.call(publish, channels[i], text) end
 return id`,
 });
 
@@ -45,39 +45,48 @@ export class RedisEvents implements EventLog {
     private readonly maxLen: number,
   ) {}
 
+  private get p() {
+    return this.redis.partition;
+  }
+
   toConversation(conversationId: string, payload: string): Promise<string> {
     return this.append(
-      [conversationLog(conversationId)],
+      [conversationLog(this.p, conversationId)],
       ['e', payload],
-      [channelName({ conversation: conversationId })],
+      [channelName(this.p, { conversation: conversationId })],
       payload,
     );
   }
 
   toInbox(userId: string, payload: string): Promise<string> {
-    return this.append([inbox(userId)], ['e', payload], [channelName({ user: userId })], payload);
+    return this.append(
+      [inbox(this.p, userId)],
+      ['e', payload],
+      [channelName(this.p, { user: userId })],
+      payload,
+    );
   }
 
   mark(userIds: readonly string[], mark: Mark): Promise<string> {
     const unique = [...new Set(userIds)];
     return this.append(
-      unique.map(inbox),
+      unique.map((user) => inbox(this.p, user)),
       ['m', mark.change, 'c', mark.conversationId],
-      unique.map((user) => channelName({ user })),
+      unique.map((user) => channelName(this.p, { user })),
       markText(mark),
     );
   }
 
   conversationAfter(conversationId: string, after: string, count: number): Promise<LogEntry[]> {
-    return this.rangeAfter(conversationLog(conversationId), after, count);
+    return this.rangeAfter(conversationLog(this.p, conversationId), after, count);
   }
 
   inboxAfter(userId: string, after: string, count: number): Promise<LogEntry[]> {
-    return this.rangeAfter(inbox(userId), after, count);
+    return this.rangeAfter(inbox(this.p, userId), after, count);
   }
 
   async trimmedAfter(log: LogName, after: string): Promise<boolean> {
-    const name = 'conversation' in log ? conversationLog(log.conversation) : inbox(log.inbox);
+    const name = 'conversation' in log ? conversationLog(this.p, log.conversation) : inbox(this.p, log.inbox);
     let raw: unknown[];
     try {
       raw = (await this.redis.run(() =>
@@ -101,7 +110,7 @@ export class RedisEvents implements EventLog {
   }
 
   async newestId(): Promise<string> {
-    const ids = this.redis.key(EVENT_IDS_STREAM);
+    const ids = this.redis.key(eventIdsStream(this.p));
     const raw = (await this.redis.run(() =>
       this.redis.client.call('XREVRANGE', ids, '+', '-', 'COUNT', 1),
     )) as RawEntry[];
@@ -110,7 +119,7 @@ export class RedisEvents implements EventLog {
 
   async epoch(): Promise<string> {
     return String(
-      await this.redis.eval(EPOCH, { keys: { epoch: EPOCH_KEY }, args: { candidate: newEpoch() } }),
+      await this.redis.eval(EPOCH, { keys: { epoch: epochKey(this.p) }, args: { candidate: newEpoch() } }),
     );
   }
 
@@ -122,8 +131,8 @@ export class RedisEvents implements EventLog {
   ): Promise<string> {
     return String(
       await this.redis.eval(APPEND_EVENT, {
-        keys: { ids: EVENT_IDS_STREAM },
-        args: { maxLen: this.maxLen, message },
+        keys: { ids: eventIdsStream(this.p) },
+        args: { maxLen: this.maxLen, message, publish: this.redis.publishCommand },
         keyLists: { logs },
         argLists: { channels: channels.map(this.redis.key), fields },
       }),

@@ -3,9 +3,9 @@ import {
   clientIdKey,
   conversationLog,
   deletedKey,
-  EVENT_IDS_STREAM,
-  MESSAGES_STREAM,
-  PENDING_INDEX,
+  eventIdsStream,
+  messagesStream,
+  pendingIndex,
   pendingKey,
   revokedSessionKey,
   revokedUserKey,
@@ -40,7 +40,7 @@ redis.call('HSET', pendingIndex, messageId, id .. '|' .. conversationId)
 if announcement ~= '' then
   local eventId = redis.call('XADD', ids, 'MAXLEN', '1', '*', 'x', '1')
   redis.call('XADD', log, 'MAXLEN', maxLen, eventId, 'e', announcement)
-  redis.call('PUBLISH', channel, eventId .. '\\n' .. announcement)
+  redis.call(publish, channel, eventId .. '\\n' .. announcement)
 end`;
 
 /**
@@ -66,6 +66,7 @@ const APPEND_NEW = defineScript({
     'slot',
     'maxLen',
     'channel',
+    'publish',
   ],
   body: `
 if #roster > 0 then
@@ -103,7 +104,15 @@ return {'appended', id, n}`,
 });
 
 const CHANGE_KEYS = ['queue', 'deleted', 'pending', 'pendingIndex', 'ids', 'log'] as const;
-const CHANGE_ARGS = ['messageId', 'conversationId', 'body', 'announcement', 'maxLen', 'channel'] as const;
+const CHANGE_ARGS = [
+  'messageId',
+  'conversationId',
+  'body',
+  'announcement',
+  'maxLen',
+  'channel',
+  'publish',
+] as const;
 
 const APPEND_EDIT = defineScript({
   name: 'messageAppendEdit',
@@ -128,6 +137,20 @@ ${KEEP_AND_ANNOUNCE}
 return {'appended', id}`,
 });
 
+/**
+ * The send limit's count, on a cluster: its key is the sender's, in another hash slot than the
+ * conversation's, so it is spent before the append (and given back when the roster refuses).
+ */
+const SEND_COUNT = defineScript({
+  name: 'messageSendCount',
+  keys: ['count'],
+  args: ['windowMs'],
+  body: `
+local n = redis.call('INCR', count)
+if n == 1 then redis.call('PEXPIRE', count, windowMs) end
+return n`,
+});
+
 export class RedisMessageLog implements MessageLog {
   constructor(
     private readonly redis: RedisConnection,
@@ -142,17 +165,27 @@ export class RedisMessageLog implements MessageLog {
   ): Promise<NewMessageResult> {
     const { id, conversationId, senderId, clientMessageId } = message;
     const { session, sendLimit } = guards;
+    const p = this.redis.partition;
+    const countKey = sendLimit ? sendThrottleKey(senderId, sendWindow(Date.now(), sendLimit.windowMs)) : null;
+    // On a cluster, the sender's marks and count are in other hash slots than the conversation's:
+    // they are checked first, and a count the roster then refuses is given back.
+    const apart = this.redis.client.isCluster;
+    if (apart) {
+      const refused = await this.senderRefusal(guards, countKey);
+      if (refused) return { refused };
+    }
     const result = (await this.redis.eval(APPEND_NEW, {
       keys: {
-        queue: MESSAGES_STREAM,
-        seq: seqKey(conversationId),
+        queue: messagesStream(p),
+        seq: seqKey(p, conversationId),
         ...this.copyKeys(conversationId),
       },
       keyLists: {
-        roster: guards.roster ? [rosterKey(conversationId)] : [],
-        revocations: session ? [revokedSessionKey(session.sessionId), revokedUserKey(session.userId)] : [],
-        sendCount: sendLimit ? [sendThrottleKey(senderId, sendWindow(Date.now(), sendLimit.windowMs))] : [],
-        claim: clientMessageId ? [clientIdKey(senderId, conversationId, clientMessageId)] : [],
+        roster: guards.roster ? [rosterKey(p, conversationId)] : [],
+        revocations:
+          session && !apart ? [revokedSessionKey(session.sessionId), revokedUserKey(session.userId)] : [],
+        sendCount: countKey && !apart ? [countKey] : [],
+        claim: clientMessageId ? [clientIdKey(p, senderId, conversationId, clientMessageId)] : [],
       },
       args: {
         member: senderId,
@@ -167,7 +200,8 @@ export class RedisMessageLog implements MessageLog {
         announced: announcement ?? '',
         slot: SEQ_SLOT,
         maxLen: this.maxLen,
-        channel: this.redis.key(channelName({ conversation: conversationId })),
+        channel: this.redis.key(channelName(p, { conversation: conversationId })),
+        publish: this.redis.publishCommand,
       },
     })) as [string, string?, string?];
     const [status, value = '', seq = '0'] = result;
@@ -182,12 +216,38 @@ export class RedisMessageLog implements MessageLog {
         return { seqMissing: true };
       case 'noRoster':
       case 'notMember':
+        if (apart && countKey) await this.redis.run(() => this.redis.client.decr(this.redis.key(countKey)));
+        return { refused: status };
       case 'revoked':
       case 'limited':
         return { refused: status };
       default:
         throw new Error(`messageAppendNew answered ${status}`);
     }
+  }
+
+  /** On a cluster: the sender's revocation marks, then their send count (spent here). */
+  private async senderRefusal(
+    { session, sendLimit }: SendGuards,
+    countKey: string | null,
+  ): Promise<'revoked' | 'limited' | null> {
+    if (session) {
+      const [sessionMark, since] = await Promise.all([
+        this.redis.run(() => this.redis.client.exists(this.redis.key(revokedSessionKey(session.sessionId)))),
+        this.redis.run(() => this.redis.client.get(this.redis.key(revokedUserKey(session.userId)))),
+      ]);
+      if (sessionMark === 1 || (since !== null && Number(since) >= session.issuedAt)) return 'revoked';
+    }
+    if (sendLimit && countKey) {
+      const count = Number(
+        await this.redis.eval(SEND_COUNT, {
+          keys: { count: countKey },
+          args: { windowMs: sendLimit.windowMs },
+        }),
+      );
+      if (count > sendLimit.max) return 'limited';
+    }
+    return null;
   }
 
   async appendEdit(change: MessageChange, announcement: string | null): Promise<EditResult> {
@@ -209,7 +269,7 @@ export class RedisMessageLog implements MessageLog {
 
   async pendingOf(conversationId: string): Promise<string[]> {
     const all = await this.redis.run(() =>
-      this.redis.client.hvals(this.redis.key(pendingKey(conversationId))),
+      this.redis.client.hvals(this.redis.key(pendingKey(this.redis.partition, conversationId))),
     );
     return all.map((value) => afterBar(value));
   }
@@ -218,7 +278,7 @@ export class RedisMessageLog implements MessageLog {
     const where = await this.indexEntry(messageId);
     if (where === null) return null;
     const value = await this.redis.run(() =>
-      this.redis.client.hget(this.redis.key(pendingKey(afterBar(where))), messageId),
+      this.redis.client.hget(this.redis.key(pendingKey(this.redis.partition, afterBar(where))), messageId),
     );
     return value === null ? null : afterBar(value);
   }
@@ -229,37 +289,44 @@ export class RedisMessageLog implements MessageLog {
   }
 
   async seq(conversationId: string): Promise<number | null> {
-    const value = await this.redis.run(() => this.redis.client.get(this.redis.key(seqKey(conversationId))));
+    const value = await this.redis.run(() =>
+      this.redis.client.get(this.redis.key(seqKey(this.redis.partition, conversationId))),
+    );
     return value === null ? null : Number(value);
   }
 
   async restoreSeq(conversationId: string, highest: number): Promise<void> {
-    await this.redis.run(() => this.redis.client.set(this.redis.key(seqKey(conversationId)), highest, 'NX'));
+    await this.redis.run(() =>
+      this.redis.client.set(this.redis.key(seqKey(this.redis.partition, conversationId)), highest, 'NX'),
+    );
   }
 
   async expireClaim(senderId: string, conversationId: string, clientMessageId: string): Promise<boolean> {
-    const key = this.redis.key(clientIdKey(senderId, conversationId, clientMessageId));
+    const key = this.redis.key(clientIdKey(this.redis.partition, senderId, conversationId, clientMessageId));
     return (await this.redis.run(() => this.redis.client.del(key))) === 1;
   }
 
   private indexEntry(messageId: string): Promise<string | null> {
-    return this.redis.run(() => this.redis.client.hget(this.redis.key(PENDING_INDEX), messageId));
+    return this.redis.run(() =>
+      this.redis.client.hget(this.redis.key(pendingIndex(this.redis.partition)), messageId),
+    );
   }
 
   private copyKeys(conversationId: string) {
+    const p = this.redis.partition;
     return {
-      pending: pendingKey(conversationId),
-      pendingIndex: PENDING_INDEX,
-      ids: EVENT_IDS_STREAM,
-      log: conversationLog(conversationId),
+      pending: pendingKey(p, conversationId),
+      pendingIndex: pendingIndex(p),
+      ids: eventIdsStream(p),
+      log: conversationLog(p, conversationId),
     };
   }
 
   private change(change: MessageChange, announcement: string | null) {
     return {
       keys: {
-        queue: MESSAGES_STREAM,
-        deleted: deletedKey(change.id),
+        queue: messagesStream(this.redis.partition),
+        deleted: deletedKey(this.redis.partition, change.id),
         ...this.copyKeys(change.conversationId),
       },
       args: {
@@ -268,7 +335,8 @@ export class RedisMessageLog implements MessageLog {
         body: change.body,
         announcement: announcement ?? '',
         maxLen: this.maxLen,
-        channel: this.redis.key(channelName({ conversation: change.conversationId })),
+        channel: this.redis.key(channelName(this.redis.partition, { conversation: change.conversationId })),
+        publish: this.redis.publishCommand,
       },
     };
   }

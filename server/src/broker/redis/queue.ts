@@ -1,11 +1,5 @@
-import type { Redis } from 'ioredis';
-import {
-  DEAD_LETTER_STREAM,
-  MESSAGES_STREAM,
-  PENDING_INDEX,
-  PERSIST_GROUP,
-  pendingKey,
-} from '../keyspace.js';
+import type { Cluster, Redis } from 'ioredis';
+import { deadLetterStream, messagesStream, PERSIST_GROUP, pendingIndex, pendingKey } from '../keyspace.js';
 import type { PendingEntry, QueueEntry, QueueInfo, WorkQueue, WrittenChange } from '../ports/queue.js';
 import { BrokerUnavailableError, compareStreamIds } from '../types.js';
 import type { RedisConnection } from './connection.js';
@@ -72,7 +66,7 @@ return released`,
 type RawEntry = [string, string[] | null];
 
 export class RedisQueue implements WorkQueue {
-  private blocking: Redis | null = null;
+  private blocking: Redis | Cluster | null = null;
   private blockingConnecting: Promise<void> | null = null;
 
   constructor(
@@ -81,7 +75,7 @@ export class RedisQueue implements WorkQueue {
   ) {}
 
   private get queue(): string {
-    return this.redis.key(MESSAGES_STREAM);
+    return this.redis.key(messagesStream(this.redis.partition));
   }
 
   async prepare(): Promise<void> {
@@ -96,7 +90,7 @@ export class RedisQueue implements WorkQueue {
 
   async readNew(consumer: string, count: number, blockMs?: number): Promise<QueueEntry[]> {
     const args: (string | number)[] = ['GROUP', PERSIST_GROUP, consumer, 'COUNT', count];
-    let connection = this.redis.client;
+    let connection: Redis | Cluster = this.redis.client;
     if (blockMs) {
       args.push('BLOCK', blockMs);
       connection = await this.blockingReads(blockMs);
@@ -190,14 +184,14 @@ export class RedisQueue implements WorkQueue {
 
   async trimBelow(id: string): Promise<number> {
     return (await this.redis.eval(TRIM_BELOW, {
-      keys: { queue: MESSAGES_STREAM },
+      keys: { queue: messagesStream(this.redis.partition) },
       args: { minId: id },
     })) as number;
   }
 
   async deadLetter(entry: QueueEntry, reason: string): Promise<void> {
     await this.redis.eval(DEAD_LETTER, {
-      keys: { queue: MESSAGES_STREAM, dead: DEAD_LETTER_STREAM },
+      keys: { queue: messagesStream(this.redis.partition), dead: deadLetterStream(this.redis.partition) },
       args: { group: PERSIST_GROUP, entryId: entry.id },
       argLists: { fields: [...Object.entries(entry.fields).flat(), 'entry', entry.id, 'reason', reason] },
     });
@@ -206,9 +200,9 @@ export class RedisQueue implements WorkQueue {
   async release(written: readonly WrittenChange[]): Promise<number> {
     if (written.length === 0) return 0;
     return (await this.redis.eval(RELEASE, {
-      keys: { pendingIndex: PENDING_INDEX },
+      keys: { pendingIndex: pendingIndex(this.redis.partition) },
       args: {},
-      keyLists: { copies: written.map((change) => pendingKey(change.conversationId)) },
+      keyLists: { copies: written.map((change) => pendingKey(this.redis.partition, change.conversationId)) },
       argLists: {
         messageIds: written.map((change) => change.messageId),
         entryIds: written.map((change) => change.entryId),
@@ -221,7 +215,7 @@ export class RedisQueue implements WorkQueue {
   }
 
   async deadLetters(count: number): Promise<QueueEntry[]> {
-    return this.range(this.redis.key(DEAD_LETTER_STREAM), '0-0', count);
+    return this.range(this.redis.key(deadLetterStream(this.redis.partition)), '0-0', count);
   }
 
   async add(fields: Record<string, string>): Promise<string> {
@@ -231,7 +225,7 @@ export class RedisQueue implements WorkQueue {
   }
 
   /** The connection of blocking reads, once there is one (for the engine to close). */
-  blockingConnection(): Redis | null {
+  blockingConnection(): Redis | Cluster | null {
     return this.blocking;
   }
 
@@ -242,7 +236,7 @@ export class RedisQueue implements WorkQueue {
     return toEntries(raw);
   }
 
-  private async blockingReads(blockMs: number): Promise<Redis> {
+  private async blockingReads(blockMs: number): Promise<Redis | Cluster> {
     if (!this.blocking) {
       // A blocking read holds its connection, so it gets one of its own. Whoever asks while it
       // connects waits for the same connection instead of finding it not ready yet.

@@ -52,12 +52,17 @@ export class RedisRosters implements RosterStore {
   constructor(private readonly redis: RedisConnection) {}
 
   version(conversationId: string): Promise<string | null> {
-    return this.redis.run(() => this.redis.client.get(this.redis.key(rosterVersionKey(conversationId))));
+    return this.redis.run(() =>
+      this.redis.client.get(this.redis.key(rosterVersionKey(this.redis.partition, conversationId))),
+    );
   }
 
   async fill(conversationId: string, members: readonly string[], version: string | null): Promise<boolean> {
     const filled = await this.redis.eval(FILL, {
-      keys: { roster: rosterKey(conversationId), version: rosterVersionKey(conversationId) },
+      keys: {
+        roster: rosterKey(this.redis.partition, conversationId),
+        version: rosterVersionKey(this.redis.partition, conversationId),
+      },
       args: { expected: version ?? '', ttlMs: ROSTER_TTL_MS },
       // An empty set cannot exist in Redis: a roster without members holds one blank.
       argLists: { members: members.length > 0 ? members : [''] },
@@ -67,14 +72,17 @@ export class RedisRosters implements RosterStore {
 
   async invalidate(conversationId: string): Promise<void> {
     await this.redis.eval(INVALIDATE, {
-      keys: { roster: rosterKey(conversationId), version: rosterVersionKey(conversationId) },
+      keys: {
+        roster: rosterKey(this.redis.partition, conversationId),
+        version: rosterVersionKey(this.redis.partition, conversationId),
+      },
       args: { next: randomUUID(), ttlMs: ROSTER_VERSION_TTL_MS },
     });
   }
 
   async has(conversationId: string, userId: string): Promise<boolean | null> {
     const answer = await this.redis.eval(HAS, {
-      keys: { roster: rosterKey(conversationId) },
+      keys: { roster: rosterKey(this.redis.partition, conversationId) },
       args: { member: userId },
     });
     return answer === -1 ? null : answer === 1;
@@ -82,7 +90,7 @@ export class RedisRosters implements RosterStore {
 
   async size(conversationId: string): Promise<number | null> {
     const answer = (await this.redis.eval(SIZE, {
-      keys: { roster: rosterKey(conversationId) },
+      keys: { roster: rosterKey(this.redis.partition, conversationId) },
       args: {},
     })) as number;
     return answer === -1 ? null : answer;
