@@ -39,6 +39,7 @@ Phases:
                          12 minutes on two cores; e.g. --big-room 5000)
   --big-room-rate R      messages per second into the big room (default 10)
   --big-room-duration S  seconds of sending into the big room (default 20; quick 3)
+  --big-room-generators N  generator processes the big room's members are dealt over (default 2)
   --instances N          Parley: N server processes on one Redis and PostgreSQL, clients round-robin
                          over them: Pub/Sub events received over events fanned out, per instance
                          (default 3; 0 = skip)
@@ -77,6 +78,7 @@ export interface Options {
   bigRoom: number;
   bigRoomRate: number;
   bigRoomDurationS: number;
+  bigRoomGenerators: number;
   /** Parley instances of the several-instances phase; 0: skipped. */
   instances: number;
   instancesRate: number;
@@ -154,6 +156,7 @@ export function parseOptions(argv: string[], env: Record<string, string | undefi
       'big-room': { type: 'string' },
       'big-room-rate': { type: 'string' },
       'big-room-duration': { type: 'string' },
+      'big-room-generators': { type: 'string' },
       instances: { type: 'string' },
       'instances-rate': { type: 'string' },
       'instances-duration': { type: 'string' },
@@ -207,6 +210,7 @@ export function parseOptions(argv: string[], env: Record<string, string | undefi
     bigRoom: positiveInt('--big-room', values['big-room'], 0, 0, 20_000),
     bigRoomRate: positiveInt('--big-room-rate', values['big-room-rate'], 10, 0.1, 1000),
     bigRoomDurationS: positiveInt('--big-room-duration', values['big-room-duration'], quick ? 3 : 20, 1, 600),
+    bigRoomGenerators: positiveInt('--big-room-generators', values['big-room-generators'], 2, 1, 16),
     instances: positiveInt('--instances', values.instances, 3, 0, 8),
     instancesRate: positiveInt('--instances-rate', values['instances-rate'], 0.5, 0.01, 1000),
     instancesDurationS: positiveInt(

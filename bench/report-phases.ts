@@ -180,6 +180,7 @@ function bigRoomSection(results: BenchResults): Section | null {
         'server CPU %',
         'server CPU µs per delivery',
         'generator CPU %',
+        'client CPU µs per delivery',
         'generator loop delay p99 ms',
       ],
       ...rooms.map((result) => {
@@ -200,6 +201,10 @@ function bigRoomSection(results: BenchResults): Section | null {
           int(step?.serverCpuPercent),
           step?.serverCpuUsPerDelivery == null ? '–' : step.serverCpuUsPerDelivery.toFixed(1),
           int(step?.generatorCpuPercent),
+          // The generators' CPU over what they received: what a delivery costs the clients.
+          step && step.deliveriesPerS > 0
+            ? ((step.generatorCpuPercent / 100 / step.deliveriesPerS) * 1e6).toFixed(1)
+            : '–',
           ms(step?.generatorLoopDelayP99Ms),
         ];
       }),
@@ -212,7 +217,8 @@ function bigRoomSection(results: BenchResults): Section | null {
           : `${check(parleyClean && ratio <= TARGETS.bigRoomP99)} (${ratio.toFixed(2)}×` +
             (parleyClean ? ')' : `; Parley: ${parley.errors} sends failed, ${parley.loss} deliveries lost)`)),
       'latency: from the send call to each subscriber’s client handing the message over, every delivery counted; ' +
-        'one generator process holds the whole room, so its CPU and event-loop delay show when it, not the server, was the limit.',
+        `the room's members are dealt over ${first?.generators ?? 1} generator process(es) (wall-clock time across them); ` +
+        'generator CPU is their sum and loop delay p99 their worst, to show when they, not the server, were the limit.',
     ],
   };
 }

@@ -111,6 +111,8 @@ export interface GroupScalingResult {
 /** One room of `subscribers`, one client sending `ratePerS` messages a second into it. */
 export interface BigRoomResult {
   subscribers: number;
+  /** Generator processes the room's members were dealt over (absent: one, before there was a choice). */
+  generators?: number;
   connected: number;
   /** Seconds from the generator's start to the last subscriber connected. */
   connectSeconds: number;

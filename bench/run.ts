@@ -116,7 +116,8 @@ async function startServer(server: ServerName, extra: StartOptions = {}): Promis
 }
 
 /** Whole groups per generator process, so senders and their recipients share one clock. */
-function partition(specs: ClientSpec[], parts: number): GeneratorClient[][] {
+/** Whole groups to each generator in turn; or, `spread`, each group's members dealt over them. */
+function partition(specs: ClientSpec[], parts: number, spread: boolean): GeneratorClient[][] {
   const groups = new Map<string, GeneratorClient[]>();
   for (const spec of specs) {
     const group = groups.get(spec.conversationId) ?? [];
@@ -125,7 +126,10 @@ function partition(specs: ClientSpec[], parts: number): GeneratorClient[][] {
   }
   const out: GeneratorClient[][] = Array.from({ length: parts }, () => []);
   let i = 0;
-  for (const group of groups.values()) (out[i++ % parts] as GeneratorClient[]).push(...group);
+  for (const group of groups.values()) {
+    if (spread) for (const client of group) (out[i++ % parts] as GeneratorClient[]).push(client);
+    else (out[i++ % parts] as GeneratorClient[]).push(...group);
+  }
   return out.filter((part) => part.length > 0);
 }
 
@@ -136,8 +140,9 @@ async function startGenerators(
   count: number,
   timeLimitMs: number,
   groupSize = options.groupSize,
+  spread = false,
 ): Promise<{ generators: Child[]; connected: ConnectResult[] }> {
-  const parts = partition(specs, count);
+  const parts = partition(specs, count, spread);
   const generators: Child[] = [];
   try {
     for (let i = 0; i < parts.length; i++) {
@@ -160,6 +165,8 @@ async function startGenerators(
             concurrency: 50,
             timeLimitMs,
             databaseUrl: name === 'parley' ? parleyDatabaseUrl : undefined,
+            generator: i,
+            spread,
           } satisfies ConnectParams,
           timeLimitMs + 30_000,
         ),
@@ -232,7 +239,10 @@ async function runStep(servers: ServerProcess[], generators: Child[], load: Step
   const latencyMs = summarize(latency);
   const errors = sum((part) => part.errors);
   const received = sum((part) => part.received);
-  const loss = sum((part) => part.loss);
+  // Spread groups: each generator knows what its own sends expect, and what its clients got.
+  const loss = load.spread
+    ? Math.max(0, sum((part) => part.expected) - received)
+    : sum((part) => part.loss);
   const duplicates = sum((part) => part.duplicates);
   return {
     ratePerClient,

@@ -27,6 +27,13 @@ export interface ConnectParams {
   timeLimitMs: number;
   /** Parley: where to look for persisted rows. */
   databaseUrl?: string;
+  /** This generator's number among those of the run. */
+  generator: number;
+  /**
+   * The groups are spread over the run's generators (a big room): a client also receives what
+   * other generators' clients sent, timed by the send's wall-clock time in its content.
+   */
+  spread: boolean;
 }
 
 export interface ConnectResult {
@@ -100,10 +107,35 @@ let latency = new Histogram();
 let duplicates = 0;
 let strays = 0;
 let received = 0;
+/** Spread groups: what this generator's clients got of other generators' sends, by `<generator>:<id>`. */
+const remoteSeen = new Map<string, Uint8Array>();
+let lastDeliveryAt = 0;
+
+/** Wall-clock milliseconds with a fraction, the same clock in every process of the machine. */
+const wallClock = () => performance.timeOrigin + performance.now();
 
 function onDelivery(recipientPosition: number, content: string): void {
   const now = performance.now();
-  const id = Number.parseInt(content.slice(0, content.indexOf('|')), 10);
+  lastDeliveryAt = now;
+  // `<generator>:<id>:<wall-clock ms>|<padding>`
+  const [from, idText, at] = content.slice(0, content.indexOf('|')).split(':');
+  const id = Number.parseInt(idText ?? '', 10);
+  if (setup?.spread && Number(from) !== setup.generator) {
+    const key = `${from}:${id}`;
+    let seen = remoteSeen.get(key);
+    if (!seen) {
+      seen = new Uint8Array(setup.groupSize);
+      remoteSeen.set(key, seen);
+    }
+    if (seen[recipientPosition] === 1) {
+      duplicates += 1;
+      return;
+    }
+    seen[recipientPosition] = 1;
+    received += 1;
+    latency.record(wallClock() - Number(at));
+    return;
+  }
   const message = inFlight.get(id);
   if (!message) {
     // Sent in an earlier step and arriving only now: late, not repeated.
@@ -161,6 +193,7 @@ async function run(params: RunParams): Promise<RunResult> {
   strays = 0;
   received = 0;
   inFlight.clear();
+  remoteSeen.clear();
   const persistLag = new Histogram();
   const persistWaiting = new Map<string, number>();
   let attempted = 0;
@@ -180,7 +213,8 @@ async function run(params: RunParams): Promise<RunResult> {
     [order[i], order[j]] = [order[j] as number, order[i] as number];
   }
   const count = order.length;
-  if (count === 0) throw new Error('no connected client is a sender');
+  // Spread groups: a generator may hold receivers only.
+  if (count === 0 && !setup.spread) throw new Error('no connected client is a sender');
   const period = 1000 / params.ratePerClient;
   const cpuBefore = process.cpuUsage();
   const loopDelay = monitorEventLoopDelay({ resolution: 2 });
@@ -214,13 +248,14 @@ async function run(params: RunParams): Promise<RunResult> {
   while (true) {
     const now = performance.now();
     if (now >= end) break;
-    while (timeOf(n) <= now && timeOf(n) < end) {
+    while (count > 0 && timeOf(n) <= now && timeOf(n) < end) {
       const entry = connections[order[n % count] as number];
       n += 1;
       if (!entry) continue;
       const lag = now - timeOf(n - 1);
       if (lag > scheduleLagMaxMs) scheduleLagMaxMs = lag;
       const id = nextMessageId++;
+      const head = `${setup.generator}:${id}:${wallClock().toFixed(3)}`;
       const message: InFlight = {
         sentAt: performance.now(),
         senderPosition: entry.spec.position,
@@ -235,7 +270,7 @@ async function run(params: RunParams): Promise<RunResult> {
       entry.connection
         .send(
           entry.spec.conversationId,
-          `${id}|${padding}`.slice(0, Math.max(params.messageSize, String(id).length + 1)),
+          `${head}|${padding}`.slice(0, Math.max(params.messageSize, head.length + 1)),
         )
         .then(
           (storedId) => {
@@ -260,6 +295,8 @@ async function run(params: RunParams): Promise<RunResult> {
   const drainEnd = performance.now() + params.drainMs;
   const complete = () => {
     if (outstandingAcks > 0) return false;
+    // Spread groups: other generators' sends are not known here; done once deliveries stop.
+    if (setup?.spread) return performance.now() - lastDeliveryAt > 1000;
     for (const message of inFlight.values()) if (message.acked && message.got < groupSize - 1) return false;
     return true;
   };
@@ -287,7 +324,8 @@ async function run(params: RunParams): Promise<RunResult> {
     firstError: firstError ?? (outstandingAcks > 0 ? `${outstandingAcks} sends never acknowledged` : null),
     expected,
     received,
-    loss: expected - gotForAcked,
+    // Spread groups: the run sums what all generators expected and received instead.
+    loss: setup.spread ? 0 : expected - gotForAcked,
     duplicates,
     strays,
     latency: latency.toJSON(),

@@ -41,7 +41,15 @@ export async function benchBigRoom(ctx: PhaseContext, name: ServerName): Promise
     };
     const specs = await adapter.prepare(prepare);
     const connecting = performance.now();
-    const started = await ctx.startGenerators([server], name, specs, 1, 300_000, size);
+    const started = await ctx.startGenerators(
+      [server],
+      name,
+      specs,
+      options.bigRoomGenerators,
+      300_000,
+      size,
+      true,
+    );
     generators = started.generators;
     const connected = started.connected.reduce((total, part) => total + part.connected, 0);
     const failed = started.connected.reduce((total, part) => total + part.failed, 0);
@@ -62,6 +70,7 @@ export async function benchBigRoom(ctx: PhaseContext, name: ServerName): Promise
       sendersPerGroup: 1,
       // A backlog of deliveries behind a slow fan-out still counts, if it arrives.
       drainMs: 10_000,
+      spread: true,
     };
     await ctx.runStep([server], generators, { ...load, durationS: options.quick ? 1 : 3 });
     await ctx.settle(server);
@@ -69,6 +78,7 @@ export async function benchBigRoom(ctx: PhaseContext, name: ServerName): Promise
     ctx.log(`${name}: big room of ${size}: ${ctx.describeStep(step)}`);
     return {
       subscribers: size,
+      generators: generators.length,
       connected,
       connectSeconds,
       ratePerS: options.bigRoomRate,

@@ -36,6 +36,8 @@ export interface StepLoad {
   sendersPerGroup?: number;
   /** How long to wait for outstanding acks and deliveries after the last send (default 5 s). */
   drainMs?: number;
+  /** The groups' members are spread over the generators (`startGenerators`' `spread`). */
+  spread?: boolean;
 }
 
 export interface PhaseContext {
@@ -50,8 +52,9 @@ export interface PhaseContext {
   loadAdapter(server: ServerName): Promise<ClientAdapter>;
   startServer(server: ServerName, start?: StartOptions): Promise<ServerProcess>;
   /**
-   * Generator processes holding `specs` (whole groups each), connected; client `index` connects
-   * to `servers[index % servers.length]`.
+   * Generator processes holding `specs` (whole groups each, or with `spread` each group's
+   * members dealt over them), connected; client `index` connects to
+   * `servers[index % servers.length]`.
    */
   startGenerators(
     servers: ServerProcess[],
@@ -60,6 +63,7 @@ export interface PhaseContext {
     count: number,
     timeLimitMs: number,
     groupSize: number,
+    spread?: boolean,
   ): Promise<{ generators: Child[]; connected: ConnectResult[] }>;
   stopGenerators(generators: Child[]): Promise<void>;
   runStep(servers: ServerProcess[], generators: Child[], load: StepLoad): Promise<StepResult>;
