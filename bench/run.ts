@@ -240,9 +240,7 @@ async function runStep(servers: ServerProcess[], generators: Child[], load: Step
   const errors = sum((part) => part.errors);
   const received = sum((part) => part.received);
   // Spread groups: each generator knows what its own sends expect, and what its clients got.
-  const loss = load.spread
-    ? Math.max(0, sum((part) => part.expected) - received)
-    : sum((part) => part.loss);
+  const loss = load.spread ? Math.max(0, sum((part) => part.expected) - received) : sum((part) => part.loss);
   const duplicates = sum((part) => part.duplicates);
   return {
     ratePerClient,
