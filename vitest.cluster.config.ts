@@ -1,21 +1,20 @@
 import { defineConfig } from 'vitest/config';
 
 /**
- * `npm run test:cluster`: the messaging, realtime and group suites, the event stream's model
- * test and the multi-process scale-out, on a Redis Cluster of three masters that the run starts
- * (test/support/cluster-setup.ts). With `TEST_DATABASE_URL`, on PostgreSQL too (the scale-out
- * needs it); otherwise on PGlite.
+ * `npm run test:cluster`: the whole suite on a Redis Cluster of three masters that the run starts
+ * (test/support/cluster-setup.ts), with `TEST_DATABASE_URL` on PostgreSQL too (the tests that
+ * need both engines skip otherwise). Not the broker's contract suites: each of them starts a
+ * cluster of its own already, beside a single server.
  */
 export default defineConfig({
   test: {
-    include: [
-      'test/messaging.test.ts',
-      'test/realtime.test.ts',
-      'test/events.model.test.ts',
-      'test/groups.test.ts',
-      'test/large-groups.test.ts',
-      'test/ops-scaleout.test.ts',
-      'test/ops-deploy.test.ts',
+    include: ['test/**/*.test.ts'],
+    exclude: [
+      'test/ports/**',
+      'test/broker.contract.test.ts',
+      'test/faults/**',
+      'test/web/**',
+      '**/node_modules/**',
     ],
     globalSetup: ['test/support/cluster-setup.ts'],
     pool: 'forks',
