@@ -2,7 +2,8 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { App } from '../server/src/app.js';
 import WebSocket from 'ws';
 import { connect, signUp, wsUrl } from './support/client.js';
-import { TestDeployment, engineLabel } from './support/env.js';
+import { runParley } from './support/cli.js';
+import { TestDeployment, engineLabel, engines } from './support/env.js';
 import { tap } from './support/events.js';
 import { expectCode } from './support/errors.js';
 
@@ -270,3 +271,36 @@ describe(`metrics (${engineLabel})`, () => {
     expect(registered(await scrape(app))).toBe(firstBefore);
   });
 });
+
+describe.skipIf(!engines.redisUrl)(
+  `parley dead-letters (${engineLabel}; needs Redis: the command reads the broker of other processes)`,
+  () => {
+    it('prints what the worker set aside, one JSON object a line', { timeout: 60_000 }, async () => {
+      const local = await TestDeployment.create();
+      try {
+        const target = await local.start({ worker: { blockMs: 50, maxDeliveries: 1 } });
+        const queued = await target.services.broker.queue.add({ op: 'create', m: '{not json' });
+        await expect
+          .poll(async () => (await target.services.broker.queue.deadLetters(10)).length, { timeout: 15_000 })
+          .toBe(1);
+
+        const listed = await runParley(['dead-letters'], { ...local.redisEnv(), LOG_LEVEL: 'error' });
+        expect(listed.stderr).toBe('');
+        expect(listed.code).toBe(0);
+        const lines = listed.stdout.split('\n').filter(Boolean);
+        expect(lines.map((line) => JSON.parse(line) as Record<string, string>)).toEqual([
+          { id: expect.any(String), entry: queued, reason: 'unreadable entry', op: 'create', m: '{not json' },
+        ]);
+
+        const refused = await runParley(['dead-letters', '--count', '0'], local.redisEnv());
+        expect(refused.code).toBe(64);
+        expect(refused.stderr).toContain('--count must be a whole number from 1 to 100000');
+        const none = await runParley(['dead-letters', '--count', '5'], {});
+        expect(none.code).toBe(78);
+        expect(none.stderr).toContain('parley dead-letters: needs REDIS_URL');
+      } finally {
+        await local.cleanup();
+      }
+    });
+  },
+);

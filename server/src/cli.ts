@@ -21,9 +21,13 @@ Commands:
                         and run the persistence worker
   worker                Run only the persistence worker
   migrate               Apply pending database migrations and exit
+  dead-letters [--count N]
+                        Print the entries the worker set aside (oldest first, at most N,
+                        100 by default), one JSON object a line; needs REDIS_URL
 
 Options:
   --no-worker           With start: do not run the persistence worker in this process
+  --count N             With dead-letters: how many entries to print at most
   -c, --config PATH     Read settings from a JSON file whose keys are the environment
                         variable names (PORT, DATABASE_URL, ...); set variables and
                         .env win over it
@@ -39,6 +43,14 @@ const EX_USAGE = 64;
 /** Another process holds DATA_DIR: starting again once it has stopped may work. */
 const EX_TEMPFAIL = 75;
 const EX_CONFIG = 78;
+const DEAD_LETTERS_SHOWN = 100;
+const MAX_DEAD_LETTERS_SHOWN = 100_000;
+const COMMANDS = ['start', 'worker', 'migrate', 'dead-letters'] as const;
+type Command = (typeof COMMANDS)[number];
+
+function isCommand(name: string): name is Command {
+  return (COMMANDS as readonly string[]).includes(name);
+}
 /** How long a graceful stop may take before the process exits anyway. */
 const SHUTDOWN_DEADLINE_MS = 30_000;
 /**
@@ -97,6 +109,7 @@ function parseCommand(argv: string[]) {
       options: {
         help: { type: 'boolean', short: 'h' },
         'no-worker': { type: 'boolean' },
+        count: { type: 'string' },
         config: { type: 'string', short: 'c' },
       },
     });
@@ -109,10 +122,18 @@ function parseCommand(argv: string[]) {
   if (values['no-worker'] && command !== 'start') {
     throw new UsageError('--no-worker only applies to "start".');
   }
+  if (values.count !== undefined && command !== 'dead-letters') {
+    throw new UsageError('--count only applies to "dead-letters".');
+  }
+  const count = values.count === undefined ? DEAD_LETTERS_SHOWN : Number(values.count);
+  if (!Number.isInteger(count) || count < 1 || count > MAX_DEAD_LETTERS_SHOWN) {
+    throw new UsageError(`--count must be a whole number from 1 to ${MAX_DEAD_LETTERS_SHOWN}.`);
+  }
   return {
     command,
     help: values.help === true || command === 'help',
     noWorker: values['no-worker'] === true,
+    count,
     configPath: values.config,
   };
 }
@@ -178,12 +199,12 @@ async function main(argv: string[]): Promise<number> {
     console.error(`${error.message}\n\n${HELP}`);
     return EX_USAGE;
   }
-  const { command, help, noWorker, configPath } = parsed;
+  const { command, help, noWorker, count, configPath } = parsed;
   if (help) {
     console.log(HELP);
     return 0;
   }
-  if (command !== 'start' && command !== 'worker' && command !== 'migrate') {
+  if (!isCommand(command)) {
     console.error(`Unknown command "${command}".\n\n${HELP}`);
     return EX_USAGE;
   }
@@ -208,8 +229,14 @@ async function main(argv: string[]): Promise<number> {
     console.error(`Invalid configuration:\n  ${what}: ${IN_PROCESS_WORKER_ONLY}`);
     return EX_CONFIG;
   }
+  if (!config.redisUrl && command === 'dead-letters') {
+    console.error(
+      'Invalid configuration:\n  parley dead-letters: needs REDIS_URL (the in-process broker keeps its dead letters in the process that runs it)',
+    );
+    return EX_CONFIG;
+  }
   try {
-    return await run(config, command, noWorker);
+    return await run(config, command, noWorker, count);
   } catch (error) {
     if (error instanceof DataDirLocked) {
       console.error(error.message);
@@ -219,7 +246,8 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-async function run(config: Config, command: 'start' | 'worker' | 'migrate', noWorker: boolean) {
+async function run(config: Config, command: Command, noWorker: boolean, count: number) {
+  if (command === 'dead-letters') return printDeadLetters(config, count);
   if (command === 'migrate') {
     const log = createLogger({ level: config.logLevel, pretty: config.logFormat === 'pretty' });
     const { openDatabase } = await import('./db/index.js');
@@ -234,6 +262,28 @@ async function run(config: Config, command: 'start' | 'worker' | 'migrate', noWo
     return 0;
   }
   return serve(config, command, noWorker);
+}
+
+/**
+ * Prints the worker's dead letters, one JSON object a line: its id among the dead letters (`id`),
+ * the queue entry it was (`entry`), why it was set aside (`reason`), and the entry's own fields
+ * (`op`, the change; `m`, its message as queued).
+ */
+async function printDeadLetters(config: Config, count: number): Promise<number> {
+  const { openBroker } = await import('./broker/index.js');
+  const broker = await openBroker({
+    url: config.redisUrl,
+    cluster: config.redisCluster,
+    prefix: config.redisPrefix,
+  });
+  try {
+    for (const { id, fields } of await broker.queue.deadLetters(count)) {
+      console.log(JSON.stringify({ id, ...fields }));
+    }
+  } finally {
+    await broker.close();
+  }
+  return 0;
 }
 
 main(process.argv.slice(2)).then(
