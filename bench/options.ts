@@ -26,7 +26,7 @@ Phases:
   --quick                smoke run: 100 clients, 3 s, no saturation, backlog 2000, capacity 300,
                          groups 10, instances for 3 s
   --quiet-wait S         wait up to S seconds for the machine to be idle before each server (default 30)
-  --cpu-prof             CPU profiles of the Parley server (W1 run) and worker (backlog) in bench/results/tmp/
+  --cpu-prof             CPU profiles of the Parley server (W1 run, big room) and worker (backlog) in bench/results/tmp/
   --heap-prof            sampled live allocations of Parley's idle subscribers in bench/results/tmp/
   --groups G,G,...       Parley: for each G, a group of G members built with conversation.createGroup
                          and addMembers (500 per call), then 200 sequential message.send over HTTP:

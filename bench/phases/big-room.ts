@@ -28,7 +28,7 @@ export async function benchBigRoom(ctx: PhaseContext, name: ServerName): Promise
   }
   const adapter = await ctx.loadAdapter(name);
   const prefix = ctx.keyPrefix(`big-room-${name}`);
-  const server = await ctx.startServer(name, { prefix });
+  const server = await ctx.startServer(name, { prefix, profile: name === 'parley' && options.cpuProf });
   let generators: Child[] = [];
   try {
     ctx.log(`${name}: preparing a room of ${size}`);

@@ -11,6 +11,7 @@ import { EPHEMERAL_EVENTS, type Mark, type ParleyEvent } from '../contracts/even
 import type { Conversation } from '../contracts/schemas.js';
 import type { Delivery, LocalSubscriber } from './hub.js';
 import type { ConnectionState } from './service.js';
+import { sendEventFrame } from './frames.js';
 import { eventFrame, framePrefix, type SubscriptionRequest } from './transformer.js';
 
 const BACKFILL_PAGE = 500;
@@ -420,9 +421,9 @@ export class EventStream implements LocalSubscriber, AsyncIterable<TrackedEnvelo
   }
 
   /**
-   * Writes one frame: one string concatenation of the request's prefix and the event's text,
-   * serialized once per event on this instance, and one `ws.send`. A client too slow to read
-   * its socket is cut off instead.
+   * Writes one frame: the request's prefix and the event's text, serialized once per event on
+   * this instance and framed once for every socket whose frame is the same bytes (see
+   * `sendEventFrame`). A client too slow to read its socket is cut off instead.
    */
   private write(delivery: Delivery): void {
     const socket = this.socket;
@@ -432,7 +433,9 @@ export class EventStream implements LocalSubscriber, AsyncIterable<TrackedEnvelo
       this.finish(new SlowConsumer());
       return;
     }
-    socket.send(eventFrame(this.prefix, `${this.epoch}.${delivery.id ?? ''}`, delivery.event));
+    const { event } = delivery;
+    const id = `${this.epoch}.${delivery.id ?? ''}`;
+    sendEventFrame(socket, event, `${this.prefix}|${id}`, () => eventFrame(this.prefix, id, event));
   }
 
   private finish(error: Error | null): void {
