@@ -8,8 +8,9 @@ import type { Channel } from './ports/events.js';
 // --- the partition -------------------------------------------------------------------------
 
 /**
- * Where the event log, the message log, the rosters and the worker's queue keep their keys and
- * channels: a send's one script touches all of them. On a Redis Cluster they carry one hash tag
+ * Where the event log, the message log, the rosters, the worker's queue, the session
+ * revocation marks and the send limit's counts keep their keys and channels: a send's one
+ * script touches all of them. On a Redis Cluster they carry one hash tag
  * (`{p0}`), so that script touches one hash slot; on a single server, no tag: the names they had
  * before Parley ran on a cluster, so a single-server deployment upgrades with nothing to move.
  * Every function below that takes a partition (`p`) names such a key or channel.
@@ -48,8 +49,9 @@ export const clientIdKey = (
 ) => `client-message:${p}${senderId}:${conversationId}:${clientMessageId}`;
 /** Set, in the same step as its tombstone's append, once a message is deleted. */
 export const deletedKey = (p: Partition, messageId: string) => `deleted:${p}${messageId}`;
-/** A user's sends in one window of the send limit. */
-export const sendThrottleKey = (userId: string, window: number) => `throttle:send:${userId}:${window}`;
+/** A user's sends in one window of the send limit (counted by the send's script). */
+export const sendThrottleKey = (p: Partition, userId: string, window: number) =>
+  `throttle:${p}send:${userId}:${window}`;
 /** Claimed by the one `typing` call per user and conversation that sends the event. */
 export const typingKey = (conversationId: string, userId: string) => `typing:${conversationId}:${userId}`;
 
@@ -57,10 +59,10 @@ export const typingKey = (conversationId: string, userId: string) => `typing:${c
 
 /** Revocations, for every instance to end the streams of revoked sessions. */
 export const revocationsChannel = (p: Partition) => `auth:${p}revoked`;
-/** Set once a session (a refresh-token family) is revoked. */
-export const revokedSessionKey = (sessionId: string) => `revoked:session:${sessionId}`;
-/** Every access token of the user issued before this time (ms) is revoked. */
-export const revokedUserKey = (userId: string) => `revoked:user:${userId}`;
+/** Set once a session (a refresh-token family) is revoked; read by the send's script. */
+export const revokedSessionKey = (p: Partition, sessionId: string) => `revoked:${p}session:${sessionId}`;
+/** Every access token of the user issued before this time (ms) is revoked; read by the send's script. */
+export const revokedUserKey = (p: Partition, userId: string) => `revoked:${p}user:${userId}`;
 /** A rotated refresh token's successor, sealed, for the reuse grace. */
 export const refreshSuccessorKey = (tokenHash: string) => `refresh:successor:${tokenHash}`;
 /** One budget of `limits/budgets.ts` for one caller (`user:<id>` or `address:<bucket>`). */

@@ -137,20 +137,6 @@ ${KEEP_AND_ANNOUNCE}
 return {'appended', id}`,
 });
 
-/**
- * The send limit's count, on a cluster: its key is the sender's, in another hash slot than the
- * conversation's, so it is spent before the append (and given back when the roster refuses).
- */
-const SEND_COUNT = defineScript({
-  name: 'messageSendCount',
-  keys: ['count'],
-  args: ['windowMs'],
-  body: `
-local n = redis.call('INCR', count)
-if n == 1 then redis.call('PEXPIRE', count, windowMs) end
-return n`,
-});
-
 export class RedisMessageLog implements MessageLog {
   constructor(
     private readonly redis: RedisConnection,
@@ -166,14 +152,9 @@ export class RedisMessageLog implements MessageLog {
     const { id, conversationId, senderId, clientMessageId } = message;
     const { session, sendLimit } = guards;
     const p = this.redis.partition;
-    const countKey = sendLimit ? sendThrottleKey(senderId, sendWindow(Date.now(), sendLimit.windowMs)) : null;
-    // On a cluster, the sender's marks and count are in other hash slots than the conversation's:
-    // they are checked first, and a count the roster then refuses is given back.
-    const apart = this.redis.client.isCluster;
-    if (apart) {
-      const refused = await this.senderRefusal(guards, countKey);
-      if (refused) return { refused };
-    }
+    const countKey = sendLimit
+      ? sendThrottleKey(p, senderId, sendWindow(Date.now(), sendLimit.windowMs))
+      : null;
     const result = (await this.redis.eval(APPEND_NEW, {
       keys: {
         queue: messagesStream(p),
@@ -182,9 +163,10 @@ export class RedisMessageLog implements MessageLog {
       },
       keyLists: {
         roster: guards.roster ? [rosterKey(p, conversationId)] : [],
-        revocations:
-          session && !apart ? [revokedSessionKey(session.sessionId), revokedUserKey(session.userId)] : [],
-        sendCount: countKey && !apart ? [countKey] : [],
+        revocations: session
+          ? [revokedSessionKey(p, session.sessionId), revokedUserKey(p, session.userId)]
+          : [],
+        sendCount: countKey ? [countKey] : [],
         claim: clientMessageId ? [clientIdKey(p, senderId, conversationId, clientMessageId)] : [],
       },
       args: {
@@ -216,38 +198,12 @@ export class RedisMessageLog implements MessageLog {
         return { seqMissing: true };
       case 'noRoster':
       case 'notMember':
-        if (apart && countKey) await this.redis.run(() => this.redis.client.decr(this.redis.key(countKey)));
-        return { refused: status };
       case 'revoked':
       case 'limited':
         return { refused: status };
       default:
         throw new Error(`messageAppendNew answered ${status}`);
     }
-  }
-
-  /** On a cluster: the sender's revocation marks, then their send count (spent here). */
-  private async senderRefusal(
-    { session, sendLimit }: SendGuards,
-    countKey: string | null,
-  ): Promise<'revoked' | 'limited' | null> {
-    if (session) {
-      const [sessionMark, since] = await Promise.all([
-        this.redis.run(() => this.redis.client.exists(this.redis.key(revokedSessionKey(session.sessionId)))),
-        this.redis.run(() => this.redis.client.get(this.redis.key(revokedUserKey(session.userId)))),
-      ]);
-      if (sessionMark === 1 || (since !== null && Number(since) >= session.issuedAt)) return 'revoked';
-    }
-    if (sendLimit && countKey) {
-      const count = Number(
-        await this.redis.eval(SEND_COUNT, {
-          keys: { count: countKey },
-          args: { windowMs: sendLimit.windowMs },
-        }),
-      );
-      if (count > sendLimit.max) return 'limited';
-    }
-    return null;
   }
 
   async appendEdit(change: MessageChange, announcement: string | null): Promise<EditResult> {

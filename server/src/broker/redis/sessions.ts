@@ -5,19 +5,32 @@ import type { RedisConnection } from './connection.js';
 /** Holders checked per command by `revokedAmong` (two keys each). */
 const HOLDERS_PER_COMMAND = 500;
 
-/** Each mark and successor is a plain key, expiring (the send step reads the marks by key). */
+/**
+ * Each mark and successor is a plain key, expiring. The send's script reads the marks by key,
+ * so they share its partition (on a cluster, its hash slot).
+ */
 export class RedisSessions implements SessionStore {
   constructor(private readonly redis: RedisConnection) {}
 
   async revokeSession(sessionId: string, forMs: number): Promise<void> {
     await this.redis.run(() =>
-      this.redis.client.set(this.redis.key(revokedSessionKey(sessionId)), '1', 'PX', forMs),
+      this.redis.client.set(
+        this.redis.key(revokedSessionKey(this.redis.partition, sessionId)),
+        '1',
+        'PX',
+        forMs,
+      ),
     );
   }
 
   async revokeUserBefore(userId: string, at: number, forMs: number): Promise<void> {
     await this.redis.run(() =>
-      this.redis.client.set(this.redis.key(revokedUserKey(userId)), String(at), 'PX', forMs),
+      this.redis.client.set(
+        this.redis.key(revokedUserKey(this.redis.partition, userId)),
+        String(at),
+        'PX',
+        forMs,
+      ),
     );
   }
 
@@ -26,8 +39,8 @@ export class RedisSessions implements SessionStore {
     for (let start = 0; start < holders.length; start += HOLDERS_PER_COMMAND) {
       const batch = holders.slice(start, start + HOLDERS_PER_COMMAND);
       const keys = batch.flatMap((holder) => [
-        this.redis.key(revokedSessionKey(holder.sessionId)),
-        this.redis.key(revokedUserKey(holder.userId)),
+        this.redis.key(revokedSessionKey(this.redis.partition, holder.sessionId)),
+        this.redis.key(revokedUserKey(this.redis.partition, holder.userId)),
       ]);
       const marks = await this.marks(keys);
       batch.forEach((holder, i) => {
