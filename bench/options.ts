@@ -50,7 +50,11 @@ Phases:
                          big-room, instances
 
 Engines: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres, used to create
-and drop a fresh database per run), BENCH_REDIS_URL (default redis://127.0.0.1:6379).`;
+and drop a fresh database per run), BENCH_REDIS_URL (default redis://127.0.0.1:6379).
+
+Node flags for the child processes, e.g. to profile or trace them: BENCH_SERVER_NODE_FLAGS (every
+server process) and BENCH_GENERATOR_NODE_FLAGS (every generator), space-separated, such as
+"--cpu-prof --cpu-prof-dir=/tmp/prof" or "--trace-gc".`;
 
 export const PHASES = ['load', 'backlog', 'capacity', 'groups', 'big-room', 'instances'] as const;
 export type Phase = (typeof PHASES)[number];

@@ -105,9 +105,12 @@ async function startServer(server: ServerName, extra: StartOptions = {}): Promis
     BENCH_SERVE: extra.serve === false ? 'off' : 'on',
     PARLEY_MAX_GROUP_MEMBERS: String(maxGroupMembers),
   };
-  const nodeFlags = extra.profile
-    ? ['--cpu-prof', `--cpu-prof-dir=${new URL('./results/tmp/', import.meta.url).pathname}`]
-    : [];
+  const nodeFlags = [
+    ...(extra.profile
+      ? ['--cpu-prof', `--cpu-prof-dir=${new URL('./results/tmp/', import.meta.url).pathname}`]
+      : []),
+    ...(process.env.BENCH_SERVER_NODE_FLAGS ?? '').split(' ').filter(Boolean),
+  ];
   const child = await startChild<{ port: number }>(`${server} server`, serverEntries[server], {
     env,
     nodeFlags,
