@@ -42,7 +42,7 @@ function contract(engine: Engine) {
       }
       const results = await Promise.all(calls);
       expect(results.filter((r) => r === null).length).toBeGreaterThanOrEqual(600);
-      expect(await broker.presence.connections(user, now)).toBe(300);
+      expect(await broker.inspect.connections(user, now)).toBe(300);
       const events = await broker.events.conversationAfter(conversation, '0-0', 1000);
       expect(events.map((event) => event.payload)).toEqual(Array.from({ length: 300 }, (_, i) => String(i)));
       // 300 spends, 100 refunds that land in between: whatever the order, the allowance of 100

@@ -76,11 +76,11 @@ describe(`event streams per user (${engineLabel})`, () => {
     expect(started).toHaveLength(LIMITS.maxConnectionsPerUser);
     expect(refused).toHaveLength(60 - LIMITS.maxConnectionsPerUser);
     for (const message of refused) expect(codeOf(message)).toBe('TOO_MANY_REQUESTS');
-    expect(await app.services.realtime.presence.connectionCount(user.user.id)).toBe(
+    expect(await app.services.broker.inspect.connections(user.user.id, Date.now())).toBe(
       LIMITS.maxConnectionsPerUser,
     );
     for (const raw of sockets) raw.socket.close();
-    await until(async () => (await app.services.realtime.presence.connectionCount(user.user.id)) === 0);
+    await until(async () => (await app.services.broker.inspect.connections(user.user.id, Date.now())) === 0);
   });
 });
 
@@ -220,7 +220,7 @@ describe(`events over server-sent events (${engineLabel})`, () => {
     });
     expect(response.status).toBe(200);
     expect(response.headers.get('content-type')).toContain('text/event-stream');
-    await until(async () => (await strict.services.realtime.presence.connectionCount(bo.user.id)) === 1);
+    await until(async () => (await strict.services.broker.inspect.connections(bo.user.id, Date.now())) === 1);
     // The body is never read from here on.
     const big = 'x'.repeat(3_990);
     let sent = 0;
@@ -233,7 +233,7 @@ describe(`events over server-sent events (${engineLabel})`, () => {
       }),
     );
     expect(strict.services.realtime.hub.count()).toBe(0);
-    await until(async () => (await strict.services.realtime.presence.connectionCount(bo.user.id)) === 0);
+    await until(async () => (await strict.services.broker.inspect.connections(bo.user.id, Date.now())) === 0);
     // The response was cut off, not ended: whoever reads it now learns it broke.
     const { ended } = readEvents(response);
     await expect(ended).rejects.toThrow();
@@ -255,7 +255,7 @@ describe(`events over server-sent events (${engineLabel})`, () => {
     await expect(first.ended).resolves.toBe('ended');
     expect(Date.now() - opened).toBeGreaterThanOrEqual(1_400);
     expect(first.events.map((e) => e.event)).not.toContain('return');
-    await until(async () => (await timed.services.realtime.presence.connectionCount(bo.user.id)) === 0);
+    await until(async () => (await timed.services.broker.inspect.connections(bo.user.id, Date.now())) === 0);
 
     await al.api.message.send.mutate({ conversationId: conversation.id, content: 'two' });
     const second = readEvents(

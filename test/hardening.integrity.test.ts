@@ -286,8 +286,8 @@ describe(`clientMessageId (${engineLabel})`, () => {
     expect(retry).toMatchObject({ id: inDirect.id, content: 'in the direct conversation' });
     // The same after the worker wrote them and the broker's claims expired (PostgreSQL's key).
     await drained(app);
-    await app.services.broker.messages.expireClaim(al.user.id, group.id, 'same-1');
-    await app.services.broker.messages.expireClaim(al.user.id, direct.id, 'same-1');
+    await app.services.broker.inspect.expireClaim(al.user.id, group.id, 'same-1');
+    await app.services.broker.inspect.expireClaim(al.user.id, direct.id, 'same-1');
     const third = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
     const [again, elsewhere] = await Promise.all([
       al.api.message.send.mutate({ conversationId: direct.id, content: 'again', clientMessageId: 'same-1' }),
@@ -380,7 +380,8 @@ describe(`deletion (${engineLabel})`, () => {
     const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
     const sender = { id: al.user.id, username: al.user.username };
     const broker = app.services.broker;
-    const change = (message: WireMessage) => broker.queue.add({ op: 'update', m: JSON.stringify(message) });
+    const change = (message: WireMessage) =>
+      broker.inspect.addQueueEntry({ op: 'update', m: JSON.stringify(message) });
     // An edit that comes after the tombstone, in a later batch and in the same batch.
     const apart = wire(id, sender, 1, 'apart');
     await change(apart);
@@ -424,7 +425,7 @@ describe(`persistence worker (${engineLabel})`, () => {
       // among bursts of good messages, as a user sending a few such messages a second would.
       for (let round = 0; round < 6; round++) {
         const bad = wire(id, sender, 10_000 + round, LONE);
-        const appended = { id: await broker.queue.add({ op: 'create', m: JSON.stringify(bad) }) };
+        const appended = { id: await broker.inspect.addQueueEntry({ op: 'create', m: JSON.stringify(bad) }) };
         poison.push(appended.id);
         // Likely in the refused entry's batch: written all the same.
         await burst(`round ${round} alongside`);

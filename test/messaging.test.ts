@@ -317,7 +317,7 @@ describe(`messages (${engineLabel})`, () => {
     await socket.message.send.mutate({ conversationId: id, content: 'before', clientMessageId: 'r-1' });
     await drained(app);
     // The claim has expired: only PostgreSQL knows this clientMessageId now.
-    expect(await app.services.broker.messages.expireClaim(al.user.id, id, 'r-1')).toBe(true);
+    expect(await app.services.broker.inspect.expireClaim(al.user.id, id, 'r-1')).toBe(true);
     await al.api.auth.logout.mutate({ everywhere: true });
     // A new message (refused by the append itself), a retry answered from PostgreSQL, and a
     // conversation the sender is not in: each is refused for the session, none answered.
@@ -395,7 +395,7 @@ describe(`messages (${engineLabel})`, () => {
     // The claims expire (here: are deleted); only PostgreSQL still knows these keys.
     for (const m of firsts) {
       expect(
-        await app.services.broker.messages.expireClaim(m.senderId, m.conversationId, m.clientMessageId ?? ''),
+        await app.services.broker.inspect.expireClaim(m.senderId, m.conversationId, m.clientMessageId ?? ''),
       ).toBe(true);
     }
     // Retries and new sends together, so the lookups share queries.
@@ -577,8 +577,8 @@ describe(`persistence worker (${engineLabel})`, () => {
       const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
       const broker = target.services.broker;
       // Unreadable, and readable but refused by PostgreSQL (no such conversation).
-      await broker.queue.add({ op: 'create', m: '{not json' });
-      await broker.queue.add({
+      await broker.inspect.addQueueEntry({ op: 'create', m: '{not json' });
+      await broker.inspect.addQueueEntry({
         op: 'create',
         m: JSON.stringify({
           id: '01900000-0000-7000-8000-000000000001',
@@ -595,7 +595,7 @@ describe(`persistence worker (${engineLabel})`, () => {
         }),
       });
       // In a real conversation, from a sender that does not exist.
-      await broker.queue.add({
+      await broker.inspect.addQueueEntry({
         op: 'create',
         m: JSON.stringify({
           id: '01900000-0000-7000-8000-000000000002',

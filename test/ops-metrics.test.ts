@@ -219,7 +219,7 @@ describe(`metrics (${engineLabel})`, () => {
         (received) => received.filter((r) => r.event.type === 'message.created').length === sent + 1,
       );
       // An entry no worker can read is set aside.
-      await target.services.broker.queue.add({ op: 'create', m: '{not json' });
+      await target.services.broker.inspect.addQueueEntry({ op: 'create', m: '{not json' });
 
       const samples = await eventually(
         () => scrape(target),
@@ -279,7 +279,7 @@ describe.skipIf(!engines.redisUrl)(
       const local = await TestDeployment.create();
       try {
         const target = await local.start({ worker: { blockMs: 50, maxDeliveries: 1 } });
-        const queued = await target.services.broker.queue.add({ op: 'create', m: '{not json' });
+        const queued = await target.services.broker.inspect.addQueueEntry({ op: 'create', m: '{not json' });
         await expect
           .poll(async () => (await target.services.broker.queue.deadLetters(10)).length, { timeout: 15_000 })
           .toBe(1);

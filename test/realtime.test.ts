@@ -242,8 +242,8 @@ describe(`events (${engineLabel})`, () => {
       // Three lifetimes of a connection entry: only the heartbeat can have kept them.
       await new Promise((resolve) => setTimeout(resolve, 1_800));
       const { presence } = instance.services.realtime;
-      expect(await presence.connectionCount(cy.user.id)).toBe(2);
-      expect(await presence.connectionCount(di.user.id)).toBe(1);
+      expect(await instance.services.broker.inspect.connections(cy.user.id, Date.now())).toBe(2);
+      expect(await instance.services.broker.inspect.connections(di.user.id, Date.now())).toBe(1);
       expect(await presence.onlineAmong([cy.user.id, di.user.id])).toEqual(new Set([cy.user.id, di.user.id]));
       for (const events of taps) await events.stop();
       await laptop.close();
@@ -446,7 +446,7 @@ describe(`events (${engineLabel})`, () => {
         JSON.stringify({ id: 1, method: 'subscription', params: { path: 'events', input: { json: {} } } }),
       );
       await expect
-        .poll(() => strict.services.realtime.presence.connectionCount(bo.user.id), { timeout: 5_000 })
+        .poll(() => strict.services.broker.inspect.connections(bo.user.id, Date.now()), { timeout: 5_000 })
         .toBeGreaterThan(0);
       const closed = new Promise<number>((resolve) => socket.once('close', (code) => resolve(code)));
       (socket as unknown as { _socket: { pause(): void } })._socket.pause();

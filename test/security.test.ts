@@ -174,7 +174,8 @@ describe(`raw WebSocket abuse (${engineLabel})`, () => {
       sockets.push(raw);
     }
     await expectEventually(
-      async () => (await app.services.realtime.presence.connectionCount(user.user.id)) === sockets.length,
+      async () =>
+        (await app.services.broker.inspect.connections(user.user.id, Date.now())) === sockets.length,
     );
     const extra = await openRawHere(`?token=${user.tokens.accessToken}`);
     extra.send(call(1, 'subscription', 'events', {}));

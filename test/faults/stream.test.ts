@@ -42,13 +42,13 @@ describe('stream faults', () => {
     }
     await scenario.drained();
     // The same entries appended again, as a retried append or a replayed stream would do.
-    const { queue } = scenario.broker;
-    const entries = await queue.entries('0-0', 1000);
+    const { inspect } = scenario.broker;
+    const entries = await inspect.queueEntries('0-0', 1000);
     const copies = entries.filter((entry) => entry.fields.op === 'create');
-    for (const entry of copies) await queue.add(entry.fields);
+    for (const entry of copies) await inspect.addQueueEntry(entry.fields);
     // Poison: unreadable, and well-formed but refused by PostgreSQL.
-    await queue.add({ op: 'create', m: '{"truncated' });
-    await queue.add({ op: 'bogus', m: 'null' });
+    await inspect.addQueueEntry({ op: 'create', m: '{"truncated' });
+    await inspect.addQueueEntry({ op: 'bogus', m: 'null' });
     for (let i = 10; i < 20; i++) {
       resolved.push(await al.api.message.send.mutate({ conversationId: id, content: `m${i}` }));
     }
@@ -61,7 +61,7 @@ describe('stream faults', () => {
       recipients,
       notes: { replayedEntries: copies.length, poison: 2 },
     });
-    const dead = await queue.deadLetters(100);
+    const dead = await scenario.broker.queue.deadLetters(100);
     expect(dead).toHaveLength(2);
     await recipients[0]?.events.stop();
     await Promise.all([al.close(), bo.close()]);

@@ -40,7 +40,7 @@ function contract(engine: Engine) {
       connected: false,
       first: false,
     });
-    expect(await presence.connections(al, LATER)).toBe(2);
+    expect(await broker.inspect.connections(al, LATER)).toBe(2);
     // Already counted: its expiry moves, it is not refused.
     expect(await presence.connect(al, 'a', at(LATER + 10, LATER + 200))).toEqual({
       connected: true,
@@ -51,8 +51,8 @@ function contract(engine: Engine) {
       connected: true,
       first: false,
     });
-    expect(await presence.connections(al, LATER + 150)).toBe(2);
-    expect(await presence.connections(al, LATER + 200)).toBe(1);
+    expect(await broker.inspect.connections(al, LATER + 150)).toBe(2);
+    expect(await broker.inspect.connections(al, LATER + 200)).toBe(1);
     // With every stream expired, the next one is the first again.
     expect(await presence.connect(al, 'd', at(LATER + 300, LATER + 400))).toEqual({
       connected: true,
@@ -70,7 +70,7 @@ function contract(engine: Engine) {
     );
     expect(results.filter((result) => result.connected)).toHaveLength(20);
     expect(results.filter((result) => result.first)).toHaveLength(1);
-    expect(await presence.connections(al, LATER)).toBe(20);
+    expect(await broker.inspect.connections(al, LATER)).toBe(20);
     if (peer !== broker) await peer.close();
   });
 
@@ -83,8 +83,8 @@ function contract(engine: Engine) {
     await presence.heartbeat(new Map(), LATER + 1_000);
     await presence.heartbeat(new Map([[al, ['a1']]]), LATER + 1_000);
     expect(await presence.onlineUntil([al, bo])).toEqual([LATER + 1_000, LATER + 100]);
-    expect(await presence.connections(al, LATER + 500)).toBe(1);
-    expect(await presence.connections(bo, LATER + 500)).toBe(0);
+    expect(await broker.inspect.connections(al, LATER + 500)).toBe(1);
+    expect(await broker.inspect.connections(bo, LATER + 500)).toBe(0);
     // Several users and several streams each, in one heartbeat.
     await presence.heartbeat(
       new Map([
@@ -94,8 +94,8 @@ function contract(engine: Engine) {
       LATER + 2_000,
     );
     expect(await presence.onlineUntil([bo, al])).toEqual([LATER + 2_000, LATER + 2_000]);
-    expect(await presence.connections(al, LATER + 1_500)).toBe(2);
-    expect(await presence.connections(bo, LATER + 1_500)).toBe(2);
+    expect(await broker.inspect.connections(al, LATER + 1_500)).toBe(2);
+    expect(await broker.inspect.connections(bo, LATER + 1_500)).toBe(2);
   });
 
   it('disconnect takes the user offline with their last live stream only, and says so once', async () => {

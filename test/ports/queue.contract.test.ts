@@ -25,7 +25,7 @@ function contract(engine: Engine) {
 
   async function addMany(count: number): Promise<string[]> {
     const ids: string[] = [];
-    for (let i = 0; i < count; i++) ids.push(await queue.add({ n: String(i) }));
+    for (let i = 0; i < count; i++) ids.push(await broker.inspect.addQueueEntry({ n: String(i) }));
     return ids;
   }
 
@@ -90,7 +90,7 @@ function contract(engine: Engine) {
     const reading = queue.readNew('c', 10, 10_000);
     await sleep(50);
     const woke = Date.now();
-    const id = await writer.queue.add({ late: 'yes' });
+    const id = await writer.inspect.addQueueEntry({ late: 'yes' });
     expect(await reading).toEqual([{ id, fields: { late: 'yes' } }]);
     expect(Date.now() - woke).toBeLessThan(2000);
   });
@@ -166,7 +166,7 @@ function contract(engine: Engine) {
     const ids = await addMany(6);
     expect(await queue.trimBelow('0-1')).toBe(0);
     expect(await queue.trimBelow(ids[3] ?? '')).toBe(3);
-    expect((await queue.entries('0-0', 10)).map((e) => e.id)).toEqual(ids.slice(3));
+    expect((await broker.inspect.queueEntries('0-0', 10)).map((e) => e.id)).toEqual(ids.slice(3));
     expect(await queue.trimBelow(ids[3] ?? '')).toBe(0);
     expect((await queue.info()).length).toBe(3);
     // What is left reads on as before.

@@ -29,7 +29,7 @@ export async function tap(
 ): Promise<EventTap> {
   const received: Received[] = [];
   const errors: unknown[] = [];
-  const before = await app.services.realtime.presence.connectionCount(userId);
+  const before = await app.services.broker.inspect.connections(userId, Date.now());
   let started = false;
   const subscription = client.api.events.subscribe(input, {
     onStarted: () => {
@@ -63,7 +63,7 @@ export async function tap(
         .toBeLessThan(count);
     },
   };
-  const connections = () => app.services.realtime.presence.connectionCount(userId);
+  const connections = () => app.services.broker.inspect.connections(userId, Date.now());
   const failed = () => {
     if (errors.length > 0) throw new Error(`subscription failed: ${String(errors[0])}`);
   };

@@ -25,7 +25,7 @@ export async function waitFor(condition: () => boolean, message: () => string, t
  */
 export async function streamLive(app: App, userId: string, before = 0): Promise<void> {
   await expect
-    .poll(() => app.services.realtime.presence.connectionCount(userId), {
+    .poll(() => app.services.broker.inspect.connections(userId, Date.now()), {
       timeout: 10_000,
       interval: 10,
       message: 'the event stream started',

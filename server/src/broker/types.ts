@@ -1,4 +1,5 @@
 import type { EventBus, EventLog } from './ports/events.js';
+import type { BrokerInspection } from './ports/inspect.js';
 import type { LimitStore } from './ports/limits.js';
 import type { MessageLog } from './ports/message-log.js';
 import type { PresenceStore } from './ports/presence.js';
@@ -29,6 +30,8 @@ export interface Broker {
   readonly limits: LimitStore;
   readonly typing: TypingClaims;
   readonly sessions: SessionStore;
+  /** For tests and repairs by hand, beside the ports (`ports/inspect.ts`). */
+  readonly inspect: BrokerInspection;
 
   ping(): Promise<boolean>;
   close(): Promise<void>;

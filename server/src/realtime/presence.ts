@@ -74,11 +74,6 @@ export class Presence implements OnlineLookup {
     if (await this.store.disconnect(userId, key, Date.now())) await this.wentAway(userId);
   }
 
-  /** How many live connections the user has across instances. */
-  connectionCount(userId: string): Promise<number> {
-    return this.store.connections(userId, Date.now());
-  }
-
   private async heartbeat(local: { userId: string; key: string }[]): Promise<void> {
     const until = Date.now() + this.settings.ttlMs;
     // In slices sent together (pipelined by the Redis client), not one round trip after another:

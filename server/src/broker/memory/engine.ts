@@ -1,3 +1,4 @@
+import { inspectionOf } from '../ports/inspect.js';
 import { EVENT_LOG_LENGTH } from '../ports/events.js';
 import type { Broker } from '../types.js';
 import { MemoryBus } from './bus.js';
@@ -30,6 +31,7 @@ export class MemoryBroker implements Broker {
   private readonly copies = new PendingCopies();
   readonly queue = new MemoryQueue(this.copies);
   readonly messages: MemoryMessageLog;
+  readonly inspect = inspectionOf(this);
   private closed = false;
 
   constructor(options: { eventLogLength?: number } = {}) {

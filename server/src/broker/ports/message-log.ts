@@ -30,11 +30,6 @@ export interface MessageLog {
   seq(conversationId: string): Promise<number | null>;
   /** Sets the conversation's counter to `highest` (PostgreSQL's), unless it exists already. */
   restoreSeq(conversationId: string, highest: number): Promise<void>;
-  /**
-   * Ends a clientMessageId's claim now, as its expiry (`CLIENT_ID_TTL_MS`) would: for tests of
-   * what follows the expiry, and repairs by hand. Says whether there was one.
-   */
-  expireClaim(senderId: string, conversationId: string, clientMessageId: string): Promise<boolean>;
 }
 
 /**

@@ -36,6 +36,4 @@ export interface PresenceStore {
   expired(now: number, count: number): Promise<string[]>;
   /** When each user's presence runs out, null for a user not in the online set. */
   onlineUntil(userIds: readonly string[]): Promise<(number | null)[]>;
-  /** How many of the user's streams are live at `now` (dropping those that are not). */
-  connections(userId: string, now: number): Promise<number>;
 }

@@ -34,16 +34,8 @@ export interface WorkQueue {
    */
   release(written: readonly WrittenChange[]): Promise<number>;
 
-  // Inspection, for operators and tests.
-  /** The entries after `after`, oldest first. */
-  entries(after: string, count: number): Promise<QueueEntry[]>;
-  /** The entries set aside (`deadLetter`), oldest first, each with `entry` and `reason`. */
+  /** The entries set aside (`deadLetter`), oldest first, each with `entry` and `reason` (`parley dead-letters`). */
   deadLetters(count: number): Promise<QueueEntry[]>;
-  /**
-   * Queues an entry as it is given, with no pending copy and no guard: what no writer would
-   * queue, for tests of the worker (and repairs by hand).
-   */
-  add(fields: Record<string, string>): Promise<string>;
 }
 
 export interface QueueEntry {

@@ -1,3 +1,4 @@
+import { inspectionOf } from '../ports/inspect.js';
 import { Cluster, Redis } from 'ioredis';
 import { EVENT_LOG_LENGTH } from '../ports/events.js';
 import { RedisBus } from './bus.js';
@@ -43,6 +44,7 @@ export class RedisBroker implements Broker {
   readonly limits: RedisLimits;
   readonly typing: RedisTyping;
   readonly sessions: RedisSessions;
+  readonly inspect = inspectionOf(this);
 
   private constructor(options: RedisBrokerOptions) {
     this.prefix = options.prefix ?? '';
