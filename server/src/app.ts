@@ -58,6 +58,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       cluster: config.redisCluster,
       prefix: config.redisPrefix,
       eventLogLength: config.limits.eventLogLength,
+      eventPartitions: config.eventPartitions,
     });
     closers.push(() => broker.close());
     log.info(

@@ -80,7 +80,7 @@ export function buildServices(deps: {
     broker.typing,
     config.limits,
   );
-  hub = new Hub(broker.bus, sessions, log, metrics);
+  hub = new Hub(broker.bus, sessions, log, broker.events.partitions, metrics);
   const realtime = new Realtime(broker.events, hub, presence, config, log, {
     conversationsOf: (userId, sinceMs) => memberships.conversationsOf(userId, sinceMs),
     view: (conversationId, userId) => conversations.viewOf(conversationId, userId),

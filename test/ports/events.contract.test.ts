@@ -1,4 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { eventPartition } from '../../server/src/broker/keyspace.js';
+import { MemoryBroker } from '../../server/src/broker/memory/engine.js';
 import { type EventBus, type EventLog, markText } from '../../server/src/broker/ports/events.js';
 import { type Broker, compareStreamIds, STREAM_ID } from '../../server/src/broker/types.js';
 import { collector } from '../support/collector.js';
@@ -22,6 +24,10 @@ function contract(engine: Engine) {
   let broker: Broker;
   let events: EventLog;
   let bus: EventBus;
+  /** A user's own order, where their inbox events go, or a conversation's, with its marks. */
+  const order = (id: string) => eventPartition(id, events.partitions);
+  const inboxOf = (user: string, after: string, count: number, partition = order(user)) =>
+    events.inboxAfter(user, partition, after, count);
 
   beforeAll(async () => {
     broker = await engine.open({ eventLogLength: LOG_LENGTH });
@@ -114,8 +120,8 @@ function contract(engine: Engine) {
       expect(await events.conversationAfter(conversation, '0-0', 10)).toEqual([
         { id, payload: 'hello\nworld' },
       ]);
-      expect(await events.inboxAfter(conversation, '0-0', 10)).toEqual([]);
-      expect(await events.newestId()).toBe(id);
+      expect(await inboxOf(conversation, '0-0', 10)).toEqual([]);
+      expect((await events.newestIds())[order(conversation)]).toBe(id);
       expect(await box.waitFor(1)).toEqual([`${id}\nhello\nworld`]);
       // A marker on the same channel: once it arrived, nothing else was on its way.
       const marker = await events.toConversation(conversation, 'marker');
@@ -129,7 +135,7 @@ function contract(engine: Engine) {
       const box = collector();
       const stop = await bus.subscribe({ user }, box.push);
       const id = await events.toInbox(user, '{"for":"me"}');
-      expect(await events.inboxAfter(user, '0-0', 10)).toEqual([{ id, payload: '{"for":"me"}' }]);
+      expect(await inboxOf(user, '0-0', 10)).toEqual([{ id, payload: '{"for":"me"}' }]);
       expect(await box.waitFor(1)).toEqual([`${id}\n{"for":"me"}`]);
       await stop();
     });
@@ -144,16 +150,17 @@ function contract(engine: Engine) {
       ];
       const mark = { change: 'in' as const, conversationId: conversation };
       const id = await events.mark([al, bo, al], mark);
-      for (const user of [al, bo]) expect(await events.inboxAfter(user, '0-0', 10)).toEqual([{ id, mark }]);
+      const inOrder = order(conversation);
+      for (const user of [al, bo]) expect(await inboxOf(user, '0-0', 10, inOrder)).toEqual([{ id, mark }]);
       for (const box of boxes) expect(await box.waitFor(1)).toEqual([`${id}\n${markText(mark)}`]);
       const out = { change: 'out' as const, conversationId: conversation };
       const second = await events.mark([bo], out);
-      expect(await events.inboxAfter(bo, id, 10)).toEqual([{ id: second, mark: out }]);
-      expect(await events.inboxAfter(al, id, 10)).toEqual([]);
+      expect(await inboxOf(bo, id, 10, inOrder)).toEqual([{ id: second, mark: out }]);
+      expect(await inboxOf(al, id, 10, inOrder)).toEqual([]);
       for (const stop of stops) await stop();
     });
 
-    it('gives every log one global order, whatever log each event goes to', async () => {
+    it('gives every log one order, whatever log each event goes to, with one partition', async () => {
       const [a, b] = [fresh('conversation'), fresh('conversation')];
       const user = fresh('user');
       // Concurrent writes: the order is whatever the engine decides, but one order for all.
@@ -174,10 +181,8 @@ function contract(engine: Engine) {
       expect(await ids(events.conversationAfter(b, '0-0', 10))).toEqual(
         sorted([nth(written, 1), nth(written, 5)]),
       );
-      expect(await ids(events.inboxAfter(user, '0-0', 10))).toEqual(
-        sorted([nth(written, 2), nth(written, 3)]),
-      );
-      expect(await events.newestId()).toBe(sorted(written).at(-1));
+      expect(await ids(inboxOf(user, '0-0', 10))).toEqual(sorted([nth(written, 2), nth(written, 3)]));
+      expect(await events.newestIds()).toEqual([sorted(written).at(-1)]);
     });
 
     it('reads strictly after a position, a page at a time, from any id; a missing log is empty', async () => {
@@ -192,7 +197,7 @@ function contract(engine: Engine) {
       expect(await events.conversationAfter(conversation, nth(ids, 3), 10)).toEqual([]);
       expect((await events.conversationAfter(conversation, '0-1', 100)).map((e) => e.id)).toEqual(ids);
       expect(await events.conversationAfter(fresh('missing'), '0-0', 10)).toEqual([]);
-      expect(await events.inboxAfter(fresh('missing'), '0-0', 10)).toEqual([]);
+      expect(await inboxOf(fresh('missing'), '0-0', 10)).toEqual([]);
     });
 
     it('keeps the newest events of a log and tells a reader whose position was trimmed away', async () => {
@@ -212,12 +217,12 @@ function contract(engine: Engine) {
       expect(await events.trimmedAfter(log, nth(ids, -LOG_LENGTH - 2))).toBe(true);
       expect(await events.trimmedAfter(log, nth(ids, -LOG_LENGTH))).toBe(false);
       expect(await events.trimmedAfter(log, nth(ids, -1))).toBe(false);
-      expect(await events.trimmedAfter({ inbox: fresh('missing') }, '0-0')).toBe(false);
+      expect(await events.trimmedAfter({ inbox: fresh('missing'), partition: 0 }, '0-0')).toBe(false);
       // Inboxes keep the same number.
       const user = fresh('user');
       for (let i = 0; i < LOG_LENGTH + 2; i++) await events.toInbox(user, String(i));
-      expect(await events.inboxAfter(user, '0-0', 100)).toHaveLength(LOG_LENGTH);
-      expect(await events.trimmedAfter({ inbox: user }, '0-0')).toBe(true);
+      expect(await inboxOf(user, '0-0', 100)).toHaveLength(LOG_LENGTH);
+      expect(await events.trimmedAfter({ inbox: user, partition: order(user) }, '0-0')).toBe(true);
     });
 
     it('claims one epoch for the deployment, the same for every instance and every call', async () => {
@@ -231,3 +236,47 @@ function contract(engine: Engine) {
 }
 
 await onBothEngines('EventLog and EventBus contract', contract);
+
+/** Conversation ids that fall into each of `count` orders, the first found for each. */
+function oneIn(count: number, what: string): string[] {
+  const found: (string | undefined)[] = Array.from({ length: count }, () => undefined);
+  while (found.some((id) => id === undefined)) {
+    const id = fresh(what);
+    found[eventPartition(id, count)] ??= id;
+  }
+  return found as string[];
+}
+
+// The Redis engine keeps one order (its keyspace has one partition); the in-process engine
+// takes any number, and the event stream is held to its model with three (events.model.test.ts).
+describe('EventLog with several orders (in-process engine)', () => {
+  const broker = new MemoryBroker({ eventPartitions: 3 });
+  const { events } = broker;
+  afterAll(() => broker.close());
+
+  it('counts its orders and answers the newest id of each', async () => {
+    expect(events.partitions).toBe(3);
+    expect(await events.newestIds()).toEqual(['0-0', '0-0', '0-0']);
+    const [a, b] = oneIn(3, 'conversation');
+    const first = await events.toConversation(a as string, 'a');
+    const second = await events.toConversation(b as string, 'b');
+    const newest = await events.newestIds();
+    expect(newest[eventPartition(a as string, 3)]).toBe(first);
+    expect(newest[eventPartition(b as string, 3)]).toBe(second);
+    expect(newest.filter((id) => id === '0-0')).toHaveLength(1);
+  });
+
+  it('puts a conversation’s marks in its own order’s inbox, and a user’s own events in theirs', async () => {
+    const conversations = oneIn(3, 'conversation');
+    const user = fresh('user');
+    const own = eventPartition(user, 3);
+    const ownEvent = await events.toInbox(user, 'mine');
+    for (const [k, conversationId] of conversations.entries()) {
+      const id = await events.mark([user], { change: 'in', conversationId });
+      const entries = await events.inboxAfter(user, k, '0-0', 10);
+      expect(entries.filter((entry) => entry.mark)).toEqual([{ id, mark: { change: 'in', conversationId } }]);
+      expect(entries.some((entry) => entry.payload === 'mine')).toBe(k === own);
+    }
+    expect((await events.inboxAfter(user, own, '0-0', 10)).map((entry) => entry.id)).toContain(ownEvent);
+  });
+});

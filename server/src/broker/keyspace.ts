@@ -22,6 +22,21 @@ export function partitionOf(cluster: boolean): Partition {
   return cluster ? '{p0}:' : '';
 }
 
+/**
+ * Which of `count` independent event orders a conversation's events (and its members' marks),
+ * or a user's own inbox events, belong to: FNV-1a of the id. With one order, always 0.
+ */
+export function eventPartition(id: string, count: number): number {
+  return count <= 1 ? 0 : fnv1a(id) % count;
+}
+
+/** FNV-1a (32 bits) of a string's UTF-16 code units. */
+function fnv1a(text: string): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) hash = Math.imul(hash ^ text.charCodeAt(i), 0x01000193);
+  return hash >>> 0;
+}
+
 // --- the message stream the worker drains --------------------------------------------------
 
 export const messagesStream = (p: Partition) => `parley:${p}messages`;
@@ -80,9 +95,7 @@ export const loginThrottleKey = (by: 'account' | 'unknown' | 'address' | 'device
 export const PRESENCE_SHARDS = 16;
 /** The shard of a user's presence (FNV-1a of the id). */
 export function presenceShard(userId: string): number {
-  let hash = 0x811c9dc5;
-  for (let i = 0; i < userId.length; i++) hash = Math.imul(hash ^ userId.charCodeAt(i), 0x01000193);
-  return (hash >>> 0) % PRESENCE_SHARDS;
+  return fnv1a(userId) % PRESENCE_SHARDS;
 }
 /** A user's live connections (stream keys), scored by when they expire. */
 export const connectionsKey = (userId: string) => `presence:{s${presenceShard(userId)}}:user:${userId}`;

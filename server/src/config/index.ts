@@ -284,6 +284,12 @@ export interface Config {
   redisCluster: boolean;
   /** Prefix for every Redis key and channel; lets several deployments or test runs share one Redis. */
   redisPrefix: string;
+  /**
+   * How many independent orders durable events fall into (`EventLog.partitions`). The
+   * in-process engine takes any number; the Redis engine keeps one order (its keyspace has one
+   * partition), so there it must be 1. Not read from the environment.
+   */
+  eventPartitions: number;
   jwt: {
     secret: Uint8Array;
     generated: boolean;
@@ -390,6 +396,7 @@ export function loadConfig(
     redisUrl: env.REDIS_URL,
     redisCluster: env.REDIS_CLUSTER === 'on',
     redisPrefix: env.REDIS_PREFIX,
+    eventPartitions: 1,
     jwt: {
       secret,
       generated: !env.JWT_SECRET,

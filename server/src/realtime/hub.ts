@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import superjson from 'superjson';
 import type { Revocation, SessionHolder, Sessions } from '../credentials/sessions.js';
+import { eventPartition } from '../broker/keyspace.js';
 import { type Channel, type EventBus, readMark, type Unsubscribe } from '../broker/ports/events.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
@@ -15,11 +16,17 @@ const BARRIER_ATTEMPTS = 30;
 
 /**
  * A delivery to one local subscription: an event (with the broker id of a durable one, null
- * for an ephemeral one), or a change of the user's memberships.
+ * for an ephemeral one), or a change of the user's memberships; `partition` is the event order
+ * its id belongs to (`EventLog.partitions`).
  */
 export type Delivery =
-  | { readonly id: string | null; readonly event: ParleyEvent; readonly mark?: undefined }
-  | { readonly id: string; readonly mark: Mark; readonly event?: undefined };
+  | {
+      readonly id: string | null;
+      readonly partition: number;
+      readonly event: ParleyEvent;
+      readonly mark?: undefined;
+    }
+  | { readonly id: string; readonly partition: number; readonly mark: Mark; readonly event?: undefined };
 
 export interface LocalSubscriber extends SessionHolder {
   /** Unique per subscription across instances (`<instance>:<subscription>`). */
@@ -35,6 +42,8 @@ export interface LocalSubscriber extends SessionHolder {
 
 /** One channel this instance receives, and the local subscriptions it is for. */
 interface Followed {
+  /** The event order of its events: a conversation's, or (a user's channel) the user's own. */
+  partition: number;
   subscribers: Set<LocalSubscriber>;
   /** Resolves once the broker delivers the channel here. */
   ready: Promise<Unsubscribe | null>;
@@ -62,6 +71,8 @@ export class Hub {
     private readonly bus: EventBus,
     private readonly sessions: Pick<Sessions, 'revokedAmong'>,
     private readonly log: Logger,
+    /** How many event orders there are (`EventLog.partitions`). */
+    private readonly partitions: number,
     private readonly metrics?: Pick<Metrics, 'eventsFannedOut' | 'pubsubReceived'>,
   ) {}
 
@@ -183,7 +194,11 @@ export class Hub {
     if (!followed) {
       // Each subscription delivers to its own entry: one still being unsubscribed after the
       // channel was followed again delivers to nobody.
-      const entry: Followed = { subscribers: new Set(), ready: Promise.resolve(null) };
+      const entry: Followed = {
+        partition: eventPartition(id, this.partitions),
+        subscribers: new Set(),
+        ready: Promise.resolve(null),
+      };
       entry.ready = this.bus.subscribe(channel(id), (raw) => this.onMessage(entry, raw));
       entry.ready.catch(() => {
         if (map.get(id) === entry) map.delete(id);
@@ -250,7 +265,8 @@ export class Hub {
     let delivery: Delivery;
     const mark = readMark(payload);
     if (mark) {
-      delivery = { id, mark };
+      // A mark on a user's channel is in its conversation's order.
+      delivery = { id, partition: eventPartition(mark.conversationId, this.partitions), mark };
     } else {
       let event: ParleyEvent;
       try {
@@ -260,7 +276,7 @@ export class Hub {
         this.log.error('unreadable event on an event channel');
         return;
       }
-      delivery = { id: id === '-' ? null : id, event };
+      delivery = { id: id === '-' ? null : id, partition: followed.partition, event };
     }
     for (const subscriber of followed.subscribers) subscriber.deliver(delivery);
     this.metrics?.eventsFannedOut.inc({ type: delivery.event?.type ?? 'mark' }, followed.subscribers.size);

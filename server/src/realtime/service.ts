@@ -4,13 +4,14 @@ import type { TrackedEnvelope } from '@trpc/server';
 import type { WebSocket } from 'ws';
 import type { AuthUser } from '../credentials/tokens.js';
 import type { EventLog } from '../broker/ports/events.js';
-import { compareStreamIds, STREAM_ID } from '../broker/types.js';
+import { compareStreamIds } from '../broker/types.js';
 import type { Config } from '../config/index.js';
 import { RateLimited } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { ParleyEvent } from '../contracts/events.js';
 import type { Hub } from './hub.js';
 import type { Presence } from './presence.js';
+import { parsePosition } from './position.js';
 import { EventStream, type StreamDeps, type StreamStart } from './stream.js';
 import type { SubscriptionRequest } from './transformer.js';
 
@@ -121,7 +122,7 @@ export class Realtime {
       await userChannel;
       await stream.follow(await this.domain.conversationsOf(user.id, null));
       // Read once every channel is in place: whatever comes later arrives live.
-      const newest = await this.events.newestId();
+      const newest = await this.events.newestIds();
       const start: StreamStart = request.lastEventId
         ? resumePoint(epoch, newest, request.lastEventId)
         : { last: newest, resync: false, backfill: false };
@@ -149,21 +150,17 @@ export class Realtime {
 
 /**
  * Where a resumed stream starts, or that it cannot be resumed (`resync`): a position from
- * another epoch, or past the newest id (the broker lost its data). A log trimmed past the
- * position is found by the backfill.
+ * another epoch or another number of event orders, or past the newest id of an order (the
+ * broker lost its data). A log trimmed past the position is found by the backfill.
  */
-function resumePoint(epoch: string, newest: string, lastEventId: string): StreamStart {
-  const resume = parseEventId(lastEventId);
-  if (!resume || resume.epoch !== epoch || compareStreamIds(resume.id, newest) > 0) {
+function resumePoint(epoch: string, newest: readonly string[], lastEventId: string): StreamStart {
+  const resume = parsePosition(lastEventId, newest.length);
+  if (
+    !resume ||
+    resume.epoch !== epoch ||
+    resume.ids.some((id, k) => compareStreamIds(id, newest[k] ?? '0-0') > 0)
+  ) {
     return { last: newest, resync: true, backfill: false };
   }
-  return { last: resume.id, resync: false, backfill: true };
-}
-
-/** Event ids are `<epoch>.<stream id>`. */
-function parseEventId(value: string): { epoch: string; id: string } | null {
-  const dot = value.lastIndexOf('.');
-  if (dot <= 0) return null;
-  const id = value.slice(dot + 1);
-  return STREAM_ID.test(id) ? { epoch: value.slice(0, dot), id } : null;
+  return { last: resume.ids, resync: false, backfill: true };
 }

@@ -2,6 +2,7 @@ import type { ServerResponse } from 'node:http';
 import { type TrackedEnvelope, TRPCError, tracked } from '@trpc/server';
 import superjson from 'superjson';
 import type { WebSocket } from 'ws';
+import { eventPartition } from '../broker/keyspace.js';
 import type { EventLog, LogEntry, LogName } from '../broker/ports/events.js';
 import { compareStreamIds } from '../broker/types.js';
 import type { Limits } from '../config/index.js';
@@ -12,9 +13,11 @@ import type { Conversation } from '../contracts/schemas.js';
 import type { Delivery, LocalSubscriber } from './hub.js';
 import type { ConnectionState } from './service.js';
 import { sendEventFrame } from './frames.js';
+import { formatPosition, StreamPosition } from './position.js';
 import { eventFrame, framePrefix, type SubscriptionRequest } from './transformer.js';
 
 const BACKFILL_PAGE = 500;
+const RESYNC: Delivery = { id: null, partition: 0, event: { type: 'resync' } };
 /**
  * An ended stream's HTTP response that has not finished this long after (its client stopped
  * reading) is cut off, so it holds no connection.
@@ -31,9 +34,12 @@ export class SlowConsumer extends TRPCError {
   }
 }
 
-/** Where a stream starts: after `last`, with `resync` first or a backfill from the logs. */
+/**
+ * Where a stream starts: after `last` (an id in each event order), with `resync` first or a
+ * backfill from the logs.
+ */
 export interface StreamStart {
-  last: string;
+  last: readonly string[];
   resync: boolean;
   backfill: boolean;
 }
@@ -66,7 +72,9 @@ export interface StreamDeps {
  * `stop`); other consumers iterate it. All of its state is in its fields, with no closure per subscription: thousands
  * of idle subscriptions hold little more than their sockets.
  *
- * What arrives is written out in id order, each durable event once. Anything that needs the
+ * What arrives is written out in id order within each event order (`EventLog.partitions`; a
+ * conversation's events and its members' marks share one), each durable event once. Anything
+ * that needs the
  * logs (the backfill at the start, a conversation joined, a gap after the event channels were
  * down) holds what arrives live meanwhile, reads the logs, waits until everything published
  * before the reads has arrived (`barrier`), and writes both merged in id order.
@@ -78,7 +86,7 @@ export class EventStream implements LocalSubscriber, AsyncIterable<TrackedEnvelo
   /** A catch-up is running (`held` is set until it ends). */
   private catchingUp = false;
   /** The event channels came back while a catch-up ran: it reads the logs once more. */
-  private missedSince: string | null = null;
+  private missedSince: string[] | null = null;
   private failure: Error | null = null;
   private wake: (() => void) | null = null;
   private position: StreamPosition | null = null;
@@ -126,7 +134,7 @@ export class EventStream implements LocalSubscriber, AsyncIterable<TrackedEnvelo
   begin(epoch: string, start: StreamStart): void {
     this.epoch = epoch;
     this.start_ = start;
-    this.position = new StreamPosition(start.last);
+    this.position = new StreamPosition([...start.last]);
   }
 
   /**
@@ -175,11 +183,11 @@ export class EventStream implements LocalSubscriber, AsyncIterable<TrackedEnvelo
     const position = this.position;
     if (!position || !this.started || this.ended) return;
     if (this.catchingUp) {
-      this.missedSince ??= position.last;
+      this.missedSince ??= position.snapshot();
       return;
     }
     this.held ??= [];
-    void this.sequence(() => this.missedAfter(position.last));
+    void this.sequence(() => this.missedAfter(position.snapshot()));
   }
 
   // --- the direct stream ------------------------------------------------------------------
@@ -241,7 +249,7 @@ export class EventStream implements LocalSubscriber, AsyncIterable<TrackedEnvelo
           this.wake = null;
           continue;
         }
-        if (next.event) yield tracked(`${this.epoch}.${next.id ?? ''}`, next.event);
+        if (next.event) yield tracked(formatPosition(this.epoch, next.id ?? ''), next.event);
       }
     } finally {
       this.finish(null);
@@ -265,8 +273,8 @@ export class EventStream implements LocalSubscriber, AsyncIterable<TrackedEnvelo
     const position = this.position;
     if (!start || !position) throw new Error('stream started before it began');
     void this.sequence(() => {
-      if (start.resync) return Promise.resolve<Delivery[]>([{ id: null, event: { type: 'resync' } }]);
-      return start.backfill ? this.missedAfter(position.last) : Promise.resolve([]);
+      if (start.resync) return Promise.resolve<Delivery[]>([RESYNC]);
+      return start.backfill ? this.missedAfter(position.snapshot()) : Promise.resolve([]);
     });
   }
 
@@ -317,18 +325,18 @@ export class EventStream implements LocalSubscriber, AsyncIterable<TrackedEnvelo
    */
   private async applyMark(delivery: Delivery & { mark: Mark }): Promise<Delivery[]> {
     const position = this.position;
-    if (!position || compareStreamIds(delivery.id, position.last) <= 0) return [];
+    const { id, partition } = delivery;
+    if (!position || compareStreamIds(id, position.at(partition)) <= 0) return [];
     const { conversationId, change } = delivery.mark;
     if (change === 'out') {
       // Sent, then followed no more (`accept` leaves a conversation it says is removed).
-      this.accept({ id: delivery.id, event: { type: 'conversation.removed', conversationId } });
+      this.accept({ id, partition, event: { type: 'conversation.removed', conversationId } });
       return [];
     }
     if (!this.following.has(conversationId)) await this.follow([conversationId]);
     const conversation = await this.deps.view(conversationId, this.userId);
-    if (conversation)
-      this.accept({ id: delivery.id, event: { type: 'conversation.upserted', conversation } });
-    else position.skipTo(delivery.id);
+    if (conversation) this.accept({ id, partition, event: { type: 'conversation.upserted', conversation } });
+    else position.skipTo(partition, id);
     return readAll(this.deps.events, { conversation: conversationId }, delivery.id);
   }
 
@@ -338,45 +346,54 @@ export class EventStream implements LocalSubscriber, AsyncIterable<TrackedEnvelo
   }
 
   /**
-   * Every durable event for this user after `after`, oldest first, from their inbox and the
-   * logs of their conversations (and of those they left since); or `resync` when a log was
-   * trimmed past `after`. A conversation whose first mark since is a join was not theirs at
-   * `after`: its earlier events are skipped.
+   * Every durable event for this user after `after` (an id in each event order), oldest first
+   * within each order, from their inboxes and the logs of their conversations (and of those they
+   * left since); or `resync` when a log was trimmed past `after`. A conversation whose first
+   * mark since is a join was not theirs at `after`: its earlier events are skipped.
    */
-  private async missedAfter(after: string): Promise<Delivery[]> {
+  private async missedAfter(after: readonly string[]): Promise<Delivery[]> {
     const position = this.position;
     if (!position) return [];
     const { events } = this.deps;
-    const inboxEntries = await readAll(events, { inbox: this.userId }, after);
+    const inboxes = await Promise.all(
+      after.map(async (from, partition) => {
+        const log: LogName = { inbox: this.userId, partition };
+        return { log, from, entries: await readAll(events, log, from) };
+      }),
+    );
+    // A conversation's marks are all in its own order's inbox.
     const firstMark = new Map<string, Mark['change']>();
-    for (const entry of inboxEntries) {
-      if (entry.mark && !firstMark.has(entry.mark.conversationId)) {
-        firstMark.set(entry.mark.conversationId, entry.mark.change);
+    for (const { entries } of inboxes) {
+      for (const entry of entries) {
+        if (entry.mark && !firstMark.has(entry.mark.conversationId)) {
+          firstMark.set(entry.mark.conversationId, entry.mark.change);
+        }
       }
     }
     const conversations = new Set([
-      ...(await this.deps.conversationsOf(this.userId, idTime(after))),
+      ...(await this.deps.conversationsOf(this.userId, earliestTime(after))),
       ...firstMark.keys(),
     ]);
     const logs = await Promise.all(
       [...conversations].map(async (id) => {
         const log: LogName = { conversation: id };
-        return { log, entries: await readAll(events, log, after) };
+        const from = after[eventPartition(id, events.partitions)] ?? '0-0';
+        return { log, from, entries: await readAll(events, log, from) };
       }),
     );
-    const inboxLog: LogName = { inbox: this.userId };
+    const read = [...inboxes, ...logs];
     const trimmed = await Promise.all(
-      [{ log: inboxLog, entries: inboxEntries }, ...logs].map(({ log, entries }) =>
-        entries.length === 0 ? Promise.resolve(false) : events.trimmedAfter(log, after),
+      read.map(({ log, from, entries }) =>
+        entries.length === 0 ? Promise.resolve(false) : events.trimmedAfter(log, from),
       ),
     );
-    const newest = await events.newestId();
-    if (trimmed.some(Boolean) || compareStreamIds(after, newest) > 0) {
+    const newest = await events.newestIds();
+    if (trimmed.some(Boolean) || after.some((id, k) => compareStreamIds(id, newest[k] ?? '0-0') > 0)) {
       position.restart(newest);
-      return [{ id: null, event: { type: 'resync' } }];
+      return [RESYNC];
     }
     for (const [id, change] of firstMark) if (change === 'in') position.leave(id);
-    return merge(inboxEntries, ...logs.map((log) => log.entries));
+    return merge(...read.map((log) => log.entries));
   }
 
   /** Sends `delivery` to the client, unless it was sent already or is not for this user. */
@@ -385,7 +402,8 @@ export class EventStream implements LocalSubscriber, AsyncIterable<TrackedEnvelo
     if (!position || !delivery.event || !position.admit(delivery, this.userId)) return;
     const { event } = delivery;
     if (event.type === 'conversation.removed') this.leave(event.conversationId);
-    const sent: Delivery = { id: delivery.id ?? position.last, event };
+    // Its id, as the client keeps it, is the whole position.
+    const sent: Delivery = { id: position.text(), partition: delivery.partition, event };
     if (this.socket) {
       this.write(sent);
       return;
@@ -434,7 +452,7 @@ export class EventStream implements LocalSubscriber, AsyncIterable<TrackedEnvelo
       return;
     }
     const { event } = delivery;
-    const id = `${this.epoch}.${delivery.id ?? ''}`;
+    const id = formatPosition(this.epoch, delivery.id ?? '');
     sendEventFrame(socket, event, `${this.prefix}|${id}`, () => eventFrame(this.prefix, id, event));
   }
 
@@ -458,55 +476,6 @@ export class EventStream implements LocalSubscriber, AsyncIterable<TrackedEnvelo
   }
 }
 
-/**
- * Where one subscription stands: the last durable event it sent, and the conversations it
- * does not follow from there (left, or not yet joined): their events are not for this user.
- */
-class StreamPosition {
-  private outside: Set<string> | null = null;
-
-  constructor(public last: string) {}
-
-  /**
-   * Whether to send `delivery`; it is then sent under `last`. A durable event at or below
-   * `last` was sent already (by a backfill or a catch-up) or precedes the stream's start.
-   */
-  admit(delivery: Delivery, userId: string): boolean {
-    const { event } = delivery;
-    if (!event) return false;
-    if (delivery.id !== null) {
-      if (compareStreamIds(delivery.id, this.last) <= 0) return false;
-      this.last = delivery.id;
-    }
-    if (event.type === 'conversation.upserted') {
-      this.outside?.delete(event.conversation.id);
-      return true;
-    }
-    // A user's own typing comes back on the conversation's channel.
-    if (event.type === 'typing' && event.userId === userId) return false;
-    if (this.outside) {
-      const conversationId = conversationOf(event);
-      if (conversationId && this.outside.has(conversationId)) return false;
-    }
-    return true;
-  }
-
-  leave(conversationId: string): void {
-    (this.outside ??= new Set()).add(conversationId);
-  }
-
-  /** Moves past a durable id without sending anything under it. */
-  skipTo(id: string): void {
-    if (compareStreamIds(id, this.last) > 0) this.last = id;
-  }
-
-  /** Starts over at `last`, after a `resync`. */
-  restart(last: string): void {
-    this.last = last;
-    this.outside = null;
-  }
-}
-
 /** Merges lists that are each in id order into one, by id; ephemeral events keep their place. */
 function merge(...lists: Delivery[][]): Delivery[] {
   const nonEmpty = lists.filter((list) => list.length > 0);
@@ -524,43 +493,33 @@ function merge(...lists: Delivery[][]): Delivery[] {
 /** The entries of a log after `after`, oldest first, read a page at a time. */
 async function readAll(events: EventLog, log: LogName, after: string): Promise<Delivery[]> {
   const out: Delivery[] = [];
+  const partition =
+    'conversation' in log ? eventPartition(log.conversation, events.partitions) : log.partition;
   for (let last = after; ;) {
     const page: LogEntry[] =
       'conversation' in log
         ? await events.conversationAfter(log.conversation, last, BACKFILL_PAGE)
-        : await events.inboxAfter(log.inbox, last, BACKFILL_PAGE);
+        : await events.inboxAfter(log.inbox, log.partition, last, BACKFILL_PAGE);
     for (const entry of page) {
       last = entry.id;
-      if (entry.mark) out.push({ id: entry.id, mark: entry.mark });
-      else if (entry.payload) out.push({ id: entry.id, event: superjson.parse<ParleyEvent>(entry.payload) });
+      if (entry.mark) out.push({ id: entry.id, partition, mark: entry.mark });
+      else if (entry.payload) {
+        out.push({ id: entry.id, partition, event: superjson.parse<ParleyEvent>(entry.payload) });
+      }
     }
     if (page.length < BACKFILL_PAGE) return out;
   }
 }
 
-/** The time (ms) in a stream id. */
-function idTime(id: string): number {
-  return Number(id.slice(0, id.indexOf('-')));
-}
-
-function conversationOf(event: ParleyEvent): string | null {
-  switch (event.type) {
-    case 'message.created':
-    case 'message.updated':
-      return event.message.conversationId;
-    case 'message.deleted':
-    case 'member.joined':
-    case 'member.left':
-    case 'member.updated':
-    case 'typing':
-    case 'read':
-    case 'conversation.removed':
-    case 'conversation.updated':
-      return event.conversationId;
-    case 'conversation.upserted':
-      return event.conversation.id;
-    case 'presence':
-    case 'resync':
-      return null;
+/**
+ * The earliest time (ms) among a position's ids, for the conversations deleted since. An order
+ * at `0-0` held nothing when the stream began, so every conversation of it that matters is
+ * one joined since, which its marks name: it is left out.
+ */
+function earliestTime(ids: readonly string[]): number {
+  let earliest = Number.POSITIVE_INFINITY;
+  for (const id of ids) {
+    if (id !== '0-0') earliest = Math.min(earliest, Number(id.slice(0, id.indexOf('-'))));
   }
+  return Number.isFinite(earliest) ? earliest : 0;
 }

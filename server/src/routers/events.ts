@@ -4,7 +4,7 @@ import { authedProcedure } from '../trpc.js';
 export const EventsInput = z
   .object({
     /** The id of the last event received; the stream resumes right after it. */
-    lastEventId: z.string().max(128).nullish(),
+    lastEventId: z.string().max(1024).nullish(),
   })
   .optional();
 

@@ -34,8 +34,12 @@ export class MemoryBroker implements Broker {
   readonly inspect = inspectionOf(this);
   private closed = false;
 
-  constructor(options: { eventLogLength?: number } = {}) {
-    this.events = new MemoryEvents(this.bus, options.eventLogLength ?? EVENT_LOG_LENGTH);
+  constructor(options: { eventLogLength?: number; eventPartitions?: number } = {}) {
+    this.events = new MemoryEvents(
+      this.bus,
+      options.eventLogLength ?? EVENT_LOG_LENGTH,
+      options.eventPartitions ?? 1,
+    );
     this.messages = new MemoryMessageLog(
       this.rosters,
       (session) => this.sessions.isRevoked(session),

@@ -2,30 +2,40 @@ import { randomBytes } from 'node:crypto';
 import type { Mark } from '../../contracts/events.js';
 
 /**
- * The durable side of the event bus: one log of events per conversation, one inbox per user,
- * and the deployment's id stream, which hands every durable event its id so that all logs share
- * one global order. Each write also publishes `<id>\n<payload>` on the log's channel (`EventBus`)
- * in the same atomic step, so a follower that reads the log after it subscribed misses nothing.
+ * The durable side of the event bus: one log of events per conversation, inboxes per user, and
+ * the id streams that hand every durable event its id. Each write also publishes
+ * `<id>\n<payload>` on the log's channel (`EventBus`) in the same atomic step, so a follower
+ * that reads the log after it subscribed misses nothing.
+ *
+ * Events fall into `partitions` independent orders (`eventPartition` in `keyspace.ts`): a
+ * conversation's events and its members' marks in the conversation's, a user's own inbox events
+ * in the user's. Each order has its own id stream, and a user an inbox in each; ids compare
+ * within one order only, so a reader's position is one id per order.
  *
  * Ids are stream ids (`<ms>-<n>`, see `compareStreamIds`). Each log keeps at least its engine's
  * `eventLogLength` newest entries; older ones are trimmed, and a reader after a trimmed position
  * must resync (`trimmedAfter`).
  */
 export interface EventLog {
+  /** How many independent orders the events fall into (at least 1). */
+  readonly partitions: number;
   /** A durable event of the conversation: into its log, and published on its channel. */
   toConversation(conversationId: string, payload: string): Promise<string>;
-  /** A durable event for one user's own devices: into their inbox, and on their channel. */
+  /** A durable event for one user's own devices: into their inbox of their own order, and on their channel. */
   toInbox(userId: string, payload: string): Promise<string>;
-  /** The same membership change into each user's inbox, under one id, in one step. */
+  /**
+   * The same membership change into each user's inbox of the conversation's order, under one
+   * id of that order, in one step.
+   */
   mark(userIds: readonly string[], mark: Mark): Promise<string>;
   /** A page of the conversation's log after `after` (strictly), oldest first. */
   conversationAfter(conversationId: string, after: string, count: number): Promise<LogEntry[]>;
-  /** A page of the user's inbox after `after` (strictly), oldest first. */
-  inboxAfter(userId: string, after: string, count: number): Promise<LogEntry[]>;
+  /** A page of the user's inbox of one order after `after` (strictly), oldest first. */
+  inboxAfter(userId: string, partition: number, after: string, count: number): Promise<LogEntry[]>;
   /** Whether the log lost, to trimming, an entry it held after `after`. */
   trimmedAfter(log: LogName, after: string): Promise<boolean>;
-  /** The newest id the deployment handed out (`0-0` before the first). */
-  newestId(): Promise<string>;
+  /** The newest id each order handed out (`0-0` before its first), by partition. */
+  newestIds(): Promise<string[]>;
   /**
    * The deployment's epoch, claimed by the first caller when there is none: it changes whenever
    * the broker loses its data, so that ids from before are never resumed from.
@@ -38,8 +48,9 @@ export type LogEntry =
   | { readonly id: string; readonly payload: string; readonly mark?: undefined }
   | { readonly id: string; readonly mark: Mark; readonly payload?: undefined };
 
-/** Which log: a conversation's, or a user's inbox. */
-export type LogName = { readonly conversation: string } | { readonly inbox: string };
+/** Which log: a conversation's, or a user's inbox of one order. */
+export type LogName =
+  { readonly conversation: string } | { readonly inbox: string; readonly partition: number };
 
 /**
  * The live side: at-most-once messages to every current subscriber of a channel, on any

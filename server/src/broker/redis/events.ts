@@ -40,6 +40,9 @@ return candidate`,
 type RawEntry = [string, string[] | null];
 
 export class RedisEvents implements EventLog {
+  /** One order: every event shares the partition's id stream (`Partition` in `keyspace.ts`). */
+  readonly partitions = 1;
+
   constructor(
     private readonly redis: RedisConnection,
     private readonly maxLen: number,
@@ -81,7 +84,7 @@ export class RedisEvents implements EventLog {
     return this.rangeAfter(conversationLog(this.p, conversationId), after, count);
   }
 
-  inboxAfter(userId: string, after: string, count: number): Promise<LogEntry[]> {
+  inboxAfter(userId: string, _partition: number, after: string, count: number): Promise<LogEntry[]> {
     return this.rangeAfter(inbox(this.p, userId), after, count);
   }
 
@@ -109,12 +112,12 @@ export class RedisEvents implements EventLog {
     return compareStreamIds(maxDeletedId, after) > 0;
   }
 
-  async newestId(): Promise<string> {
+  async newestIds(): Promise<string[]> {
     const ids = this.redis.key(eventIdsStream(this.p));
     const raw = (await this.redis.run(() =>
       this.redis.client.call('XREVRANGE', ids, '+', '-', 'COUNT', 1),
     )) as RawEntry[];
-    return raw[0]?.[0] ?? '0-0';
+    return [raw[0]?.[0] ?? '0-0'];
   }
 
   async epoch(): Promise<string> {
