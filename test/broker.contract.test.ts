@@ -33,7 +33,7 @@ function contract(engine: Engine) {
         calls.push(broker.presence.connect(user, `stream-${i}`, { max: 1000, now, until: now + 60_000 }));
         calls.push(broker.events.toConversation(conversation, String(i)));
         calls.push(
-          broker.queue.release([{ entryId: `${i}-0`, conversationId: conversation, messageId: `m${i}` }]),
+          broker.queues[0].release([{ entryId: `${i}-0`, conversationId: conversation, messageId: `m${i}` }]),
         );
         calls.push(broker.messages.pendingMessage(`missing-${i}`));
         calls.push(broker.limits.spend([{ key: allowance, max: 100, windowMs: 60_000 }]));

@@ -6,6 +6,7 @@ import type { Message } from '../server/src/contracts/schemas.js';
 import type { WireMessage } from '../server/src/messages/store.js';
 import { signUp } from './support/client.js';
 import { TestDeployment, engineLabel } from './support/env.js';
+import { deadLetters, isDrained } from './support/queues.js';
 import { expectCode } from './support/errors.js';
 import { tap } from './support/events.js';
 
@@ -31,15 +32,7 @@ async function rows(target: App, conversationId: string): Promise<Row[]> {
 
 /** Waits until the worker has written (or set aside for good) everything in the stream. */
 async function drained(target: App, timeoutMs = 20_000): Promise<void> {
-  await expect
-    .poll(
-      async () => {
-        const { group } = await target.services.broker.queue.info();
-        return group && group.lag === 0 && group.pending === 0;
-      },
-      { timeout: timeoutMs, interval: 25 },
-    )
-    .toBe(true);
+  await expect.poll(() => isDrained(target.services.broker), { timeout: timeoutMs, interval: 25 }).toBe(true);
 }
 
 /** A message as the API would append it, for entries written to the stream directly. */
@@ -130,7 +123,7 @@ describe(`text the API accepts (${engineLabel})`, () => {
     expect((await al.api.conversation.byId.query({ id: group.id })).name).toBe('team');
     await drained(app);
     expect((await rows(app, id)).map((r) => r.content)).toEqual(['original']);
-    expect(await app.services.broker.queue.deadLetters(10)).toEqual([]);
+    expect(await deadLetters(app.services.broker)).toEqual([]);
     await Promise.all([al.close(), bo.close()]);
   });
 
@@ -419,8 +412,7 @@ describe(`persistence worker (${engineLabel})`, () => {
         );
         good.push(...sent.map((m) => m.id));
       };
-      const deadLettered = async () =>
-        (await broker.queue.deadLetters(100)).map((entry) => entry.fields.entry);
+      const deadLettered = async () => (await deadLetters(broker)).map((entry) => entry.fields.entry);
       // Rounds of an entry PostgreSQL refuses (a lone surrogate, which its JSON parser refuses)
       // among bursts of good messages, as a user sending a few such messages a second would.
       for (let round = 0; round < 6; round++) {
@@ -431,7 +423,7 @@ describe(`persistence worker (${engineLabel})`, () => {
         await burst(`round ${round} alongside`);
         // Once the worker has read the refused entry (and found it refused)...
         await expect
-          .poll(async () => (await broker.queue.pending(10_000)).map((p) => p.id), {
+          .poll(async () => (await broker.queues[0].pending(10_000)).map((p) => p.id), {
             timeout: 30_000,
             interval: 10,
           })
@@ -447,10 +439,10 @@ describe(`persistence worker (${engineLabel})`, () => {
       expect((await rows(target, id)).map((r) => r.id).sort()).toEqual([...good].sort());
       // The refused entries were retried alone and then set aside, with PostgreSQL's reason.
       await drained(target, 30_000);
-      const dead = await broker.queue.deadLetters(100);
+      const dead = await deadLetters(broker);
       expect((await deadLettered()).sort()).toEqual([...poison].sort());
       for (const entry of dead) expect(entry.fields.reason).toMatch(/json|surrogate|unicode/i);
-      expect(target.worker?.stats.deadLettered).toBe(poison.length);
+      expect(target.workers.reduce((sum, worker) => sum + worker.stats.deadLettered, 0)).toBe(poison.length);
       const retried = local.logLines.filter((line) => line.includes('will retry it alone'));
       for (const entryId of poison) expect(retried.some((line) => line.includes(entryId))).toBe(true);
       await Promise.all([al.close(), bo.close()]);
@@ -493,21 +485,21 @@ describe(`persistence worker (${engineLabel})`, () => {
       };
       const sending = al.api.message.send.mutate(message).catch((error: unknown) => error);
       // Refused again and again, each time well past its two deliveries: never an entry's fault.
-      const deadLetters = () => broker(target).queue.deadLetters(10);
+      const setAside = () => deadLetters(broker(target));
       await expect
-        .poll(async () => paused() >= before + 4 || (await deadLetters()).length > 0, {
+        .poll(async () => paused() >= before + 4 || (await setAside()).length > 0, {
           timeout: 30_000,
           interval: 20,
         })
         .toBe(true);
-      expect(await deadLetters()).toEqual([]);
+      expect(await setAside()).toEqual([]);
       await readOnly(false);
       const first = await sending;
       if (first instanceof Error) await expectCode(Promise.reject(first), 'SERVICE_UNAVAILABLE');
       const sent = first instanceof Error ? await al.api.message.send.mutate(message) : (first as Message);
       await drained(target, 30_000);
       expect((await rows(target, id)).map((r) => r.id)).toEqual([sent.id]);
-      expect(await deadLetters()).toEqual([]);
+      expect(await setAside()).toEqual([]);
       await Promise.all([al.close(), bo.close()]);
     } finally {
       await local.cleanup();

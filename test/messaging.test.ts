@@ -9,7 +9,8 @@ import type { AppRouter } from '../server/src/routers/_app.js';
 import { pendingKey } from '../server/src/broker/keyspace.js';
 import { PersistenceWorker } from '../server/src/worker/persist.js';
 import { connect, signUp, wsUrl } from './support/client.js';
-import { TestDeployment, engineLabel, onRealEngines, openRedis, testPartition } from './support/env.js';
+import { TestDeployment, engineLabel, onRealEngines, openRedis, testPartitionFor } from './support/env.js';
+import { deadLetters, isDrained, queueOf } from './support/queues.js';
 import { expectCode } from './support/errors.js';
 
 let deployment: TestDeployment;
@@ -53,10 +54,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 async function drained(target: App, timeoutMs = 15_000): Promise<void> {
   await vi.waitFor(
     async () => {
-      const { group: info } = await target.services.broker.queue.info();
-      if (!info || info.lag !== 0 || info.pending !== 0) {
-        throw new Error(`worker did not drain: ${JSON.stringify(info)}`);
-      }
+      if (!(await isDrained(target.services.broker))) throw new Error('worker did not drain');
     },
     { timeout: timeoutMs, interval: 25 },
   );
@@ -483,7 +481,7 @@ describe(`messages (${engineLabel})`, () => {
       // A worker started later writes everything once, edits and deletions included.
       const worker = new PersistenceWorker(
         apiOnly.services.db,
-        apiOnly.services.broker.queue,
+        queueOf(apiOnly.services.broker, id),
         { ...apiOnly.services.config.worker, blockMs: 50 },
         apiOnly.services.log,
       );
@@ -614,7 +612,7 @@ describe(`persistence worker (${engineLabel})`, () => {
       const good = await al.api.message.send.mutate({ conversationId: id, content: 'after the poison' });
       await drained(target, 20_000);
       expect((await rows(target, id)).map((r) => r.id)).toEqual([good.id]);
-      const dead = await broker.queue.deadLetters(10);
+      const dead = await deadLetters(broker);
       // Each refused entry is retried on its own schedule, so they may be set aside in any order.
       expect(dead).toHaveLength(3);
       expect(dead.map((entry) => entry.fields.reason)).toEqual(
@@ -675,14 +673,15 @@ describe(`persistence worker (${engineLabel})`, () => {
       for (let i = 0; i < 30; i++) await al.api.message.send.mutate({ conversationId: id, content: `m${i}` });
       const { broker, db, log, config } = target.services;
       // A worker that read a batch and died before its commit.
-      await broker.queue.prepare();
-      const taken = await broker.queue.readNew('ghost', 20);
+      const queue = queueOf(broker, id);
+      await queue.prepare();
+      const taken = await queue.readNew('ghost', 20);
       expect(taken).toHaveLength(20);
       // Two workers at once, each claiming after the idle timeout: every row written once.
       const settings = { ...config.worker, blockMs: 50, claimIdleMs: 200 };
       const workers = [
-        new PersistenceWorker(db, broker.queue, { ...settings, consumerName: 'w1' }, log),
-        new PersistenceWorker(db, broker.queue, { ...settings, consumerName: 'w2' }, log),
+        new PersistenceWorker(db, queue, { ...settings, consumerName: 'w1' }, log),
+        new PersistenceWorker(db, queue, { ...settings, consumerName: 'w2' }, log),
       ];
       for (const worker of workers) worker.start();
       try {
@@ -729,10 +728,10 @@ describe(`persistence worker (${engineLabel})`, () => {
       const log = pino({ level: 'warn' }, { write: (line: string) => warnings.push(line) });
       // Small batches, several in flight, and two workers at once.
       const settings = { ...config.worker, blockMs: 50, batchSize: 4, concurrency: 4 };
-      const workers = [
-        new PersistenceWorker(db, broker.queue, { ...settings, consumerName: 'c1' }, log),
-        new PersistenceWorker(db, broker.queue, { ...settings, consumerName: 'c2' }, log),
-      ];
+      const workers = broker.queues.flatMap((queue) => [
+        new PersistenceWorker(db, queue, { ...settings, consumerName: 'c1' }, log),
+        new PersistenceWorker(db, queue, { ...settings, consumerName: 'c2' }, log),
+      ]);
       for (const worker of workers) worker.start();
       try {
         await drained(target, 30_000);
@@ -741,7 +740,7 @@ describe(`persistence worker (${engineLabel})`, () => {
       }
       expect(warnings.filter((line) => /deadlock|batch failed/i.test(line))).toEqual([]);
       expect(workers.reduce((n, worker) => n + worker.stats.deadLettered, 0)).toBe(0);
-      expect(await broker.queue.deadLetters(10)).toEqual([]);
+      expect(await deadLetters(broker)).toEqual([]);
       for (const group of groups) {
         const stored = await rows(target, group.id);
         const expected = sent.flatMap((m, i) =>
@@ -776,11 +775,11 @@ describe.skipIf(!onRealEngines)(`pending copies (${engineLabel}; needs Redis)`, 
       const { broker, db, log, config } = target.services;
       // The conversation's pending hash becomes a string: releasing its copies fails (WRONGTYPE).
       const redis = openRedis(config.redisUrl ?? '');
-      const copies = `${config.redisPrefix}${pendingKey(testPartition, id)}`;
+      const copies = `${config.redisPrefix}${pendingKey(testPartitionFor(id), id)}`;
       await redis.set(copies, 'not a hash');
       const worker = new PersistenceWorker(
         db,
-        broker.queue,
+        queueOf(broker, id),
         { ...config.worker, blockMs: 50, claimIdleMs: 400 },
         log,
       );
@@ -789,7 +788,7 @@ describe.skipIf(!onRealEngines)(`pending copies (${engineLabel}; needs Redis)`, 
         await expect.poll(async () => (await rows(target, id)).length, { timeout: 10_000 }).toBe(5);
         await sleep(200);
         // Written, but not acknowledged: the entries wait to be written and released again.
-        expect((await broker.queue.info()).group?.pending).toBe(5);
+        expect((await queueOf(broker, id).info()).group?.pending).toBe(5);
         await redis.del(copies);
         await drained(target);
       } finally {
@@ -838,7 +837,7 @@ describe.skipIf(!onRealEngines)(`PostgreSQL outage (${engineLabel}; needs Postgr
       expect(stored.map((r) => r.id)).toEqual(sent.map((m) => m.id));
       expect(stored.map((r) => r.seq)).toEqual(sent.map((_, i) => i + 1));
       expect((await fetch(`${target.url}/readyz`)).status).toBe(200);
-      const dead = await target.services.broker.queue.deadLetters(10);
+      const dead = await deadLetters(target.services.broker);
       expect(dead).toEqual([]);
     } finally {
       await local.cleanup();

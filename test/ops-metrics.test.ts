@@ -4,6 +4,7 @@ import WebSocket from 'ws';
 import { connect, signUp, wsUrl } from './support/client.js';
 import { runParley } from './support/cli.js';
 import { TestDeployment, engineLabel, engines } from './support/env.js';
+import { deadLetters } from './support/queues.js';
 import { tap } from './support/events.js';
 import { expectCode } from './support/errors.js';
 
@@ -281,7 +282,7 @@ describe.skipIf(!engines.redisUrl)(
         const target = await local.start({ worker: { blockMs: 50, maxDeliveries: 1 } });
         const queued = await target.services.broker.inspect.addQueueEntry({ op: 'create', m: '{not json' });
         await expect
-          .poll(async () => (await target.services.broker.queue.deadLetters(10)).length, { timeout: 15_000 })
+          .poll(async () => (await deadLetters(target.services.broker)).length, { timeout: 15_000 })
           .toBe(1);
 
         const listed = await runParley(['dead-letters'], { ...local.redisEnv(), LOG_LEVEL: 'error' });

@@ -496,8 +496,10 @@ describe.skipIf(!onRealEngines)(`events channel loss (${engineLabel}; needs Redi
           killed++;
         }
       }
-      // On a cluster, every channel is in the partition's hash slot: one node holds them all.
-      expect(killed).toBe(1);
+      // On a cluster, one per master that holds the channels of a partition this instance
+      // receives: one master with one partition, several with several.
+      expect(killed).toBeGreaterThanOrEqual(1);
+      if (!engines.redisCluster || engines.redisPartitions === 1) expect(killed).toBe(1);
     } finally {
       redis.disconnect();
     }

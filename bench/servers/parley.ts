@@ -150,10 +150,10 @@ serveCalls({
     }));
   },
   /** Rows this process's persistence worker has written so far, without asking PostgreSQL. */
-  persisted: () => app.worker?.stats.persisted ?? 0,
+  persisted: () => app.workers.reduce((sum, worker) => sum + worker.stats.persisted, 0),
   /** How far the persistence group is behind the message stream. */
   async groupLag() {
-    const { group } = await app.services.broker.queue.info();
+    const { group } = await app.services.broker.queues[0].info();
     return group ? { lag: group.lag, pending: group.pending } : null;
   },
   /**

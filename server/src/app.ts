@@ -20,8 +20,8 @@ const WAITED_LINGER_MS = 5;
 
 export interface App {
   services: Services;
-  /** The persistence worker running in this process, if any. */
-  worker: PersistenceWorker | null;
+  /** The persistence workers running in this process, one per queue (`Broker.queues`); none without one. */
+  workers: PersistenceWorker[];
   port: number;
   /** `http://host:port` as seen from this machine. */
   url: string;
@@ -77,31 +77,31 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     await services.realtime.start();
     closers.push(() => services.realtime.stop());
 
-    let worker: PersistenceWorker | null = null;
+    const workers: PersistenceWorker[] = [];
     if (config.runWorker) {
       const { metrics } = services;
       const settings = written ? { ...config.worker, lingerMs: WAITED_LINGER_MS } : config.worker;
-      worker = new PersistenceWorker(
-        database.db,
-        broker.queue,
-        settings,
-        log.child({ component: 'worker' }),
-        {
-          onBatch: (size, durationMs) => {
-            metrics.persistBatchSize.observe(size);
-            metrics.persistLatency.observe(durationMs / 1000);
-          },
-          onDeadLetter: (entryId) => {
-            metrics.deadLetters.inc();
-            written?.markDeadLettered(entryId);
-          },
-          onWritten: (entryIds) => written?.markWritten(entryIds),
+      const hooks = {
+        onBatch: (size: number, durationMs: number) => {
+          metrics.persistBatchSize.observe(size);
+          metrics.persistLatency.observe(durationMs / 1000);
         },
-      );
-      worker.start();
-      // Stops before the broker and database close (closers run in reverse).
-      const running = worker;
-      closers.push(() => running.stop());
+        onDeadLetter: (entryId: string) => {
+          metrics.deadLetters.inc();
+          written?.markDeadLettered(entryId);
+        },
+        onWritten: (entryIds: readonly string[]) => written?.markWritten(entryIds),
+      };
+      broker.queues.forEach((queue, partition) => {
+        const component =
+          broker.queues.length > 1 ? { component: 'worker', partition } : { component: 'worker' };
+        workers.push(new PersistenceWorker(database.db, queue, settings, log.child(component), hooks));
+      });
+      for (const worker of workers) worker.start();
+      // Stop before the broker and database close (closers run in reverse).
+      closers.push(async () => {
+        await Promise.all(workers.map((worker) => worker.stop()));
+      });
     }
 
     let port = 0;
@@ -117,7 +117,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     let closing: Promise<void> | null = null;
     return {
       services,
-      worker,
+      workers,
       port,
       url,
       close: () => (closing ??= closeAll()),

@@ -275,10 +275,13 @@ async function printDeadLetters(config: Config, count: number): Promise<number> 
     url: config.redisUrl,
     cluster: config.redisCluster,
     prefix: config.redisPrefix,
+    eventPartitions: config.eventPartitions,
   });
   try {
-    for (const { id, fields } of await broker.queue.deadLetters(count)) {
-      console.log(JSON.stringify({ id, ...fields }));
+    for (const queue of broker.queues) {
+      for (const { id, fields } of await queue.deadLetters(count)) {
+        console.log(JSON.stringify({ id, ...fields }));
+      }
     }
   } finally {
     await broker.close();

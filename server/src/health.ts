@@ -1,3 +1,4 @@
+import { queueTotals } from './broker/ports/queue.js';
 import type { Broker } from './broker/types.js';
 import type { DatabaseHandle } from './db/index.js';
 
@@ -52,9 +53,8 @@ export class HealthService {
     if (redis) {
       // Entries not yet written to PostgreSQL: undelivered plus delivered-but-unacknowledged.
       // Without a group no worker has read anything yet: the whole stream is unwritten.
-      lag = await this.broker.queue
-        .info()
-        .then(({ length, group }) => (group ? group.lag + group.pending : length))
+      lag = await queueTotals(this.broker.queues)
+        .then(({ unwritten }) => unwritten)
         .catch(() => null);
     }
     return {

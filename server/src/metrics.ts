@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { queueTotals } from './broker/ports/queue.js';
 import type { Broker } from './broker/types.js';
 
 /** Seconds; from a cache hit (~1 ms) to a slow PostgreSQL round trip under load. */
@@ -54,11 +55,11 @@ export function createMetrics(deps: {
   // same value and nothing has to keep it up to date between scrapes.
   new Gauge({
     name: 'parley_stream_length',
-    help: 'Entries in the parley:messages stream (written and not yet written to PostgreSQL)',
+    help: 'Entries in the parley:messages streams (written and not yet written to PostgreSQL)',
     registers,
     async collect() {
-      const info = await broker.queue.info().catch(() => null);
-      this.set(info ? info.length : Number.NaN);
+      const totals = await queueTotals(broker.queues).catch(() => null);
+      this.set(totals ? totals.length : Number.NaN);
     },
   });
   new Gauge({
@@ -67,9 +68,8 @@ export function createMetrics(deps: {
     registers,
     async collect() {
       try {
-        const { length, group } = await broker.queue.info();
-        // No group yet means no worker ever ran: everything in the stream is still unwritten.
-        this.set(group ? group.lag + group.pending : length);
+        // No group yet means no worker ever ran: everything in that stream is still unwritten.
+        this.set((await queueTotals(broker.queues)).unwritten);
       } catch {
         this.set(Number.NaN);
       }

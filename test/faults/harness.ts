@@ -91,7 +91,7 @@ export class Scenario {
   async drained(timeoutMs = 60_000): Promise<void> {
     await waitUntil(
       async () => {
-        const { group } = await this.broker.queue.info();
+        const { group } = await this.broker.queues[0].info();
         return group !== null && group.lag === 0 && group.pending === 0;
       },
       'the worker drained the stream',
@@ -189,7 +189,8 @@ export async function oracle(input: OracleInput): Promise<void> {
     expect(twice, `${label}: ${name} received a message twice`).toEqual([]);
   }
 
-  const { messages, queue } = scenario.broker;
+  const { messages } = scenario.broker;
+  const queue = scenario.broker.queues[0];
   const pendingHere = await messages.pendingOf(conversationId);
   const indexed = await Promise.all([...resolvedIds].map((id) => messages.pendingEntry(id)));
   const { group } = await queue.info();

@@ -61,7 +61,7 @@ describe('stream faults', () => {
       recipients,
       notes: { replayedEntries: copies.length, poison: 2 },
     });
-    const dead = await scenario.broker.queue.deadLetters(100);
+    const dead = await scenario.broker.queues[0].deadLetters(100);
     expect(dead).toHaveLength(2);
     await recipients[0]?.events.stop();
     await Promise.all([al.close(), bo.close()]);

@@ -119,7 +119,7 @@ describe('persistence worker killed', () => {
     scenario.redis.cut();
     scenario.redis.restore();
     // The entries are still pending in Redis, though PostgreSQL has them.
-    const pendingBefore = (await scenario.broker.queue.info()).group?.pending ?? 0;
+    const pendingBefore = (await scenario.broker.queues[0].info()).group?.pending ?? 0;
     expect(pendingBefore).toBe(40);
     for (let i = 0; i < 10; i++) await send(`while-down-${i}`);
 

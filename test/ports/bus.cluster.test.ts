@@ -1,12 +1,15 @@
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { eventPartition } from '../../server/src/broker/keyspace.js';
+import { SEQ_SLOT } from '../../server/src/broker/ports/message-log.js';
 import { RedisBroker } from '../../server/src/broker/redis/engine.js';
 import { type LocalCluster, startRedisCluster } from '../support/redis-cluster.js';
 import { hasRedisServer } from '../support/redis-server.js';
 
 /**
  * On a Redis Cluster, live events go over sharded Pub/Sub: a channel is subscribed on the node
- * that holds its hash slot alone, and an event reaches no classic Pub/Sub subscriber.
+ * that holds its hash slot alone, and an event reaches no classic Pub/Sub subscriber. Sends
+ * spread over the masters by partition.
  */
 describe.skipIf(!hasRedisServer())(
   'the event bus on a Redis Cluster (needs redis-server to start one)',
@@ -56,6 +59,54 @@ describe.skipIf(!hasRedisServer())(
           (await Promise.all(nodes.map((node) => node.call('PUBSUB', 'SHARDCHANNELS', `${prefix}*`)))).flat(),
         )
         .toEqual([]);
+    });
+
+    it('spreads sends over the masters by partition: each partition’s stream on its slot’s master', async () => {
+      const [first] = cluster.nodes;
+      const spread = `${prefix}spread:`;
+      const partitioned = await RedisBroker.connect({
+        url: `redis://${first?.host}:${first?.port}`,
+        cluster: true,
+        prefix: spread,
+        partitions: 4,
+      });
+      try {
+        // One conversation in each partition, one message each.
+        const conversations = new Map<number, string>();
+        for (let i = 0; conversations.size < 4; i++) {
+          conversations.set(eventPartition(`c-${i}`, 4), `c-${i}`);
+        }
+        for (const conversation of conversations.values()) {
+          await partitioned.messages.restoreSeq(conversation, 0);
+          const id = `m-${conversation}`;
+          const body = `{"seq":${SEQ_SLOT},"id":"${id}"}`;
+          const result = await partitioned.messages.appendNew(
+            { id, conversationId: conversation, senderId: 'al', clientMessageId: null, body },
+            {},
+            null,
+          );
+          expect(result).toMatchObject({ appended: true, seq: 1 });
+        }
+        const held = await Promise.all(
+          nodes.map(async (node) => (await node.keys(`${spread}parley:*:messages`)).sort()),
+        );
+        // {p0} and {p1} hash to slots of the third master, {p2} to the second's, {p3} to the first's.
+        const slots = await Promise.all(
+          [0, 1, 2, 3].map(async (k) => Number(await nodes[0]?.call('CLUSTER', 'KEYSLOT', `{p${k}}`))),
+        );
+        expect(slots).toEqual([15882, 11819, 7752, 3689]);
+        expect(held.flat().sort()).toEqual(
+          [0, 1, 2, 3].map((k) => `${spread}parley:{p${k}}:messages`).sort(),
+        );
+        expect(held.filter((keys) => keys.length > 0)).toHaveLength(3);
+        for (const queue of partitioned.queues) expect((await queue.info()).length).toBe(1);
+      } finally {
+        await partitioned.close();
+        for (const node of nodes) {
+          const keys = await node.keys(`${spread}*`);
+          for (const key of keys) await node.del(key);
+        }
+      }
     });
   },
 );

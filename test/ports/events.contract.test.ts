@@ -1,6 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventPartition } from '../../server/src/broker/keyspace.js';
-import { MemoryBroker } from '../../server/src/broker/memory/engine.js';
 import { type EventBus, type EventLog, markText } from '../../server/src/broker/ports/events.js';
 import { type Broker, compareStreamIds, STREAM_ID } from '../../server/src/broker/types.js';
 import { collector } from '../support/collector.js';
@@ -61,7 +60,7 @@ function contract(engine: Engine) {
     });
 
     it('stops delivering to a subscription once unsubscribed, leaving the others on the channel', async () => {
-      const channel = { instance: fresh('instance') };
+      const channel = { instance: fresh('instance'), partition: 0 };
       const kept = collector();
       const dropped = collector();
       const stopKept = await bus.subscribe(channel, kept.push);
@@ -236,47 +235,3 @@ function contract(engine: Engine) {
 }
 
 await onBothEngines('EventLog and EventBus contract', contract);
-
-/** Conversation ids that fall into each of `count` orders, the first found for each. */
-function oneIn(count: number, what: string): string[] {
-  const found: (string | undefined)[] = Array.from({ length: count }, () => undefined);
-  while (found.some((id) => id === undefined)) {
-    const id = fresh(what);
-    found[eventPartition(id, count)] ??= id;
-  }
-  return found as string[];
-}
-
-// The Redis engine keeps one order (its keyspace has one partition); the in-process engine
-// takes any number, and the event stream is held to its model with three (events.model.test.ts).
-describe('EventLog with several orders (in-process engine)', () => {
-  const broker = new MemoryBroker({ eventPartitions: 3 });
-  const { events } = broker;
-  afterAll(() => broker.close());
-
-  it('counts its orders and answers the newest id of each', async () => {
-    expect(events.partitions).toBe(3);
-    expect(await events.newestIds()).toEqual(['0-0', '0-0', '0-0']);
-    const [a, b] = oneIn(3, 'conversation');
-    const first = await events.toConversation(a as string, 'a');
-    const second = await events.toConversation(b as string, 'b');
-    const newest = await events.newestIds();
-    expect(newest[eventPartition(a as string, 3)]).toBe(first);
-    expect(newest[eventPartition(b as string, 3)]).toBe(second);
-    expect(newest.filter((id) => id === '0-0')).toHaveLength(1);
-  });
-
-  it('puts a conversation’s marks in its own order’s inbox, and a user’s own events in theirs', async () => {
-    const conversations = oneIn(3, 'conversation');
-    const user = fresh('user');
-    const own = eventPartition(user, 3);
-    const ownEvent = await events.toInbox(user, 'mine');
-    for (const [k, conversationId] of conversations.entries()) {
-      const id = await events.mark([user], { change: 'in', conversationId });
-      const entries = await events.inboxAfter(user, k, '0-0', 10);
-      expect(entries.filter((entry) => entry.mark)).toEqual([{ id, mark: { change: 'in', conversationId } }]);
-      expect(entries.some((entry) => entry.payload === 'mine')).toBe(k === own);
-    }
-    expect((await events.inboxAfter(user, own, '0-0', 10)).map((entry) => entry.id)).toContain(ownEvent);
-  });
-});

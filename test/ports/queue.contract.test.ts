@@ -14,7 +14,7 @@ function contract(engine: Engine) {
   // Each test gets an empty queue of its own.
   beforeEach(async () => {
     broker = await engine.open({ space: `queue-${++counter}` });
-    queue = broker.queue;
+    queue = broker.queues[0];
   });
   afterEach(async () => {
     await broker.close();

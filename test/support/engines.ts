@@ -11,6 +11,8 @@ import { hasRedisServer, startRedisServer } from './redis-server.js';
 /** What a suite may set on the broker it opens. */
 export interface BrokerOptions {
   eventLogLength?: number;
+  /** How many partitions sends and events are split into (`EventLog.partitions`). */
+  partitions?: number;
   /** A keyspace of its own within the engine's, so a suite can start from an empty broker. */
   space?: string;
 }
@@ -28,7 +30,10 @@ export interface Engine {
 }
 
 export const memoryEngine: Engine = {
-  open: (options) => Promise.resolve(new MemoryBroker(options)),
+  open: (options = {}) =>
+    Promise.resolve(
+      new MemoryBroker({ eventLogLength: options.eventLogLength, eventPartitions: options.partitions }),
+    ),
   peer: (broker) => Promise.resolve(broker),
   cleanup: () => Promise.resolve(),
 };

@@ -3,7 +3,7 @@ import { Writable } from 'node:stream';
 import postgres from 'postgres';
 import { Cluster, Redis } from 'ioredis';
 import { createApp, type App } from '../../server/src/app.js';
-import { partitionOf } from '../../server/src/broker/keyspace.js';
+import { eventPartition, type Partition, partitionsOf } from '../../server/src/broker/keyspace.js';
 import { type Config, loadConfig } from '../../server/src/config/index.js';
 import { type Budgets, defaultBudgets } from '../../server/src/limits/budgets.js';
 import { createLogger } from '../../server/src/logger.js';
@@ -14,9 +14,14 @@ export const engines = {
   redisUrl: process.env.TEST_REDIS_URL || undefined,
   /** `TEST_REDIS_URL` is a node of a Redis Cluster (`TEST_REDIS_CLUSTER=on`). */
   redisCluster: process.env.TEST_REDIS_CLUSTER === 'on',
+  /** How many partitions the deployments on Redis split sends into (`TEST_REDIS_PARTITIONS`, default 1). */
+  redisPartitions: Number(process.env.TEST_REDIS_PARTITIONS || 1),
 };
-/** Where the event log, message log, rosters and queue keep their keys in the test broker. */
-export const testPartition = partitionOf(engines.redisCluster);
+const testPartitions = partitionsOf(engines.redisCluster, engines.redisUrl ? engines.redisPartitions : 1);
+/** Where a conversation's events, messages, roster and queue keep their keys in the test broker. */
+export function testPartitionFor(conversationId: string): Partition {
+  return testPartitions[eventPartition(conversationId, testPartitions.length)] as Partition;
+}
 
 /** A client of the test Redis: a cluster client on a cluster. */
 export function openRedis(url: string, options: { lazyConnect?: boolean } = {}): Redis | Cluster {
@@ -90,6 +95,7 @@ export class TestDeployment {
         redisUrl: this.redisUrl,
         redisCluster: engines.redisCluster,
         redisPrefix: this.redisPrefix,
+        eventPartitions: this.redisUrl ? engines.redisPartitions : 1,
         // Far below OWASP's cost, only so the suite stays fast; production uses 17.
         passwordHashCost: 10,
         ...overrides,
@@ -111,6 +117,7 @@ export class TestDeployment {
       REDIS_URL: this.redisUrl,
       REDIS_PREFIX: this.redisPrefix,
       REDIS_CLUSTER: engines.redisCluster ? 'on' : 'off',
+      REDIS_PARTITIONS: String(engines.redisPartitions),
     };
   }
 

@@ -11,12 +11,11 @@ export async function openBroker(options: {
   prefix: string;
   /** How many events each event log keeps (at least) for resume. */
   eventLogLength?: number;
-  /** How many independent event orders (`EventLog.partitions`); the Redis engine keeps one. */
+  /** How many partitions sends and events are split into (`EventLog.partitions`). */
   eventPartitions?: number;
 }): Promise<Broker> {
-  const { url, cluster, prefix, eventLogLength, eventPartitions = 1 } = options;
-  if (url && eventPartitions !== 1) throw new Error('the Redis engine keeps one event order');
+  const { url, cluster, prefix, eventLogLength, eventPartitions } = options;
   return url
-    ? RedisBroker.connect({ url, cluster, prefix, eventLogLength })
+    ? RedisBroker.connect({ url, cluster, prefix, eventLogLength, partitions: eventPartitions })
     : new MemoryBroker({ eventLogLength, eventPartitions });
 }

@@ -10,16 +10,24 @@ import type { Channel } from './ports/events.js';
 /**
  * Where the event log, the message log, the rosters, the worker's queue, the session
  * revocation marks and the send limit's counts keep their keys and channels: a send's one
- * script touches all of them. On a Redis Cluster they carry one hash tag
- * (`{p0}`), so that script touches one hash slot; on a single server, no tag: the names they had
- * before Parley ran on a cluster, so a single-server deployment upgrades with nothing to move.
+ * script touches all of them. Each conversation belongs to one partition
+ * (`eventPartition`), and a user's own inbox events to the user's. A partition's names carry its
+ * hash tag (`{p0}`, `{p1}`, …), so a send's script touches one hash slot on a Redis Cluster,
+ * and the partitions spread over its masters. With one partition on a single server, no tag: the
+ * names from before Parley ran on a cluster, so such a deployment upgrades with nothing to move.
  * Every function below that takes a partition (`p`) names such a key or channel.
  */
 export type Partition = '' | `{p${number}}:`;
 
-/** The partition of a deployment: tagged on a cluster, untagged on a single server. */
+/** The one partition of a deployment that has one: tagged on a cluster, untagged on a single server. */
 export function partitionOf(cluster: boolean): Partition {
   return cluster ? '{p0}:' : '';
+}
+
+/** The partitions of a deployment, by index: with more than one, each tagged, on any Redis. */
+export function partitionsOf(cluster: boolean, count: number): Partition[] {
+  if (count <= 1) return [partitionOf(cluster)];
+  return Array.from({ length: count }, (_, k): Partition => `{p${k}}:`);
 }
 
 /**
@@ -124,10 +132,16 @@ export const inbox = (p: Partition, userId: string) => `events:${p}user:${userId
 /** Live events of one conversation, for the instances holding a member's stream. */
 export const conversationChannel = (p: Partition, conversationId: string) => `c:${p}${conversationId}`;
 
-/** Live events of one user's inbox, and their contacts' presence. */
+/**
+ * Live events of one user's inbox of a partition (the marks of that partition's conversations;
+ * in the user's own partition, their own events and their contacts' presence).
+ */
 export const userChannel = (p: Partition, userId: string) => `u:${p}${userId}`;
 
-/** One instance's own channel: a message it sends itself arrives after everything before it. */
+/**
+ * One instance's own channel in a partition: a message it sends itself arrives after everything
+ * published before it in that partition.
+ */
 export const instanceChannel = (p: Partition, instanceId: string) => `i:${p}${instanceId}`;
 
 /** The name of a channel of the event bus. */

@@ -25,7 +25,11 @@ export interface Broker {
   readonly events: EventLog;
   readonly bus: EventBus;
   readonly messages: MessageLog;
-  readonly queue: WorkQueue;
+  /**
+   * The worker's queues, one per partition of sends (one without Redis): a worker reads each
+   * (`app.ts` runs one `PersistenceWorker` per queue).
+   */
+  readonly queues: readonly [WorkQueue, ...WorkQueue[]];
   readonly presence: PresenceStore;
   readonly limits: LimitStore;
   readonly typing: TypingClaims;

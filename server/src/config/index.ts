@@ -99,6 +99,7 @@ export const EnvSchema = z.object({
   DATABASE_URL: z.preprocess(emptyAsUndefined, Url(['postgres:', 'postgresql:']).optional()),
   REDIS_URL: z.preprocess(emptyAsUndefined, Url(['redis:', 'rediss:']).optional()),
   REDIS_CLUSTER: z.preprocess(emptyAsUndefined, z.enum(['on', 'off']).default('off')),
+  REDIS_PARTITIONS: z.preprocess(emptyAsUndefined, z.coerce.number().int().min(1).max(32).default(1)),
   REDIS_PREFIX: z.preprocess(
     emptyAsUndefined,
     z
@@ -285,9 +286,10 @@ export interface Config {
   /** Prefix for every Redis key and channel; lets several deployments or test runs share one Redis. */
   redisPrefix: string;
   /**
-   * How many independent orders durable events fall into (`EventLog.partitions`). The
-   * in-process engine takes any number; the Redis engine keeps one order (its keyspace has one
-   * partition), so there it must be 1. Not read from the environment.
+   * How many partitions sends and events are split into (`REDIS_PARTITIONS`): each conversation
+   * belongs to one, with its own event order, message stream and worker group, under its own
+   * hash tag, so a Redis Cluster spreads them over its masters (`EventLog.partitions`). Without
+   * Redis it is 1 (the in-process engine gains nothing from more, though it takes any number).
    */
   eventPartitions: number;
   jwt: {
@@ -396,7 +398,7 @@ export function loadConfig(
     redisUrl: env.REDIS_URL,
     redisCluster: env.REDIS_CLUSTER === 'on',
     redisPrefix: env.REDIS_PREFIX,
-    eventPartitions: 1,
+    eventPartitions: env.REDIS_URL ? env.REDIS_PARTITIONS : 1,
     jwt: {
       secret,
       generated: !env.JWT_SECRET,

@@ -78,9 +78,15 @@ export class Hub {
 
   async start(): Promise<void> {
     this.unsubscribes.push(await this.bus.subscribe({ revocations: true }, (raw) => this.onRevocation(raw)));
-    this.unsubscribes.push(
-      await this.bus.subscribe({ instance: this.instanceId }, (raw) => this.barriers.get(raw)?.()),
-    );
+    // Its own channel in each partition: events of different partitions may travel different
+    // connections (one per master of a cluster), and a barrier passes each.
+    for (let partition = 0; partition < this.partitions; partition++) {
+      this.unsubscribes.push(
+        await this.bus.subscribe({ instance: this.instanceId, partition }, (raw) =>
+          this.barriers.get(raw)?.(),
+        ),
+      );
+    }
     // Pub/Sub drops what is published while this instance's subscriber connection is down;
     // every durable event is also in its log, which fills the gap.
     const unwatch = this.bus.watchSubscriptions({
@@ -136,11 +142,16 @@ export class Hub {
 
   /**
    * Resolves once everything published before the call has reached this instance (and been
-   * handed to its subscriptions): a message this instance publishes to itself arrives after
-   * all of it, on the same connection. Published again while it does not arrive (the
-   * subscriber connection may be down, losing it), for as long as the hub runs.
+   * handed to its subscriptions): in each partition, a message this instance publishes to
+   * itself arrives after all of it, on the same connection. Published again while it does not
+   * arrive (the subscriber connection may be down, losing it), for as long as the hub runs.
    */
   async barrier(): Promise<void> {
+    if (this.partitions === 1) return this.barrierIn(0);
+    await Promise.all(Array.from({ length: this.partitions }, (_, partition) => this.barrierIn(partition)));
+  }
+
+  private async barrierIn(partition: number): Promise<void> {
     const token = randomUUID();
     let arrived = false;
     const arrival = new Promise<void>((resolve) =>
@@ -153,7 +164,7 @@ export class Hub {
       for (let attempt = 0; !arrived; attempt++) {
         if (this.stopped) throw new Error('the hub stopped');
         try {
-          await this.bus.publish({ instance: this.instanceId }, token);
+          await this.bus.publish({ instance: this.instanceId, partition }, token);
         } catch (error) {
           if (attempt >= BARRIER_ATTEMPTS) throw error;
         }

@@ -1,4 +1,4 @@
-import { inspectionOf } from '../ports/inspect.js';
+import { type BrokerInspection, inspectionOf } from '../ports/inspect.js';
 import { EVENT_LOG_LENGTH } from '../ports/events.js';
 import type { Broker } from '../types.js';
 import { MemoryBus } from './bus.js';
@@ -29,9 +29,11 @@ export class MemoryBroker implements Broker {
   readonly events: MemoryEvents;
   /** Pending copies: written by the message log, released by the queue. */
   private readonly copies = new PendingCopies();
-  readonly queue = new MemoryQueue(this.copies);
+  private readonly queue = new MemoryQueue(this.copies);
+  /** One queue: the in-process engine has no hash slots to spread. */
+  readonly queues: readonly [MemoryQueue] = [this.queue];
   readonly messages: MemoryMessageLog;
-  readonly inspect = inspectionOf(this);
+  readonly inspect: BrokerInspection;
   private closed = false;
 
   constructor(options: { eventLogLength?: number; eventPartitions?: number } = {}) {
@@ -47,6 +49,7 @@ export class MemoryBroker implements Broker {
       this.queue,
       this.copies,
     );
+    this.inspect = inspectionOf({ presence: this.presence, messages: this.messages, queue: this.queue });
   }
 
   ping(): Promise<boolean> {

@@ -77,7 +77,8 @@ export interface EventBus {
 export type Channel =
   | { readonly conversation: string }
   | { readonly user: string }
-  | { readonly instance: string }
+  /** In one partition: a message on it arrives after everything published before it there. */
+  | { readonly instance: string; readonly partition: number }
   | { readonly revocations: true };
 
 export type Unsubscribe = () => Promise<void>;

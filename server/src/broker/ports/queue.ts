@@ -38,6 +38,23 @@ export interface WorkQueue {
   deadLetters(count: number): Promise<QueueEntry[]>;
 }
 
+/**
+ * Across a deployment's queues: entries in them (written or not), and entries not yet written
+ * (undelivered plus delivered and unacknowledged; a queue without its group is all unwritten).
+ */
+export async function queueTotals(
+  queues: readonly WorkQueue[],
+): Promise<{ length: number; unwritten: number }> {
+  const infos = await Promise.all(queues.map((queue) => queue.info()));
+  let length = 0;
+  let unwritten = 0;
+  for (const { length: entries, group } of infos) {
+    length += entries;
+    unwritten += group ? group.lag + group.pending : entries;
+  }
+  return { length, unwritten };
+}
+
 export interface QueueEntry {
   id: string;
   fields: Record<string, string>;

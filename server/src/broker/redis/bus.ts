@@ -15,6 +15,11 @@ export class RedisBus implements EventBus {
   private readonly watchers = new Set<SubscriptionWatcher>();
   /** The subscriber connection went down after it was first up; not yet restored. */
   private subscriberDown = false;
+  /**
+   * Losses of a subscriber connection so far: on a cluster there is one per master, and one
+   * may go while the others are being restored.
+   */
+  private losses = 0;
   private closing = false;
 
   constructor(
@@ -35,7 +40,9 @@ export class RedisBus implements EventBus {
   /** Once the subscriber connection is up: from then on its losses are reported to watchers. */
   watchConnection(): void {
     this.subscriber.on(this.sharded ? '-subscriber' : 'close', () => {
-      if (this.closing || this.subscriberDown) return;
+      if (this.closing) return;
+      this.losses += 1;
+      if (this.subscriberDown) return;
       this.subscriberDown = true;
       for (const watcher of [...this.watchers]) watcher.interrupted();
     });
@@ -45,37 +52,60 @@ export class RedisBus implements EventBus {
   }
 
   async publish(channel: Channel, message: string): Promise<void> {
-    const name = this.redis.key(channelName(this.redis.partition, channel));
+    const name = this.redis.key(this.nameOf(channel));
     const { client } = this.redis;
     await this.redis.run(() =>
       this.sharded ? client.spublish(name, message) : client.publish(name, message),
     );
   }
 
+  /**
+   * A user's channel is received in every partition (the marks of each partition's
+   * conversations are published in it); every other channel is one name.
+   */
   async subscribe(channel: Channel, onMessage: (message: string) => void): Promise<Unsubscribe> {
-    const name = this.redis.key(channelName(this.redis.partition, channel));
-    let set = this.handlers.get(name);
+    const names =
+      'user' in channel
+        ? this.redis.partitions.map((p) => this.redis.key(channelName(p, channel)))
+        : [this.redis.key(this.nameOf(channel))];
     // Wrapped, so the same function can be subscribed twice and removed once per subscription.
     const handler = (message: string) => onMessage(message);
-    if (!set) {
-      set = new Set();
-      this.handlers.set(name, set);
-      set.add(handler);
-      await this.listen([name]);
-    } else {
+    const fresh: string[] = [];
+    for (const name of names) {
+      let set = this.handlers.get(name);
+      if (!set) {
+        set = new Set();
+        this.handlers.set(name, set);
+        fresh.push(name);
+      }
       set.add(handler);
     }
+    if (fresh.length > 0) await this.listen(fresh);
     return async () => {
-      const current = this.handlers.get(name);
-      if (!current) return;
-      current.delete(handler);
-      if (current.size === 0) {
-        this.handlers.delete(name);
-        await (this.sharded ? this.subscriber.sunsubscribe(name) : this.subscriber.unsubscribe(name)).catch(
-          () => undefined,
-        );
+      const unused: string[] = [];
+      for (const name of names) {
+        const current = this.handlers.get(name);
+        if (!current) continue;
+        current.delete(handler);
+        if (current.size === 0) {
+          this.handlers.delete(name);
+          unused.push(name);
+        }
       }
+      if (unused.length > 0) await this.unlisten(unused).catch(() => undefined);
     };
+  }
+
+  /**
+   * Where a channel is published: a conversation's in its partition, a user's in their own, an
+   * instance's in the partition it is for, revocations in the first.
+   */
+  private nameOf(channel: Channel): string {
+    const { redis } = this;
+    if ('conversation' in channel) return channelName(redis.partitionFor(channel.conversation), channel);
+    if ('user' in channel) return channelName(redis.partitionFor(channel.user), channel);
+    if ('instance' in channel) return channelName(redis.partition(channel.partition), channel);
+    return channelName(redis.partition(0), channel);
   }
 
   watchSubscriptions(watcher: SubscriptionWatcher): () => void {
@@ -94,12 +124,18 @@ export class RedisBus implements EventBus {
    */
   private async restoreSubscriptions(): Promise<void> {
     const channels = [...this.handlers.keys()];
+    const losses = this.losses;
     try {
       if (channels.length > 0) await this.listen(channels);
     } catch {
       return; // down again: the next reconnect tries again
     }
     if (this.closing || !this.subscriberDown || this.subscriber.status !== 'ready') return;
+    // Another connection went meanwhile: what it missed is only certain once it is back too.
+    if (this.losses !== losses) {
+      void this.restoreSubscriptions();
+      return;
+    }
     this.subscriberDown = false;
     for (const watcher of [...this.watchers]) watcher.restored();
   }
@@ -112,6 +148,16 @@ export class RedisBus implements EventBus {
     }
     await Promise.all(
       this.redis.together(channels, (name) => name).map((group) => this.subscriber.ssubscribe(...group)),
+    );
+  }
+
+  private async unlisten(channels: readonly string[]): Promise<void> {
+    if (!this.sharded) {
+      await this.subscriber.unsubscribe(...channels);
+      return;
+    }
+    await Promise.all(
+      this.redis.together(channels, (name) => name).map((group) => this.subscriber.sunsubscribe(...group)),
     );
   }
 }

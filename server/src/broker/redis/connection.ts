@@ -1,5 +1,5 @@
 import { type Cluster, Redis, type RedisOptions } from 'ioredis';
-import { type Partition, partitionOf } from '../keyspace.js';
+import { eventPartition, type Partition, partitionsOf } from '../keyspace.js';
 import { BrokerUnavailableError } from '../types.js';
 import { definedScripts, type Script, type ScriptInput } from './script.js';
 
@@ -8,8 +8,8 @@ import { definedScripts, type Script, type ScriptInput } from './script.js';
  * connection failures to `BrokerUnavailableError`, and named scripts run by SHA.
  */
 export class RedisConnection {
-  /** Where the event log, message log, rosters and queue keep their keys (`Partition`). */
-  readonly partition: Partition;
+  /** Where the event logs, message log, rosters and queues keep their keys (`Partition`), by index. */
+  readonly partitions: readonly Partition[];
   /**
    * How a script publishes: sharded Pub/Sub on a cluster (a message goes only to the node that
    * holds its channel's slot, not to every node), classic Pub/Sub on a single server.
@@ -20,9 +20,23 @@ export class RedisConnection {
     /** One server, or a Redis Cluster (every script's keys then share one hash slot). */
     readonly client: Redis | Cluster,
     readonly prefix: string,
+    /** How many partitions (`REDIS_PARTITIONS`). */
+    partitions = 1,
   ) {
-    this.partition = partitionOf(client.isCluster);
+    this.partitions = partitionsOf(client.isCluster, partitions);
     this.publishCommand = client.isCluster ? 'SPUBLISH' : 'PUBLISH';
+  }
+
+  /** The partition of a conversation, or of a user's own events (`eventPartition`). */
+  partitionFor(id: string): Partition {
+    return this.partitions[eventPartition(id, this.partitions.length)] as Partition;
+  }
+
+  /** The partition at `index`. */
+  partition(index: number): Partition {
+    const partition = this.partitions[index];
+    if (partition === undefined) throw new Error(`no partition ${index}`);
+    return partition;
   }
 
   /** A logical key, stream or channel name as Redis knows it. */

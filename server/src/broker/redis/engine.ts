@@ -1,4 +1,4 @@
-import { inspectionOf } from '../ports/inspect.js';
+import { type BrokerInspection, inspectionOf } from '../ports/inspect.js';
 import { Cluster, Redis } from 'ioredis';
 import { EVENT_LOG_LENGTH } from '../ports/events.js';
 import { RedisBus } from './bus.js';
@@ -26,6 +26,8 @@ export interface RedisBrokerOptions {
   commandTimeoutMs?: number;
   /** How many events each event log keeps (at least) for resume. */
   eventLogLength?: number;
+  /** How many partitions sends and events are split into (`Partition` in `keyspace.ts`). */
+  partitions?: number;
 }
 
 export class RedisBroker implements Broker {
@@ -39,12 +41,12 @@ export class RedisBroker implements Broker {
   readonly events: RedisEvents;
   readonly bus: RedisBus;
   readonly messages: RedisMessageLog;
-  readonly queue: RedisQueue;
+  readonly queues: readonly [RedisQueue, ...RedisQueue[]];
   readonly presence: RedisPresence;
   readonly limits: RedisLimits;
   readonly typing: RedisTyping;
   readonly sessions: RedisSessions;
-  readonly inspect = inspectionOf(this);
+  readonly inspect: BrokerInspection;
 
   private constructor(options: RedisBrokerOptions) {
     this.prefix = options.prefix ?? '';
@@ -89,17 +91,21 @@ export class RedisBroker implements Broker {
           redisOptions: subscriberOptions,
         })
       : new Redis(options.url, subscriberOptions);
-    this.connection = new RedisConnection(this.client, this.prefix);
+    this.connection = new RedisConnection(this.client, this.prefix, options.partitions ?? 1);
     const eventLogLength = options.eventLogLength ?? EVENT_LOG_LENGTH;
     this.rosters = new RedisRosters(this.connection);
     this.events = new RedisEvents(this.connection, eventLogLength);
     this.bus = new RedisBus(this.connection, this.subscriber);
     this.messages = new RedisMessageLog(this.connection, eventLogLength);
-    this.queue = new RedisQueue(this.connection, this.commandTimeoutMs);
+    const [first, ...rest] = this.connection.partitions.map(
+      (p) => new RedisQueue(this.connection, this.commandTimeoutMs, p),
+    );
+    this.queues = [first as RedisQueue, ...rest];
     this.presence = new RedisPresence(this.connection);
     this.limits = new RedisLimits(this.connection);
     this.typing = new RedisTyping(this.connection);
     this.sessions = new RedisSessions(this.connection);
+    this.inspect = inspectionOf({ presence: this.presence, messages: this.messages, queue: this.queues[0] });
     this.client.on('error', () => undefined);
     this.subscriber.on('error', () => undefined);
   }
@@ -123,9 +129,11 @@ export class RedisBroker implements Broker {
 
   async close(): Promise<void> {
     this.bus.close();
-    const connections = [this.client, this.subscriber, this.queue.blockingConnection()].filter(
-      (c): c is Redis | Cluster => c !== null,
-    );
+    const connections = [
+      this.client,
+      this.subscriber,
+      ...this.queues.map((queue) => queue.blockingConnection()),
+    ].filter((c): c is Redis | Cluster => c !== null);
     await Promise.all(
       connections.map(async (c) => {
         try {

@@ -1,12 +1,21 @@
+import { createHash } from 'node:crypto';
 import type { Mark } from '../../contracts/events.js';
-import { channelName, conversationLog, epochKey, eventIdsStream, inbox } from '../keyspace.js';
+import {
+  channelName,
+  conversationLog,
+  epochKey,
+  eventIdsStream,
+  inbox,
+  type Partition,
+} from '../keyspace.js';
 import { type EventLog, type LogEntry, type LogName, markText, newEpoch } from '../ports/events.js';
 import { compareStreamIds } from '../types.js';
 import type { RedisConnection } from './connection.js';
 import { defineScript } from './script.js';
 
 /**
- * One id from the one-entry id stream, reused in every log: a single global order. Then the
+ * One id from the partition's one-entry id stream, reused in every log: one order for the
+ * partition's logs. Then the
  * publish, so that a follower reading the log after it subscribed finds every event either
  * there or on the channel. Logs are capped by XADD itself (`MAXLEN`), with no further command.
  */
@@ -40,56 +49,61 @@ return candidate`,
 type RawEntry = [string, string[] | null];
 
 export class RedisEvents implements EventLog {
-  /** One order: every event shares the partition's id stream (`Partition` in `keyspace.ts`). */
-  readonly partitions = 1;
+  /** One order per partition of the keyspace (`Partition` in `keyspace.ts`). */
+  readonly partitions: number;
 
   constructor(
     private readonly redis: RedisConnection,
     private readonly maxLen: number,
-  ) {}
-
-  private get p() {
-    return this.redis.partition;
+  ) {
+    this.partitions = redis.partitions.length;
   }
 
   toConversation(conversationId: string, payload: string): Promise<string> {
+    const p = this.redis.partitionFor(conversationId);
     return this.append(
-      [conversationLog(this.p, conversationId)],
+      p,
+      [conversationLog(p, conversationId)],
       ['e', payload],
-      [channelName(this.p, { conversation: conversationId })],
+      [channelName(p, { conversation: conversationId })],
       payload,
     );
   }
 
   toInbox(userId: string, payload: string): Promise<string> {
-    return this.append(
-      [inbox(this.p, userId)],
-      ['e', payload],
-      [channelName(this.p, { user: userId })],
-      payload,
-    );
+    const p = this.redis.partitionFor(userId);
+    return this.append(p, [inbox(p, userId)], ['e', payload], [channelName(p, { user: userId })], payload);
   }
 
   mark(userIds: readonly string[], mark: Mark): Promise<string> {
     const unique = [...new Set(userIds)];
+    const p = this.redis.partitionFor(mark.conversationId);
     return this.append(
-      unique.map((user) => inbox(this.p, user)),
+      p,
+      unique.map((user) => inbox(p, user)),
       ['m', mark.change, 'c', mark.conversationId],
-      unique.map((user) => channelName(this.p, { user })),
+      unique.map((user) => channelName(p, { user })),
       markText(mark),
     );
   }
 
   conversationAfter(conversationId: string, after: string, count: number): Promise<LogEntry[]> {
-    return this.rangeAfter(conversationLog(this.p, conversationId), after, count);
+    return this.rangeAfter(
+      conversationLog(this.redis.partitionFor(conversationId), conversationId),
+      after,
+      count,
+    );
   }
 
-  inboxAfter(userId: string, _partition: number, after: string, count: number): Promise<LogEntry[]> {
-    return this.rangeAfter(inbox(this.p, userId), after, count);
+  inboxAfter(userId: string, partition: number, after: string, count: number): Promise<LogEntry[]> {
+    return this.rangeAfter(inbox(this.redis.partition(partition), userId), after, count);
   }
 
   async trimmedAfter(log: LogName, after: string): Promise<boolean> {
-    const name = 'conversation' in log ? conversationLog(this.p, log.conversation) : inbox(this.p, log.inbox);
+    const name =
+      'conversation' in log
+        ? conversationLog(this.redis.partitionFor(log.conversation), log.conversation)
+        : inbox(this.redis.partition(log.partition), log.inbox);
     let raw: unknown[];
     try {
       raw = (await this.redis.run(() =>
@@ -112,21 +126,37 @@ export class RedisEvents implements EventLog {
     return compareStreamIds(maxDeletedId, after) > 0;
   }
 
-  async newestIds(): Promise<string[]> {
-    const ids = this.redis.key(eventIdsStream(this.p));
-    const raw = (await this.redis.run(() =>
-      this.redis.client.call('XREVRANGE', ids, '+', '-', 'COUNT', 1),
-    )) as RawEntry[];
-    return [raw[0]?.[0] ?? '0-0'];
-  }
-
-  async epoch(): Promise<string> {
-    return String(
-      await this.redis.eval(EPOCH, { keys: { epoch: epochKey(this.p) }, args: { candidate: newEpoch() } }),
+  newestIds(): Promise<string[]> {
+    return Promise.all(
+      this.redis.partitions.map(async (p) => {
+        const ids = this.redis.key(eventIdsStream(p));
+        const raw = (await this.redis.run(() =>
+          this.redis.client.call('XREVRANGE', ids, '+', '-', 'COUNT', 1),
+        )) as RawEntry[];
+        return raw[0]?.[0] ?? '0-0';
+      }),
     );
   }
 
+  /**
+   * Each partition claims an epoch of its own (a master that lost its data loses its epoch
+   * with it); with several, the deployment's is a digest of them all, so it changes whenever
+   * any of them does.
+   */
+  async epoch(): Promise<string> {
+    const epochs = await Promise.all(
+      this.redis.partitions.map(async (p) =>
+        String(
+          await this.redis.eval(EPOCH, { keys: { epoch: epochKey(p) }, args: { candidate: newEpoch() } }),
+        ),
+      ),
+    );
+    if (epochs.length === 1) return epochs[0] as string;
+    return createHash('sha256').update(epochs.join('.')).digest('base64url').slice(0, 10);
+  }
+
   private async append(
+    p: Partition,
     logs: string[],
     fields: string[],
     channels: string[],
@@ -134,7 +164,7 @@ export class RedisEvents implements EventLog {
   ): Promise<string> {
     return String(
       await this.redis.eval(APPEND_EVENT, {
-        keys: { ids: eventIdsStream(this.p) },
+        keys: { ids: eventIdsStream(p) },
         args: { maxLen: this.maxLen, message, publish: this.redis.publishCommand },
         keyLists: { logs },
         argLists: { channels: channels.map(this.redis.key), fields },

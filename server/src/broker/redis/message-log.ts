@@ -5,6 +5,7 @@ import {
   deletedKey,
   eventIdsStream,
   messagesStream,
+  type Partition,
   pendingIndex,
   pendingKey,
   revokedSessionKey,
@@ -151,7 +152,7 @@ export class RedisMessageLog implements MessageLog {
   ): Promise<NewMessageResult> {
     const { id, conversationId, senderId, clientMessageId } = message;
     const { session, sendLimit } = guards;
-    const p = this.redis.partition;
+    const p = this.redis.partitionFor(conversationId);
     const countKey = sendLimit
       ? sendThrottleKey(p, senderId, sendWindow(Date.now(), sendLimit.windowMs))
       : null;
@@ -224,8 +225,9 @@ export class RedisMessageLog implements MessageLog {
   }
 
   async pendingOf(conversationId: string): Promise<string[]> {
+    const p = this.redis.partitionFor(conversationId);
     const all = await this.redis.run(() =>
-      this.redis.client.hvals(this.redis.key(pendingKey(this.redis.partition, conversationId))),
+      this.redis.client.hvals(this.redis.key(pendingKey(p, conversationId))),
     );
     return all.map((value) => afterBar(value));
   }
@@ -234,42 +236,53 @@ export class RedisMessageLog implements MessageLog {
     const where = await this.indexEntry(messageId);
     if (where === null) return null;
     const value = await this.redis.run(() =>
-      this.redis.client.hget(this.redis.key(pendingKey(this.redis.partition, afterBar(where))), messageId),
+      this.redis.client.hget(this.redis.key(pendingKey(where.p, afterBar(where.value))), messageId),
     );
     return value === null ? null : afterBar(value);
   }
 
   async pendingEntry(messageId: string): Promise<string | null> {
     const where = await this.indexEntry(messageId);
-    return where === null ? null : where.slice(0, where.indexOf('|'));
+    return where === null ? null : where.value.slice(0, where.value.indexOf('|'));
   }
 
   async seq(conversationId: string): Promise<number | null> {
+    const p = this.redis.partitionFor(conversationId);
     const value = await this.redis.run(() =>
-      this.redis.client.get(this.redis.key(seqKey(this.redis.partition, conversationId))),
+      this.redis.client.get(this.redis.key(seqKey(p, conversationId))),
     );
     return value === null ? null : Number(value);
   }
 
   async restoreSeq(conversationId: string, highest: number): Promise<void> {
+    const p = this.redis.partitionFor(conversationId);
     await this.redis.run(() =>
-      this.redis.client.set(this.redis.key(seqKey(this.redis.partition, conversationId)), highest, 'NX'),
+      this.redis.client.set(this.redis.key(seqKey(p, conversationId)), highest, 'NX'),
     );
   }
 
   async expireClaim(senderId: string, conversationId: string, clientMessageId: string): Promise<boolean> {
-    const key = this.redis.key(clientIdKey(this.redis.partition, senderId, conversationId, clientMessageId));
+    const p = this.redis.partitionFor(conversationId);
+    const key = this.redis.key(clientIdKey(p, senderId, conversationId, clientMessageId));
     return (await this.redis.run(() => this.redis.client.del(key))) === 1;
   }
 
-  private indexEntry(messageId: string): Promise<string | null> {
-    return this.redis.run(() =>
-      this.redis.client.hget(this.redis.key(pendingIndex(this.redis.partition)), messageId),
+  /**
+   * Where a message's pending copy is: its partition's index entry. A message id does not name
+   * its conversation, so each partition's index is asked (one command each).
+   */
+  private async indexEntry(messageId: string): Promise<{ p: Partition; value: string } | null> {
+    const found = await this.redis.run(() =>
+      Promise.all(
+        this.redis.partitions.map((p) => this.redis.client.hget(this.redis.key(pendingIndex(p)), messageId)),
+      ),
     );
+    const at = found.findIndex((value) => value !== null);
+    return at < 0 ? null : { p: this.redis.partition(at), value: found[at] as string };
   }
 
   private copyKeys(conversationId: string) {
-    const p = this.redis.partition;
+    const p = this.redis.partitionFor(conversationId);
     return {
       pending: pendingKey(p, conversationId),
       pendingIndex: pendingIndex(p),
@@ -279,10 +292,11 @@ export class RedisMessageLog implements MessageLog {
   }
 
   private change(change: MessageChange, announcement: string | null) {
+    const p = this.redis.partitionFor(change.conversationId);
     return {
       keys: {
-        queue: messagesStream(this.redis.partition),
-        deleted: deletedKey(this.redis.partition, change.id),
+        queue: messagesStream(p),
+        deleted: deletedKey(p, change.id),
         ...this.copyKeys(change.conversationId),
       },
       args: {
@@ -291,7 +305,7 @@ export class RedisMessageLog implements MessageLog {
         body: change.body,
         announcement: announcement ?? '',
         maxLen: this.maxLen,
-        channel: this.redis.key(channelName(this.redis.partition, { conversation: change.conversationId })),
+        channel: this.redis.key(channelName(p, { conversation: change.conversationId })),
         publish: this.redis.publishCommand,
       },
     };

@@ -1,5 +1,12 @@
 import type { Cluster, Redis } from 'ioredis';
-import { deadLetterStream, messagesStream, PERSIST_GROUP, pendingIndex, pendingKey } from '../keyspace.js';
+import {
+  deadLetterStream,
+  messagesStream,
+  type Partition,
+  PERSIST_GROUP,
+  pendingIndex,
+  pendingKey,
+} from '../keyspace.js';
 import type { PendingEntry, QueueEntry, QueueInfo, WorkQueue, WrittenChange } from '../ports/queue.js';
 import { BrokerUnavailableError, compareStreamIds } from '../types.js';
 import type { RedisConnection } from './connection.js';
@@ -72,10 +79,12 @@ export class RedisQueue implements WorkQueue {
   constructor(
     private readonly redis: RedisConnection,
     private readonly commandTimeoutMs: number,
+    /** The partition whose message stream this is. */
+    private readonly p: Partition,
   ) {}
 
   private get queue(): string {
-    return this.redis.key(messagesStream(this.redis.partition));
+    return this.redis.key(messagesStream(this.p));
   }
 
   async prepare(): Promise<void> {
@@ -184,14 +193,14 @@ export class RedisQueue implements WorkQueue {
 
   async trimBelow(id: string): Promise<number> {
     return (await this.redis.eval(TRIM_BELOW, {
-      keys: { queue: messagesStream(this.redis.partition) },
+      keys: { queue: messagesStream(this.p) },
       args: { minId: id },
     })) as number;
   }
 
   async deadLetter(entry: QueueEntry, reason: string): Promise<void> {
     await this.redis.eval(DEAD_LETTER, {
-      keys: { queue: messagesStream(this.redis.partition), dead: deadLetterStream(this.redis.partition) },
+      keys: { queue: messagesStream(this.p), dead: deadLetterStream(this.p) },
       args: { group: PERSIST_GROUP, entryId: entry.id },
       argLists: { fields: [...Object.entries(entry.fields).flat(), 'entry', entry.id, 'reason', reason] },
     });
@@ -200,9 +209,9 @@ export class RedisQueue implements WorkQueue {
   async release(written: readonly WrittenChange[]): Promise<number> {
     if (written.length === 0) return 0;
     return (await this.redis.eval(RELEASE, {
-      keys: { pendingIndex: pendingIndex(this.redis.partition) },
+      keys: { pendingIndex: pendingIndex(this.p) },
       args: {},
-      keyLists: { copies: written.map((change) => pendingKey(this.redis.partition, change.conversationId)) },
+      keyLists: { copies: written.map((change) => pendingKey(this.p, change.conversationId)) },
       argLists: {
         messageIds: written.map((change) => change.messageId),
         entryIds: written.map((change) => change.entryId),
@@ -215,7 +224,7 @@ export class RedisQueue implements WorkQueue {
   }
 
   async deadLetters(count: number): Promise<QueueEntry[]> {
-    return this.range(this.redis.key(deadLetterStream(this.redis.partition)), '0-0', count);
+    return this.range(this.redis.key(deadLetterStream(this.p)), '0-0', count);
   }
 
   async add(fields: Record<string, string>): Promise<string> {

@@ -53,15 +53,17 @@ export class RedisRosters implements RosterStore {
 
   version(conversationId: string): Promise<string | null> {
     return this.redis.run(() =>
-      this.redis.client.get(this.redis.key(rosterVersionKey(this.redis.partition, conversationId))),
+      this.redis.client.get(
+        this.redis.key(rosterVersionKey(this.redis.partitionFor(conversationId), conversationId)),
+      ),
     );
   }
 
   async fill(conversationId: string, members: readonly string[], version: string | null): Promise<boolean> {
     const filled = await this.redis.eval(FILL, {
       keys: {
-        roster: rosterKey(this.redis.partition, conversationId),
-        version: rosterVersionKey(this.redis.partition, conversationId),
+        roster: rosterKey(this.redis.partitionFor(conversationId), conversationId),
+        version: rosterVersionKey(this.redis.partitionFor(conversationId), conversationId),
       },
       args: { expected: version ?? '', ttlMs: ROSTER_TTL_MS },
       // An empty set cannot exist in Redis: a roster without members holds one blank.
@@ -73,8 +75,8 @@ export class RedisRosters implements RosterStore {
   async invalidate(conversationId: string): Promise<void> {
     await this.redis.eval(INVALIDATE, {
       keys: {
-        roster: rosterKey(this.redis.partition, conversationId),
-        version: rosterVersionKey(this.redis.partition, conversationId),
+        roster: rosterKey(this.redis.partitionFor(conversationId), conversationId),
+        version: rosterVersionKey(this.redis.partitionFor(conversationId), conversationId),
       },
       args: { next: randomUUID(), ttlMs: ROSTER_VERSION_TTL_MS },
     });
@@ -82,7 +84,7 @@ export class RedisRosters implements RosterStore {
 
   async has(conversationId: string, userId: string): Promise<boolean | null> {
     const answer = await this.redis.eval(HAS, {
-      keys: { roster: rosterKey(this.redis.partition, conversationId) },
+      keys: { roster: rosterKey(this.redis.partitionFor(conversationId), conversationId) },
       args: { member: userId },
     });
     return answer === -1 ? null : answer === 1;
@@ -90,7 +92,7 @@ export class RedisRosters implements RosterStore {
 
   async size(conversationId: string): Promise<number | null> {
     const answer = (await this.redis.eval(SIZE, {
-      keys: { roster: rosterKey(this.redis.partition, conversationId) },
+      keys: { roster: rosterKey(this.redis.partitionFor(conversationId), conversationId) },
       args: {},
     })) as number;
     return answer === -1 ? null : answer;

@@ -1,4 +1,4 @@
-import { refreshSuccessorKey, revokedSessionKey, revokedUserKey } from '../keyspace.js';
+import { type Partition, refreshSuccessorKey, revokedSessionKey, revokedUserKey } from '../keyspace.js';
 import type { SessionHolder, SessionStore } from '../ports/sessions.js';
 import type { RedisConnection } from './connection.js';
 
@@ -7,29 +7,25 @@ const HOLDERS_PER_COMMAND = 500;
 
 /**
  * Each mark and successor is a plain key, expiring. The send's script reads the marks by key,
- * so they share its partition (on a cluster, its hash slot).
+ * so they are set in every partition (on a cluster, in each partition's hash slot); the checks
+ * here read the first partition's.
  */
 export class RedisSessions implements SessionStore {
   constructor(private readonly redis: RedisConnection) {}
 
   async revokeSession(sessionId: string, forMs: number): Promise<void> {
-    await this.redis.run(() =>
-      this.redis.client.set(
-        this.redis.key(revokedSessionKey(this.redis.partition, sessionId)),
-        '1',
-        'PX',
-        forMs,
-      ),
-    );
+    await this.everywhere((p) => revokedSessionKey(p, sessionId), '1', forMs);
   }
 
   async revokeUserBefore(userId: string, at: number, forMs: number): Promise<void> {
+    await this.everywhere((p) => revokedUserKey(p, userId), String(at), forMs);
+  }
+
+  /** Sets the key in every partition. */
+  private async everywhere(key: (p: Partition) => string, value: string, forMs: number): Promise<void> {
     await this.redis.run(() =>
-      this.redis.client.set(
-        this.redis.key(revokedUserKey(this.redis.partition, userId)),
-        String(at),
-        'PX',
-        forMs,
+      Promise.all(
+        this.redis.partitions.map((p) => this.redis.client.set(this.redis.key(key(p)), value, 'PX', forMs)),
       ),
     );
   }
@@ -39,8 +35,8 @@ export class RedisSessions implements SessionStore {
     for (let start = 0; start < holders.length; start += HOLDERS_PER_COMMAND) {
       const batch = holders.slice(start, start + HOLDERS_PER_COMMAND);
       const keys = batch.flatMap((holder) => [
-        this.redis.key(revokedSessionKey(this.redis.partition, holder.sessionId)),
-        this.redis.key(revokedUserKey(this.redis.partition, holder.userId)),
+        this.redis.key(revokedSessionKey(this.redis.partition(0), holder.sessionId)),
+        this.redis.key(revokedUserKey(this.redis.partition(0), holder.userId)),
       ]);
       const marks = await this.marks(keys);
       batch.forEach((holder, i) => {
