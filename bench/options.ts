@@ -46,17 +46,29 @@ Phases:
   --instances-rate R     sends per client per second there (default 0.5: three instances share the
                          machine's two cores, and W1's rate is past one instance's saturation)
   --instances-duration S seconds of load there (default 15; quick 3)
+  --partitions P         Parley on a three-master Redis Cluster the phase starts (needs redis-server):
+                         64 pairs sending 30 messages each over HTTP, with one partition and then
+                         with P; Redis CPU and script calls on each master (default 6; 0 = skip)
   --only a,b,...         run only these phases: load (W1 and saturation), backlog, capacity, groups,
-                         big-room, instances
+                         big-room, instances, partitions
 
 Engines: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres, used to create
 and drop a fresh database per run), BENCH_REDIS_URL (default redis://127.0.0.1:6379).
+REDIS_PARTITIONS (default 1) splits Parley's sends and events into that many partitions.
 
 Node flags for the child processes, e.g. to profile or trace them: BENCH_SERVER_NODE_FLAGS (every
 server process) and BENCH_GENERATOR_NODE_FLAGS (every generator), space-separated, such as
 "--cpu-prof --cpu-prof-dir=/tmp/prof" or "--trace-gc".`;
 
-export const PHASES = ['load', 'backlog', 'capacity', 'groups', 'big-room', 'instances'] as const;
+export const PHASES = [
+  'load',
+  'backlog',
+  'capacity',
+  'groups',
+  'big-room',
+  'instances',
+  'partitions',
+] as const;
 export type Phase = (typeof PHASES)[number];
 
 export interface Options {
@@ -87,6 +99,8 @@ export interface Options {
   instances: number;
   instancesRate: number;
   instancesDurationS: number;
+  /** Partitions compared with one on a Redis Cluster; 0: skipped. */
+  partitions: number;
   /** Phases to run. */
   phases: ReadonlySet<Phase>;
   quietWaitS: number;
@@ -162,6 +176,7 @@ export function parseOptions(argv: string[], env: Record<string, string | undefi
       'big-room-duration': { type: 'string' },
       'big-room-generators': { type: 'string' },
       instances: { type: 'string' },
+      partitions: { type: 'string' },
       'instances-rate': { type: 'string' },
       'instances-duration': { type: 'string' },
       only: { type: 'string' },
@@ -216,6 +231,7 @@ export function parseOptions(argv: string[], env: Record<string, string | undefi
     bigRoomDurationS: positiveInt('--big-room-duration', values['big-room-duration'], quick ? 3 : 20, 1, 600),
     bigRoomGenerators: positiveInt('--big-room-generators', values['big-room-generators'], 2, 1, 16),
     instances: positiveInt('--instances', values.instances, 3, 0, 8),
+    partitions: positiveInt('--partitions', values.partitions, 6, 0, 32),
     instancesRate: positiveInt('--instances-rate', values['instances-rate'], 0.5, 0.01, 1000),
     instancesDurationS: positiveInt(
       '--instances-duration',

@@ -1,5 +1,5 @@
 /**
- * The group-size, big-room and several-instances phases as tables, with their targets beside
+ * The group-size, big-room, several-instances and partitions phases as tables, with their targets beside
  * the figures: for the console (aligned columns) and for Markdown. bench/report.ts places them.
  */
 import type { ServerName } from './generator/worker.js';
@@ -276,10 +276,48 @@ function instancesSection(results: BenchResults): Section | null {
   };
 }
 
+function partitionsSection(results: BenchResults): Section | null {
+  const run = results.partitions;
+  if (!run) return null;
+  const percent = (share: number | null) => (share === null ? 'n/a' : `${(share * 100).toFixed(0)}%`);
+  return {
+    title:
+      `Partitions on a Redis Cluster of ${run.masters} masters: ${run.pairs} pairs, each sending ` +
+      `${run.sendsPerPair} messages over HTTP, all pairs at once`,
+    table: [
+      [
+        'partitions',
+        'sends',
+        'sends/s',
+        'Redis µs/send (all masters)',
+        ...Array.from({ length: run.masters }, (_, i) => `master ${i + 1}: Redis CPU, scripts`),
+        'busiest master',
+      ],
+      ...run.runs.map((figures) => [
+        String(figures.partitions),
+        int(figures.sends),
+        int(figures.sendsPerS),
+        figures.redisUsPerSend === null ? 'n/a' : int(figures.redisUsPerSend),
+        ...figures.perMaster.map((master) => `${percent(master.share)}, ${int(master.scriptCalls)}`),
+        percent(figures.busiestShare),
+      ]),
+    ],
+    textColumns: [],
+    notes: [
+      'Redis CPU is `INFO commandstats` on each master over the sends; scripts are its EVALSHA calls. ' +
+        "A partition is one hash slot: its master runs every script of its conversations' sends.",
+      `errors: ${run.runs.map((figures) => `${figures.errors} with ${figures.partitions} partition(s)`).join(', ')}`,
+    ],
+  };
+}
+
 export function phaseSections(results: BenchResults): Section[] {
-  return [groupsSection(results), bigRoomSection(results), instancesSection(results)].filter(
-    (section): section is Section => section !== null,
-  );
+  return [
+    groupsSection(results),
+    bigRoomSection(results),
+    instancesSection(results),
+    partitionsSection(results),
+  ].filter((section): section is Section => section !== null);
 }
 
 export function alignedTable(section: Section): string[] {

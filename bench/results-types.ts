@@ -180,4 +180,26 @@ export interface BenchResults {
   groups?: GroupScalingResult | null;
   /** Parley's several-instances phase; absent from results written before it existed. */
   instances?: InstancesResult | null;
+  /** Parley's partitions phase; absent from results written before it existed. */
+  partitions?: PartitionsResult | null;
+}
+
+/** One server process on a Redis Cluster with `partitions` partitions, pairs sending at once. */
+export interface PartitionRun {
+  partitions: number;
+  sends: number;
+  errors: number;
+  sendsPerS: number;
+  /** Redis CPU (`INFO commandstats`) over every master, per send. */
+  redisUsPerSend: number | null;
+  perMaster: { master: number; redisUs: number; share: number; scriptCalls: number }[];
+  /** The busiest master's share of the Redis CPU. */
+  busiestShare: number | null;
+}
+
+export interface PartitionsResult {
+  masters: number;
+  pairs: number;
+  sendsPerPair: number;
+  runs: PartitionRun[];
 }

@@ -25,6 +25,7 @@ import { benchBigRoom } from './phases/big-room.js';
 import type { PhaseContext, ServerProcess, StartOptions, StepLoad } from './phases/context.js';
 import { benchGroups } from './phases/groups.js';
 import { benchInstances } from './phases/instances.js';
+import { benchPartitions } from './phases/partitions.js';
 import { renderChart, renderMarkdown, renderTable, replaceDocsSection } from './report.js';
 import type {
   BacklogResult,
@@ -104,6 +105,7 @@ async function startServer(server: ServerName, extra: StartOptions = {}): Promis
     BENCH_WORKER: extra.worker === false ? 'off' : 'on',
     BENCH_SERVE: extra.serve === false ? 'off' : 'on',
     PARLEY_MAX_GROUP_MEMBERS: String(maxGroupMembers),
+    ...extra.env,
   };
   const nodeFlags = [
     ...(extra.profile
@@ -585,6 +587,7 @@ const results: BenchResults = {
   })),
   groups: null,
   instances: null,
+  partitions: null,
 };
 
 const phaseContext: PhaseContext = {
@@ -657,6 +660,15 @@ try {
       }
     }
   }
+  if (parley && options.phases.has('partitions') && options.partitions > 0) {
+    try {
+      results.partitions = await benchPartitions(phaseContext);
+    } catch (error) {
+      parley.error ??= `partitions: ${message(error)}`;
+      log(`parley: partitions run failed: ${message(error)}`);
+      exitCode = 1;
+    }
+  }
   if (parley && options.phases.has('instances') && options.instances > 0) {
     try {
       results.instances = await benchInstances(phaseContext);
@@ -690,7 +702,8 @@ const standard =
   options.groups.join(',') === DEFAULT_GROUPS &&
   options.instances === 3 &&
   options.instancesRate === 0.5 &&
-  options.instancesDurationS === 15;
+  options.instancesDurationS === 15 &&
+  options.partitions === 6;
 // Only the standard run replaces the figures the documentation points at.
 const outName = options.quick ? 'quick' : standard ? 'latest' : 'custom';
 writeFileSync(new URL(`${outName}.json`, resultsDir), json);

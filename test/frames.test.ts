@@ -81,6 +81,27 @@ describe('event frames built once', () => {
     expect(built).toBe(2);
   });
 
+  it('builds a frame without a key for its own socket each time, and keeps none of them', async () => {
+    const event = {};
+    let built = 0;
+    const { server, url } = await serve((socket) => {
+      sendEventFrame(socket, event, null, () => `mine ${(built += 1)}`);
+      // A keyed frame of the same event afterwards is built afresh: nothing was kept under it.
+      sendEventFrame(socket, event, 'shared', () => `shared ${(built += 1)}`);
+    });
+    servers.push(server);
+    const receivers = Array.from({ length: 2 }, () => receive(url, 2));
+    clients.push(...receivers.map(({ client }) => client));
+    const texts = await Promise.all(
+      receivers.map(async ({ received }) => (await received).map(({ text }) => text)),
+    );
+    expect(texts[0]?.[0]).toMatch(/^mine \d$/);
+    expect(new Set(texts.map((pair) => pair[0])).size).toBe(2);
+    expect(texts.map((pair) => pair[1])).toEqual([texts[0]?.[1], texts[0]?.[1]]);
+    // Two unkeyed frames, one per socket, and the keyed one once.
+    expect(built).toBe(3);
+  });
+
   it('sends through ws itself, in order, on a socket that negotiated compression', async () => {
     // ws compresses asynchronously: a frame written past its sender would overtake the message
     // it is still compressing.

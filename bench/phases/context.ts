@@ -21,6 +21,8 @@ export interface StartOptions {
   profile?: boolean;
   /** Redis key prefix (default: the run's, per server); several processes given one share state. */
   prefix?: string;
+  /** Environment of the server process beside the runner's (another Redis, say). */
+  env?: Record<string, string>;
 }
 
 export interface StepLoad {

@@ -27,6 +27,9 @@ const config = loadConfig(
     // Groups go up to --group-size, and the group-size and big-room phases past that: the runner
     // sets it for the largest group of the run.
     PARLEY_MAX_GROUP_MEMBERS: env.PARLEY_MAX_GROUP_MEMBERS ?? '1000',
+    // Partitions of sends and events, when the environment sets it (one otherwise).
+    REDIS_PARTITIONS: env.REDIS_PARTITIONS,
+    REDIS_CLUSTER: env.REDIS_CLUSTER,
   },
   {
     port: 0,

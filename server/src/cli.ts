@@ -22,8 +22,8 @@ Commands:
   worker                Run only the persistence worker
   migrate               Apply pending database migrations and exit
   dead-letters [--count N]
-                        Print the entries the worker set aside (oldest first, at most N,
-                        100 by default), one JSON object a line; needs REDIS_URL
+                        Print the entries the worker set aside (oldest first, at most N of
+                        each partition, 100 by default), one JSON object a line; needs REDIS_URL
 
 Options:
   --no-worker           With start: do not run the persistence worker in this process

@@ -4,7 +4,7 @@ import { hasRedisServer } from './redis-server.js';
 /**
  * `npm run test:cluster`: starts a three-master Redis Cluster of the run's own and points every
  * test file at it (`TEST_REDIS_URL` one of its nodes, `TEST_REDIS_CLUSTER=on`), its deployments
- * split into four partitions (`TEST_REDIS_PARTITIONS`, unless set); stopped after.
+ * split into three partitions (`TEST_REDIS_PARTITIONS`, unless set); stopped after.
  */
 export default async function clusterSetup(): Promise<() => Promise<void>> {
   if (!hasRedisServer()) {
@@ -18,6 +18,6 @@ export default async function clusterSetup(): Promise<() => Promise<void>> {
   process.env.TEST_REDIS_URL = `redis://${node.host}:${node.port}`;
   process.env.TEST_REDIS_CLUSTER = 'on';
   // Sends spread over the masters, as a deployment on a cluster runs (`REDIS_PARTITIONS`).
-  process.env.TEST_REDIS_PARTITIONS ??= '4';
+  process.env.TEST_REDIS_PARTITIONS ??= '3';
   return () => cluster.stop();
 }

@@ -12,22 +12,51 @@ import type { Channel } from './ports/events.js';
  * revocation marks and the send limit's counts keep their keys and channels: a send's one
  * script touches all of them. Each conversation belongs to one partition
  * (`eventPartition`), and a user's own inbox events to the user's. A partition's names carry its
- * hash tag (`{p0}`, `{p1}`, …), so a send's script touches one hash slot on a Redis Cluster,
- * and the partitions spread over its masters. With one partition on a single server, no tag: the
+ * hash tag (`partitionsOf`), so a send's script touches one hash slot on a Redis Cluster, and
+ * the partitions spread over its masters. With one partition on a single server, no tag: the
  * names from before Parley ran on a cluster, so such a deployment upgrades with nothing to move.
  * Every function below that takes a partition (`p`) names such a key or channel.
  */
-export type Partition = '' | `{p${number}}:`;
+export type Partition = '' | `{p${string}}:`;
 
 /** The one partition of a deployment that has one: tagged on a cluster, untagged on a single server. */
 export function partitionOf(cluster: boolean): Partition {
   return cluster ? '{p0}:' : '';
 }
 
-/** The partitions of a deployment, by index: with more than one, each tagged, on any Redis. */
+/** Hash slots of a Redis Cluster. */
+const SLOTS = 16_384;
+
+/**
+ * The partitions of a deployment, by index: with more than one, each tagged, on any Redis.
+ * Partition k's tag (`{p<k>.<n>}`) is the first whose hash slot lies in the middle half of the
+ * k-th of `count` equal ranges of slots: a cluster whose masters hold equal ranges in order (as
+ * `redis-cli --cluster create` deals them) then holds the same number of partitions on each,
+ * when `count` is a multiple of the masters.
+ */
 export function partitionsOf(cluster: boolean, count: number): Partition[] {
   if (count <= 1) return [partitionOf(cluster)];
-  return Array.from({ length: count }, (_, k): Partition => `{p${k}}:`);
+  return Array.from({ length: count }, (_, k): Partition => {
+    const width = SLOTS / count;
+    const low = k * width + width / 4;
+    const high = k * width + (3 * width) / 4;
+    for (let n = 0; ; n++) {
+      const tag = `p${k}.${n}`;
+      const slot = crc16(tag) % SLOTS;
+      if (slot >= low && slot < high) return `{p${k}.${n}}:`;
+    }
+  });
+}
+
+/** CRC-16/XMODEM, the hash Redis Cluster takes a key's slot from. */
+function crc16(text: string): number {
+  let crc = 0;
+  for (const byte of Buffer.from(text)) {
+    crc ^= byte << 8;
+    for (let bit = 0; bit < 8; bit++)
+      crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
+  }
+  return crc;
 }
 
 /**

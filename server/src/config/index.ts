@@ -398,7 +398,7 @@ export function loadConfig(
     redisUrl: env.REDIS_URL,
     redisCluster: env.REDIS_CLUSTER === 'on',
     redisPrefix: env.REDIS_PREFIX,
-    eventPartitions: env.REDIS_URL ? env.REDIS_PARTITIONS : 1,
+    eventPartitions: (overrides.redisUrl ?? env.REDIS_URL) ? env.REDIS_PARTITIONS : 1,
     jwt: {
       secret,
       generated: !env.JWT_SECRET,

@@ -12,13 +12,23 @@ const built = new WeakMap<object, Map<string, Buffer>>();
  * Sends `text()` as a WebSocket text frame, building the frame (header and UTF-8 payload, one
  * buffer) once for every socket that sends the same `key` of the same `event`: in a group,
  * every recipient's frame is the same bytes, so a delivery is one write of a shared buffer,
- * without encoding the text or framing it again for each socket. Sockets with an extension
- * (compression), or a `ws` without the sender this relies on, get `socket.send(text())`.
+ * without encoding the text or framing it again for each socket. A null `key` is a frame no
+ * other socket sends: built, not kept. Sockets with an extension (compression), or a `ws`
+ * without the sender this relies on, get `socket.send(text())`.
  */
-export function sendEventFrame(socket: WebSocket, event: object, key: string, text: () => string): void {
+export function sendEventFrame(
+  socket: WebSocket,
+  event: object,
+  key: string | null,
+  text: () => string,
+): void {
   const sender = (socket as unknown as { _sender?: Partial<FrameSender> })._sender;
   if (socket.extensions !== '' || typeof sender?.sendFrame !== 'function') {
     socket.send(text());
+    return;
+  }
+  if (key === null) {
+    sender.sendFrame([textFrame(text())]);
     return;
   }
   let frames = built.get(event);

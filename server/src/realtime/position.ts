@@ -12,10 +12,14 @@ import type { Delivery } from './hub.js';
  */
 export class StreamPosition {
   private outside: Set<string> | null = null;
+  /** With several orders, each id as an event id carries it (`compact`). */
+  private compacted: string[] | null;
   /** The ids as an event id carries them; rebuilt after a change (`text`). */
   private written: string | null = null;
 
-  constructor(private last: string[]) {}
+  constructor(private last: string[]) {
+    this.compacted = last.length > 1 ? last.map(compact) : null;
+  }
 
   /** The last durable id sent in `partition`'s order. */
   at(partition: number): string {
@@ -27,10 +31,13 @@ export class StreamPosition {
     return [...this.last];
   }
 
-  /** The ids as an event id carries them: the one id with one order, joined by `_` with more. */
+  /**
+   * The ids as an event id carries them: the one id as it is with one order; with more, each
+   * in base 36 (`compact`), joined by `_`. Every frame carries it, twice.
+   */
   text(): string {
-    if (this.last.length === 1) return this.last[0] as string;
-    this.written ??= this.last.join('_');
+    if (!this.compacted) return this.last[0] as string;
+    this.written ??= this.compacted.join('_');
     return this.written;
   }
 
@@ -71,12 +78,14 @@ export class StreamPosition {
   /** Starts over at `last`, after a `resync`. */
   restart(last: readonly string[]): void {
     this.last = [...last];
+    this.compacted = last.length > 1 ? last.map(compact) : null;
     this.written = null;
     this.outside = null;
   }
 
   private set(partition: number, id: string): void {
     this.last[partition] = id;
+    if (this.compacted) this.compacted[partition] = compact(id);
     this.written = null;
   }
 }
@@ -93,9 +102,40 @@ export function formatPosition(epoch: string, ids: string): string {
 export function parsePosition(value: string, partitions: number): { epoch: string; ids: string[] } | null {
   const dot = value.lastIndexOf('.');
   if (dot <= 0) return null;
-  const ids = value.slice(dot + 1).split('_');
-  if (ids.length !== partitions || !ids.every((id) => STREAM_ID.test(id))) return null;
-  return { epoch: value.slice(0, dot), ids };
+  const written = value.slice(dot + 1);
+  const ids = partitions === 1 ? [written] : written.split('_').map(expand);
+  if (ids.length !== partitions) return null;
+  const valid: string[] = [];
+  for (const id of ids) {
+    if (id === null || !STREAM_ID.test(id)) return null;
+    valid.push(id);
+  }
+  return { epoch: value.slice(0, dot), ids: valid };
+}
+
+/** A stream id (`<ms>-<n>`, decimal) with both numbers in base 36: `1733500000000-12` is `m4cx54hs-c`. */
+function compact(id: string): string {
+  const dash = id.indexOf('-');
+  return `${base36(id.slice(0, dash))}-${base36(id.slice(dash + 1))}`;
+}
+
+function base36(decimal: string): string {
+  // Below 2^53 a number is exact; a stream id's numbers go up to 2^64 - 1.
+  return decimal.length <= 15 ? Number(decimal).toString(36) : BigInt(decimal).toString(36);
+}
+
+/** `compact`'s inverse; null for anything else. */
+function expand(text: string): string | null {
+  const match = /^([0-9a-z]{1,13})-([0-9a-z]{1,13})$/.exec(text);
+  if (!match) return null;
+  const [ms, n] = [fromBase36(match[1] ?? ''), fromBase36(match[2] ?? '')];
+  return ms === null || n === null ? null : `${ms}-${n}`;
+}
+
+function fromBase36(text: string): string | null {
+  let value = 0n;
+  for (const digit of text) value = value * 36n + BigInt(parseInt(digit, 36));
+  return value < 2n ** 64n ? value.toString() : null;
 }
 
 function conversationOf(event: ParleyEvent): string | null {

@@ -453,7 +453,9 @@ export class EventStream implements LocalSubscriber, AsyncIterable<TrackedEnvelo
     }
     const { event } = delivery;
     const id = formatPosition(this.epoch, delivery.id ?? '');
-    sendEventFrame(socket, event, `${this.prefix}|${id}`, () => eventFrame(this.prefix, id, event));
+    // With several partitions a position is the stream's own, and so is its frame.
+    const key = this.deps.events.partitions === 1 ? `${this.prefix}|${id}` : null;
+    sendEventFrame(socket, event, key, () => eventFrame(this.prefix, id, event));
   }
 
   private finish(error: Error | null): void {

@@ -15,9 +15,9 @@ import { defineScript } from './script.js';
 
 /**
  * One id from the partition's one-entry id stream, reused in every log: one order for the
- * partition's logs. Then the
- * publish, so that a follower reading the log after it subscribed finds every event either
- * there or on the channel. Logs are capped by XADD itself (`MAXLEN`), with no further command.
+ * partition's logs. Then the publish, so that a follower reading the log after it subscribed
+ * finds every event either there or on the channel. Logs are capped by XADD itself (`MAXLEN`),
+ * with no further command.
  */
 const APPEND_EVENT = defineScript({
   name: 'eventAppend',
