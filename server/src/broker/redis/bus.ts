@@ -141,23 +141,20 @@ export class RedisBus implements EventBus {
   }
 
   /** Subscribes to `channels`; sharded, once per hash slot (one `SSUBSCRIBE` may not span two). */
-  private async listen(channels: readonly string[]): Promise<void> {
-    if (!this.sharded) {
-      await this.subscriber.subscribe(...channels);
-      return;
-    }
-    await Promise.all(
-      this.redis.together(channels, (name) => name).map((group) => this.subscriber.ssubscribe(...group)),
+  private listen(channels: readonly string[]): Promise<void> {
+    return this.bySlot(channels, (group) =>
+      this.sharded ? this.subscriber.ssubscribe(...group) : this.subscriber.subscribe(...group),
     );
   }
 
-  private async unlisten(channels: readonly string[]): Promise<void> {
-    if (!this.sharded) {
-      await this.subscriber.unsubscribe(...channels);
-      return;
-    }
-    await Promise.all(
-      this.redis.together(channels, (name) => name).map((group) => this.subscriber.sunsubscribe(...group)),
+  private unlisten(channels: readonly string[]): Promise<void> {
+    return this.bySlot(channels, (group) =>
+      this.sharded ? this.subscriber.sunsubscribe(...group) : this.subscriber.unsubscribe(...group),
     );
+  }
+
+  /** Runs `command` on `channels`: at once on a single server, once per hash slot on a cluster. */
+  private async bySlot(channels: readonly string[], command: (group: string[]) => Promise<unknown>) {
+    await Promise.all(this.redis.together(channels, (name) => name).map(command));
   }
 }
