@@ -74,10 +74,9 @@ export interface StreamDeps {
  *
  * What arrives is written out in id order within each event order (`EventLog.partitions`; a
  * conversation's events and its members' marks share one), each durable event once. Anything
- * that needs the
- * logs (the backfill at the start, a conversation joined, a gap after the event channels were
- * down) holds what arrives live meanwhile, reads the logs, waits until everything published
- * before the reads has arrived (`barrier`), and writes both merged in id order.
+ * that needs the logs (the backfill at the start, a conversation joined, a gap after the event
+ * channels were down) holds what arrives live meanwhile, reads the logs, waits until everything
+ * published before the reads has arrived (`barrier`), and writes both merged in id order.
  */
 export class EventStream implements LocalSubscriber, AsyncIterable<TrackedEnvelope<ParleyEvent>> {
   private queue: Delivery[] = [];
