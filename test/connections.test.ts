@@ -1,3 +1,6 @@
+import http from 'node:http';
+import net from 'node:net';
+import { once } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import WebSocket from 'ws';
 import type { App } from '../server/src/app.js';
@@ -264,5 +267,46 @@ describe(`events over server-sent events (${engineLabel})`, () => {
     await until(() => second.events.some((e) => e.data?.includes('"two"')));
     expect(second.events.filter((e) => e.data?.includes('"one"'))).toEqual([]);
     await second.ended;
+  });
+});
+
+describe(`shutting down (${engineLabel})`, () => {
+  it('answers a request in flight, then cuts a connection that never sent one instead of waiting a minute for it', async () => {
+    const closing = await deployment.start();
+    const { al, conversation } = await pair(closing);
+    const silent = net.connect(closing.port, '127.0.0.1');
+    await once(silent, 'connect');
+    const cut = once(silent, 'close');
+
+    // A send whose body is still coming when the shutdown starts.
+    const body = JSON.stringify({ json: { conversationId: conversation.id, content: 'last' } });
+    const request = http.request({
+      host: '127.0.0.1',
+      port: closing.port,
+      method: 'POST',
+      path: '/trpc/message.send',
+      agent: false,
+      headers: {
+        authorization: `Bearer ${al.tokens.accessToken}`,
+        'content-type': 'application/json',
+        'content-length': Buffer.byteLength(body),
+      },
+    });
+    const answered = new Promise<{ status: number; text: string }>((resolve, reject) => {
+      request.once('error', reject);
+      request.once('response', (response) => {
+        let text = '';
+        response.on('data', (chunk: Buffer) => (text += chunk.toString()));
+        response.once('end', () => resolve({ status: response.statusCode ?? 0, text }));
+      });
+    });
+    await new Promise<void>((resolve) => request.write(body.slice(0, 10), () => resolve()));
+    const closed = closing.close();
+    setTimeout(() => request.end(body.slice(10)), 300);
+    const { status, text } = await answered;
+    expect(status).toBe(200);
+    expect(text).toContain('"last"');
+    await closed;
+    await cut;
   });
 });

@@ -135,6 +135,29 @@ describe(`events over server-sent events with connectionParams (${engineLabel})`
     }
   });
 
+  it('a server shutting down ends its event streams, so the EventSource goes to reconnect', async () => {
+    // Its own instance: this one is shut down. Responses would otherwise last ten minutes.
+    const closing = await deployment.start();
+    const { bo } = await pair(closing);
+    const { client } = sseClient(closing.url, bo.tokens.accessToken);
+    const states: string[] = [];
+    const subscription = client.events.subscribe(
+      {},
+      { onConnectionStateChange: (state) => states.push(state.state), onError: () => {} },
+    );
+    try {
+      await streamLive(closing, bo.user.id);
+      const before = states.length;
+      await closing.close();
+      await waitFor(
+        () => states.slice(before).includes('connecting'),
+        () => `states ${JSON.stringify(states)}`,
+      );
+    } finally {
+      subscription.unsubscribe();
+    }
+  });
+
   it('reads a token from connectionParams only for a subscription, never for a query', async () => {
     const cy = await signUp(app.url);
     const params = encodeURIComponent(JSON.stringify({ token: cy.tokens.accessToken }));

@@ -15,11 +15,18 @@ import { serveWebApp } from './web.js';
 import { serveWebSocket } from './ws.js';
 import type { Services } from '../services.js';
 
+/** How long a closing server waits for the requests in flight to answer. */
+const CLOSE_GRACE_MS = 5_000;
+
 export interface HttpSurface {
   server: http.Server;
   wss: WebSocketServer;
   port: number;
-  /** Tells WebSocket clients to reconnect elsewhere, stops accepting, then closes. */
+  /**
+   * Tells WebSocket clients to reconnect elsewhere, stops accepting, ends server-sent event
+   * streams (their EventSource reconnects by itself), lets requests in flight answer for a few
+   * seconds, then cuts every connection left.
+   */
   close(): Promise<void>;
 }
 
@@ -77,8 +84,11 @@ export async function startHttp(
   // The browser app at `/`, after every API path.
   const web = config.webDir ? serveWebApp(config.webDir, log) : null;
 
+  const requests = new InFlight();
+  const eventStreams = new Set<http.ServerResponse>();
   const server = http.createServer((req, res) => {
     const url = req.url ?? '/';
+    requests.track(res);
     countRequest(app, req, res);
     const origin = req.headers.origin;
     if (origin && config.corsOrigins.includes(origin)) {
@@ -93,6 +103,11 @@ export async function startHttp(
       return;
     }
     if (url === '/trpc' || url.startsWith('/trpc/') || url.startsWith('/trpc?')) {
+      // A stream of server-sent events lasts until the client goes: shutting down ends it.
+      if (req.method === 'GET' && req.headers.accept?.includes('text/event-stream')) {
+        eventStreams.add(res);
+        res.once('close', () => eventStreams.delete(res));
+      }
       trpcHandler(req, res);
       return;
     }
@@ -183,12 +198,44 @@ export async function startHttp(
       while (wss.clients.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
       for (const client of wss.clients) client.terminate();
       await new Promise<void>((resolve) => wss.close(() => resolve()));
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeIdleConnections();
-      });
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      // Cut, not ended by tRPC's `return`: the client's EventSource reconnects (elsewhere) and
+      // resumes with Last-Event-ID.
+      for (const stream of eventStreams) stream.destroy();
+      await requests.settled(CLOSE_GRACE_MS);
+      // What is left is idle or silent: a kept-alive connection that became idle after
+      // `closeIdleConnections`, or one that never sent a request (Node would wait for its
+      // `headersTimeout`, a minute).
+      server.closeAllConnections();
+      await closed;
     },
   };
+}
+
+/** Counts the responses not yet finished or abandoned, so that a shutdown can wait for them. */
+class InFlight {
+  private count = 0;
+  private waiters: (() => void)[] = [];
+
+  track(res: http.ServerResponse): void {
+    this.count += 1;
+    res.once('close', () => {
+      this.count -= 1;
+      if (this.count === 0) for (const resolve of this.waiters.splice(0)) resolve();
+    });
+  }
+
+  /** Resolves once none is left, or after `timeoutMs`. */
+  async settled(timeoutMs: number): Promise<void> {
+    if (this.count === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    await new Promise<void>((resolve) => {
+      this.waiters.push(resolve);
+      timer = setTimeout(resolve, timeoutMs);
+    });
+    clearTimeout(timer);
+  }
 }
 
 /**
