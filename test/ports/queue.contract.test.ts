@@ -130,9 +130,10 @@ function contract(engine: Engine) {
     await queue.prepare();
     const ids = await addMany(2);
     await queue.readNew('gone', 1);
-    await sleep(80);
+    // Idle times of hundreds of milliseconds: a stalled machine must not make the busy entry idle.
+    await sleep(600);
     await queue.readNew('busy', 1);
-    const claimed = await queue.claimIdle('rescuer', 60, 10);
+    const claimed = await queue.claimIdle('rescuer', 500, 10);
     expect(claimed).toEqual([{ id: ids[0], fields: { n: '0' } }]);
     expect((await queue.pending(10)).map((p) => [p.id, p.consumer, p.deliveries])).toEqual([
       [ids[0], 'rescuer', 2],

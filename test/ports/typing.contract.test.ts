@@ -22,15 +22,16 @@ function contract(engine: Engine) {
 
   it('gives a slot to one claim until it lapses, one slot per user and conversation', async () => {
     const id = fresh();
-    expect(await typing.claim(id, 'al', 500)).toBe(true);
-    expect(await typing.claim(id, 'al', 500)).toBe(false);
-    expect(await typing.claim(id, 'bo', 500)).toBe(true);
-    expect(await typing.claim(fresh(), 'al', 500)).toBe(true);
+    // Two seconds: long enough that a stalled machine cannot let a claim lapse between two steps.
+    expect(await typing.claim(id, 'al', 2_000)).toBe(true);
+    expect(await typing.claim(id, 'al', 2_000)).toBe(false);
+    expect(await typing.claim(id, 'bo', 2_000)).toBe(true);
+    expect(await typing.claim(fresh(), 'al', 2_000)).toBe(true);
     await vi.waitFor(
       async () => {
         expect(await typing.claim(id, 'al', 60_000)).toBe(true);
       },
-      { timeout: 3_000, interval: 20 },
+      { timeout: 6_000, interval: 20 },
     );
     expect(await typing.claim(id, 'al', 60_000)).toBe(false);
   });
