@@ -7,6 +7,7 @@ import WebSocket from 'ws';
 import type { App } from '../server/src/app.js';
 import type { AppRouter } from '../server/src/routers/_app.js';
 import { pendingKey } from '../server/src/broker/keyspace.js';
+import { toWire } from '../server/src/messages/store.js';
 import { PersistenceWorker } from '../server/src/worker/persist.js';
 import { connect, signUp, wsUrl } from './support/client.js';
 import { TestDeployment, engineLabel, onRealEngines, openRedis, testPartitionFor } from './support/env.js';
@@ -494,6 +495,44 @@ describe(`messages (${engineLabel})`, () => {
       expect((await rows(apiOnly, id)).map((r) => r.content)).toEqual(['m0', 'm1 edited', 'm2', '', 'm4']);
       const again = await bo.api.message.list.query({ conversationId: id });
       expect(again.items.map((m) => m.content)).toEqual(['m4', '', 'm2', 'm1 edited', 'm0']);
+    } finally {
+      await local.cleanup();
+    }
+  });
+
+  it('a change moved back from the dead letters keeps its place: an older edit never undoes a newer one', async () => {
+    const local = await TestDeployment.create();
+    try {
+      const apiOnly = await local.start({ runWorker: false });
+      const { broker, db, log, config } = apiOnly.services;
+      const [al, bo] = await Promise.all([signUp(apiOnly.url), signUp(apiOnly.url)]);
+      const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
+      const sent = await al.api.message.send.mutate({ conversationId: id, content: 'first' });
+      const one = await al.api.message.edit.mutate({ id: sent.id, content: 'one' });
+      const oneEntry = await broker.messages.pendingEntry(sent.id);
+      if (!oneEntry) throw new Error('the edit is not pending');
+      await al.api.message.edit.mutate({ id: sent.id, content: 'two' });
+      // The first edit as `parley dead-letters --requeue` queues it again after it was set aside:
+      // a new entry, after the second edit's, with `v`, the entry it was first queued as.
+      await broker.inspect.addQueueEntry({ op: 'update', m: JSON.stringify(toWire(one)), v: oneEntry });
+
+      const writeAll = async () => {
+        const workers = broker.queues.map(
+          (queue) => new PersistenceWorker(db, queue, { ...config.worker, blockMs: 50 }, log),
+        );
+        for (const worker of workers) worker.start();
+        try {
+          await drained(apiOnly);
+        } finally {
+          await Promise.all(workers.map((worker) => worker.stop()));
+        }
+      };
+      // Read in one batch with the second edit, then in one of its own: it loses both times.
+      await writeAll();
+      expect((await rows(apiOnly, id)).map((r) => r.content)).toEqual(['two']);
+      await broker.inspect.addQueueEntry({ op: 'update', m: JSON.stringify(toWire(one)), v: oneEntry });
+      await writeAll();
+      expect((await rows(apiOnly, id)).map((r) => r.content)).toEqual(['two']);
     } finally {
       await local.cleanup();
     }

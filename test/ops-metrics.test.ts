@@ -1,3 +1,4 @@
+import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { App } from '../server/src/app.js';
 import WebSocket from 'ws';
@@ -301,9 +302,58 @@ describe.skipIf(!engines.redisUrl)(
         const none = await runParley(['dead-letters', '--count', '5'], {});
         expect(none.code).toBe(78);
         expect(none.stderr).toContain('parley dead-letters: needs REDIS_URL');
+        const misplaced = await runParley(['migrate', '--requeue'], {});
+        expect(misplaced.code).toBe(64);
+        expect(misplaced.stderr).toContain('--requeue only applies to "dead-letters"');
       } finally {
         await local.cleanup();
       }
     });
+
+    it(
+      'moves what PostgreSQL refused back into the queue once the cause is fixed, and the worker writes it',
+      { timeout: 60_000 },
+      async () => {
+        const local = await TestDeployment.create();
+        try {
+          const target = await local.start({ worker: { blockMs: 50, maxDeliveries: 1 } });
+          const db = target.services.db;
+          const [al, bo] = await Promise.all([signUp(target.url), signUp(target.url)]);
+          const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
+          // A rule added to the database by mistake refuses one message: it is accepted, then set aside.
+          await db.execute(sql`alter table messages add constraint refuses_one check (content <> 'refused')`);
+          const refused = await al.api.message.send.mutate({ conversationId: id, content: 'refused' });
+          const kept = await al.api.message.send.mutate({ conversationId: id, content: 'kept' });
+          await expect
+            .poll(async () => (await deadLetters(target.services.broker)).length, { timeout: 15_000 })
+            .toBe(1);
+          const history = async () =>
+            (await bo.api.message.list.query({ conversationId: id, limit: 10 })).items.map((m) => m.content);
+          await expect.poll(history, { timeout: 15_000 }).toEqual(['kept']);
+
+          // Fixed: moved back, and written.
+          await db.execute(sql`alter table messages drop constraint refuses_one`);
+          const moved = await runParley(['dead-letters', '--requeue'], {
+            ...local.redisEnv(),
+            LOG_LEVEL: 'error',
+          });
+          expect(moved.stderr).toBe('');
+          expect(moved.code).toBe(0);
+          const lines = moved.stdout.split('\n').filter(Boolean);
+          expect(lines.map((line) => Object.keys(JSON.parse(line) as object))).toEqual([
+            ['id', 'entry', 'requeued'],
+          ]);
+          await expect.poll(history, { timeout: 15_000 }).toEqual(['kept', 'refused']);
+          expect(await deadLetters(target.services.broker)).toEqual([]);
+          const [row] = await bo.api.message.list
+            .query({ conversationId: id, limit: 10 })
+            .then((page) => page.items.filter((m) => m.id === refused.id));
+          expect(row).toMatchObject({ id: refused.id, seq: refused.seq, content: 'refused' });
+          expect(kept.seq).toBe(refused.seq + 1);
+        } finally {
+          await local.cleanup();
+        }
+      },
+    );
   },
 );

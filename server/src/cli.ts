@@ -21,13 +21,16 @@ Commands:
                         and run the persistence worker
   worker                Run only the persistence worker
   migrate               Apply pending database migrations and exit
-  dead-letters [--count N]
+  dead-letters [--count N] [--requeue]
                         Print the entries the worker set aside (oldest first, at most N of
-                        each partition, 100 by default), one JSON object a line; needs REDIS_URL
+                        each partition, 100 by default), one JSON object a line; with
+                        --requeue, move them back into the queue to be written again (once
+                        what refused them is fixed); needs REDIS_URL
 
 Options:
   --no-worker           With start: do not run the persistence worker in this process
-  --count N             With dead-letters: how many entries to print at most
+  --count N             With dead-letters: how many entries to print (or move) at most
+  --requeue             With dead-letters: move the entries back into the queue
   -c, --config PATH     Read settings from a JSON file whose keys are the environment
                         variable names (PORT, DATABASE_URL, ...); set variables and
                         .env win over it
@@ -110,6 +113,7 @@ function parseCommand(argv: string[]) {
         help: { type: 'boolean', short: 'h' },
         'no-worker': { type: 'boolean' },
         count: { type: 'string' },
+        requeue: { type: 'boolean' },
         config: { type: 'string', short: 'c' },
       },
     });
@@ -125,6 +129,9 @@ function parseCommand(argv: string[]) {
   if (values.count !== undefined && command !== 'dead-letters') {
     throw new UsageError('--count only applies to "dead-letters".');
   }
+  if (values.requeue && command !== 'dead-letters') {
+    throw new UsageError('--requeue only applies to "dead-letters".');
+  }
   const count = values.count === undefined ? DEAD_LETTERS_SHOWN : Number(values.count);
   if (!Number.isInteger(count) || count < 1 || count > MAX_DEAD_LETTERS_SHOWN) {
     throw new UsageError(`--count must be a whole number from 1 to ${MAX_DEAD_LETTERS_SHOWN}.`);
@@ -134,6 +141,7 @@ function parseCommand(argv: string[]) {
     help: values.help === true || command === 'help',
     noWorker: values['no-worker'] === true,
     count,
+    requeue: values.requeue === true,
     configPath: values.config,
   };
 }
@@ -199,7 +207,7 @@ async function main(argv: string[]): Promise<number> {
     console.error(`${error.message}\n\n${HELP}`);
     return EX_USAGE;
   }
-  const { command, help, noWorker, count, configPath } = parsed;
+  const { command, help, noWorker, count, requeue, configPath } = parsed;
   if (help) {
     console.log(HELP);
     return 0;
@@ -236,7 +244,7 @@ async function main(argv: string[]): Promise<number> {
     return EX_CONFIG;
   }
   try {
-    return await run(config, command, noWorker, count);
+    return await run(config, command, noWorker, { count, requeue });
   } catch (error) {
     if (error instanceof DataDirLocked) {
       console.error(error.message);
@@ -246,8 +254,13 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-async function run(config: Config, command: Command, noWorker: boolean, count: number) {
-  if (command === 'dead-letters') return printDeadLetters(config, count);
+async function run(
+  config: Config,
+  command: Command,
+  noWorker: boolean,
+  deadLetters: { count: number; requeue: boolean },
+) {
+  if (command === 'dead-letters') return handleDeadLetters(config, deadLetters);
   if (command === 'migrate') {
     const log = createLogger({ level: config.logLevel, pretty: config.logFormat === 'pretty' });
     const { openDatabase } = await import('./db/index.js');
@@ -267,9 +280,13 @@ async function run(config: Config, command: Command, noWorker: boolean, count: n
 /**
  * Prints the worker's dead letters, one JSON object a line: its id among the dead letters (`id`),
  * the queue entry it was (`entry`), why it was set aside (`reason`), and the entry's own fields
- * (`op`, the change; `m`, its message as queued).
+ * (`op`, the change; `m`, its message as queued). With `requeue`, moves them back into the queue
+ * instead, printing for each its `id`, the `entry` it was and the entry it is now (`requeued`).
  */
-async function printDeadLetters(config: Config, count: number): Promise<number> {
+async function handleDeadLetters(
+  config: Config,
+  { count, requeue }: { count: number; requeue: boolean },
+): Promise<number> {
   const { openBroker } = await import('./broker/index.js');
   const broker = await openBroker({
     url: config.redisUrl,
@@ -279,6 +296,10 @@ async function printDeadLetters(config: Config, count: number): Promise<number> 
   });
   try {
     for (const queue of broker.queues) {
+      if (requeue) {
+        for (const moved of await queue.requeueDeadLetters(count)) console.log(JSON.stringify(moved));
+        continue;
+      }
       for (const { id, fields } of await queue.deadLetters(count)) {
         console.log(JSON.stringify({ id, ...fields }));
       }

@@ -1,6 +1,6 @@
 import { afterAll, afterEach, beforeEach, expect, it } from 'vitest';
 import type { WorkQueue } from '../../server/src/broker/ports/queue.js';
-import type { Broker } from '../../server/src/broker/types.js';
+import { type Broker, compareStreamIds } from '../../server/src/broker/types.js';
 import { type Engine, onBothEngines } from '../support/engines.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -184,6 +184,47 @@ function contract(engine: Engine) {
     expect(await queue.pending(10)).toEqual([]);
     const dead = await queue.deadLetters(10);
     expect(dead.map((entry) => entry.fields)).toEqual([{ n: '0', entry: id, reason: 'unreadable' }]);
+  });
+
+  it('moves the oldest dead letters back into the queue as new entries with their own fields', async () => {
+    await queue.prepare();
+    const ids = await addMany(3);
+    const read = await queue.readNew('c', 3);
+    for (const entry of read) await queue.deadLetter(entry, `refused ${entry.fields.n ?? ''}`);
+    const letters = await queue.deadLetters(10);
+    expect(letters).toHaveLength(3);
+
+    const first = await queue.requeueDeadLetters(2);
+    expect(first.map(({ id, entry }) => [id, entry])).toEqual([
+      [letters[0]?.id, ids[0]],
+      [letters[1]?.id, ids[1]],
+    ]);
+    // New entries, after every entry the queue had: read by the group like any other.
+    for (const { requeued } of first) expect(compareStreamIds(requeued, ids[2] ?? '')).toBeGreaterThan(0);
+    // `v`: the entry each was first queued as, the place of its change among the message's.
+    const again = await queue.readNew('c', 10);
+    expect(again).toEqual([
+      { id: first[0]?.requeued, fields: { n: '0', v: ids[0] } },
+      { id: first[1]?.requeued, fields: { n: '1', v: ids[1] } },
+    ]);
+    expect((await queue.deadLetters(10)).map((letter) => letter.id)).toEqual([letters[2]?.id]);
+
+    // Set aside and moved back once more, an entry keeps its first place.
+    const [retried] = again;
+    if (!retried) throw new Error('nothing read');
+    await queue.deadLetter(retried, 'refused again');
+    await queue.ack(again.map((entry) => entry.id));
+    const rest = await queue.requeueDeadLetters(10);
+    expect(rest.map(({ id, entry }) => [id, entry])).toEqual([
+      [letters[2]?.id, ids[2]],
+      [expect.any(String), retried.id],
+    ]);
+    expect((await queue.readNew('c', 10)).map((entry) => entry.fields)).toEqual([
+      { n: '2', v: ids[2] },
+      { n: '0', v: ids[0] },
+    ]);
+    expect(await queue.deadLetters(10)).toEqual([]);
+    expect(await queue.requeueDeadLetters(10)).toEqual([]);
   });
 
   it('releases a pending copy only while it is the one the written entry left', async () => {

@@ -1,5 +1,6 @@
 import { sql } from 'drizzle-orm';
 import type { QueueEntry, WorkQueue } from '../broker/ports/queue.js';
+import { compareStreamIds } from '../broker/types.js';
 import type { Config } from '../config/index.js';
 import type { Database } from '../db/index.js';
 import { isConnectionFailure } from '../errors.js';
@@ -8,6 +9,11 @@ import { type WireMessage, versionOf } from '../messages/store.js';
 
 interface Change {
   entryId: string;
+  /**
+   * The stream id that orders this change against the message's others: its own entry's, or,
+   * for a dead letter moved back into the queue, the entry it was first queued as (field `v`).
+   */
+  versionId: string;
   message: WireMessage;
 }
 
@@ -30,6 +36,8 @@ export interface PersistHooks {
 }
 
 const TRIM_INTERVAL_MS = 5_000;
+/** A stream id, `<ms>-<n>`. */
+const STREAM_ID = /^\d+-\d+$/;
 /** Below this many entries a batch counts as small, and the next read waits `lingerMs`. */
 const SMALL_BATCH = 50;
 /** The first retry of an entry PostgreSQL refused; each later one waits twice as long. */
@@ -233,10 +241,9 @@ export class PersistenceWorker {
   private async setAside(change: Change, attempts: number, error: unknown): Promise<void> {
     if (attempts >= this.settings.maxDeliveries) {
       this.held.delete(change.entryId);
-      await this.deadLetter(
-        { id: change.entryId, fields: { op: 'upsert', m: JSON.stringify(change.message) } },
-        describe(error),
-      );
+      const fields: Record<string, string> = { op: 'upsert', m: JSON.stringify(change.message) };
+      if (change.versionId !== change.entryId) fields.v = change.versionId;
+      await this.deadLetter({ id: change.entryId, fields }, describe(error));
       return;
     }
     this.log.warn(
@@ -297,20 +304,24 @@ export class PersistenceWorker {
 
   private async persistAndAck(changes: Change[]): Promise<void> {
     const started = performance.now();
-    // The latest change of each message within the batch is the one that counts, except that a
-    // deletion stays (as the upsert below keeps it against a later change).
+    // The latest change of each message within the batch (by version: a requeued dead letter
+    // keeps its first one) is the one that counts, except that a deletion stays (as the upsert
+    // below keeps it against a later change).
     const latest = new Map<string, Change>();
     for (const change of changes) {
-      const earlier = latest.get(change.message.id);
-      const deletion = earlier?.message.deletedAt != null && change.message.deletedAt === null;
-      latest.set(
-        change.message.id,
-        deletion ? { entryId: change.entryId, message: earlier.message } : change,
-      );
+      const other = latest.get(change.message.id);
+      if (!other) {
+        latest.set(change.message.id, change);
+        continue;
+      }
+      const [older, newer] =
+        compareStreamIds(other.versionId, change.versionId) <= 0 ? [other, change] : [change, other];
+      const deletion = older.message.deletedAt != null && newer.message.deletedAt === null;
+      latest.set(change.message.id, deletion ? { ...newer, message: older.message } : newer);
     }
     // One JSON parameter instead of twelve per row: cheap to build and to parse at any size.
     const rows = JSON.stringify(
-      [...latest.values()].map(({ entryId, message }) => ({
+      [...latest.values()].map(({ versionId, message }) => ({
         id: message.id,
         conversation_id: message.conversationId,
         seq: message.seq,
@@ -322,7 +333,7 @@ export class PersistenceWorker {
         sent_at: new Date(message.sentAt).toISOString(),
         edited_at: message.editedAt === null ? null : new Date(message.editedAt).toISOString(),
         deleted_at: message.deletedAt === null ? null : new Date(message.deletedAt).toISOString(),
-        version: versionOf(entryId),
+        version: versionOf(versionId),
       })),
     );
     const activity = new Map<string, { seq: number; at: number }>();
@@ -446,7 +457,9 @@ function parse(entry: QueueEntry): Change | null {
     ) {
       return null;
     }
-    return { entryId: entry.id, message: message as WireMessage };
+    const versionId = entry.fields.v ?? entry.id;
+    if (!STREAM_ID.test(versionId)) return null;
+    return { entryId: entry.id, versionId, message: message as WireMessage };
   } catch {
     return null;
   }

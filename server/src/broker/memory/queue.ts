@@ -1,4 +1,11 @@
-import type { PendingEntry, QueueEntry, QueueInfo, WorkQueue, WrittenChange } from '../ports/queue.js';
+import type {
+  PendingEntry,
+  QueueEntry,
+  QueueInfo,
+  RequeuedEntry,
+  WorkQueue,
+  WrittenChange,
+} from '../ports/queue.js';
 import { compareStreamIds } from '../types.js';
 import { IdClock } from './ids.js';
 import type { PendingCopies } from './pending.js';
@@ -170,6 +177,18 @@ export class MemoryQueue implements WorkQueue {
 
   deadLetters(count: number): Promise<QueueEntry[]> {
     return Promise.resolve(this.dead.slice(0, count).map(copy));
+  }
+
+  requeueDeadLetters(count: number): Promise<RequeuedEntry[]> {
+    const moved = this.dead.splice(0, count).map(({ id, fields }) => {
+      const entry = fields.entry ?? '';
+      const original: Record<string, string> = { v: entry };
+      for (const [name, value] of Object.entries(fields)) {
+        if (name !== 'entry' && name !== 'reason') original[name] = value;
+      }
+      return { id, entry, requeued: this.push(original) };
+    });
+    return Promise.resolve(moved);
   }
 
   add(fields: Record<string, string>): Promise<string> {

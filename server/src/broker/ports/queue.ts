@@ -36,6 +36,23 @@ export interface WorkQueue {
 
   /** The entries set aside (`deadLetter`), oldest first, each with `entry` and `reason` (`parley dead-letters`). */
   deadLetters(count: number): Promise<QueueEntry[]>;
+  /**
+   * Moves up to `count` of the oldest dead letters back into the queue, in one step: each
+   * becomes a new entry with the fields it was set aside with, plus `v`, the entry it was first
+   * queued as (kept when it has one already): its change keeps that place among the message's
+   * changes, so it never undoes a newer one (`parley dead-letters --requeue`).
+   */
+  requeueDeadLetters(count: number): Promise<RequeuedEntry[]>;
+}
+
+/** A dead letter moved back into the queue. */
+export interface RequeuedEntry {
+  /** Its id among the dead letters. */
+  id: string;
+  /** The queue entry it was set aside from. */
+  entry: string;
+  /** The queue entry it is now. */
+  requeued: string;
 }
 
 /**

@@ -7,7 +7,14 @@ import {
   pendingIndex,
   pendingKey,
 } from '../keyspace.js';
-import type { PendingEntry, QueueEntry, QueueInfo, WorkQueue, WrittenChange } from '../ports/queue.js';
+import type {
+  PendingEntry,
+  QueueEntry,
+  QueueInfo,
+  RequeuedEntry,
+  WorkQueue,
+  WrittenChange,
+} from '../ports/queue.js';
 import { BrokerUnavailableError, compareStreamIds } from '../types.js';
 import type { RedisConnection } from './connection.js';
 import { pairs } from './events.js';
@@ -43,6 +50,42 @@ const DEAD_LETTER = defineScript({
 redis.call('XADD', dead, '*', unpack(fields))
 redis.call('XACK', queue, group, entryId)
 return 1`,
+});
+
+/**
+ * The oldest `count` dead letters back into the queue, each as a new entry with its own fields
+ * (without `entry` and `reason`) and `v`, the entry it was first queued as (kept when it has
+ * one already): returns, for each, its dead-letter id, the entry it was set aside from, and
+ * its new entry id.
+ */
+const REQUEUE = defineScript({
+  name: 'queueRequeue',
+  keys: ['queue', 'dead'],
+  args: ['count'],
+  body: `
+local moved = {}
+for _, letter in ipairs(redis.call('XRANGE', dead, '-', '+', 'COUNT', count)) do
+  local raw, fields, original, versioned = letter[2], {}, '', false
+  for i = 1, #raw, 2 do
+    if raw[i] == 'entry' then
+      original = raw[i + 1]
+    elseif raw[i] ~= 'reason' then
+      fields[#fields + 1] = raw[i]
+      fields[#fields + 1] = raw[i + 1]
+      if raw[i] == 'v' then versioned = true end
+    end
+  end
+  if not versioned then
+    fields[#fields + 1] = 'v'
+    fields[#fields + 1] = original
+  end
+  local id = redis.call('XADD', queue, '*', unpack(fields))
+  redis.call('XDEL', dead, letter[1])
+  moved[#moved + 1] = letter[1]
+  moved[#moved + 1] = original
+  moved[#moved + 1] = id
+end
+return moved`,
 });
 
 /** Each copy goes only while it still starts with `<entry id>|`: a newer change keeps its own. */
@@ -225,6 +268,18 @@ export class RedisQueue implements WorkQueue {
 
   async deadLetters(count: number): Promise<QueueEntry[]> {
     return this.range(this.redis.key(deadLetterStream(this.p)), '0-0', count);
+  }
+
+  async requeueDeadLetters(count: number): Promise<RequeuedEntry[]> {
+    const flat = (await this.redis.eval(REQUEUE, {
+      keys: { queue: messagesStream(this.p), dead: deadLetterStream(this.p) },
+      args: { count },
+    })) as string[];
+    const moved: RequeuedEntry[] = [];
+    for (let i = 0; i + 2 < flat.length; i += 3) {
+      moved.push({ id: flat[i] ?? '', entry: flat[i + 1] ?? '', requeued: flat[i + 2] ?? '' });
+    }
+    return moved;
   }
 
   async add(fields: Record<string, string>): Promise<string> {
