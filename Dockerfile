@@ -9,8 +9,10 @@ COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
 COPY server/package.json server/package.json
 COPY client-sdk/package.json client-sdk/package.json
 COPY web/package.json web/package.json
-# Only the compilers are needed here: no install scripts (they build the SDK too).
-RUN npm ci --ignore-scripts --no-audit --no-fund
+# Only the compilers are needed here: no install scripts (they build the SDK too). The patches
+# are applied all the same: the web app's bundle carries the tRPC code it imports.
+COPY patches ./patches
+RUN npm ci --ignore-scripts --no-audit --no-fund && npx patch-package --error-on-fail
 COPY server/scripts server/scripts
 COPY server/src server/src
 COPY drizzle ./drizzle
