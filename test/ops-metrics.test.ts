@@ -320,16 +320,31 @@ describe.skipIf(!engines.redisUrl)(
           const db = target.services.db;
           const [al, bo] = await Promise.all([signUp(target.url), signUp(target.url)]);
           const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
-          // A rule added to the database by mistake refuses one message: it is accepted, then set aside.
-          await db.execute(sql`alter table messages add constraint refuses_one check (content <> 'refused')`);
+          // A rule added to the database by mistake refuses a message and an edit: both are
+          // accepted, then set aside.
+          await db.execute(
+            sql`alter table messages add constraint refuses_one check (content not like 'refused%')`,
+          );
           const refused = await al.api.message.send.mutate({ conversationId: id, content: 'refused' });
           const kept = await al.api.message.send.mutate({ conversationId: id, content: 'kept' });
-          await expect
-            .poll(async () => (await deadLetters(target.services.broker)).length, { timeout: 15_000 })
-            .toBe(1);
           const history = async () =>
             (await bo.api.message.list.query({ conversationId: id, limit: 10 })).items.map((m) => m.content);
           await expect.poll(history, { timeout: 15_000 }).toEqual(['kept']);
+          await al.api.message.edit.mutate({ id: kept.id, content: 'refused, then kept' });
+          await expect
+            .poll(async () => (await deadLetters(target.services.broker)).length, { timeout: 15_000 })
+            .toBe(2);
+          // Each dead letter says what it was.
+          const listed = await runParley(['dead-letters'], { ...local.redisEnv(), LOG_LEVEL: 'error' });
+          expect(listed.code).toBe(0);
+          const set = listed.stdout
+            .split('\n')
+            .filter(Boolean)
+            .map((line) => JSON.parse(line) as { op: string; m: string });
+          expect(set.map(({ op, m }) => [op, (JSON.parse(m) as { content: string }).content])).toEqual([
+            ['create', 'refused'],
+            ['update', 'refused, then kept'],
+          ]);
 
           // Fixed: moved back, and written.
           await db.execute(sql`alter table messages drop constraint refuses_one`);
@@ -342,8 +357,9 @@ describe.skipIf(!engines.redisUrl)(
           const lines = moved.stdout.split('\n').filter(Boolean);
           expect(lines.map((line) => Object.keys(JSON.parse(line) as object))).toEqual([
             ['id', 'entry', 'requeued'],
+            ['id', 'entry', 'requeued'],
           ]);
-          await expect.poll(history, { timeout: 15_000 }).toEqual(['kept', 'refused']);
+          await expect.poll(history, { timeout: 15_000 }).toEqual(['refused, then kept', 'refused']);
           expect(await deadLetters(target.services.broker)).toEqual([]);
           const [row] = await bo.api.message.list
             .query({ conversationId: id, limit: 10 })

@@ -14,6 +14,8 @@ interface Change {
    * for a dead letter moved back into the queue, the entry it was first queued as (field `v`).
    */
   versionId: string;
+  /** What the entry says it is (`create` or `update`), kept as it was for a dead letter. */
+  op: string;
   message: WireMessage;
 }
 
@@ -241,7 +243,7 @@ export class PersistenceWorker {
   private async setAside(change: Change, attempts: number, error: unknown): Promise<void> {
     if (attempts >= this.settings.maxDeliveries) {
       this.held.delete(change.entryId);
-      const fields: Record<string, string> = { op: 'upsert', m: JSON.stringify(change.message) };
+      const fields: Record<string, string> = { op: change.op, m: JSON.stringify(change.message) };
       if (change.versionId !== change.entryId) fields.v = change.versionId;
       await this.deadLetter({ id: change.entryId, fields }, describe(error));
       return;
@@ -459,7 +461,7 @@ function parse(entry: QueueEntry): Change | null {
     }
     const versionId = entry.fields.v ?? entry.id;
     if (!STREAM_ID.test(versionId)) return null;
-    return { entryId: entry.id, versionId, message: message as WireMessage };
+    return { entryId: entry.id, versionId, op: entry.fields.op ?? 'create', message: message as WireMessage };
   } catch {
     return null;
   }
