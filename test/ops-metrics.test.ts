@@ -290,11 +290,19 @@ describe.skipIf(!engines.redisUrl)(
         expect(listed.stderr).toBe('');
         expect(listed.code).toBe(0);
         const lines = listed.stdout.split('\n').filter(Boolean);
-        const printed = lines.map((line) => JSON.parse(line) as Record<string, string>);
+        const printed = lines.map((line) => JSON.parse(line) as Record<string, unknown>);
         expect(printed).toHaveLength(1);
         const { id, ...rest } = printed[0] ?? {};
         expect(id).toMatch(/^\d+-\d+$/);
-        expect(rest).toEqual({ entry: queued, reason: 'unreadable entry', op: 'create', m: '{not json' });
+        expect(rest).toEqual({
+          partition: 0,
+          entry: queued,
+          reason: 'unreadable entry',
+          op: 'create',
+          m: '{not json',
+        });
+        const ofPartition = await runParley(['dead-letters', '--partition', '0'], local.redisEnv());
+        expect(ofPartition.stdout).toBe(listed.stdout);
 
         const refused = await runParley(['dead-letters', '--count', '0'], local.redisEnv());
         expect(refused.code).toBe(64);
@@ -305,6 +313,31 @@ describe.skipIf(!engines.redisUrl)(
         const misplaced = await runParley(['migrate', '--requeue'], {});
         expect(misplaced.code).toBe(64);
         expect(misplaced.stderr).toContain('--requeue only applies to "dead-letters"');
+        const usage: [string[], string][] = [
+          [['dead-letters', '--id', '1-0'], '--id only applies to "dead-letters --requeue"'],
+          [['dead-letters', '--requeue', '--id', 'latest'], '--id "latest" is not a dead letter\'s id'],
+          [
+            ['dead-letters', '--requeue', '--id', '1-0', '--count', '2'],
+            '--id and --count cannot go together',
+          ],
+          [['dead-letters', '--partition', 'one'], '--partition must be a whole number from 0'],
+          [
+            ['dead-letters', '--partition', String(engines.redisPartitions)],
+            `--partition ${engines.redisPartitions}: this deployment has`,
+          ],
+        ];
+        for (const [args, message] of usage) {
+          const answer = await runParley(args, local.redisEnv());
+          expect([args, answer.code]).toEqual([args, 64]);
+          expect(answer.stderr).toContain(message);
+        }
+        // Several partitions number their dead letters apart: an id alone names none.
+        const partitioned = await runParley(['dead-letters', '--requeue', '--id', '1-0'], {
+          ...local.redisEnv(),
+          REDIS_PARTITIONS: '3',
+        });
+        expect(partitioned.code).toBe(64);
+        expect(partitioned.stderr).toContain('--id needs --partition: this deployment has 3 partitions');
       } finally {
         await local.cleanup();
       }
@@ -346,8 +379,26 @@ describe.skipIf(!engines.redisUrl)(
             ['update', 'refused, then kept'],
           ]);
 
-          // Fixed: moved back, and written.
+          // Fixed: moved back, the first by its id, and written.
           await db.execute(sql`alter table messages drop constraint refuses_one`);
+          const [first] = JSON.parse(`[${listed.stdout.trim().split('\n').join(',')}]`) as {
+            partition: number;
+            id: string;
+          }[];
+          if (!first) throw new Error('no dead letter printed');
+          const chosen = ['--id', first.id, '--partition', String(first.partition)];
+          const one = await runParley(['dead-letters', '--requeue', ...chosen], {
+            ...local.redisEnv(),
+            LOG_LEVEL: 'error',
+          });
+          expect(one.stderr).toBe('');
+          expect(one.code).toBe(0);
+          const movedOne = JSON.parse(one.stdout) as Record<string, unknown>;
+          expect(Object.keys(movedOne)).toEqual(['partition', 'id', 'entry', 'requeued']);
+          expect(movedOne).toMatchObject({ partition: first.partition, id: first.id });
+          expect(movedOne.requeued).toMatch(/^\d+-\d+$/);
+          await expect.poll(history, { timeout: 15_000 }).toEqual(['kept', 'refused']);
+          expect(await deadLetters(target.services.broker)).toHaveLength(1);
           const moved = await runParley(['dead-letters', '--requeue'], {
             ...local.redisEnv(),
             LOG_LEVEL: 'error',
@@ -356,8 +407,7 @@ describe.skipIf(!engines.redisUrl)(
           expect(moved.code).toBe(0);
           const lines = moved.stdout.split('\n').filter(Boolean);
           expect(lines.map((line) => Object.keys(JSON.parse(line) as object))).toEqual([
-            ['id', 'entry', 'requeued'],
-            ['id', 'entry', 'requeued'],
+            ['partition', 'id', 'entry', 'requeued'],
           ]);
           await expect.poll(history, { timeout: 15_000 }).toEqual(['refused, then kept', 'refused']);
           expect(await deadLetters(target.services.broker)).toEqual([]);

@@ -21,7 +21,7 @@ Commands:
                         and run the persistence worker
   worker                Run only the persistence worker
   migrate               Apply pending database migrations and exit
-  dead-letters [--count N] [--requeue]
+  dead-letters [--count N] [--partition P] [--requeue [--id ID]...]
                         Print the entries the worker set aside (oldest first, at most N of
                         each partition, 100 by default), one JSON object a line; with
                         --requeue, move them back into the queue to be written again (once
@@ -31,6 +31,10 @@ Options:
   --no-worker           With start: do not run the persistence worker in this process
   --count N             With dead-letters: how many entries to print (or move) at most
   --requeue             With dead-letters: move the entries back into the queue
+  --id ID               With dead-letters --requeue: move only the dead letter with this id
+                        (as printed; repeat for several) instead of the oldest N
+  --partition P         With dead-letters: only partition P (as printed; 0 to
+                        REDIS_PARTITIONS - 1), which --id needs when there are several
   -c, --config PATH     Read settings from a JSON file whose keys are the environment
                         variable names (PORT, DATABASE_URL, ...); set variables and
                         .env win over it
@@ -48,6 +52,8 @@ const EX_TEMPFAIL = 75;
 const EX_CONFIG = 78;
 const DEAD_LETTERS_SHOWN = 100;
 const MAX_DEAD_LETTERS_SHOWN = 100_000;
+/** A dead letter's id: a Redis stream id. */
+const DEAD_LETTER_ID = /^\d{1,20}-\d{1,20}$/;
 const COMMANDS = ['start', 'worker', 'migrate', 'dead-letters'] as const;
 type Command = (typeof COMMANDS)[number];
 
@@ -114,6 +120,8 @@ function parseCommand(argv: string[]) {
         'no-worker': { type: 'boolean' },
         count: { type: 'string' },
         requeue: { type: 'boolean' },
+        id: { type: 'string', multiple: true },
+        partition: { type: 'string' },
         config: { type: 'string', short: 'c' },
       },
     });
@@ -132,16 +140,32 @@ function parseCommand(argv: string[]) {
   if (values.requeue && command !== 'dead-letters') {
     throw new UsageError('--requeue only applies to "dead-letters".');
   }
+  if (values.partition !== undefined && command !== 'dead-letters') {
+    throw new UsageError('--partition only applies to "dead-letters".');
+  }
+  const ids = values.id ?? [];
+  if (ids.length > 0 && !values.requeue)
+    throw new UsageError('--id only applies to "dead-letters --requeue".');
+  if (ids.length > 0 && values.count !== undefined) {
+    throw new UsageError('--id and --count cannot go together: --id names the dead letters to move.');
+  }
+  const malformed = ids.find((id) => !DEAD_LETTER_ID.test(id));
+  if (malformed !== undefined) {
+    throw new UsageError(`--id "${malformed}" is not a dead letter's id (as printed, e.g. 1733500000000-0).`);
+  }
   const count = values.count === undefined ? DEAD_LETTERS_SHOWN : Number(values.count);
   if (!Number.isInteger(count) || count < 1 || count > MAX_DEAD_LETTERS_SHOWN) {
     throw new UsageError(`--count must be a whole number from 1 to ${MAX_DEAD_LETTERS_SHOWN}.`);
+  }
+  const partition = values.partition === undefined ? null : Number(values.partition);
+  if (partition !== null && (!/^\d+$/.test(values.partition ?? '') || !Number.isSafeInteger(partition))) {
+    throw new UsageError('--partition must be a whole number from 0 (as printed).');
   }
   return {
     command,
     help: values.help === true || command === 'help',
     noWorker: values['no-worker'] === true,
-    count,
-    requeue: values.requeue === true,
+    deadLetters: { count, requeue: values.requeue === true, ids, partition },
     configPath: values.config,
   };
 }
@@ -207,7 +231,7 @@ async function main(argv: string[]): Promise<number> {
     console.error(`${error.message}\n\n${HELP}`);
     return EX_USAGE;
   }
-  const { command, help, noWorker, count, requeue, configPath } = parsed;
+  const { command, help, noWorker, deadLetters, configPath } = parsed;
   if (help) {
     console.log(HELP);
     return 0;
@@ -243,8 +267,21 @@ async function main(argv: string[]): Promise<number> {
     );
     return EX_CONFIG;
   }
+  const partitions = config.eventPartitions;
+  if (deadLetters.partition !== null && deadLetters.partition >= partitions) {
+    console.error(
+      `--partition ${deadLetters.partition}: this deployment has ${partitions === 1 ? 'one partition, 0' : `${partitions} partitions, 0 to ${partitions - 1}`} (REDIS_PARTITIONS).\n\n${HELP}`,
+    );
+    return EX_USAGE;
+  }
+  if (deadLetters.ids.length > 0 && deadLetters.partition === null && partitions > 1) {
+    console.error(
+      `--id needs --partition: this deployment has ${partitions} partitions (REDIS_PARTITIONS), each numbering its dead letters on its own.\n\n${HELP}`,
+    );
+    return EX_USAGE;
+  }
   try {
-    return await run(config, command, noWorker, { count, requeue });
+    return await run(config, command, noWorker, deadLetters);
   } catch (error) {
     if (error instanceof DataDirLocked) {
       console.error(error.message);
@@ -254,12 +291,7 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-async function run(
-  config: Config,
-  command: Command,
-  noWorker: boolean,
-  deadLetters: { count: number; requeue: boolean },
-) {
+async function run(config: Config, command: Command, noWorker: boolean, deadLetters: DeadLetterOptions) {
   if (command === 'dead-letters') return handleDeadLetters(config, deadLetters);
   if (command === 'migrate') {
     const log = createLogger({ level: config.logLevel, pretty: config.logFormat === 'pretty' });
@@ -277,15 +309,26 @@ async function run(
   return serve(config, command, noWorker);
 }
 
+interface DeadLetterOptions {
+  count: number;
+  requeue: boolean;
+  /** With `requeue`: the dead letters to move, instead of the oldest `count`. */
+  ids: string[];
+  /** Only this partition's dead letters (null: every partition's). */
+  partition: number | null;
+}
+
 /**
- * Prints the worker's dead letters, one JSON object a line: its id among the dead letters (`id`),
- * the queue entry it was (`entry`), why it was set aside (`reason`), and the entry's own fields
- * (`op`, the change; `m`, its message as queued). With `requeue`, moves them back into the queue
- * instead, printing for each its `id`, the `entry` it was and the entry it is now (`requeued`).
+ * Prints the worker's dead letters, one JSON object a line: the partition whose queue it was in
+ * (`partition`), its id among that partition's dead letters (`id`), the queue entry it was
+ * (`entry`), why it was set aside (`reason`), and the entry's own fields (`op`, the change; `m`,
+ * its message as queued). With `requeue`, moves them back into the queue instead (the oldest
+ * `count`, or those of `ids`), printing for each its `partition`, its `id`, the `entry` it was
+ * and the entry it is now (`requeued`).
  */
 async function handleDeadLetters(
   config: Config,
-  { count, requeue }: { count: number; requeue: boolean },
+  { count, requeue, ids, partition: only }: DeadLetterOptions,
 ): Promise<number> {
   const { openBroker } = await import('./broker/index.js');
   const broker = await openBroker({
@@ -295,13 +338,19 @@ async function handleDeadLetters(
     eventPartitions: config.eventPartitions,
   });
   try {
-    for (const queue of broker.queues) {
+    for (const [partition, queue] of broker.queues.entries()) {
+      if (only !== null && partition !== only) continue;
       if (requeue) {
-        for (const moved of await queue.requeueDeadLetters(count)) console.log(JSON.stringify(moved));
+        const selections = ids.length > 0 ? ids.map((id) => ({ id })) : [{ count }];
+        for (const which of selections) {
+          for (const moved of await queue.requeueDeadLetters(which)) {
+            console.log(JSON.stringify({ partition, ...moved }));
+          }
+        }
         continue;
       }
       for (const { id, fields } of await queue.deadLetters(count)) {
-        console.log(JSON.stringify({ id, ...fields }));
+        console.log(JSON.stringify({ partition, id, ...fields }));
       }
     }
   } finally {

@@ -194,7 +194,7 @@ function contract(engine: Engine) {
     const letters = await queue.deadLetters(10);
     expect(letters).toHaveLength(3);
 
-    const first = await queue.requeueDeadLetters(2);
+    const first = await queue.requeueDeadLetters({ count: 2 });
     expect(first.map(({ id, entry }) => [id, entry])).toEqual([
       [letters[0]?.id, ids[0]],
       [letters[1]?.id, ids[1]],
@@ -214,7 +214,7 @@ function contract(engine: Engine) {
     if (!retried) throw new Error('nothing read');
     await queue.deadLetter(retried, 'refused again');
     await queue.ack(again.map((entry) => entry.id));
-    const rest = await queue.requeueDeadLetters(10);
+    const rest = await queue.requeueDeadLetters({ count: 10 });
     expect(rest.map(({ id, entry }) => [id, entry])).toEqual([
       [letters[2]?.id, ids[2]],
       [expect.any(String), retried.id],
@@ -224,7 +224,30 @@ function contract(engine: Engine) {
       { n: '0', v: ids[0] },
     ]);
     expect(await queue.deadLetters(10)).toEqual([]);
-    expect(await queue.requeueDeadLetters(10)).toEqual([]);
+    expect(await queue.requeueDeadLetters({ count: 10 })).toEqual([]);
+  });
+
+  it('moves one dead letter back by its id, leaving the others where they were', async () => {
+    await queue.prepare();
+    const ids = await addMany(3);
+    for (const entry of await queue.readNew('c', 3)) await queue.deadLetter(entry, 'refused');
+    const letters = await queue.deadLetters(10);
+    const middle = letters[1]?.id ?? '';
+
+    const moved = await queue.requeueDeadLetters({ id: middle });
+    expect(moved.map(({ id, entry }) => [id, entry])).toEqual([[middle, ids[1]]]);
+    expect(await queue.readNew('c', 10)).toEqual([{ id: moved[0]?.requeued, fields: { n: '1', v: ids[1] } }]);
+    expect((await queue.deadLetters(10)).map((letter) => letter.id)).toEqual([
+      letters[0]?.id,
+      letters[2]?.id,
+    ]);
+    // Gone from the dead letters, or never there: nothing moves.
+    expect(await queue.requeueDeadLetters({ id: middle })).toEqual([]);
+    expect(await queue.requeueDeadLetters({ id: '1-0' })).toEqual([]);
+    expect((await queue.deadLetters(10)).map((letter) => letter.id)).toEqual([
+      letters[0]?.id,
+      letters[2]?.id,
+    ]);
   });
 
   it('releases a pending copy only while it is the one the written entry left', async () => {

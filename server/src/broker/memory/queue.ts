@@ -1,4 +1,5 @@
 import type {
+  DeadLetterSelection,
   PendingEntry,
   QueueEntry,
   QueueInfo,
@@ -179,8 +180,15 @@ export class MemoryQueue implements WorkQueue {
     return Promise.resolve(this.dead.slice(0, count).map(copy));
   }
 
-  requeueDeadLetters(count: number): Promise<RequeuedEntry[]> {
-    const moved = this.dead.splice(0, count).map(({ id, fields }) => {
+  requeueDeadLetters(which: DeadLetterSelection): Promise<RequeuedEntry[]> {
+    let letters: QueueEntry[];
+    if ('id' in which) {
+      const at = this.dead.findIndex((letter) => letter.id === which.id);
+      letters = at < 0 ? [] : this.dead.splice(at, 1);
+    } else {
+      letters = this.dead.splice(0, which.count);
+    }
+    const moved = letters.map(({ id, fields }) => {
       const entry = fields.entry ?? '';
       const original: Record<string, string> = { v: entry };
       for (const [name, value] of Object.entries(fields)) {

@@ -37,13 +37,17 @@ export interface WorkQueue {
   /** The entries set aside (`deadLetter`), oldest first, each with `entry` and `reason` (`parley dead-letters`). */
   deadLetters(count: number): Promise<QueueEntry[]>;
   /**
-   * Moves up to `count` of the oldest dead letters back into the queue, in one step: each
-   * becomes a new entry with the fields it was set aside with, plus `v`, the entry it was first
-   * queued as (kept when it has one already): its change keeps that place among the message's
-   * changes, so it never undoes a newer one (`parley dead-letters --requeue`).
+   * Moves dead letters back into the queue, in one step: up to `count` of the oldest, or the one
+   * whose id is `id` (none when there is no such dead letter). Each becomes a new entry with the
+   * fields it was set aside with, plus `v`, the entry it was first queued as (kept when it has
+   * one already): its change keeps that place among the message's changes, so it never undoes a
+   * newer one (`parley dead-letters --requeue`).
    */
-  requeueDeadLetters(count: number): Promise<RequeuedEntry[]>;
+  requeueDeadLetters(which: DeadLetterSelection): Promise<RequeuedEntry[]>;
 }
+
+/** Which dead letters to move back: the oldest `count`, or the one with this `id`. */
+export type DeadLetterSelection = { count: number } | { id: string };
 
 /** A dead letter moved back into the queue. */
 export interface RequeuedEntry {

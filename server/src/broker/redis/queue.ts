@@ -11,6 +11,7 @@ import type {
   PendingEntry,
   QueueEntry,
   QueueInfo,
+  DeadLetterSelection,
   RequeuedEntry,
   WorkQueue,
   WrittenChange,
@@ -61,10 +62,16 @@ return 1`,
 const REQUEUE = defineScript({
   name: 'queueRequeue',
   keys: ['queue', 'dead'],
-  args: ['count'],
+  args: ['count', 'id'],
   body: `
 local moved = {}
-for _, letter in ipairs(redis.call('XRANGE', dead, '-', '+', 'COUNT', count)) do
+local letters
+if id == '' then
+  letters = redis.call('XRANGE', dead, '-', '+', 'COUNT', count)
+else
+  letters = redis.call('XRANGE', dead, id, id)
+end
+for _, letter in ipairs(letters) do
   local raw, fields, original, versioned = letter[2], {}, '', false
   for i = 1, #raw, 2 do
     if raw[i] == 'entry' then
@@ -270,10 +277,10 @@ export class RedisQueue implements WorkQueue {
     return this.range(this.redis.key(deadLetterStream(this.p)), '0-0', count);
   }
 
-  async requeueDeadLetters(count: number): Promise<RequeuedEntry[]> {
+  async requeueDeadLetters(which: DeadLetterSelection): Promise<RequeuedEntry[]> {
     const flat = (await this.redis.eval(REQUEUE, {
       keys: { queue: messagesStream(this.p), dead: deadLetterStream(this.p) },
-      args: { count },
+      args: 'id' in which ? { count: 1, id: which.id } : { count: which.count, id: '' },
     })) as string[];
     const moved: RequeuedEntry[] = [];
     for (let i = 0; i + 2 < flat.length; i += 3) {
