@@ -10,7 +10,14 @@ import { pendingKey } from '../server/src/broker/keyspace.js';
 import { toWire } from '../server/src/messages/store.js';
 import { PersistenceWorker } from '../server/src/worker/persist.js';
 import { connect, signUp, wsUrl } from './support/client.js';
-import { TestDeployment, engineLabel, onRealEngines, openRedis, testPartitionFor } from './support/env.js';
+import {
+  TestDeployment,
+  engineLabel,
+  engines,
+  onRealEngines,
+  openRedis,
+  testPartitionFor,
+} from './support/env.js';
 import { deadLetters, isDrained, queueOf } from './support/queues.js';
 import { expectCode } from './support/errors.js';
 
@@ -420,6 +427,44 @@ describe(`messages (${engineLabel})`, () => {
     const stored = await rows(app, id);
     expect(stored).toHaveLength(17);
     expect(stored.map((r) => r.seq)).toEqual(Array.from({ length: 17 }, (_, i) => i + 1));
+  });
+
+  it('a send marked firstAttempt: the claim still catches a repeat, and past it PostgreSQL is asked only for a retry', async () => {
+    const local = await TestDeployment.create();
+    try {
+      const target = await local.start({ worker: { blockMs: 50, maxDeliveries: 1 } });
+      const [al, bo] = await Promise.all([signUp(target.url), signUp(target.url)]);
+      const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
+      const send = (content: string, firstAttempt?: boolean) =>
+        al.ws.message.send.mutate({ conversationId: id, content, clientMessageId: 'once', firstAttempt });
+      const first = await send('first', true);
+      // Within the broker's claim, a repeat marked as a first attempt is still the first message.
+      expect(await send('repeat', true)).toEqual(first);
+      await drained(target);
+      expect(await target.services.broker.inspect.expireClaim(al.user.id, id, 'once')).toBe(true);
+      // A retry answered from PostgreSQL claims nothing again.
+      expect(await send('a retry')).toEqual(first);
+      const wronglyFirst = await send('said to be first', true);
+      const history = async () =>
+        (await bo.api.message.list.query({ conversationId: id, limit: 10 })).items.map((m) => m.id);
+      if (!engines.redisUrl) {
+        // Answered only once written (the in-process broker), a send still asks PostgreSQL.
+        expect(wronglyFirst).toEqual(first);
+        expect(await history()).toEqual([first.id]);
+        return;
+      }
+      // Past the claim only PostgreSQL knows the id, and it is asked for a retry only: this
+      // second message is refused by PostgreSQL's unique index and set aside.
+      expect(wronglyFirst.id).not.toBe(first.id);
+      await expect
+        .poll(async () => (await deadLetters(target.services.broker)).map((letter) => letter.fields.reason), {
+          timeout: 15_000,
+        })
+        .toEqual([expect.stringMatching(/unique|duplicate/i)]);
+      expect(await history()).toEqual([first.id]);
+    } finally {
+      await local.cleanup();
+    }
   });
 
   it('edits (sender only) and deletes (sender or admin) leave a gapless history with tombstones', async () => {

@@ -42,24 +42,29 @@ describe(`@parley/client sends (${engineLabel})`, () => {
       /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/,
     );
     expect(second.clientMessageId).not.toBe(first.clientMessageId);
-    // One given by the caller is kept.
+    // One given by the caller is kept, and not said to be new: the caller may be repeating it.
+    const marked = proxy.count('"firstAttempt":true');
     const own = await client.api.message.send.mutate({
       conversationId: group.id,
       content: 'three',
       clientMessageId: 'mine-1',
     });
     expect(own.clientMessageId).toBe('mine-1');
+    expect(proxy.count('"firstAttempt":true')).toBe(marked);
   });
 
   it('retries a send whose answer was lost with the connection, and the message is stored once', async () => {
     const { client, group } = await sender();
     proxy.drop('/trpc/message.send', 'after-server');
     const before = proxy.count('/trpc/message.send');
+    const marked = proxy.count('"firstAttempt":true');
     const sent = await client.api.message.send.mutate({ conversationId: group.id, content: 'exactly once' });
 
-    // The server got the send twice (the first answer never arrived) with one clientMessageId.
+    // The server got the send twice (the first answer never arrived) with one clientMessageId,
+    // the first time as a first attempt, the second time not: PostgreSQL is asked for it then.
     expect(proxy.count('/trpc/message.send') - before).toBe(2);
     expect(proxy.count(`"clientMessageId":"${sent.clientMessageId}"`)).toBe(2);
+    expect(proxy.count('"firstAttempt":true') - marked).toBe(1);
     const { items } = await client.api.message.list.query({ conversationId: group.id });
     const copies = items.filter((message) => message.content === 'exactly once');
     expect(copies).toHaveLength(1);
@@ -78,13 +83,37 @@ describe(`@parley/client sends (${engineLabel})`, () => {
     const { client, group } = await sender({ attempts: 3 });
     proxy.drop('/trpc/message.send', 'after-server', 3);
     const before = proxy.count('/trpc/message.send');
+    const marked = proxy.count('"firstAttempt":true');
     const error = await client.api.message.send
       .mutate({ conversationId: group.id, content: 'never answered' })
       .catch((e: unknown) => e);
     expect(isNetworkFailure(error)).toBe(true);
     expect(proxy.count('/trpc/message.send') - before).toBe(3);
+    expect(proxy.count('"firstAttempt":true') - marked).toBe(1);
     const { items } = await client.api.message.list.query({ conversationId: group.id });
     expect(items.filter((message) => message.content === 'never answered')).toHaveLength(1);
+  });
+
+  it('sends again without firstAttempt after a refresh, when the server refused the token', async () => {
+    const { client, group } = await sender();
+    const tokens = client.tokens;
+    if (!tokens) throw new Error('not signed in');
+    await client.close();
+    // The same session, with an access token the server refuses (its signature no longer fits).
+    const again = createParleyClient({
+      url: proxy.url,
+      tokens: { ...tokens, accessToken: `${tokens.accessToken.slice(0, -2)}AA` },
+    });
+    clients.push(again);
+    const before = proxy.count('/trpc/message.send');
+    const marked = proxy.count('"firstAttempt":true');
+    const sent = await again.api.message.send.mutate({ conversationId: group.id, content: 'after refresh' });
+    expect(proxy.count('/trpc/message.send') - before).toBe(2);
+    expect(proxy.count('"firstAttempt":true') - marked).toBe(1);
+    const { items } = await again.api.message.list.query({ conversationId: group.id });
+    expect(items.filter((message) => message.content === 'after refresh').map((m) => m.id)).toEqual([
+      sent.id,
+    ]);
   });
 
   it('does not repeat other mutations after a network failure', async () => {

@@ -30,7 +30,9 @@ const IDEMPOTENT_SENDS = new Set(['message.send']);
 /**
  * Makes every call carry a fresh token, retries a call once after a refresh when the server
  * says its token is no longer valid, and gives `message.send` a `clientMessageId` so that
- * `sendRetryLink` can repeat it after a network failure without posting twice.
+ * `sendRetryLink` can repeat it after a network failure without posting twice. A send whose
+ * id it made goes out the first time with `firstAttempt`: no earlier message can have that id,
+ * so the server does not look for one. Every later attempt goes without it.
  */
 export function sessionLink(options: SessionLinkOptions): TRPCLink<AppRouter> {
   return () =>
@@ -39,6 +41,7 @@ export function sessionLink(options: SessionLinkOptions): TRPCLink<AppRouter> {
       if (op.type === 'subscription') return next(op);
       return observable((observer) => {
         const prepared = isIdempotentSend(op) ? withClientMessageId(op, options.newId) : op;
+        let runs = 0;
         let recovered = false;
         let disposed = false;
         let current: { unsubscribe(): void } | null = null;
@@ -47,7 +50,8 @@ export function sessionLink(options: SessionLinkOptions): TRPCLink<AppRouter> {
           options.fresh().then(
             () => {
               if (disposed) return;
-              const sent: Operation = { ...prepared, context: { ...prepared.context } };
+              const attempt = ++runs === 1 ? prepared : withoutFirstAttempt(prepared);
+              const sent: Operation = { ...attempt, context: { ...attempt.context } };
               const token = options.tokenFor(sent);
               current = next(sent).subscribe({
                 next: (value) => observer.next(value),
@@ -100,10 +104,11 @@ function isIdempotentSend(op: Operation): boolean {
 /**
  * Repeats `message.send` after a network failure (tRPC's `retryLink`), with the
  * `clientMessageId` `sessionLink` gave it, `attempts` times in all, waiting `baseDelayMs`
- * (doubling, at most `maxDelayMs`, with jitter) in between. Nothing else is repeated.
+ * (doubling, at most `maxDelayMs`, with jitter) in between, each repeat without
+ * `firstAttempt`. Nothing else is repeated.
  */
 export function sendRetryLink(retry: Required<SendRetry>): TRPCLink<AppRouter> {
-  return retryLink<AppRouter>({
+  const retrying = retryLink<AppRouter>({
     retry: ({ op, error, attempts }) =>
       isIdempotentSend(op) && isNetworkFailure(error) && attempts < retry.attempts && !op.signal?.aborted,
     retryDelayMs: (attempts) => {
@@ -111,11 +116,27 @@ export function sendRetryLink(retry: Required<SendRetry>): TRPCLink<AppRouter> {
       return delay / 2 + (Math.random() * delay) / 2;
     },
   });
+  return (runtime) => {
+    const link = retrying(runtime);
+    return ({ op, next }) => {
+      // `retryLink` hands each attempt of this operation to `next`: only the first is one.
+      let attempts = 0;
+      return link({ op, next: (attempt) => next(++attempts === 1 ? attempt : withoutFirstAttempt(attempt)) });
+    };
+  };
 }
 
 function withClientMessageId(op: Operation, newId: () => string): Operation {
   const input: unknown = op.input;
   if (typeof input !== 'object' || input === null) return op;
   if ('clientMessageId' in input && input.clientMessageId) return op;
-  return { ...op, input: { ...input, clientMessageId: newId() } };
+  return { ...op, input: { ...input, clientMessageId: newId(), firstAttempt: true } };
+}
+
+/** The operation as a repeat sends it: an id it went out with before is not a first attempt. */
+function withoutFirstAttempt(op: Operation): Operation {
+  const input: unknown = op.input;
+  if (typeof input !== 'object' || input === null || !('firstAttempt' in input)) return op;
+  const { firstAttempt: _firstAttempt, ...rest } = input;
+  return { ...op, input: rest };
 }

@@ -218,7 +218,8 @@ export function useMessages(conversationId: string) {
 /**
  * Sends a message with an optimistic entry (`delivery: 'sending'`) that the server's message
  * replaces when it arrives, by its `clientMessageId`; a failed send stays, marked `failed`,
- * and `retry` sends it again under the same id, so it is never posted twice.
+ * and `retry` sends it again under the same id (not as a first attempt), so it is never posted
+ * twice.
  */
 export function useSendMessage(conversationId: string) {
   const parley = useParley();
@@ -227,7 +228,7 @@ export function useSendMessage(conversationId: string) {
   const history = trpc.message.list.infiniteQueryFilter({ conversationId });
 
   const mutation = useMutation({
-    mutationFn: (input: { content: string; clientMessageId: string }) =>
+    mutationFn: (input: { content: string; clientMessageId: string; firstAttempt?: true }) =>
       parley.api.message.send.mutate({ conversationId, ...input }),
     onMutate: (input) => {
       const me = parley.user;
@@ -270,7 +271,9 @@ export function useSendMessage(conversationId: string) {
   });
 
   return {
-    send: (content: string) => mutation.mutate({ content, clientMessageId: newClientMessageId() }),
+    // A new id has never been sent: the server need not look for an earlier message with it.
+    send: (content: string) =>
+      mutation.mutate({ content, clientMessageId: newClientMessageId(), firstAttempt: true }),
     retry: (message: ChatMessage) => {
       if (message.clientMessageId)
         mutation.mutate({ content: message.content, clientMessageId: message.clientMessageId });

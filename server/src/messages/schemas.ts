@@ -17,6 +17,13 @@ export const SendMessage = z.object({
     .max(64)
     .regex(/^[A-Za-z0-9_\-:.]+$/, 'may contain only letters, digits and - _ : .')
     .optional(),
+  /**
+   * `true` on the first attempt of a send whose `clientMessageId` the client has just made: no
+   * earlier message can have it, so the server does not look in PostgreSQL for one. Left out
+   * (or `false`) on every retry. A repeat within the broker's claim (an hour) is caught either
+   * way; ignored without a `clientMessageId`.
+   */
+  firstAttempt: z.boolean().optional(),
 });
 export type SendMessage = z.infer<typeof SendMessage>;
 

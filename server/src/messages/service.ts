@@ -48,12 +48,13 @@ export class MessageService {
       issuedAt: sender.issuedAt.getTime(),
     };
     // A clientMessageId still claimed in the broker is caught by the append itself; PostgreSQL
-    // covers a retry after the claim expired.
+    // covers a retry after the claim expired (a first attempt cannot be one).
     if (input.clientMessageId) {
       const earlier = await this.store.writtenClientId(
         sender.id,
         input.conversationId,
         input.clientMessageId,
+        input.firstAttempt === true,
       );
       if (earlier) {
         await this.requireSession(session);

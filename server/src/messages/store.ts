@@ -278,9 +278,18 @@ export class MessageStore {
 
   /**
    * The message PostgreSQL holds for a `clientMessageId`, for a retry that comes after the
-   * broker's claim expired (a claim still held is caught by `appendNew` itself).
+   * broker's claim expired (a claim still held is caught by `appendNew` itself). On the first
+   * attempt of a send there can be none, and PostgreSQL is not asked; except where a send is
+   * answered only once written (the in-process broker): there a second message with the id
+   * would fail its send instead of being set aside later, and the lookup costs no round trip.
    */
-  async writtenClientId(senderId: string, conversationId: string, clientMessageId: string) {
+  async writtenClientId(
+    senderId: string,
+    conversationId: string,
+    clientMessageId: string,
+    firstAttempt = false,
+  ) {
+    if (firstAttempt && !this.durability) return null;
     const lookup = this.writtenByClientId.load({ senderId, conversationId, clientMessageId });
     // While PostgreSQL is unreachable its driver waits for a connection; sending must not. The
     // broker's claim, which covers any retry within its lifetime, then judges duplicates alone.
