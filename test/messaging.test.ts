@@ -20,6 +20,7 @@ import {
 } from './support/env.js';
 import { deadLetters, isDrained, queueOf } from './support/queues.js';
 import { expectCode } from './support/errors.js';
+import { clearOfWindowEnd } from './support/windows.js';
 
 let deployment: TestDeployment;
 let app: App;
@@ -633,9 +634,10 @@ describe(`messages (${engineLabel})`, () => {
   it('throttles sends per user with TOO_MANY_REQUESTS', async () => {
     const local = await TestDeployment.create();
     try {
-      const limited = await local.start({ limits: { sendsPerUser: 3, sendWindowSeconds: 60 } });
+      const limited = await local.start({ limits: { sendsPerUser: 3, sendWindowSeconds: 3600 } });
       const [al, bo] = await Promise.all([signUp(limited.url), signUp(limited.url)]);
       const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
+      await clearOfWindowEnd(3600);
       for (let i = 0; i < 3; i++) await al.api.message.send.mutate({ conversationId: id, content: `${i}` });
       await expectCode(
         al.api.message.send.mutate({ conversationId: id, content: 'one too many' }),
