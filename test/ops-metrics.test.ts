@@ -317,6 +317,10 @@ describe.skipIf(!engines.redisUrl)(
           [['dead-letters', '--id', '1-0'], '--id only applies to "dead-letters --requeue"'],
           [['dead-letters', '--requeue', '--id', 'latest'], '--id "latest" is not a dead letter\'s id'],
           [
+            ['dead-letters', '--requeue', '--id', '18446744073709551616-0'],
+            '--id "18446744073709551616-0" is not a dead letter\'s id',
+          ],
+          [
             ['dead-letters', '--requeue', '--id', '1-0', '--count', '2'],
             '--id and --count cannot go together',
           ],

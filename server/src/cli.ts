@@ -52,8 +52,11 @@ const EX_TEMPFAIL = 75;
 const EX_CONFIG = 78;
 const DEAD_LETTERS_SHOWN = 100;
 const MAX_DEAD_LETTERS_SHOWN = 100_000;
-/** A dead letter's id: a Redis stream id. */
-const DEAD_LETTER_ID = /^\d{1,20}-\d{1,20}$/;
+/** A dead letter's id: a Redis stream id, two unsigned 64-bit numbers. */
+function isDeadLetterId(id: string): boolean {
+  const parts = /^(\d{1,20})-(\d{1,20})$/.exec(id);
+  return parts !== null && parts.slice(1).every((part) => BigInt(part) < 2n ** 64n);
+}
 const COMMANDS = ['start', 'worker', 'migrate', 'dead-letters'] as const;
 type Command = (typeof COMMANDS)[number];
 
@@ -149,7 +152,7 @@ function parseCommand(argv: string[]) {
   if (ids.length > 0 && values.count !== undefined) {
     throw new UsageError('--id and --count cannot go together: --id names the dead letters to move.');
   }
-  const malformed = ids.find((id) => !DEAD_LETTER_ID.test(id));
+  const malformed = ids.find((id) => !isDeadLetterId(id));
   if (malformed !== undefined) {
     throw new UsageError(`--id "${malformed}" is not a dead letter's id (as printed, e.g. 1733500000000-0).`);
   }
