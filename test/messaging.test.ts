@@ -468,6 +468,36 @@ describe(`messages (${engineLabel})`, () => {
     }
   });
 
+  it('a send whose conversation is deleted on its way to PostgreSQL: NOT_FOUND where answered once written', async () => {
+    const local = await TestDeployment.create();
+    try {
+      const target = await local.start({ worker: { blockMs: 50, maxDeliveries: 1 } });
+      const [al, bo] = await Promise.all([signUp(target.url), signUp(target.url)]);
+      const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
+      await al.api.message.send.mutate({ conversationId: id, content: 'before' });
+      await drained(target);
+      // Gone from PostgreSQL while the broker still lets the sender in: what a deletion that
+      // lands between a send's checks and its write leaves.
+      await target.services.db.execute(sql`delete from conversations where id = ${id}`);
+      const late = al.api.message.send.mutate({ conversationId: id, content: 'late' });
+      if (!engines.redisUrl) {
+        // The in-process broker answers once written: the sender learns the conversation is gone.
+        const refused = await expectCode(late, 'NOT_FOUND');
+        expect(refused.message).toBe('Conversation not found');
+      } else {
+        // Acknowledged once queued, as every send there; the worker sets it aside.
+        await expect(late).resolves.toMatchObject({ content: 'late' });
+      }
+      await expect
+        .poll(async () => (await deadLetters(target.services.broker)).map((letter) => letter.fields.reason), {
+          timeout: 15_000,
+        })
+        .toEqual([expect.stringMatching(/no such conversation$/)]);
+    } finally {
+      await local.cleanup();
+    }
+  });
+
   it('edits (sender only) and deletes (sender or admin) leave a gapless history with tombstones', async () => {
     const [owner, admin, member] = await Promise.all([signUp(app.url), signUp(app.url), signUp(app.url)]);
     const { id } = await owner.api.conversation.createGroup.mutate({

@@ -86,9 +86,9 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
           metrics.persistBatchSize.observe(size);
           metrics.persistLatency.observe(durationMs / 1000);
         },
-        onDeadLetter: (entryId: string) => {
+        onDeadLetter: (entryId: string, reason: string) => {
           metrics.deadLetters.inc();
-          written?.markDeadLettered(entryId);
+          written?.markDeadLettered(entryId, reason);
         },
         onWritten: (entryIds: readonly string[]) => written?.markWritten(entryIds),
       };

@@ -29,7 +29,7 @@ export interface WorkerStats {
 export interface PersistHooks {
   onBatch?(size: number, durationMs: number): void;
   /** After the entry went to the dead-letter stream (and its pending copy was released). */
-  onDeadLetter?(entryId: string): void;
+  onDeadLetter?(entryId: string, reason: string): void;
   /**
    * After these entries were committed and their pending copies released: a caller that saw an
    * entry's pending copy before waiting for it is always told (`WrittenEntries` relies on it).
@@ -421,7 +421,7 @@ export class PersistenceWorker {
     const change = parse(entry);
     if (change) await this.releasePending([change]);
     this.stats.deadLettered += 1;
-    this.hooks.onDeadLetter?.(entry.id);
+    this.hooks.onDeadLetter?.(entry.id, reason);
   }
 
   /** Trims the stream below its oldest unacknowledged entry; nothing unwritten is removed. */

@@ -1,4 +1,4 @@
-import { Unavailable } from '../errors.js';
+import { NotFound, Unavailable } from '../errors.js';
 import type { Durability } from '../messages/store.js';
 
 interface Waiter {
@@ -60,14 +60,15 @@ export class WrittenEntries implements Durability {
     }
   }
 
-  /** The worker moved this entry to the dead-letter stream: its change is not stored. */
-  markDeadLettered(entryId: string): void {
+  /**
+   * The worker moved this entry to the dead-letter stream, for `reason` (PostgreSQL's refusal):
+   * its change is not stored.
+   */
+  markDeadLettered(entryId: string, reason: string): void {
     const waiters = this.waiting.get(entryId);
     if (!waiters) return;
     this.waiting.delete(entryId);
-    for (const waiter of waiters) {
-      waiter.reject(new Error(`Stream entry ${entryId} was refused by the database (dead-lettered)`));
-    }
+    for (const waiter of waiters) waiter.reject(refusal(entryId, reason));
   }
 
   private forget(entryId: string, waiter: Waiter): void {
@@ -75,4 +76,14 @@ export class WrittenEntries implements Durability {
     waiters?.delete(waiter);
     if (waiters?.size === 0) this.waiting.delete(entryId);
   }
+}
+
+/**
+ * What the caller of a change PostgreSQL refused is told. A conversation deleted while the change
+ * was on its way is gone for the caller too (the refusal is the one migration 0001's trigger
+ * raises); anything else is the server's failure, since the change passed every check before.
+ */
+function refusal(entryId: string, reason: string): Error {
+  if (reason.endsWith('violates foreign key: no such conversation')) return new NotFound('Conversation');
+  return new Error(`Stream entry ${entryId} was refused by the database (dead-lettered): ${reason}`);
 }
