@@ -86,6 +86,41 @@ describe(`@parley/client event stream across token refreshes (${engineLabel})`, 
     expect(reader.events.lastEventId).toBeTruthy();
   });
 
+  it('gives each listener every event once, and one added during an event the events after it', async () => {
+    const reader = await sdkUser(app, clients);
+    const writer = await sdkUser(app, clients);
+    const group = await writer.api.conversation.createGroup.mutate({
+      name: 'listeners',
+      memberIds: [reader.id],
+    });
+    const seen: Record<string, string[]> = { first: [], added: [], anyOne: [], anyTwo: [] };
+    let added = false;
+    // Alone on its type: the one listener is called without copying the set.
+    reader.events.on('message.created', ({ message }) => {
+      seen.first?.push(message.content);
+      if (added) return;
+      added = true;
+      reader.events.on('message.created', ({ message: later }) => seen.added?.push(later.content));
+    });
+    reader.events.onAny((event) => {
+      if (event.type === 'message.created') seen.anyOne?.push(event.message.content);
+    });
+    reader.events.onAny((event) => {
+      if (event.type === 'message.created') seen.anyTwo?.push(event.message.content);
+    });
+    await streamLive(app, reader.id);
+
+    await writer.api.message.send.mutate({ conversationId: group.id, content: 'one' });
+    await writer.api.message.send.mutate({ conversationId: group.id, content: 'two' });
+    await vi.waitFor(() => expect(seen.anyTwo).toEqual(['one', 'two']), 10_000);
+    expect(seen).toEqual({
+      first: ['one', 'two'],
+      added: ['two'],
+      anyOne: ['one', 'two'],
+      anyTwo: ['one', 'two'],
+    });
+  });
+
   it('recovers when the server ends the stream for an expired token, resuming from the last event', async () => {
     // The client is told its token lasts an hour, so it does not refresh ahead: the server ends the
     // stream with UNAUTHORIZED when the token really expires, and the client must recover.

@@ -6,13 +6,13 @@ import {
   type TRPCLink,
   wsLink,
 } from '@trpc/client';
-import superjson from 'superjson';
 import { EventStream, type ParleyEvents } from './events.js';
 import { type SendRetry, sendRetryLink, sessionLink } from './links.js';
 import type { AppRouter } from './router.js';
 import { type AuthChange, Session } from './session.js';
 import { Socket, type WebSocketConstructor } from './socket.js';
 import { memoryTokenStorage, type StoredTokens, type TokenStorage } from './storage.js';
+import { transformer } from './transformer.js';
 import type { LoginInput, Me, ParleyApi, RegisterInput, Tokens } from './types.js';
 
 export interface ParleyClientOptions {
@@ -84,16 +84,6 @@ type SubscriptionLinkEventSource = NonNullable<Parameters<typeof httpSubscriptio
 
 const defaultReconnectDelay = (attempt: number) =>
   attempt === 0 ? 0 : Math.min(15_000, 500 * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2);
-
-/**
- * superjson, decoding in place: what it decodes was just parsed from the wire and belongs to
- * no one else, so the deep copy superjson makes first would only cost time on every event.
- */
-const transformer = {
-  serialize: (value: unknown) => superjson.serialize(value),
-  deserialize: (payload: Parameters<typeof superjson.deserialize>[0]): unknown =>
-    superjson.deserialize(payload, { inPlace: true }),
-};
 
 export function createParleyClient(options: ParleyClientOptions): ParleyClient {
   const base = options.url.replace(/\/+$/, '');

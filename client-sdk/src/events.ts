@@ -293,9 +293,10 @@ export class EventStream implements ParleyEvents {
     const { id, event } = unwrap(envelope);
     if (id !== undefined) this.lastId = id;
     if (event.type === 'resync') for (const listener of [...this.resyncListeners]) safely(listener);
-    for (const key of [event.type, '*'] as const) {
-      for (const listener of [...(this.listeners.get(key) ?? [])]) safely(() => listener(event, id));
-    }
+    const typed = this.listeners.get(event.type);
+    if (typed !== undefined && typed.size > 0) notify(typed, event, id);
+    const any = this.listeners.get('*');
+    if (any !== undefined && any.size > 0) notify(any, event, id);
     for (const sink of this.sinks) sink.push(event);
   }
 
@@ -360,6 +361,28 @@ function unwrap(envelope: EventEnvelope): { id: string | undefined; event: Parle
     return { id: value.id, event: value.data as ParleyEvent };
   }
   return { id: undefined, event: value as ParleyEvent };
+}
+
+/**
+ * Calls each listener of `set` as it was when the event arrived (one added meanwhile waits for
+ * the next event). One listener's exception does not stop the others or the stream.
+ */
+function notify(set: Set<Listener>, event: ParleyEvent, id: string | undefined): void {
+  if (set.size === 1) {
+    callListener(set.values().next().value as Listener, event, id);
+    return;
+  }
+  for (const listener of [...set]) callListener(listener, event, id);
+}
+
+function callListener(listener: Listener, event: ParleyEvent, id: string | undefined): void {
+  try {
+    listener(event, id);
+  } catch (error) {
+    setTimeout(() => {
+      throw error;
+    });
+  }
 }
 
 /** One listener's exception must not stop the others or the stream. */

@@ -119,6 +119,9 @@ export function sendRetryLink(retry: Required<SendRetry>): TRPCLink<AppRouter> {
   return (runtime) => {
     const link = retrying(runtime);
     return ({ op, next }) => {
+      // Nothing else is repeated, so nothing else goes through `retryLink`'s observables (the
+      // event stream's every event would).
+      if (!isIdempotentSend(op)) return next(op);
       // `retryLink` hands each attempt of this operation to `next`: only the first is one.
       let attempts = 0;
       return link({ op, next: (attempt) => next(++attempts === 1 ? attempt : withoutFirstAttempt(attempt)) });
