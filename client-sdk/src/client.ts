@@ -199,7 +199,9 @@ export function createParleyClient(options: ParleyClientOptions): ParleyClient {
   });
 
   const events: EventStream = new EventStream({
-    api: () => api,
+    open: overSse
+      ? (input, callbacks) => api.events.subscribe(input, callbacks)
+      : (input, callbacks) => socket.subscribe('events', input, callbacks),
     signedIn: () => session.current !== null,
     loaded: session.ready,
     recover: async () => {

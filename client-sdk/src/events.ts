@@ -1,5 +1,5 @@
 import { errorCode } from './errors.js';
-import type { EventEnvelope, ParleyApi, ParleyEvent, ParleyEventOf, ParleyEventType } from './types.js';
+import type { EventEnvelope, ParleyEvent, ParleyEventOf, ParleyEventType } from './types.js';
 
 type Listener = (event: ParleyEvent, id: string | undefined) => void;
 
@@ -15,8 +15,23 @@ interface Sink {
   end(): void;
 }
 
+/** What the stream hears from its subscription, as tRPC's subscription callbacks tell it. */
+export interface StreamCallbacks {
+  onConnectionStateChange(state: { state: string }): void;
+  onStarted(): void;
+  onData(envelope: EventEnvelope): void;
+  onError(error: unknown): void;
+  onComplete(): void;
+}
+
+/** Opens the `events` subscription with `input`. */
+export type OpenStream = (
+  input: { lastEventId?: string },
+  callbacks: StreamCallbacks,
+) => { unsubscribe(): void };
+
 export interface EventStreamOptions {
-  api: () => ParleyApi;
+  open: OpenStream;
   /** Whether the client is signed in; the stream runs only then. */
   signedIn: () => boolean;
   /** Settles once stored tokens have been read, so that `signedIn()` is meaningful. */
@@ -213,7 +228,7 @@ export class EventStream implements ParleyEvents {
     const input = this.lastId === undefined ? {} : { lastEventId: this.lastId };
     this.isStarted = false;
     this.setStatus(this.wasLive ? 'reconnecting' : 'connecting');
-    this.subscription = this.options.api().events.subscribe(input, {
+    this.subscription = this.options.open(input, {
       // The socket dropped: tRPC reconnects and sends the subscription again, from the last id.
       onConnectionStateChange: (state) => {
         if (state.state === 'connecting' && this.isStarted) {

@@ -1,4 +1,9 @@
 import { createWSClient, type TRPCWebSocketClient, type WebSocketClientOptions } from '@trpc/client';
+import type { StreamCallbacks } from './events.js';
+import { transformer } from './transformer.js';
+
+/** The SDK's transformer, both ways, as tRPC's WebSocket client takes it. */
+const combined = { input: transformer, output: transformer };
 
 /**
  * The parts of a WebSocket class the client needs. The browser's `WebSocket` and the default
@@ -106,6 +111,36 @@ export class Socket {
       keepAlive: { enabled: true, intervalMs: 20_000, pongTimeoutMs: 5_000 },
       retryDelayMs: options.retryDelayMs,
     });
+  }
+
+  /**
+   * A subscription sent straight through this socket's tRPC client, past the client's chain of
+   * links: tRPC still sends it, sends it again after a reconnect with the id of the last event it
+   * delivered, and decodes its frames, but an event no longer passes through each link's
+   * observable on its way (most of what a client spends per event beyond parsing it). What
+   * the chain does for other calls (fresh tokens, retries) a subscription does not use.
+   */
+  subscribe(path: string, input: unknown, callbacks: StreamCallbacks): { unsubscribe(): void } {
+    const state = this.client.connectionState.subscribe({
+      next: (connection) => callbacks.onConnectionStateChange(connection),
+    });
+    const request = this.client
+      .request({ op: { id: 0, type: 'subscription', path, input, signal: undefined }, transformer: combined })
+      .subscribe({
+        next: ({ result }) => {
+          if (result.type === 'started') callbacks.onStarted();
+          else if (result.type === 'data' || result.type === undefined)
+            callbacks.onData(result.data as Parameters<StreamCallbacks['onData']>[0]);
+        },
+        error: (error) => callbacks.onError(error),
+        complete: () => callbacks.onComplete(),
+      });
+    return {
+      unsubscribe: () => {
+        request.unsubscribe();
+        state.unsubscribe();
+      },
+    };
   }
 
   /** The token the current connection authenticated with. */
