@@ -4,8 +4,15 @@ import { MemoryBroker } from '../server/src/broker/memory/engine.js';
 import { compareStreamIds } from '../server/src/broker/types.js';
 import { markText, readMark } from '../server/src/broker/ports/events.js';
 import { SEQ_SLOT } from '../server/src/broker/ports/message-log.js';
+import { stringify } from '../server/src/realtime/serialize.js';
 import { BrokerEventPublisher } from '../server/src/realtime/publisher.js';
-import { eventFrame, framePrefix, shareEvent, transformer } from '../server/src/realtime/transformer.js';
+import {
+  eventFrame,
+  framePrefix,
+  parseSharedEvent,
+  shareEvent,
+  transformer,
+} from '../server/src/realtime/transformer.js';
 
 const event = () => ({
   type: 'message.created' as const,
@@ -68,6 +75,41 @@ describe('data frames written directly', () => {
       const plain = { type: 'resync' as const };
       expect(eventFrame(prefix, 'ep.6-0', plain)).toBe(adapterFrame(rpcId, jsonrpc, 'ep.6-0', plain));
     }
+  });
+
+  it('of an event received as text are the same frames, built from the text it came in', () => {
+    const prefix = framePrefix({ id: 7, jsonrpc: '2.0' });
+    const inner = { at: new Date(3) };
+    for (const value of [
+      event(),
+      { type: 'resync' },
+      { type: 'x', list: [new Date(1), undefined, { 'back\\slash.dot': new Date(2) }], none: undefined },
+      { type: 'x', text: 'quotes " and \u2028 and \ud83d\ude00', n: -0.5e-7 },
+      // References: superjson rewrites them relative to the whole, so no text is kept.
+      { type: 'x', a: inner, b: inner },
+    ]) {
+      const payload = stringify(value);
+      const received = parseSharedEvent<object>(payload);
+      expect(received).toEqual(superjson.parse(payload));
+      const afresh = shareEvent(superjson.parse<object>(payload));
+      expect(eventFrame(prefix, 'ep.9-0', received)).toBe(eventFrame(prefix, 'ep.9-0', afresh));
+      expect(eventFrame(prefix, 'ep.9-1', received)).toBe(adapterFrame(7, '2.0', 'ep.9-1', afresh));
+    }
+  });
+
+  it('of a message event are built from the text the message log filled in, seq included', () => {
+    const broker = new MemoryBroker();
+    const publisher = new BrokerEventPublisher(broker.events, broker.bus);
+    const message = { ...event().message, seq: 0, content: `"message":{"seq":0, ${SEQ_SLOT}` };
+    const payload = publisher
+      .newMessageAnnouncement({ type: 'message.created', message } as never, SEQ_SLOT)
+      .replace(SEQ_SLOT, '42');
+    const received = parseSharedEvent<ReturnType<typeof event>>(payload);
+    expect(received.message).toMatchObject({ seq: 42, sentAt: new Date(1_700_000_000_000) });
+    const prefix = framePrefix({ id: 1, jsonrpc: undefined });
+    expect(eventFrame(prefix, 'ep.3-0', received)).toBe(
+      adapterFrame(1, undefined, 'ep.3-0', shareEvent(superjson.parse<object>(payload))),
+    );
   });
 
   it('fall back to a whole serialization where superjson rewrites references', () => {

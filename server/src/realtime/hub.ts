@@ -1,12 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import superjson from 'superjson';
 import type { Revocation, SessionHolder, Sessions } from '../credentials/sessions.js';
 import { eventPartition } from '../broker/keyspace.js';
 import { type Channel, type EventBus, readMark, type Unsubscribe } from '../broker/ports/events.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import type { Mark, ParleyEvent } from '../contracts/events.js';
-import { shareEvent } from './transformer.js';
+import { parseSharedEvent } from './transformer.js';
 
 /** How often a catch-up tries to reach Redis before the subscriptions go on unchecked (about 9 s). */
 const CATCH_UP_ATTEMPTS = 8;
@@ -282,7 +281,7 @@ export class Hub {
       let event: ParleyEvent;
       try {
         // Decoded once per instance, whatever the number of subscriptions here.
-        event = shareEvent(superjson.parse<ParleyEvent>(payload));
+        event = parseSharedEvent<ParleyEvent>(payload);
       } catch {
         this.log.error('unreadable event on an event channel');
         return;

@@ -107,6 +107,24 @@ export function eventFrame(prefix: string, eventId: string, event: object): stri
   return `${prefix},"result":{"type":"data","data":${data},"id":${id}}}`;
 }
 
+/**
+ * Decodes an event received as `stringify`'s text (from the broker's channel), marked shared, and
+ * keeps the JSON text it arrived in for its frames (see `eventFrame`): an event received once is
+ * not serialized again to be sent. Text this cannot split exactly is serialized as before.
+ */
+export function parseSharedEvent<T extends object>(payload: string): T {
+  const wire = JSON.parse(payload) as Serialized;
+  const metaText = wire.meta === undefined ? '' : `,"meta":${JSON.stringify(wire.meta)}`;
+  const exact = reusable(wire) && payload.startsWith('{"json":') && payload.endsWith(`${metaText}}`);
+  const jsonText = exact ? payload.slice('{"json":'.length, payload.length - metaText.length - 1) : null;
+  const event = shareEvent(superjson.deserialize<T>(wire, { inPlace: true }));
+  if (jsonText !== null) {
+    const meta = metaInWrapper(event, wire);
+    frameParts.set(event, { json: jsonText, meta: meta ? `,"meta":${JSON.stringify(meta)}` : '' });
+  }
+  return event;
+}
+
 /** The start of every frame of one subscription: `{"id":…` and `"jsonrpc"` when it sent one. */
 export function framePrefix(request: SubscriptionRequest): string {
   return `{"id":${JSON.stringify(request.id)}${request.jsonrpc ? ',"jsonrpc":"2.0"' : ''}`;
