@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { defineConfig } from 'vitest/config';
 
 /**
@@ -19,6 +20,9 @@ export default defineConfig({
     globalSetup: ['test/support/cluster-setup.ts'],
     pool: 'forks',
     fileParallelism: true,
+    // Files wait on timers, sockets and other processes more than they compute, so two run side by
+    // side even on two cores (where vitest would run one at a time).
+    maxWorkers: Math.max(2, availableParallelism() - 1),
     testTimeout: 30_000,
     hookTimeout: 60_000,
     reporters: ['default'],
