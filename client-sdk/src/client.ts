@@ -6,6 +6,7 @@ import {
   type TRPCLink,
   wsLink,
 } from '@trpc/client';
+import type { KeepAlive } from './connection.js';
 import { EventStream, type ParleyEvents } from './events.js';
 import { type SendRetry, sendRetryLink, sessionLink } from './links.js';
 import type { AppRouter } from './router.js';
@@ -39,6 +40,11 @@ export interface ParleyClientOptions {
   sendRetry?: SendRetry;
   /** Delay before reconnect attempt `attempt` (0 is the first) of the socket and the event stream. */
   reconnectDelayMs?: (attempt: number) => number;
+  /**
+   * When a quiet socket is checked: after `intervalMs` (20 s) without a frame the client sends
+   * `PING`, and reconnects if nothing arrives within `pongTimeoutMs` (5 s) more.
+   */
+  keepAlive?: KeepAlive;
   /**
    * Resume the event stream after this event (`events.lastEventId` saved by an earlier run);
    * if the server can no longer fill the gap, the stream starts with `resync`.
@@ -142,6 +148,7 @@ export function createParleyClient(options: ParleyClientOptions): ParleyClient {
     WebSocket: options.WebSocket,
     token: () => session.fresh(),
     retryDelayMs: reconnectDelayMs,
+    keepAlive: options.keepAlive,
   });
 
   const overSocket = (op: { type: string }) =>

@@ -12,6 +12,7 @@ export {
   type WebStorage,
 } from './local-storage.js';
 export type { ParleyEvents, StreamStatus } from './events.js';
+export type { KeepAlive } from './connection.js';
 export type { SendRetry } from './links.js';
 export type { WebSocketConstructor } from './socket.js';
 export { errorCode, isNetworkFailure } from './errors.js';

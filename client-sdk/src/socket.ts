@@ -1,5 +1,6 @@
 import { createWSClient, type TRPCWebSocketClient, type WebSocketClientOptions } from '@trpc/client';
 import type { StreamCallbacks } from './events.js';
+import { type KeepAlive, watchSocket } from './connection.js';
 import { transformer } from './transformer.js';
 
 /** The SDK's transformer, both ways, as tRPC's WebSocket client takes it. */
@@ -54,6 +55,7 @@ export interface SocketOptions {
   /** The access token for a new connection (renewed first if it is about to expire). */
   token: () => Promise<string | null>;
   retryDelayMs: (attempt: number) => number;
+  keepAlive?: KeepAlive;
 }
 
 /**
@@ -72,30 +74,35 @@ export class Socket {
 
   constructor(options: SocketOptions) {
     this.implementation = options.WebSocket ?? null;
-    const builtIn = (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
     const resolved = () => {
       if (!this.implementation) throw new Error('WebSocket implementation not resolved yet');
       return this.implementation;
     };
-    // Without a class given or built in, `ws` is imported on first connect (in `url` below, which
-    // tRPC awaits before constructing the socket); this class stands in for it until then.
-    class DeferredWebSocket {
+    const keepAlive = {
+      intervalMs: options.keepAlive?.intervalMs ?? 20_000,
+      pongTimeoutMs: options.keepAlive?.pongTimeoutMs ?? 5_000,
+    };
+    // The class tRPC constructs: the implementation, resolved by then (`url` below is awaited
+    // first; without a class given or built in, `ws` is imported there), readied by
+    // `watchSocket` before tRPC adds its listeners.
+    class WatchedWebSocket {
       static readonly CONNECTING = 0;
       static readonly OPEN = 1;
       static readonly CLOSING = 2;
       static readonly CLOSED = 3;
       constructor(url: string) {
         const Implementation = resolved();
-        return new Implementation(url);
+        const socket = new Implementation(url);
+        watchSocket(socket, keepAlive);
+        return socket;
       }
     }
-    const WebSocketClass = options.WebSocket ?? builtIn ?? DeferredWebSocket;
     this.client = createWSClient({
       url: async () => {
         this.implementation ??= await resolveWebSocket(options.WebSocket);
         return options.url;
       },
-      WebSocket: WebSocketClass as unknown as TrpcWebSocketClass,
+      WebSocket: WatchedWebSocket as unknown as TrpcWebSocketClass,
       connectionParams: async () => {
         this.authenticating = true;
         try {
@@ -108,7 +115,8 @@ export class Socket {
       },
       // Opened on first use, closed when idle; an open subscription keeps it open.
       lazy: { enabled: true, closeMs: 30_000 },
-      keepAlive: { enabled: true, intervalMs: 20_000, pongTimeoutMs: 5_000 },
+      // `watchSocket` keeps the connection alive, without a timer reset per frame.
+      keepAlive: { enabled: false },
       retryDelayMs: options.retryDelayMs,
     });
   }
