@@ -57,6 +57,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       url: config.redisUrl,
       cluster: config.redisCluster,
       prefix: config.redisPrefix,
+      commandTimeoutMs: config.redisCommandTimeoutMs,
       eventLogLength: config.limits.eventLogLength,
       eventPartitions: config.eventPartitions,
     });

@@ -338,6 +338,7 @@ async function handleDeadLetters(
     url: config.redisUrl,
     cluster: config.redisCluster,
     prefix: config.redisPrefix,
+    commandTimeoutMs: config.redisCommandTimeoutMs,
     eventPartitions: config.eventPartitions,
   });
   try {

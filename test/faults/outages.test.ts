@@ -213,6 +213,36 @@ describe('dependency outages', () => {
     expect(rows.map((row) => row.seq).sort((a, b) => a - b)).toEqual([before.seq, retried.seq]);
     await Promise.all([al.close(), bo.close()]);
   });
+
+  it('REDIS_COMMAND_TIMEOUT longer than a stall: the send waits it out and lands once', async () => {
+    const scenario = await Scenario.create();
+    scenarios.push(scenario);
+    const app = await scenario.start({ redisCommandTimeoutMs: 15_000, worker: { blockMs: 200 } });
+    const [al, bo] = await Promise.all([signUp(app.url), signUp(app.url)]);
+    const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
+
+    let held = false;
+    scenario.redis.onForward = (chunk, direction) => {
+      if (held || direction !== 'up' || !chunk.toString('latin1').includes('parley:messages')) return;
+      held = true;
+      scenario.redis.pause();
+    };
+    const sending = al.api.message.send.mutate({
+      conversationId: id,
+      content: 'slow',
+      clientMessageId: 'slow-1',
+    });
+    await waitUntil(() => held, 'the append to be held');
+    // Longer than the default timeout (2 s), under this one: the same stall failed the send above.
+    await sleep(3_000);
+    scenario.redis.onForward = null;
+    scenario.redis.restore();
+    const sent = await sending;
+    expect(sent.content).toBe('slow');
+    await scenario.drained();
+    expect((await scenario.rows(id)).map((row) => row.id)).toEqual([sent.id]);
+    await Promise.all([al.close(), bo.close()]);
+  });
 });
 
 describe('revocations missed', () => {

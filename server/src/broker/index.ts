@@ -13,9 +13,18 @@ export async function openBroker(options: {
   eventLogLength?: number;
   /** How many partitions sends and events are split into (`EventLog.partitions`). */
   eventPartitions?: number;
+  /** How long a Redis command may take before it fails. */
+  commandTimeoutMs?: number;
 }): Promise<Broker> {
-  const { url, cluster, prefix, eventLogLength, eventPartitions } = options;
+  const { url, cluster, prefix, eventLogLength, eventPartitions, commandTimeoutMs } = options;
   return url
-    ? RedisBroker.connect({ url, cluster, prefix, eventLogLength, partitions: eventPartitions })
+    ? RedisBroker.connect({
+        url,
+        cluster,
+        prefix,
+        eventLogLength,
+        partitions: eventPartitions,
+        commandTimeoutMs,
+      })
     : new MemoryBroker({ eventLogLength, eventPartitions });
 }

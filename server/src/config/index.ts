@@ -100,6 +100,12 @@ export const EnvSchema = z.object({
   REDIS_URL: z.preprocess(emptyAsUndefined, Url(['redis:', 'rediss:']).optional()),
   REDIS_CLUSTER: z.preprocess(emptyAsUndefined, z.enum(['on', 'off']).default('off')),
   REDIS_PARTITIONS: z.preprocess(emptyAsUndefined, z.coerce.number().int().min(1).max(32).default(1)),
+  REDIS_COMMAND_TIMEOUT: z.preprocess(
+    emptyAsUndefined,
+    ShortDuration(60_000, '1m')
+      .refine((ms) => ms >= 100, 'must be at least 100ms')
+      .default(2_000),
+  ),
   REDIS_PREFIX: z.preprocess(
     emptyAsUndefined,
     z
@@ -286,6 +292,11 @@ export interface Config {
   /** Prefix for every Redis key and channel; lets several deployments or test runs share one Redis. */
   redisPrefix: string;
   /**
+   * How long a Redis command may take before its caller is answered `SERVICE_UNAVAILABLE`
+   * (`REDIS_COMMAND_TIMEOUT`); a worker's blocking read waits this much beyond its block.
+   */
+  redisCommandTimeoutMs: number;
+  /**
    * How many partitions sends and events are split into (`REDIS_PARTITIONS`): each conversation
    * belongs to one, with its own event order, message stream and worker group, under its own
    * hash tag, so a Redis Cluster spreads them over its masters (`EventLog.partitions`). Without
@@ -398,6 +409,7 @@ export function loadConfig(
     redisUrl: env.REDIS_URL,
     redisCluster: env.REDIS_CLUSTER === 'on',
     redisPrefix: env.REDIS_PREFIX,
+    redisCommandTimeoutMs: env.REDIS_COMMAND_TIMEOUT,
     eventPartitions: (overrides.redisUrl ?? env.REDIS_URL) ? env.REDIS_PARTITIONS : 1,
     jwt: {
       secret,

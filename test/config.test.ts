@@ -1,0 +1,20 @@
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../server/src/config/index.js';
+
+describe('REDIS_COMMAND_TIMEOUT', () => {
+  it('defaults to 2 s, reads durations, and refuses less than 100ms or more than a minute', () => {
+    expect(loadConfig({}).redisCommandTimeoutMs).toBe(2_000);
+    expect(loadConfig({ REDIS_COMMAND_TIMEOUT: '500ms' }).redisCommandTimeoutMs).toBe(500);
+    expect(loadConfig({ REDIS_COMMAND_TIMEOUT: '5' }).redisCommandTimeoutMs).toBe(5_000);
+    expect(loadConfig({ REDIS_COMMAND_TIMEOUT: '1m' }).redisCommandTimeoutMs).toBe(60_000);
+    expect(() => loadConfig({ REDIS_COMMAND_TIMEOUT: '50ms' })).toThrow(
+      /REDIS_COMMAND_TIMEOUT: must be at least 100ms/,
+    );
+    expect(() => loadConfig({ REDIS_COMMAND_TIMEOUT: '2m' })).toThrow(
+      /REDIS_COMMAND_TIMEOUT: must be at most 1m/,
+    );
+    expect(() => loadConfig({ REDIS_COMMAND_TIMEOUT: 'slow' })).toThrow(
+      /REDIS_COMMAND_TIMEOUT: must be a duration/,
+    );
+  });
+});
