@@ -147,6 +147,14 @@ describe('@parley/client socket', () => {
     await peers[1]?.until(isSubscription);
   });
 
+  it('refuses keep-alive timings that are not a positive number of milliseconds', () => {
+    for (const keepAlive of [{ intervalMs: 0 }, { pongTimeoutMs: -1 }, { intervalMs: Number.NaN }]) {
+      expect(() => client('http://127.0.0.1:1', { keepAlive })).toThrow(
+        /keepAlive\.(intervalMs|pongTimeoutMs) must be a positive number of milliseconds/,
+      );
+    }
+  });
+
   it('takes any frame as a sign of life, and an answered PING keeps the socket', async () => {
     let pings = 0;
     const server = await standIn((peer) => {

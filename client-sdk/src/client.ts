@@ -6,7 +6,7 @@ import {
   type TRPCLink,
   wsLink,
 } from '@trpc/client';
-import type { KeepAlive } from './connection.js';
+import { type KeepAlive, keepAliveTimings } from './connection.js';
 import { EventStream, type ParleyEvents } from './events.js';
 import { type SendRetry, sendRetryLink, sessionLink } from './links.js';
 import type { AppRouter } from './router.js';
@@ -92,6 +92,7 @@ const defaultReconnectDelay = (attempt: number) =>
   attempt === 0 ? 0 : Math.min(15_000, 500 * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2);
 
 export function createParleyClient(options: ParleyClientOptions): ParleyClient {
+  const keepAlive = keepAliveTimings(options.keepAlive);
   const base = options.url.replace(/\/+$/, '');
   const socketUrl = `${base.replace(/^http/, 'ws')}/ws`;
   const reconnectDelayMs = options.reconnectDelayMs ?? defaultReconnectDelay;
@@ -148,7 +149,7 @@ export function createParleyClient(options: ParleyClientOptions): ParleyClient {
     WebSocket: options.WebSocket,
     token: () => session.fresh(),
     retryDelayMs: reconnectDelayMs,
-    keepAlive: options.keepAlive,
+    keepAlive,
   });
 
   const overSocket = (op: { type: string }) =>

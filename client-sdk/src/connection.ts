@@ -6,6 +6,21 @@ export interface KeepAlive {
   pongTimeoutMs?: number;
 }
 
+/** The keep-alive's timings, defaults filled in; a clear error for any that is not a positive duration. */
+export function keepAliveTimings(given: KeepAlive = {}): Required<KeepAlive> {
+  return {
+    intervalMs: positiveMs('keepAlive.intervalMs', given.intervalMs ?? 20_000),
+    pongTimeoutMs: positiveMs('keepAlive.pongTimeoutMs', given.pongTimeoutMs ?? 5_000),
+  };
+}
+
+function positiveMs(name: string, value: number): number {
+  if (!Number.isFinite(value) || value <= 0) {
+    throw new RangeError(`${name} must be a positive number of milliseconds, not ${String(value)}`);
+  }
+  return value;
+}
+
 type Listener = (this: unknown, event: unknown) => void;
 
 /** The parts of a WebSocket (the browser's, or the `ws` package's) this module uses. */

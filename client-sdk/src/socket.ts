@@ -55,7 +55,7 @@ export interface SocketOptions {
   /** The access token for a new connection (renewed first if it is about to expire). */
   token: () => Promise<string | null>;
   retryDelayMs: (attempt: number) => number;
-  keepAlive?: KeepAlive;
+  keepAlive: Required<KeepAlive>;
 }
 
 /**
@@ -78,10 +78,6 @@ export class Socket {
       if (!this.implementation) throw new Error('WebSocket implementation not resolved yet');
       return this.implementation;
     };
-    const keepAlive = {
-      intervalMs: options.keepAlive?.intervalMs ?? 20_000,
-      pongTimeoutMs: options.keepAlive?.pongTimeoutMs ?? 5_000,
-    };
     // The class tRPC constructs: the implementation, resolved by then (`url` below is awaited
     // first; without a class given or built in, `ws` is imported there), readied by
     // `watchSocket` before tRPC adds its listeners.
@@ -93,7 +89,7 @@ export class Socket {
       constructor(url: string) {
         const Implementation = resolved();
         const socket = new Implementation(url);
-        watchSocket(socket, keepAlive);
+        watchSocket(socket, options.keepAlive);
         return socket;
       }
     }
