@@ -41,8 +41,8 @@ export interface ParleyClientOptions {
   /** Delay before reconnect attempt `attempt` (0 is the first) of the socket and the event stream. */
   reconnectDelayMs?: (attempt: number) => number;
   /**
-   * When a quiet socket is checked: after `intervalMs` (20 s) without a frame the client sends
-   * `PING`, and reconnects if nothing arrives within `pongTimeoutMs` (5 s) more.
+   * When a quiet socket is checked: after a whole `intervalMs` (20 s) without a frame the client
+   * sends `PING`, and reconnects if nothing arrives within `pongTimeoutMs` (5 s) more.
    */
   keepAlive?: KeepAlive;
   /**

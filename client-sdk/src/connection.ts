@@ -1,6 +1,9 @@
 /** How a quiet socket is checked: see `watchSocket`. */
 export interface KeepAlive {
-  /** A socket that received nothing for this long is sent `PING` (20 s by default). */
+  /**
+   * A socket that received nothing for a whole interval of this length is sent `PING` (20 s by
+   * default; checked once an interval, so the quiet before it is one to two intervals).
+   */
   intervalMs?: number;
   /** A socket that then receives nothing for this long is closed, and reconnects (5 s by default). */
   pongTimeoutMs?: number;
