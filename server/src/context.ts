@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import type { AuthUser } from './credentials/tokens.js';
-import type { ConnectionState } from './realtime/service.js';
+import type { ConnectionState } from './realtime/stream.js';
 import type { Services } from './services.js';
 
 export interface Context {

@@ -12,15 +12,10 @@ import type { ParleyEvent } from '../contracts/events.js';
 import type { Hub } from './hub.js';
 import type { Presence } from './presence.js';
 import { parsePosition } from './position.js';
-import { EventStream, type StreamDeps, type StreamStart } from './stream.js';
+import { type ConnectionState, EventStream, type StreamDeps, type StreamStart } from './stream.js';
 import type { SubscriptionRequest } from './transformer.js';
 
 const EXPIRY_SWEEP_MS = 250;
-
-/** Per-WebSocket state shared by the calls on one connection. */
-export interface ConnectionState {
-  subscriptions: number;
-}
 
 export interface StreamRequest {
   user: AuthUser;

@@ -11,10 +11,14 @@ import type { Logger } from '../logger.js';
 import { EPHEMERAL_EVENTS, type Mark, type ParleyEvent } from '../contracts/events.js';
 import type { Conversation } from '../contracts/schemas.js';
 import type { Delivery, LocalSubscriber } from './hub.js';
-import type { ConnectionState } from './service.js';
 import { sendEventFrame } from './frames.js';
 import { formatPosition, StreamPosition } from './position.js';
 import { eventFrame, framePrefix, type SubscriptionRequest } from './transformer.js';
+
+/** Per-WebSocket state shared by the calls on one connection. */
+export interface ConnectionState {
+  subscriptions: number;
+}
 
 const BACKFILL_PAGE = 500;
 const RESYNC: Delivery = { id: null, partition: 0, event: { type: 'resync' } };
