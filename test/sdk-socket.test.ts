@@ -1,6 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
+import { watchSocket } from '../client-sdk/src/connection.js';
 import { createParleyClient, type ParleyClient } from '../client-sdk/src/index.js';
 
 /**
@@ -130,6 +131,34 @@ describe('@parley/client socket', () => {
     // tRPC adds three listeners; `ws` would decode the frame and build an event for each.
     expect(made).toHaveLength(1);
     expect((made[0] as WebSocket).listenerCount('message')).toBe(1);
+  });
+
+  it('changes who gets events only from the next one when a listener comes or goes during one', async () => {
+    const server = await standIn();
+    const socket = new WebSocket(server.url.replace('http', 'ws'));
+    const opened = new Promise((resolve) => socket.once('open', resolve));
+    watchSocket(socket, { intervalMs: 60_000, pongTimeoutMs: 60_000 });
+    const got: string[] = [];
+    const text = (data: unknown) => (typeof data === 'string' ? data : '(binary)');
+    const late = ({ data }: { data: unknown }) => got.push(`late ${text(data)}`);
+    const second = ({ data }: { data: unknown }) => got.push(`second ${text(data)}`);
+    socket.addEventListener('message', ({ data }) => {
+      got.push(`first ${text(data)}`);
+      if (data === 'one') {
+        socket.removeEventListener('message', second);
+        socket.addEventListener('message', late);
+      }
+    });
+    socket.addEventListener('message', second);
+    const [peer] = await server.connections(1);
+    if (!peer) throw new Error('no connection');
+    await opened;
+    const closed = new Promise((resolve) => socket.once('close', resolve));
+    peer.socket.send('one');
+    peer.socket.send('two');
+    peer.socket.close();
+    await closed;
+    expect(got).toEqual(['first one', 'second one', 'first two', 'late two']);
   });
 
   it('pings a quiet socket and reconnects when nothing answers', async () => {

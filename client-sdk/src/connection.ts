@@ -60,16 +60,15 @@ export function watchSocket(socket: object, keepAlive: Required<KeepAlive>): voi
   const watched = socket as WatchedSocket;
   const add = watched.addEventListener.bind(watched);
   const remove = watched.removeEventListener.bind(watched);
-  const listeners: Listener[] = [];
+  // Replaced, never changed in place: an event goes to the listeners there were when it came.
+  let listeners: readonly Listener[] = [];
   let received = 0;
 
   add('message', (event: unknown) => {
     received += 1;
-    // Listeners added during this event get the next one, as with any event target.
-    const count = listeners.length;
-    for (let index = 0; index < count; index++) {
+    for (const listener of listeners) {
       try {
-        (listeners[index] as Listener).call(socket, event);
+        listener.call(socket, event);
       } catch (error) {
         rethrowLater(error);
       }
@@ -79,15 +78,15 @@ export function watchSocket(socket: object, keepAlive: Required<KeepAlive>): voi
     addEventListener: {
       value: (type: string, listener: Listener, options?: unknown) => {
         if (type === 'message' && typeof listener === 'function' && options === undefined) {
-          if (!listeners.includes(listener)) listeners.push(listener);
+          if (!listeners.includes(listener)) listeners = [...listeners, listener];
         } else add(type, listener, options);
       },
     },
     removeEventListener: {
       value: (type: string, listener: Listener, options?: unknown) => {
-        const index = type === 'message' && options === undefined ? listeners.indexOf(listener) : -1;
-        if (index >= 0) listeners.splice(index, 1);
-        else remove(type, listener, options);
+        if (type === 'message' && options === undefined && listeners.includes(listener)) {
+          listeners = listeners.filter((kept) => kept !== listener);
+        } else remove(type, listener, options);
       },
     },
   });
