@@ -5,10 +5,11 @@
 import { randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
-import { v7 as uuidv7 } from 'uuid';
+
 import { users } from '../../drizzle/schema.js';
 import { createApp } from '../../server/src/app.js';
 import { hashPassword } from '../../server/src/credentials/passwords.js';
+import { uuidv7 } from '../../server/src/ids.js';
 import { loadConfig } from '../../server/src/config/index.js';
 import { announceReady, gcHandler, serveCalls } from '../lib/children.js';
 

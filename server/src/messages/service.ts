@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { v7 as uuidv7 } from 'uuid';
+import { uuidv7 } from '../ids.js';
 import type { SendGuards } from '../broker/ports/message-log.js';
 import type { SessionHolder, Sessions } from '../credentials/sessions.js';
 import type { AuthUser } from '../credentials/tokens.js';
