@@ -18,3 +18,18 @@ describe('REDIS_COMMAND_TIMEOUT', () => {
     );
   });
 });
+
+describe('PARLEY_WORKER_LINGER', () => {
+  it('defaults to 100 ms, reads durations from 0 to a second, and refuses anything else', () => {
+    expect(loadConfig({}).worker.lingerMs).toBe(100);
+    expect(loadConfig({ PARLEY_WORKER_LINGER: '0' }).worker.lingerMs).toBe(0);
+    expect(loadConfig({ PARLEY_WORKER_LINGER: '20ms' }).worker.lingerMs).toBe(20);
+    expect(loadConfig({ PARLEY_WORKER_LINGER: '1s' }).worker.lingerMs).toBe(1_000);
+    expect(() => loadConfig({ PARLEY_WORKER_LINGER: '2s' })).toThrow(
+      /PARLEY_WORKER_LINGER: must be at most 1s/,
+    );
+    expect(() => loadConfig({ PARLEY_WORKER_LINGER: '-5ms' })).toThrow(
+      /PARLEY_WORKER_LINGER: must be a duration/,
+    );
+  });
+});

@@ -576,6 +576,59 @@ describe(`messages (${engineLabel})`, () => {
     }
   });
 
+  it('after a small batch the worker waits its linger, and writes what came meanwhile as one batch', async () => {
+    const local = await TestDeployment.create();
+    try {
+      const apiOnly = await local.start({ runWorker: false });
+      const { broker, db, log, config } = apiOnly.services;
+      const [al, bo] = await Promise.all([signUp(apiOnly.url), signUp(apiOnly.url)]);
+      const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
+      const batches: number[] = [];
+      let batched = () => undefined as void;
+      const nextBatch = () =>
+        new Promise<void>((resolve) => {
+          batched = resolve;
+        });
+      const worker = new PersistenceWorker(
+        db,
+        queueOf(broker, id),
+        { ...config.worker, blockMs: 50, lingerMs: 2_000 },
+        log,
+        {
+          onBatch: (size) => {
+            batches.push(size);
+            batched();
+          },
+        },
+      );
+      await al.api.message.send.mutate({ conversationId: id, content: 'first' });
+      const first = nextBatch();
+      worker.start();
+      try {
+        await first;
+        // While the worker waits after that batch of one, five sends trickle in.
+        const second = nextBatch();
+        for (let i = 0; i < 5; i++)
+          await al.api.message.send.mutate({ conversationId: id, content: `m${i}` });
+        await second;
+        await drained(apiOnly);
+      } finally {
+        await worker.stop();
+      }
+      expect(batches).toEqual([1, 5]);
+      expect((await rows(apiOnly, id)).map((r) => r.content)).toEqual([
+        'first',
+        'm0',
+        'm1',
+        'm2',
+        'm3',
+        'm4',
+      ]);
+    } finally {
+      await local.cleanup();
+    }
+  });
+
   it('a change moved back from the dead letters keeps its place: an older edit never undoes a newer one', async () => {
     const local = await TestDeployment.create();
     try {

@@ -14,7 +14,8 @@ import { WrittenEntries } from './worker/written.js';
 const WRITE_WAIT_MS = 10_000;
 /**
  * The worker's linger while calls wait for its writes: it then adds to every call's latency, so
- * it only gathers the sends that arrive together (20 ms made a lone send take 20 ms, not 8).
+ * it only gathers the sends that arrive together (`PARLEY_WORKER_LINGER` would make a lone
+ * send take that long).
  */
 const WAITED_LINGER_MS = 5;
 

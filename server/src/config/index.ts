@@ -171,6 +171,8 @@ export const EnvSchema = z.object({
   ),
   /** Batches the persistence worker writes to PostgreSQL at the same time. */
   PARLEY_WORKER_CONCURRENCY: z.preprocess(emptyAsUndefined, z.coerce.number().int().min(1).max(8).default(3)),
+  /** How long the persistence worker waits after a small batch before it reads the next. */
+  PARLEY_WORKER_LINGER: z.preprocess(emptyAsUndefined, ShortDuration(1_000, '1s').default(100)),
   /** Most members a group may have. */
   PARLEY_MAX_GROUP_MEMBERS: z.preprocess(
     emptyAsUndefined,
@@ -434,7 +436,7 @@ export function loadConfig(
       batchSize: env.PARLEY_WORKER_BATCH_SIZE,
       concurrency: env.PARLEY_WORKER_CONCURRENCY,
       blockMs: 1000,
-      lingerMs: 20,
+      lingerMs: env.PARLEY_WORKER_LINGER,
       claimIdleMs: 30_000,
       maxDeliveries: 5,
     },
