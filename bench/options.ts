@@ -55,6 +55,8 @@ Phases:
 Engines: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres, used to create
 and drop a fresh database per run), BENCH_REDIS_URL (default redis://127.0.0.1:6379).
 REDIS_PARTITIONS (default 1) splits Parley's sends and events into that many partitions.
+PARLEY_WORKER_BATCH_SIZE, PARLEY_WORKER_CONCURRENCY and PARLEY_WORKER_LINGER tune Parley's
+persistence worker as they do a deployment's (its defaults otherwise).
 
 Node flags for the child processes, e.g. to profile or trace them: BENCH_SERVER_NODE_FLAGS (every
 server process) and BENCH_GENERATOR_NODE_FLAGS (every generator), space-separated, such as

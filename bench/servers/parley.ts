@@ -25,6 +25,7 @@ const config = loadConfig(
     // Worker tuning, when the environment sets it (defaults otherwise).
     PARLEY_WORKER_BATCH_SIZE: env.PARLEY_WORKER_BATCH_SIZE,
     PARLEY_WORKER_CONCURRENCY: env.PARLEY_WORKER_CONCURRENCY,
+    PARLEY_WORKER_LINGER: env.PARLEY_WORKER_LINGER,
     // Groups go up to --group-size, and the group-size and big-room phases past that: the runner
     // sets it for the largest group of the run.
     PARLEY_MAX_GROUP_MEMBERS: env.PARLEY_MAX_GROUP_MEMBERS ?? '1000',
