@@ -59,6 +59,14 @@ async function storedTimes(target: App, id: string): Promise<Record<string, numb
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** An app of `local` running without its worker, and a direct conversation of two of its users. */
+async function apiOnlyConversation(local: TestDeployment) {
+  const apiOnly = await local.start({ runWorker: false });
+  const [al, bo] = await Promise.all([signUp(apiOnly.url), signUp(apiOnly.url)]);
+  const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
+  return { apiOnly, al, bo, id };
+}
+
 /** Waits until the worker has written everything in the stream. */
 async function drained(target: App, timeoutMs = 15_000): Promise<void> {
   await vi.waitFor(
@@ -538,9 +546,7 @@ describe(`messages (${engineLabel})`, () => {
   it('reads its writes: history, byId, edit and delete work before the worker writes anything', async () => {
     const local = await TestDeployment.create();
     try {
-      const apiOnly = await local.start({ runWorker: false });
-      const [al, bo] = await Promise.all([signUp(apiOnly.url), signUp(apiOnly.url)]);
-      const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
+      const { apiOnly, al, bo, id } = await apiOnlyConversation(local);
       const sent = [];
       for (let i = 0; i < 5; i++)
         sent.push(await al.api.message.send.mutate({ conversationId: id, content: `m${i}` }));
@@ -579,10 +585,8 @@ describe(`messages (${engineLabel})`, () => {
   it('after a small batch the worker waits its linger, and writes what came meanwhile as one batch', async () => {
     const local = await TestDeployment.create();
     try {
-      const apiOnly = await local.start({ runWorker: false });
+      const { apiOnly, al, id } = await apiOnlyConversation(local);
       const { broker, db, log, config } = apiOnly.services;
-      const [al, bo] = await Promise.all([signUp(apiOnly.url), signUp(apiOnly.url)]);
-      const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
       const batches: number[] = [];
       let batched = () => undefined as void;
       const nextBatch = () =>
@@ -632,10 +636,8 @@ describe(`messages (${engineLabel})`, () => {
   it('a change moved back from the dead letters keeps its place: an older edit never undoes a newer one', async () => {
     const local = await TestDeployment.create();
     try {
-      const apiOnly = await local.start({ runWorker: false });
+      const { apiOnly, al, id } = await apiOnlyConversation(local);
       const { broker, db, log, config } = apiOnly.services;
-      const [al, bo] = await Promise.all([signUp(apiOnly.url), signUp(apiOnly.url)]);
-      const { id } = await al.api.conversation.openDirect.mutate({ userId: bo.user.id });
       const sent = await al.api.message.send.mutate({ conversationId: id, content: 'first' });
       const one = await al.api.message.edit.mutate({ id: sent.id, content: 'one' });
       const oneEntry = await broker.messages.pendingEntry(sent.id);
