@@ -21,6 +21,9 @@ Phases:
   --no-saturation        skip the search for the highest rate with p99 <= 50 ms and no loss
   --step-duration S      seconds per saturation step (default 8)
   --max-steps N          saturation steps at most (default 8)
+  --fixed-rate R         with the saturation search: a step at R sends/client/s unless the search
+                         ran one (default 0.5, 500 sends/s with 1,000 clients; 0 = none), for the
+                         fixed cost of a send: server CPU per delivery at a low rate
   --backlog N            Parley: messages in the backlog the worker drains (default 200000, 0 = skip)
   --capacity N           idle authenticated subscribers per server (default 10000, 0 = skip)
   --quick                smoke run: 100 clients, 3 s, no saturation, backlog 2000, capacity 300,
@@ -85,6 +88,8 @@ export interface Options {
   saturation: boolean;
   stepDurationS: number;
   maxSteps: number;
+  /** Sends per client per second of the fixed-cost step; 0: none. */
+  fixedRate: number;
   backlog: number;
   capacity: number;
   quick: boolean;
@@ -166,6 +171,7 @@ export function parseOptions(argv: string[], env: Record<string, string | undefi
       'no-saturation': { type: 'boolean' },
       'step-duration': { type: 'string' },
       'max-steps': { type: 'string' },
+      'fixed-rate': { type: 'string' },
       backlog: { type: 'string' },
       capacity: { type: 'string' },
       quick: { type: 'boolean' },
@@ -222,6 +228,7 @@ export function parseOptions(argv: string[], env: Record<string, string | undefi
     saturation: !quick && !values['no-saturation'],
     stepDurationS: positiveInt('--step-duration', values['step-duration'], 8, 1, 120),
     maxSteps: positiveInt('--max-steps', values['max-steps'], 8, 1, 20),
+    fixedRate: positiveInt('--fixed-rate', values['fixed-rate'], 0.5, 0, 1000),
     backlog: positiveInt('--backlog', values.backlog, quick ? 2000 : 200_000, 0, 1_000_000),
     capacity: positiveInt('--capacity', values.capacity, quick ? 300 : 10_000, 0, 10_000),
     quick,

@@ -1,6 +1,6 @@
 import type { ServerName } from './generator/worker.js';
 import { alignedTable, markdownTable, phaseSections } from './report-phases.js';
-import type { BenchResults, ServerResult } from './results-types.js';
+import type { BenchResults, ServerResult, StepResult } from './results-types.js';
 
 const LABELS: Record<ServerName, string> = {
   parley: 'Parley (PostgreSQL + Redis, persisting)',
@@ -67,6 +67,14 @@ function row(result: ServerResult): string[] {
   ];
 }
 
+/** The step of `curve` at `rate` sends per client per second (within 1%), if there is one. */
+export function fixedCostStep(curve: readonly StepResult[], rate: number): StepResult | null {
+  return curve.find((point) => Math.abs(point.ratePerClient - rate) <= rate * 0.01) ?? null;
+}
+
+/** Half the 120 µs per delivery Parley spent at 500 sends/s before events were written once. */
+const FIXED_COST_TARGET_US = 60;
+
 function ratio(a: number | null | undefined, b: number | null | undefined): string {
   if (a == null || b == null || !Number.isFinite(a) || !Number.isFinite(b) || b === 0) return '–';
   return `${(a / b).toFixed(2)}×`;
@@ -114,6 +122,17 @@ function targetLines(results: BenchResults): string[] {
   const persist = parley.w1?.persistLagMs ? parley.w1.persistLagMs.p99 <= 250 : null;
   const backlog = parley.backlog ? parley.backlog.rowsPerS >= 50_000 : null;
   const memory = parley.capacity ? parley.capacity.bytesPerConnection <= 8 * 1024 : null;
+  const fixedRate = results.workload.fixedRatePerClient ?? 0;
+  const fixedCost = (result: ServerResult | undefined) =>
+    result && fixedRate > 0 ? (fixedCostStep(result.curve, fixedRate)?.serverCpuUsPerDelivery ?? null) : null;
+  const parleyFixed = fixedCost(parley);
+  const fixedPeers = [socketio, raw]
+    .map((result) => {
+      const value = fixedCost(result);
+      return result && value !== null ? `${SHORT[result.server]} ${value.toFixed(0)} µs` : null;
+    })
+    .filter((text) => text !== null);
+  const fixedSends = Math.round(results.workload.clients * fixedRate).toLocaleString('en-US');
   return [
     `zero loss and duplicates below saturation: ${check(belowSaturationClean)}`,
     `W1 p99 ≤ 2× Socket.IO: ${check(p99)}`,
@@ -122,6 +141,15 @@ function targetLines(results: BenchResults): string[] {
     `persistence lag p99 ≤ 250 ms at W1: ${check(persist)}`,
     `backlog drain ≥ 50,000 rows/s: ${check(backlog)}`,
     `≤ 8 KB per idle subscriber: ${check(memory)}`,
+    ...(fixedRate > 0
+      ? [
+          `fixed cost ≤ ${FIXED_COST_TARGET_US} µs of server CPU per delivery at ${fixedSends} sends/s: ` +
+            (parleyFixed === null
+              ? check(null)
+              : `${check(parleyFixed <= FIXED_COST_TARGET_US)} (Parley ${parleyFixed.toFixed(0)} µs` +
+                `${fixedPeers.map((text) => `, ${text}`).join('')})`),
+        ]
+      : []),
   ];
 }
 

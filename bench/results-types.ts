@@ -174,6 +174,8 @@ export interface BenchResults {
     messageSize: number;
     transport: string;
     generators: number;
+    /** Sends per client per second of the fixed-cost step (0: none); absent from earlier results. */
+    fixedRatePerClient?: number;
   };
   servers: ServerResult[];
   /** Parley's group-size phase; absent from results written before it existed. */

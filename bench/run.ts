@@ -26,7 +26,7 @@ import type { PhaseContext, ServerProcess, StartOptions, StepLoad } from './phas
 import { benchGroups } from './phases/groups.js';
 import { benchInstances } from './phases/instances.js';
 import { benchPartitions } from './phases/partitions.js';
-import { renderChart, renderMarkdown, renderTable, replaceDocsSection } from './report.js';
+import { fixedCostStep, renderChart, renderMarkdown, renderTable, replaceDocsSection } from './report.js';
 import type {
   BacklogResult,
   BenchResults,
@@ -405,6 +405,19 @@ async function benchLoad(name: ServerName, result: ServerResult): Promise<void> 
         if (point.passed) lo = rate;
         else hi = rate;
       }
+      // The fixed cost of a send: CPU per delivery at a low rate, where little is shared between
+      // sends (batches, wakeups), measured at the same rate for every server.
+      if (options.fixedRate > 0 && fixedCostStep(result.curve, options.fixedRate) === null) {
+        await settle(server);
+        const point = await runStep([server], generators, {
+          ...w1Shape,
+          ratePerClient: options.fixedRate,
+          durationS: options.stepDurationS,
+          persistSampleEvery: 0,
+        });
+        log(`${name}: fixed-cost step ${describeStep(point)}`);
+        result.curve.push(point);
+      }
       result.curve.sort((a, b) => a.offeredDeliveriesPerS - b.offeredDeliveriesPerS);
     }
     const passing = result.curve.filter((point) => point.passed);
@@ -573,6 +586,7 @@ const results: BenchResults = {
     messageSize: options.messageSize,
     transport: options.transport,
     generators: options.generators,
+    fixedRatePerClient: options.saturation ? options.fixedRate : 0,
   },
   servers: options.servers.map((server) => ({
     server,
