@@ -95,6 +95,26 @@ function contract(engine: Engine) {
       await stopMarker();
     });
 
+    it('removes a subscription once, however often its unsubscribe is called', async () => {
+      const channel = { conversation: fresh('conversation') };
+      const box = collector();
+      const stopOne = await bus.subscribe(channel, box.push);
+      const stopTwo = await bus.subscribe(channel, box.push);
+      await stopOne();
+      await stopOne();
+      await bus.publish(channel, 'still here');
+      expect(await box.waitFor(1)).toEqual(['still here']);
+      await stopTwo();
+      // Unsubscribed now, from the last of its subscriptions: a marker on the same channel
+      // arrives alone.
+      const marker = collector();
+      const stopMarker = await bus.subscribe(channel, marker.push);
+      await bus.publish(channel, 'marker');
+      await marker.waitFor(1);
+      expect(box.messages).toEqual(['still here']);
+      await stopMarker();
+    });
+
     it('carries revocations to every instance', async () => {
       const other = await engine.peer(broker);
       const box = collector();

@@ -3,6 +3,8 @@ import { channelName } from '../keyspace.js';
 import type { Channel, EventBus, SubscriptionWatcher, Unsubscribe } from '../ports/events.js';
 import type { RedisConnection } from './connection.js';
 
+type Handler = (message: string) => void;
+
 /**
  * Redis Pub/Sub. Publishing goes over the shared command connection; receiving over a
  * connection of its own (`subscriber`), which keeps its subscriptions across reconnects. On a
@@ -11,7 +13,8 @@ import type { RedisConnection } from './connection.js';
  * master (ioredis's `shardedSubscribers`).
  */
 export class RedisBus implements EventBus {
-  private readonly handlers = new Map<string, Set<(message: string) => void>>();
+  /** Per channel name: its one handler, or the list of them when it has several. */
+  private readonly handlers = new Map<string, Handler | Handler[]>();
   private readonly watchers = new Set<SubscriptionWatcher>();
   /** The subscriber connection went down after it was first up; not yet restored. */
   private subscriberDown = false;
@@ -27,8 +30,10 @@ export class RedisBus implements EventBus {
     private readonly subscriber: Redis | Cluster,
   ) {
     const receive = (channel: string, message: string) => {
-      const set = this.handlers.get(channel);
-      if (set) for (const handler of [...set]) handler(message);
+      const handlers = this.handlers.get(channel);
+      if (typeof handlers === 'function') handlers(message);
+      // A copy: a handler may unsubscribe, or subscribe another, while the list is run.
+      else if (handlers) for (const handler of [...handlers]) handler(message);
     };
     this.subscriber.on(this.sharded ? 'smessage' : 'message', receive);
   }
@@ -63,37 +68,60 @@ export class RedisBus implements EventBus {
    * A user's channel is received in every partition (the marks of each partition's
    * conversations are published in it); every other channel is one name.
    */
-  async subscribe(channel: Channel, onMessage: (message: string) => void): Promise<Unsubscribe> {
+  async subscribe(channel: Channel, onMessage: Handler): Promise<Unsubscribe> {
     const names =
-      'user' in channel
+      'user' in channel && this.redis.partitions.length > 1
         ? this.redis.partitions.map((p) => this.redis.key(channelName(p, channel)))
-        : [this.redis.key(this.nameOf(channel))];
-    // Wrapped, so the same function can be subscribed twice and removed once per subscription.
-    const handler = (message: string) => onMessage(message);
+        : this.redis.key(this.nameOf(channel));
     const fresh: string[] = [];
-    for (const name of names) {
-      let set = this.handlers.get(name);
-      if (!set) {
-        set = new Set();
-        this.handlers.set(name, set);
-        fresh.push(name);
-      }
-      set.add(handler);
+    for (const name of typeof names === 'string' ? [names] : names) {
+      if (this.addHandler(name, onMessage)) fresh.push(name);
     }
     if (fresh.length > 0) await this.listen(fresh);
+    let subscribed = true;
     return async () => {
+      // Once: a second call must not take another subscription of the same handler.
+      if (!subscribed) return;
+      subscribed = false;
       const unused: string[] = [];
-      for (const name of names) {
-        const current = this.handlers.get(name);
-        if (!current) continue;
-        current.delete(handler);
-        if (current.size === 0) {
-          this.handlers.delete(name);
-          unused.push(name);
-        }
+      for (const name of typeof names === 'string' ? [names] : names) {
+        if (this.removeHandler(name, onMessage)) unused.push(name);
       }
       if (unused.length > 0) await this.unlisten(unused).catch(() => undefined);
     };
+  }
+
+  /**
+   * Adds one subscription of `handler` to the channel `name`: true when it is the channel's
+   * first. A channel's one handler is kept as it is, several in a list (a function subscribed
+   * twice is there twice, and each unsubscribe removes one): most channels have one, and an
+   * instance follows one channel per user it serves.
+   */
+  private addHandler(name: string, handler: Handler): boolean {
+    const current = this.handlers.get(name);
+    if (current === undefined) {
+      this.handlers.set(name, handler);
+      return true;
+    }
+    if (typeof current === 'function') this.handlers.set(name, [current, handler]);
+    else current.push(handler);
+    return false;
+  }
+
+  /** Removes one subscription of `handler` from the channel `name`: true when it was the last. */
+  private removeHandler(name: string, handler: Handler): boolean {
+    const current = this.handlers.get(name);
+    if (current === undefined) return false;
+    if (typeof current === 'function') {
+      if (current !== handler) return false;
+      this.handlers.delete(name);
+      return true;
+    }
+    const at = current.indexOf(handler);
+    if (at < 0) return false;
+    current.splice(at, 1);
+    if (current.length === 1) this.handlers.set(name, current[0] as Handler);
+    return false;
   }
 
   /**
