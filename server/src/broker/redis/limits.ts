@@ -27,7 +27,17 @@ for i, allowance in ipairs(allowances) do
   taken[i] = n
   if n >= max then
     local w
-    if first > 0 then w = (tonumber(state[2]) or 0) - now else w = redis.call('PTTL', allowance) end
+    if first > 0 then
+      w = (tonumber(state[2]) or 0) - now
+    else
+      w = redis.call('PTTL', allowance)
+      if w <= 0 then
+        -- The window ends in this very millisecond (PTTL rounds it to 0): the attempt opens the
+        -- next one, instead of being let through uncounted by the window that follows.
+        redis.call('DEL', allowance)
+        taken[i] = 0
+      end
+    end
     if w > wait then wait = w end
   end
 end
