@@ -28,12 +28,25 @@ function freePort(): Promise<number> {
 
 /**
  * Starts a throwaway `redis-server` on a free loopback port, so the embedded run exercises the
- * Redis engine's scripts too; resolves once it answers PING.
+ * Redis engine's scripts too; resolves once it answers PING. A port can be taken between
+ * finding it free and the server binding it (a cluster node also binds the port 10,000 above,
+ * which may be some client's): a server that exits at once is started again on another port.
  */
 export async function startRedisServer(
   options: { args?: string[]; cwd?: string } = {},
 ): Promise<LocalRedis & { port: number }> {
-  const port = await freePort();
+  for (let attempt = 1; ; attempt++) {
+    const started = await startOnce(await freePort(), options);
+    if (started !== null) return started;
+    if (attempt >= 5) throw new Error(`redis-server exited at start ${attempt} times, on as many ports`);
+  }
+}
+
+/** The server on `port`, or null when it exited before answering (its port was taken). */
+async function startOnce(
+  port: number,
+  options: { args?: string[]; cwd?: string },
+): Promise<(LocalRedis & { port: number }) | null> {
   const child: ChildProcess = spawn(
     'redis-server',
     [
@@ -66,7 +79,8 @@ export async function startRedisServer(
       );
     probe.disconnect();
     if (up) break;
-    if (Date.now() > deadline || child.exitCode !== null) {
+    if (child.exitCode !== null) return null;
+    if (Date.now() > deadline) {
       child.kill('SIGKILL');
       throw new Error(`redis-server did not start on port ${port}`);
     }
