@@ -1,6 +1,8 @@
 import http from 'node:http';
 import net from 'node:net';
 import { once } from 'node:events';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import WebSocket from 'ws';
 import type { App } from '../server/src/app.js';
@@ -145,6 +147,46 @@ describe(`WebSockets per user and per address (${engineLabel})`, () => {
     await held[0]?.closed;
     await until(async () => (await upgradeStatus(proxied.url, from('203.0.113.7'))) === 101);
     for (const raw of held) raw.socket.close();
+  });
+
+  it('keeps nothing of the upgrade request while the socket is open, and frees its place once it closes', async () => {
+    const limited = await deployment.start({ limits: { ...LIMITS, maxSocketsPerAddress: 1 } });
+    const [user, other] = await Promise.all([signUp(limited.url), signUp(limited.url)]);
+    const direct = await user.api.conversation.openDirect.mutate({ userId: other.user.id });
+    // The server's own request objects, seen (never held) as each upgrade arrives.
+    const requests: WeakRef<http.IncomingMessage>[] = [];
+    type Emit = (this: http.Server, event: string | symbol, ...args: unknown[]) => boolean;
+    const server = http.Server.prototype as { emit: Emit };
+    // Called with the server as `this` below, as Node calls it.
+    const emit = server.emit;
+    server.emit = function (event, ...args) {
+      if (event === 'upgrade') requests.push(new WeakRef(args[0] as http.IncomingMessage));
+      return emit.call(this, event, ...args);
+    };
+    let raw: RawSocket;
+    try {
+      raw = await openRaw(limited.url, `?token=${user.tokens.accessToken}`);
+    } finally {
+      server.emit = emit;
+    }
+    raw.send(call(1, 'subscription', 'events'));
+    await raw.next((message) => message.id === 1 && message.result?.type === 'started');
+    expect(requests).toHaveLength(1);
+    // A full collection in a later turn of the loop: a WeakRef holds its target until then.
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    await until(async () => {
+      await new Promise((resolve) => setImmediate(resolve));
+      gc();
+      return requests[0]?.deref() === undefined;
+    });
+    // The socket, open all along, still has its stream and holds the address's one place.
+    await other.api.message.send.mutate({ conversationId: direct.id, content: 'still here' });
+    await raw.next((message) => message.id === 1 && message.result?.type === 'data');
+    expect(await upgradeStatus(limited.url, {})).toBe(429);
+    raw.socket.close();
+    await raw.closed;
+    await until(async () => (await upgradeStatus(limited.url, {})) === 101);
   });
 });
 

@@ -14,6 +14,22 @@ export class SocketCounts {
     return true;
   }
 
+  /**
+   * Counts one more connection of `holder` until `socket` closes, unless it already holds `max`.
+   * The release is made here rather than where the socket was accepted: a closure made there
+   * would keep that whole scope (the upgrade's request, its headers and URL) for as long as the
+   * socket is open.
+   */
+  takeUntilClosed(
+    holder: string,
+    max: number,
+    socket: { once(event: 'close', listener: () => void): unknown },
+  ): boolean {
+    if (!this.take(holder, max)) return false;
+    socket.once('close', () => this.give(holder));
+    return true;
+  }
+
   /** One connection of `holder` closed. */
   give(holder: string): void {
     const current = this.open.get(holder) ?? 0;

@@ -164,12 +164,11 @@ export async function startHttp(
     }
     // Counted from the upgrade until the TCP connection closes, however the upgrade ends.
     const address = clientAddress(req, config.trustProxy);
-    if (!socketsByAddress.take(address, config.limits.maxSocketsPerAddress)) {
+    if (!socketsByAddress.takeUntilClosed(address, config.limits.maxSocketsPerAddress, socket)) {
       count('429');
       socket.end('HTTP/1.1 429 Too Many Requests\r\nRetry-After: 5\r\nContent-Length: 0\r\n\r\n');
       return;
     }
-    socket.once('close', () => socketsByAddress.give(address));
     count('101');
     wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
   });
