@@ -21,10 +21,66 @@ export interface Membership {
  * when missing and dropped after every committed change.
  */
 export class Memberships {
+  /**
+   * The queries every connection and most calls make, built once: drizzle builds a query anew
+   * on each call otherwise, some kilobytes of objects each time (and PostgreSQL prepares the
+   * text once per connection either way).
+   */
+  private readonly roster;
+  private readonly current;
+  private readonly membership;
+  private readonly contacts;
+
   constructor(
     private readonly db: Database,
     private readonly rosters: RosterStore,
-  ) {}
+  ) {
+    this.roster = db
+      .select({ userId: members.userId })
+      .from(members)
+      .innerJoin(conversations, eq(conversations.id, members.conversationId))
+      .where(
+        and(eq(members.conversationId, sql.placeholder('conversationId')), isNull(conversations.deletedAt)),
+      )
+      .prepare('parley_roster');
+    this.current = db
+      .select({ id: members.conversationId })
+      .from(members)
+      .innerJoin(conversations, eq(conversations.id, members.conversationId))
+      .where(and(eq(members.userId, sql.placeholder('userId')), isNull(conversations.deletedAt)))
+      .prepare('parley_conversations_of');
+    this.membership = db
+      .select({
+        conversationId: members.conversationId,
+        type: conversations.type,
+        role: members.role,
+        lastReadSeq: members.lastReadSeq,
+      })
+      .from(members)
+      .innerJoin(conversations, eq(conversations.id, members.conversationId))
+      .where(
+        and(
+          eq(members.conversationId, sql.placeholder('conversationId')),
+          eq(members.userId, sql.placeholder('userId')),
+          isNull(conversations.deletedAt),
+        ),
+      )
+      .prepare('parley_membership');
+    // Each of the user's conversations is counted up to one past `largeGroup` only, so a
+    // connect costs the same in a group of 10,000 as in one of 1,001.
+    const small = sql`(select count(*) from (select 1 from ${members} as peer where peer.conversation_id = ${members.conversationId} limit ${sql.placeholder('countUpTo')}) as counted) <= ${sql.placeholder('largeGroup')}`;
+    const mine = db
+      .select({ id: members.conversationId })
+      .from(members)
+      .innerJoin(conversations, eq(conversations.id, members.conversationId))
+      .where(and(eq(members.userId, sql.placeholder('userId')), isNull(conversations.deletedAt), small));
+    this.contacts = db
+      .selectDistinct({ userId: members.userId })
+      .from(members)
+      .innerJoin(users, eq(users.id, members.userId))
+      .where(and(inArray(members.conversationId, mine), isNull(users.deletedAt)))
+      .prepare('parley_contacts_of');
+  }
 
   /** Puts the conversation's roster in the broker, unless it is there or changed meanwhile. */
   async fillRoster(conversationId: string): Promise<void> {
@@ -62,11 +118,7 @@ export class Memberships {
   }
 
   private async load(conversationId: string): Promise<string[]> {
-    const rows = await this.db
-      .select({ userId: members.userId })
-      .from(members)
-      .innerJoin(conversations, eq(conversations.id, members.conversationId))
-      .where(and(eq(members.conversationId, conversationId), isNull(conversations.deletedAt)));
+    const rows = await this.roster.execute({ conversationId });
     return rows.map((row) => row.userId);
   }
 
@@ -75,6 +127,7 @@ export class Memberships {
    * at or after `sinceMs` while they were in them.
    */
   async conversationsOf(userId: string, sinceMs: number | null = null): Promise<string[]> {
+    if (sinceMs === null) return (await this.current.execute({ userId })).map((row) => row.id);
     const rows = await this.db
       .select({ id: members.conversationId })
       .from(members)
@@ -82,31 +135,14 @@ export class Memberships {
       .where(
         and(
           eq(members.userId, userId),
-          sinceMs === null
-            ? isNull(conversations.deletedAt)
-            : or(isNull(conversations.deletedAt), gte(conversations.deletedAt, new Date(sinceMs))),
+          or(isNull(conversations.deletedAt), gte(conversations.deletedAt, new Date(sinceMs))),
         ),
       );
     return rows.map((row) => row.id);
   }
 
   async find(userId: string, conversationId: string): Promise<Membership | null> {
-    const [row] = await this.db
-      .select({
-        conversationId: members.conversationId,
-        type: conversations.type,
-        role: members.role,
-        lastReadSeq: members.lastReadSeq,
-      })
-      .from(members)
-      .innerJoin(conversations, eq(conversations.id, members.conversationId))
-      .where(
-        and(
-          eq(members.conversationId, conversationId),
-          eq(members.userId, userId),
-          isNull(conversations.deletedAt),
-        ),
-      );
+    const [row] = await this.membership.execute({ conversationId, userId });
     return row ?? null;
   }
 
@@ -129,19 +165,7 @@ export class Memberships {
    * the user (they see its presence); a large group makes nobody a contact.
    */
   async contactsOf(userId: string, largeGroup: number): Promise<string[]> {
-    // Each of the user's conversations is counted up to one past `largeGroup` only, so a
-    // connect costs the same in a group of 10,000 as in one of 1,001.
-    const small = sql`(select count(*) from (select 1 from ${members} as peer where peer.conversation_id = ${members.conversationId} limit ${largeGroup + 1}) as counted) <= ${largeGroup}`;
-    const mine = this.db
-      .select({ id: members.conversationId })
-      .from(members)
-      .innerJoin(conversations, eq(conversations.id, members.conversationId))
-      .where(and(eq(members.userId, userId), isNull(conversations.deletedAt), small));
-    const rows = await this.db
-      .selectDistinct({ userId: members.userId })
-      .from(members)
-      .innerJoin(users, eq(users.id, members.userId))
-      .where(and(inArray(members.conversationId, mine), isNull(users.deletedAt)));
+    const rows = await this.contacts.execute({ userId, countUpTo: largeGroup + 1, largeGroup });
     return rows.map((row) => row.userId).filter((id) => id !== userId);
   }
 }
