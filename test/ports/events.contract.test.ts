@@ -115,6 +115,29 @@ function contract(engine: Engine) {
       await stopMarker();
     });
 
+    it('publishes one message on each of several channels, once each, across instances', async () => {
+      const other = await engine.peer(broker);
+      const boxes = Array.from({ length: 12 }, () => ({ user: fresh('user'), box: collector() }));
+      const bystander = collector();
+      const stops = await Promise.all([
+        ...boxes.map(({ user, box }, i) => (i % 2 === 0 ? bus : other.bus).subscribe({ user }, box.push)),
+        bus.subscribe({ user: fresh('user') }, bystander.push),
+      ]);
+      const [twice, marked] = [nth(boxes, 0), nth(boxes, 1)];
+      // A channel named twice gets the message twice, as two publishes would give it.
+      await bus.publishEach([...boxes.map(({ user }) => ({ user })), { user: twice.user }], 'online');
+      await bus.publishEach([], 'to nobody');
+      for (const { box } of boxes) {
+        const expected = box === twice.box ? ['online', 'online'] : ['online'];
+        expect([...(await box.waitFor(expected.length))]).toEqual(expected);
+      }
+      // A marker published after on one of them arrives after the message, and alone.
+      await bus.publishEach([{ user: marked.user }], 'marker');
+      expect([...(await marked.box.waitFor(2))]).toEqual(['online', 'marker']);
+      expect(bystander.messages).toEqual([]);
+      for (const stop of stops) await stop();
+    });
+
     it('carries revocations to every instance', async () => {
       const other = await engine.peer(broker);
       const box = collector();

@@ -61,6 +61,9 @@ export class BrokerEventPublisher implements EventPublisher {
   async signalUsers(userIds: readonly string[], event: ParleyEvent): Promise<void> {
     if (!EPHEMERAL_EVENTS.has(event.type)) throw new Error(`${event.type} events are durable`);
     const text = `-\n${stringify(event)}`;
-    await Promise.all([...new Set(userIds)].map((userId) => this.bus.publish({ user: userId }, text)));
+    await this.bus.publishEach(
+      [...new Set(userIds)].map((userId) => ({ user: userId })),
+      text,
+    );
   }
 }

@@ -13,6 +13,11 @@ export class MemoryBus implements EventBus {
     return Promise.resolve();
   }
 
+  publishEach(channels: readonly Channel[], message: string): Promise<void> {
+    for (const channel of channels) this.deliver(channelName('', channel), message);
+    return Promise.resolve();
+  }
+
   /** `publish`, at once: for a write that publishes in the same step. */
   deliver(name: string, message: string): void {
     const handlers = this.channels.get(name);

@@ -59,6 +59,8 @@ export type LogName =
  */
 export interface EventBus {
   publish(channel: Channel, message: string): Promise<void>;
+  /** `publish` of one message on each of `channels`, in as few calls as the engine can. */
+  publishEach(channels: readonly Channel[], message: string): Promise<void>;
   subscribe(channel: Channel, onMessage: (message: string) => void): Promise<Unsubscribe>;
   /**
    * While the connection that receives this instance's messages is down, whatever is published

@@ -2,8 +2,18 @@ import type { Cluster, Redis } from 'ioredis';
 import { channelName } from '../keyspace.js';
 import type { Channel, EventBus, SubscriptionWatcher, Unsubscribe } from '../ports/events.js';
 import type { RedisConnection } from './connection.js';
+import { defineScript } from './script.js';
 
 type Handler = (message: string) => void;
+
+/** One message on several channels (of one hash slot, on a cluster). */
+const PUBLISH_EACH = defineScript({
+  name: 'publishEach',
+  keys: [],
+  args: ['message', 'publish'],
+  keyLists: ['channels'],
+  body: `for _, channel in ipairs(channels) do redis.call(publish, channel, message) end`,
+});
 
 /**
  * Redis Pub/Sub. Publishing goes over the shared command connection; receiving over a
@@ -57,7 +67,32 @@ export class RedisBus implements EventBus {
   }
 
   async publish(channel: Channel, message: string): Promise<void> {
-    const name = this.redis.key(this.nameOf(channel));
+    await this.publishNamed(this.redis.key(this.nameOf(channel)), message);
+  }
+
+  /**
+   * One call for all the channels on a single server; on a cluster, one per hash slot (sharded
+   * Pub/Sub reaches only the node of the channel's slot, and a script only its own slot).
+   */
+  async publishEach(channels: readonly Channel[], message: string): Promise<void> {
+    // Names without the prefix: the script's call adds it to each.
+    const names = channels.map((channel) => this.nameOf(channel));
+    await Promise.all(
+      this.redis
+        .together(names, (name) => name)
+        .map((group) =>
+          group.length === 1
+            ? this.publishNamed(this.redis.key(group[0] as string), message)
+            : this.redis.eval(PUBLISH_EACH, {
+                keys: {},
+                args: { message, publish: this.redis.publishCommand },
+                keyLists: { channels: group },
+              }),
+        ),
+    );
+  }
+
+  private async publishNamed(name: string, message: string): Promise<void> {
     const { client } = this.redis;
     await this.redis.run(() =>
       this.sharded ? client.spublish(name, message) : client.publish(name, message),
