@@ -106,7 +106,7 @@ const requireUser = t.middleware(async ({ ctx, meta, next }) => {
   const user = ctx.user;
   if (!user) throw new TRPCError({ code: 'UNAUTHORIZED', message: 'Not authenticated' });
   // A WebSocket context lives as long as its connection; its token may expire meanwhile.
-  if (user.expiresAt.getTime() <= Date.now()) {
+  if (user.expiresAt <= Date.now()) {
     throw new TRPCError({ code: 'UNAUTHORIZED', message: 'Access token expired' });
   }
   // ...and its session may be revoked meanwhile (logout, password change, refresh-token reuse).

@@ -109,7 +109,7 @@ export class AuthService {
     if (!user) return null;
     // Shared by every request with this token, until the token expires.
     const shared = Object.freeze(user);
-    const ttl = shared.expiresAt.getTime() - Date.now();
+    const ttl = shared.expiresAt - Date.now();
     // (A TTL of 0 would mean "forever".)
     if (ttl > 0) this.verified.set(token, shared, { ttl });
     return shared;

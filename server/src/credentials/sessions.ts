@@ -220,7 +220,7 @@ export class Sessions {
     try {
       // One command for both marks (`SessionStore.revokedAmong`): this runs on every call over a WebSocket.
       const [revoked] = await this.revokedAmong([
-        { userId: user.id, sessionId: user.sessionId, issuedAt: user.issuedAt.getTime() },
+        { userId: user.id, sessionId: user.sessionId, issuedAt: user.issuedAt },
       ]);
       return revoked ?? false;
     } catch (error) {

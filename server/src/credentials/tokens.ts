@@ -13,8 +13,10 @@ export interface AuthUser {
   username: string;
   /** The refresh-token family this access token was issued under. */
   sessionId: string;
-  issuedAt: Date;
-  expiresAt: Date;
+  /** When the token was issued, in milliseconds since the epoch (a number: a connection keeps it). */
+  issuedAt: number;
+  /** When it expires, in milliseconds since the epoch. */
+  expiresAt: number;
 }
 
 export interface TokenSettings {
@@ -76,8 +78,8 @@ export async function verifyAccessToken(settings: TokenSettings, token: string):
       username: payload.name,
       sessionId: payload.sid,
       // `iat` has whole seconds; `ims` orders a token against a revocation in the same second.
-      issuedAt: new Date(typeof payload.ims === 'number' ? payload.ims : (payload.iat ?? 0) * 1000),
-      expiresAt: new Date((payload.exp ?? 0) * 1000),
+      issuedAt: typeof payload.ims === 'number' ? payload.ims : (payload.iat ?? 0) * 1000,
+      expiresAt: (payload.exp ?? 0) * 1000,
     };
   } catch (error) {
     if (error instanceof errors.JOSEError || error instanceof TypeError) return null;

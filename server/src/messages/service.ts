@@ -45,7 +45,7 @@ export class MessageService {
     const session: SessionHolder = {
       userId: sender.id,
       sessionId: sender.sessionId,
-      issuedAt: sender.issuedAt.getTime(),
+      issuedAt: sender.issuedAt,
     };
     // A clientMessageId still claimed in the broker is caught by the append itself; PostgreSQL
     // covers a retry after the claim expired (a first attempt cannot be one).

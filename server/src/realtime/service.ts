@@ -102,9 +102,9 @@ export class Realtime {
       this.streamDeps,
       user.id,
       user.sessionId,
-      user.issuedAt.getTime(),
+      user.issuedAt,
       `${this.instanceId}:${(this.subscriptionCount += 1).toString(36)}`,
-      user.expiresAt.getTime(),
+      user.expiresAt,
       connection,
     );
     this.streams.add(stream);
