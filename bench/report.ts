@@ -287,7 +287,10 @@ function mainMarkdown(results: BenchResults, chartFile: string): string[] {
       const c = result.capacity;
       out.push(
         `Idle subscribers: ${c.connected} of ${c.target} connected in ${c.connectSeconds.toFixed(1)} s (${c.failed} failed), ` +
-          `server RSS ${c.rssBeforeMB.toFixed(0)} → ${c.rssAfterMB.toFixed(0)} MB, ${(c.bytesPerConnection / 1024).toFixed(1)} KB each.`,
+          `server RSS ${c.rssBeforeMB.toFixed(0)} → ${c.rssAfterMB.toFixed(0)} MB, ${(c.bytesPerConnection / 1024).toFixed(1)} KB each` +
+          (c.heapBytesPerConnection === undefined
+            ? '.'
+            : ` (live JavaScript heap after full collections: ${(c.heapBytesPerConnection / 1024).toFixed(1)} KB each).`),
         '',
       );
     }

@@ -50,6 +50,12 @@ export interface CapacityResult {
   rssBeforeMB: number;
   rssAfterMB: number;
   bytesPerConnection: number;
+  /**
+   * Growth of the server's JavaScript heap in use, after full collections, per connection: what
+   * the connections keep alive, without the heap's free space or native memory. Absent from
+   * results written before it was measured.
+   */
+  heapBytesPerConnection?: number;
 }
 
 export interface BacklogResult {

@@ -444,7 +444,7 @@ async function benchCapacity(name: ServerName): Promise<CapacityResult> {
     });
     await server.call('gc');
     await sleep(options.quick ? 200 : 1000);
-    await server.call('gc');
+    const heapBefore = (await server.call<{ heapUsed: number }>('gc')).heapUsed;
     const before = readProc(server.pid).rssBytes;
     const heapProfiling = name === 'parley' && options.heapProf;
     if (heapProfiling) await server.call('startHeapSampling');
@@ -457,7 +457,7 @@ async function benchCapacity(name: ServerName): Promise<CapacityResult> {
     await sleep(options.quick ? 500 : 3000);
     await server.call('gc');
     await sleep(500);
-    await server.call('gc');
+    const heapAfter = (await server.call<{ heapUsed: number }>('gc')).heapUsed;
     const after = readProc(server.pid).rssBytes;
     if (heapProfiling) {
       const file = new URL(`parley-subscribers-${runId}.heapprofile`, tmpDir).pathname;
@@ -475,11 +475,13 @@ async function benchCapacity(name: ServerName): Promise<CapacityResult> {
       rssBeforeMB: before / 2 ** 20,
       rssAfterMB: after / 2 ** 20,
       bytesPerConnection: connected > 0 ? (after - before) / connected : 0,
+      heapBytesPerConnection: connected > 0 ? (heapAfter - heapBefore) / connected : 0,
     };
     log(
       `${name}: ${connected} idle subscribers (${failed} failed) in ${connectSeconds.toFixed(1)} s, ` +
         `RSS ${capacity.rssBeforeMB.toFixed(0)} → ${capacity.rssAfterMB.toFixed(0)} MB, ` +
-        `${(capacity.bytesPerConnection / 1024).toFixed(1)} KB per connection`,
+        `${(capacity.bytesPerConnection / 1024).toFixed(1)} KB per connection ` +
+        `(live JavaScript heap ${((capacity.heapBytesPerConnection ?? 0) / 1024).toFixed(1)} KB)`,
     );
     return capacity;
   } finally {

@@ -181,10 +181,12 @@ export const gcHandler = {
     const { idle, active } = performance.eventLoopUtilization();
     return { idle, active };
   },
+  /** Two full collections, then the process's RSS and the JavaScript heap still in use. */
   gc: () => {
     const collect = (globalThis as { gc?: () => void }).gc;
     collect?.();
     collect?.();
-    return process.memoryUsage().rss;
+    const { rss, heapUsed } = process.memoryUsage();
+    return { rss, heapUsed };
   },
 };
