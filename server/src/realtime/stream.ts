@@ -275,6 +275,8 @@ export class EventStream implements LocalSubscriber, AsyncIterable<TrackedEnvelo
     const start = this.start_;
     const position = this.position;
     if (!start || !position) throw new Error('stream started before it began');
+    // Read once: not kept for the stream's life.
+    this.start_ = null;
     void this.sequence(() => {
       if (start.resync) return Promise.resolve<Delivery[]>([RESYNC]);
       return start.backfill ? this.missedAfter(position.snapshot()) : Promise.resolve([]);
