@@ -138,6 +138,27 @@ function contract(engine: Engine) {
       for (const stop of stops) await stop();
     });
 
+    it('publishes on more channels than one call of the engine takes, each once', async () => {
+      const users = Array.from({ length: 1_201 }, () => fresh('user'));
+      const got = new Map<string, string[]>();
+      const box = collector();
+      const stops = await Promise.all(
+        users.map((user) =>
+          bus.subscribe({ user }, (message) => {
+            got.set(user, [...(got.get(user) ?? []), message]);
+            box.push(user);
+          }),
+        ),
+      );
+      await bus.publishEach(
+        users.map((user) => ({ user })),
+        'many',
+      );
+      await box.waitFor(users.length);
+      expect(users.filter((user) => got.get(user)?.join() !== 'many')).toEqual([]);
+      for (const stop of stops) await stop();
+    });
+
     it('carries revocations to every instance', async () => {
       const other = await engine.peer(broker);
       const box = collector();

@@ -6,6 +6,9 @@ import { defineScript } from './script.js';
 
 type Handler = (message: string) => void;
 
+/** Channels one `publishEach` script publishes on, at most. */
+const PUBLISH_SLICE = 500;
+
 /** One message on several channels (of one hash slot, on a cluster). */
 const PUBLISH_EACH = defineScript({
   name: 'publishEach',
@@ -77,19 +80,24 @@ export class RedisBus implements EventBus {
   async publishEach(channels: readonly Channel[], message: string): Promise<void> {
     // Names without the prefix: the script's call adds it to each.
     const names = channels.map((channel) => this.nameOf(channel));
-    await Promise.all(
-      this.redis
-        .together(names, (name) => name)
-        .map((group) =>
-          group.length === 1
-            ? this.publishNamed(this.redis.key(group[0] as string), message)
-            : this.redis.eval(PUBLISH_EACH, {
-                keys: {},
-                args: { message, publish: this.redis.publishCommand },
-                keyLists: { channels: group },
-              }),
-        ),
-    );
+    const calls: Promise<unknown>[] = [];
+    for (const group of this.redis.together(names, (name) => name)) {
+      if (group.length === 1) {
+        calls.push(this.publishNamed(this.redis.key(group[0] as string), message));
+        continue;
+      }
+      // In slices, so that no one script holds Redis for long (a user with thousands of contacts).
+      for (let i = 0; i < group.length; i += PUBLISH_SLICE) {
+        calls.push(
+          this.redis.eval(PUBLISH_EACH, {
+            keys: {},
+            args: { message, publish: this.redis.publishCommand },
+            keyLists: { channels: group.slice(i, i + PUBLISH_SLICE) },
+          }),
+        );
+      }
+    }
+    await Promise.all(calls);
   }
 
   private async publishNamed(name: string, message: string): Promise<void> {
