@@ -43,7 +43,11 @@ export interface LocalSubscriber extends SessionHolder {
 interface Followed {
   /** The event order of its events: a conversation's, or (a user's channel) the user's own. */
   partition: number;
-  subscribers: Set<LocalSubscriber>;
+  /**
+   * Its local subscriptions: the one it has, as it is (a user's channel nearly always has one
+   * stream here), or from a second on, a set.
+   */
+  subscribers: LocalSubscriber | Set<LocalSubscriber> | null;
   /** Resolves once the broker delivers the channel here. */
   ready: Promise<Unsubscribe | null>;
 }
@@ -180,12 +184,12 @@ export class Hub {
   }
 
   subscribers(): LocalSubscriber[] {
-    return [...this.users.values()].flatMap(({ subscribers }) => [...subscribers]);
+    return [...this.users.values()].flatMap((followed) => [...subscribersOf(followed)]);
   }
 
   count(): number {
     let total = 0;
-    for (const { subscribers } of this.users.values()) total += subscribers.size;
+    for (const followed of this.users.values()) total += sizeOf(followed);
     return total;
   }
 
@@ -206,7 +210,7 @@ export class Hub {
       // channel was followed again delivers to nobody.
       const entry: Followed = {
         partition: eventPartition(id, this.partitions),
-        subscribers: new Set(),
+        subscribers: null,
         ready: Promise.resolve(null),
       };
       entry.ready = this.bus.subscribe(channel(id), (raw) => this.onMessage(entry, raw));
@@ -216,13 +220,13 @@ export class Hub {
       map.set(id, entry);
       followed = entry;
     }
-    followed.subscribers.add(subscriber);
+    addTo(followed, subscriber);
     await followed.ready;
   }
 
   private leave(map: Map<string, Followed>, id: string, subscriber: LocalSubscriber): void {
     const followed = map.get(id);
-    if (!followed?.subscribers.delete(subscriber) || followed.subscribers.size > 0) return;
+    if (!followed || !removeFrom(followed, subscriber) || sizeOf(followed) > 0) return;
     map.delete(id);
     void followed.ready.then(
       (unsubscribe) => unsubscribe?.(),
@@ -264,7 +268,7 @@ export class Hub {
 
   private onMessage(followed: Followed, raw: string): void {
     this.metrics?.pubsubReceived.inc();
-    if (followed.subscribers.size === 0) return;
+    if (followed.subscribers === null) return;
     const newline = raw.indexOf('\n');
     if (newline <= 0) {
       this.log.error('unreadable message on an event channel');
@@ -288,8 +292,13 @@ export class Hub {
       }
       delivery = { id: id === '-' ? null : id, partition: followed.partition, event };
     }
-    for (const subscriber of followed.subscribers) subscriber.deliver(delivery);
-    this.metrics?.eventsFannedOut.inc({ type: delivery.event?.type ?? 'mark' }, followed.subscribers.size);
+    const { subscribers } = followed;
+    let fannedOut = 1;
+    if (subscribers instanceof Set) {
+      fannedOut = subscribers.size;
+      for (const subscriber of subscribers) subscriber.deliver(delivery);
+    } else subscribers?.deliver(delivery);
+    this.metrics?.eventsFannedOut.inc({ type: delivery.event?.type ?? 'mark' }, fannedOut);
   }
 
   private onRevocation(raw: string): void {
@@ -299,8 +308,39 @@ export class Hub {
     } catch {
       return;
     }
-    for (const subscriber of this.users.get(revocation.userId)?.subscribers ?? []) {
+    const followed = this.users.get(revocation.userId);
+    for (const subscriber of followed ? [...subscribersOf(followed)] : []) {
       if (revocation.sessionId === null || revocation.sessionId === subscriber.sessionId) subscriber.revoke();
     }
   }
+}
+
+function subscribersOf({ subscribers }: Followed): Iterable<LocalSubscriber> {
+  if (subscribers instanceof Set) return subscribers;
+  return subscribers === null ? [] : [subscribers];
+}
+
+function sizeOf({ subscribers }: Followed): number {
+  if (subscribers instanceof Set) return subscribers.size;
+  return subscribers === null ? 0 : 1;
+}
+
+function addTo(followed: Followed, subscriber: LocalSubscriber): void {
+  const { subscribers } = followed;
+  if (subscribers instanceof Set) subscribers.add(subscriber);
+  else if (subscribers === null) followed.subscribers = subscriber;
+  else if (subscribers !== subscriber) followed.subscribers = new Set([subscribers, subscriber]);
+}
+
+/** Whether `subscriber` was there. A set stays a set, even with one left. */
+function removeFrom(followed: Followed, subscriber: LocalSubscriber): boolean {
+  const { subscribers } = followed;
+  if (subscribers instanceof Set) {
+    if (!subscribers.delete(subscriber)) return false;
+    if (subscribers.size === 0) followed.subscribers = null;
+    return true;
+  }
+  if (subscribers !== subscriber) return false;
+  followed.subscribers = null;
+  return true;
 }
