@@ -153,7 +153,13 @@ class Connection<TContext> {
   private ctx: TContext | undefined = undefined;
   private ctxPromise: Promise<ContextResult<TContext>> | null = null;
   private ctxSettled = false;
-  private subscriptions: Map<RequestId, Subscription> | null = null;
+  /**
+   * The subscriptions running on this connection, by request id: the first (nearly always the
+   * only one, `events`) in fields of its own, any others in a map made for them.
+   */
+  private soleId: RequestId | null = null;
+  private sole: Subscription | null = null;
+  private others: Map<RequestId, Subscription> | null = null;
   /** Kept only until the context is built from it. */
   private req: IncomingMessage | null;
   private lastSeen = Date.now();
@@ -258,9 +264,11 @@ class Connection<TContext> {
       this.admitted = false;
       this.options.release?.(this.ctx);
     }
-    const subscriptions = this.subscriptions;
-    this.subscriptions = null;
-    for (const subscription of subscriptions?.values() ?? []) subscription.stop();
+    const running = [...(this.sole ? [this.sole] : []), ...(this.others?.values() ?? [])];
+    this.sole = null;
+    this.soleId = null;
+    this.others = null;
+    for (const subscription of running) subscription.stop();
   }
 
   report(error: TRPCError, path: string | undefined, type: TRPCProcedureType | 'unknown'): void {
@@ -315,7 +323,7 @@ class Connection<TContext> {
       return;
     }
     if (message.method === 'subscription.stop') {
-      this.subscriptions?.get(id)?.stop();
+      this.subscription(id)?.stop();
       return;
     }
     const { path, lastEventId } = message.params;
@@ -356,8 +364,7 @@ class Connection<TContext> {
 
   private async subscribe(call: Call, batchIndex: number): Promise<void> {
     const { id, jsonrpc, path, input } = call;
-    const subscriptions = (this.subscriptions ??= new Map());
-    if (subscriptions.has(id)) {
+    if (this.subscription(id)) {
       this.fail(call, new TRPCError({ code: 'BAD_REQUEST', message: `Duplicate id ${id}` }));
       return;
     }
@@ -368,7 +375,10 @@ class Connection<TContext> {
         this.stopped = true;
       },
     };
-    subscriptions.set(id, entry);
+    if (this.sole === null) {
+      this.sole = entry;
+      this.soleId = id;
+    } else (this.others ??= new Map()).set(id, entry);
     // For a stream that is iterated here; a direct stream is stopped through its own handle.
     const controller = new AbortController();
     let result: AsyncIterable<unknown>;
@@ -488,8 +498,16 @@ class Connection<TContext> {
     });
   }
 
+  private subscription(id: RequestId): Subscription | undefined {
+    if (this.sole !== null && this.soleId === id) return this.sole;
+    return this.others?.get(id);
+  }
+
   private release(id: RequestId, entry: Subscription): void {
-    if (this.subscriptions?.get(id) === entry) this.subscriptions.delete(id);
+    if (this.sole === entry && this.soleId === id) {
+      this.sole = null;
+      this.soleId = null;
+    } else if (this.others?.get(id) === entry) this.others.delete(id);
   }
 
   private refuseBatch(list: unknown[]): void {
