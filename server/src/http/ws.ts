@@ -15,6 +15,7 @@ import {
 import { parseConnectionParamsFromUnknown } from '@trpc/server/http';
 import { parseTRPCMessage } from '@trpc/server/rpc';
 import type { RawData, WebSocket, WebSocketServer } from 'ws';
+import { sendEventFrame } from '../realtime/frames.js';
 
 /**
  * tRPC's WebSocket protocol, as `wsLink` speaks it, served for one router: queries, mutations
@@ -544,7 +545,10 @@ class Connection<TContext> {
 
   private respond(message: Parameters<typeof transformTRPCResponse>[1]): void {
     if (this.socket.readyState !== OPEN) return;
-    this.socket.send(JSON.stringify(transformTRPCResponse(this.config, message)));
+    // One buffer, header and text, in one write (`ws` writes the two apart).
+    sendEventFrame(this.socket, this, null, () =>
+      JSON.stringify(transformTRPCResponse(this.config, message)),
+    );
   }
 
   private get config(): TRPCRootConfig<AnyTRPCRootTypes> {
