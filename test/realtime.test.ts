@@ -508,13 +508,21 @@ describe.skipIf(!onRealEngines)(`events channel loss (${engineLabel}; needs Redi
         await al.api.message.send.mutate({ conversationId: conversation.id, content: `during ${i}` }),
       );
     }
-    await events.until(() => events.of('message.created').length >= sent.length, 15_000);
+    // Whether the instance still holds live events, as operators see it.
+    const held = async () => (await app.services.metrics.held.get()).values[0]?.value;
+    await events
+      .until(() => events.of('message.created').length >= sent.length, 15_000)
+      .catch(async (error: unknown) => {
+        const received = events.of('message.created').map((e) => e.message.content);
+        throw new Error(`${String(error)}: received ${received.join(', ')}; held: ${await held()}`);
+      });
     // Anything repeated would arrive before a message sent after all of them had.
     sent.push(await al.api.message.send.mutate({ conversationId: conversation.id, content: 'sentinel' }));
     await events.until(() => events.of('message.created').some((e) => e.message.content === 'sentinel'));
     expect(events.of('message.created').map((e) => e.message.id)).toEqual(sent.map((m) => m.id));
     const ids = events.received.map((r) => r.id);
     expect(new Set(ids).size).toBe(ids.length);
+    expect(await held()).toBe(0);
     await events.stop();
   });
 });

@@ -27,6 +27,11 @@ export interface Metrics {
   readonly wsConnections: Gauge;
   /** Active `events` subscriptions on this instance (read from the realtime hub on scrape). */
   readonly subscriptions: Gauge;
+  /**
+   * 1 while the instance's Pub/Sub connection is down and its streams hold live events, until
+   * it is back and they have caught up from the logs; 0 otherwise.
+   */
+  readonly held: Gauge;
   /** Events handed to local subscribers (one per receiving connection), by event type. */
   readonly eventsFannedOut: Counter<'type'>;
   /** Messages this instance received on the event channels it follows. */
@@ -45,6 +50,8 @@ export function createMetrics(deps: {
   broker: Broker;
   /** Active `events` subscriptions on this instance. */
   subscriptions?: () => number;
+  /** Whether this instance holds live events because its event channels are down. */
+  held?: () => boolean;
 }): Metrics {
   const registry = new Registry();
   const registers = [registry];
@@ -115,6 +122,14 @@ export function createMetrics(deps: {
       registers,
       collect() {
         if (deps.subscriptions) this.set(deps.subscriptions());
+      },
+    }),
+    held: new Gauge({
+      name: 'parley_live_events_held',
+      help: '1 while this instance holds live events because its Pub/Sub connection is down',
+      registers,
+      collect() {
+        this.set(deps.held?.() ? 1 : 0);
       },
     }),
     pubsubReceived: new Counter({

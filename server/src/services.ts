@@ -68,7 +68,11 @@ export function buildServices(deps: {
   const health = new HealthService(database, broker, config.version);
   // The hub exists only further down; the gauge reads it on scrape.
   let hub: Hub | null = null;
-  const metrics = createMetrics({ broker, subscriptions: () => hub?.count() ?? 0 });
+  const metrics = createMetrics({
+    broker,
+    subscriptions: () => hub?.count() ?? 0,
+    held: () => hub?.holding ?? false,
+  });
   const store = new MessageStore(db, broker.messages, durability);
   const messages = new MessageService(store, memberships, events, sessions, config.limits, log, metrics);
   const conversations = new ConversationService(

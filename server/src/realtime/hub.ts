@@ -187,6 +187,11 @@ export class Hub {
     return [...this.users.values()].flatMap((followed) => [...subscribersOf(followed)]);
   }
 
+  /** Whether live events are held: the event channels are down, or not yet back. */
+  get holding(): boolean {
+    return this.interrupted;
+  }
+
   count(): number {
     let total = 0;
     for (const followed of this.users.values()) total += sizeOf(followed);

@@ -36,6 +36,9 @@ export class RedisBus implements EventBus {
    * may go while the others are being restored.
    */
   private losses = 0;
+  /** A restore that failed, to be tried again: a later `+subscriber` may never come. */
+  private retry: ReturnType<typeof setTimeout> | null = null;
+  private retries = 0;
   private closing = false;
 
   constructor(
@@ -65,7 +68,7 @@ export class RedisBus implements EventBus {
       for (const watcher of [...this.watchers]) watcher.interrupted();
     });
     this.subscriber.on(this.sharded ? '+subscriber' : 'ready', () => {
-      if (this.subscriberDown) void this.restoreSubscriptions();
+      if (this.subscriberDown) this.restoreNow();
     });
   }
 
@@ -187,11 +190,22 @@ export class RedisBus implements EventBus {
   close(): void {
     this.closing = true;
     this.handlers.clear();
+    if (this.retry) clearTimeout(this.retry);
+    this.retry = null;
+  }
+
+  private restoreNow(): void {
+    if (this.retry) clearTimeout(this.retry);
+    this.retry = null;
+    void this.restoreSubscriptions();
   }
 
   /**
    * ioredis re-subscribes by itself on reconnecting; subscribing once more, on the same
    * connection, answers only after Redis has taken those, so from then on nothing is missed.
+   * Until that succeeds the subscriptions stay held; a failed attempt is tried again after a
+   * while, since the event that started it may not come again (on a cluster, the connection it
+   * was sent on may have gone before the group replaced it).
    */
   private async restoreSubscriptions(): Promise<void> {
     const channels = [...this.handlers.keys()];
@@ -199,16 +213,36 @@ export class RedisBus implements EventBus {
     try {
       if (channels.length > 0) await this.listen(channels);
     } catch {
-      return; // down again: the next reconnect tries again
+      this.restoreLater();
+      return;
     }
-    if (this.closing || !this.subscriberDown || this.subscriber.status !== 'ready') return;
+    if (this.closing || !this.subscriberDown) return;
+    if (this.subscriber.status !== 'ready') {
+      this.restoreLater();
+      return;
+    }
     // Another connection went meanwhile: what it missed is only certain once it is back too.
     if (this.losses !== losses) {
-      void this.restoreSubscriptions();
+      this.restoreNow();
       return;
     }
     this.subscriberDown = false;
+    this.retries = 0;
     for (const watcher of [...this.watchers]) watcher.restored();
+  }
+
+  /** Tries the restore again, from 100 ms growing to 2 s apart, until it succeeds. */
+  private restoreLater(): void {
+    if (this.closing || !this.subscriberDown || this.retry) return;
+    this.retries += 1;
+    this.retry = setTimeout(
+      () => {
+        this.retry = null;
+        if (this.subscriberDown && !this.closing) void this.restoreSubscriptions();
+      },
+      Math.min(100 * 2 ** (this.retries - 1), 2_000),
+    );
+    this.retry.unref();
   }
 
   /** Subscribes to `channels`; sharded, once per hash slot (one `SSUBSCRIBE` may not span two). */
