@@ -131,6 +131,8 @@ describe(`metrics (${engineLabel})`, () => {
   it('tracks open WebSocket connections and calls made over them', async () => {
     const before = await scrape(app);
     expect(valueOf(before, 'parley_ws_connections')).toBe(0);
+    // The instance's event channels are up: nothing is held.
+    expect(valueOf(before, 'parley_live_events_held')).toBe(0);
     const bo = await signUp(app.url);
     // Plain sockets stay open until closed (the tRPC client closes idle ones at once).
     const sockets = await Promise.all(
