@@ -1,8 +1,13 @@
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { eventPartition, partitionsOf } from '../../server/src/broker/keyspace.js';
+import {
+  conversationChannel,
+  eventPartition,
+  partitionOf,
+  partitionsOf,
+} from '../../server/src/broker/keyspace.js';
 import { SEQ_SLOT } from '../../server/src/broker/ports/message-log.js';
-import { RedisBroker } from '../../server/src/broker/redis/engine.js';
+import { RedisBroker, subscriberName } from '../../server/src/broker/redis/engine.js';
 import { type LocalCluster, startRedisCluster } from '../support/redis-cluster.js';
 import { hasRedisServer } from '../support/redis-server.js';
 
@@ -59,6 +64,52 @@ describe.skipIf(!hasRedisServer())(
           (await Promise.all(nodes.map((node) => node.call('PUBSUB', 'SHARDCHANNELS', `${prefix}*`)))).flat(),
         )
         .toEqual([]);
+    });
+
+    it('names each channel once when it subscribes again after losing a connection', async () => {
+      const channel = { conversation: 'c-again' };
+      const unsubscribe = await broker.bus.subscribe(channel, () => undefined);
+      const name = `${prefix}${conversationChannel(partitionOf(true), 'c-again')}`;
+      const [node] = await Promise.all(
+        nodes.map(async (node) =>
+          ((await node.call('PUBSUB', 'SHARDCHANNELS', name)) as string[]).length > 0 ? node : null,
+        ),
+      ).then((found) => found.filter((node) => node !== null));
+      if (!node) throw new Error(`no node has ${name}`);
+      // The instance's sharded subscriber connection to that node, as `CLIENT LIST` names it.
+      const ours = `):${subscriberName(prefix)}`;
+      const loseConnection = async () => {
+        const restored = new Promise<void>((resolve) => {
+          const stop = broker.bus.watchSubscriptions({
+            interrupted: () => undefined,
+            restored: () => {
+              stop();
+              resolve();
+            },
+          });
+        });
+        const clients = String(await node.call('CLIENT', 'LIST', 'TYPE', 'pubsub'));
+        const ids = [...clients.matchAll(/id=(\d+) .*name=(\S+)/g)].filter((m) => m[2]?.endsWith(ours));
+        expect(ids).toHaveLength(1);
+        await node.call('CLIENT', 'KILL', 'ID', ids[0]?.[1] ?? '');
+        await restored;
+      };
+      for (let i = 0; i < 3; i++) await loseConnection();
+      // What the new connection subscribes to once more, as the node sees it.
+      const monitor = await node.monitor();
+      const subscribed: string[][] = [];
+      monitor.on('monitor', (_time: string, args: string[]) => {
+        if (args[0]?.toLowerCase() === 'ssubscribe') subscribed.push(args.slice(1));
+      });
+      try {
+        await loseConnection();
+        // The bus's own subscription, then ioredis's of every channel the group has.
+        await expect.poll(() => subscribed.length, { timeout: 10_000 }).toBeGreaterThanOrEqual(2);
+      } finally {
+        monitor.disconnect();
+      }
+      for (const channels of subscribed) expect(channels).toEqual([name]);
+      await unsubscribe();
     });
 
     it('spreads sends over the masters by partition: six partitions, two on each master', async () => {
