@@ -28,8 +28,8 @@ export interface Metrics {
   /** Active `events` subscriptions on this instance (read from the realtime hub on scrape). */
   readonly subscriptions: Gauge;
   /**
-   * 1 while the instance's Pub/Sub connection is down and its streams hold live events, until
-   * it is back and they have caught up from the logs; 0 otherwise.
+   * 1 while the instance's Pub/Sub connection is down and its streams hold live events (they
+   * catch up from the logs once it is back); 0 otherwise.
    */
   readonly held: Gauge;
   /** Events handed to local subscribers (one per receiving connection), by event type. */
