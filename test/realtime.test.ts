@@ -7,11 +7,13 @@ import { subscriberName } from '../server/src/broker/redis/engine.js';
 import { createContext } from '../server/src/context.js';
 import { appRouter } from '../server/src/routers/_app.js';
 import { createCallerFactory } from '../server/src/trpc.js';
-import type { ParleyEvent } from '../server/src/contracts/events.js';
+import type { EventPublisher, ParleyEvent } from '../server/src/contracts/events.js';
 import { connect, signUp, wsUrl } from './support/client.js';
 import { TestDeployment, engineLabel, engines, onRealEngines, openRedis, serversOf } from './support/env.js';
 import { expectCode } from './support/errors.js';
 import { tap } from './support/events.js';
+import { Presence } from '../server/src/realtime/presence.js';
+import { LastSeen } from '../server/src/users/service.js';
 
 let deployment: TestDeployment;
 let app: App;
@@ -228,6 +230,60 @@ describe(`events (${engineLabel})`, () => {
     expect(seen).toMatchObject({ online: false });
     expect(seen.lastSeenAt?.getTime()).toBe(offline?.lastSeenAt?.getTime());
     await watcher.stop();
+  });
+
+  it('starts a stream before its contacts are told, and never tells them offline before online', async () => {
+    const { al, bo } = await pair();
+    const { broker, memberships, db, config, log } = app.services;
+    // The announcements are recorded, and the first is held until released: the stand-in is
+    // for the realtime layer only; the store, the memberships and last-seen are the app's own.
+    const told: { online: boolean; to: readonly string[] }[] = [];
+    let calls = 0;
+    let release = () => {};
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const events = {
+      async signalUsers(userIds: readonly string[], event: ParleyEvent) {
+        if (event.type !== 'presence') throw new Error(`unexpected ${event.type}`);
+        calls += 1;
+        if (calls === 1) await held;
+        told.push({ online: event.online, to: userIds });
+      },
+    } satisfies Pick<EventPublisher, 'signalUsers'> as unknown as EventPublisher;
+    // Last-seen is written just before the offline announcement is made.
+    let touched = () => {};
+    const lastSeenWritten = new Promise<void>((resolve) => (touched = resolve));
+    const lastSeen = new (class extends LastSeen {
+      override async touch(userId: string) {
+        const result = await super.touch(userId);
+        touched();
+        return result;
+      }
+    })(db);
+    const presence = new Presence(
+      broker.presence,
+      memberships,
+      lastSeen,
+      events,
+      config.presence,
+      log,
+      config.limits.largeGroup,
+    );
+    const key = `presence-order:${bo.user.id}`;
+    // Counted at once, with the announcement still held.
+    expect(await presence.connect(bo.user.id, key, 5)).toBe(true);
+    expect(await presence.onlineAmong([bo.user.id])).toEqual(new Set([bo.user.id]));
+    // Gone again before the contacts heard of it: the offline announcement waits its turn.
+    const gone = presence.disconnected(bo.user.id, key);
+    await lastSeenWritten;
+    // Time for an announcement that did not wait (a lookup and a publish) to be made.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(told).toEqual([]);
+    release();
+    await gone;
+    expect(told).toEqual([
+      { online: true, to: [al.user.id] },
+      { online: false, to: [al.user.id] },
+    ]);
   });
 
   it('keeps every connection of every user alive for as long as its instance runs', async () => {

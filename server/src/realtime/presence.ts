@@ -21,6 +21,8 @@ export interface PresenceSettings {
  */
 export class Presence implements OnlineLookup {
   private timer: NodeJS.Timeout | null = null;
+  /** Each user's announcements not yet made, in order: a later one waits for those before it. */
+  private readonly announcing = new Map<string, Promise<void>>();
 
   constructor(
     private readonly store: PresenceStore,
@@ -57,6 +59,10 @@ export class Presence implements OnlineLookup {
    * Counts a new connection of the user, unless they already hold `max` live ones on all
    * instances together: checked and counted in one broker step, so a burst of subscriptions
    * (on one instance or several) never gets past the cap. Returns whether it was counted.
+   *
+   * The user's contacts hear that they came online after this resolves: the connection does not
+   * wait for the contacts to be looked up and told. An offline announcement made meanwhile on
+   * this instance waits for it, so contacts never see the two in the wrong order.
    */
   async connect(userId: string, key: string, max: number): Promise<boolean> {
     const now = Date.now();
@@ -66,7 +72,12 @@ export class Presence implements OnlineLookup {
       until: now + this.settings.ttlMs,
     });
     if (!connected) return false;
-    if (first) await this.announce(userId, true, new Date());
+    if (first) {
+      const at = new Date(now);
+      this.inTurn(userId, () => this.announce(userId, true, at)).catch((error: unknown) =>
+        this.log.warn({ err: error }, 'presence not announced on connect'),
+      );
+    }
     return true;
   }
 
@@ -98,7 +109,18 @@ export class Presence implements OnlineLookup {
 
   private async wentAway(userId: string): Promise<void> {
     const { lastSeenAt } = await this.lastSeen.touch(userId).catch(() => ({ lastSeenAt: new Date() }));
-    await this.announce(userId, false, lastSeenAt);
+    await this.inTurn(userId, () => this.announce(userId, false, lastSeenAt));
+  }
+
+  /** Runs `announcement` once the user's earlier ones on this instance are made (or failed). */
+  private inTurn(userId: string, announcement: () => Promise<void>): Promise<void> {
+    const made = (this.announcing.get(userId) ?? Promise.resolve()).then(announcement);
+    const settled = made.catch(() => undefined);
+    this.announcing.set(userId, settled);
+    void settled.then(() => {
+      if (this.announcing.get(userId) === settled) this.announcing.delete(userId);
+    });
+    return made;
   }
 
   private async announce(userId: string, online: boolean, lastSeenAt: Date): Promise<void> {

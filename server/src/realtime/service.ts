@@ -112,17 +112,21 @@ export class Realtime {
     const userChannel = this.hub.add(stream);
     userChannel.catch(() => undefined);
     stream.iterateWith(request.signal, request.response);
+    // Read while the channels are put in place; it is only compared with the newest ids below.
+    const epochRead = this.events.epoch();
+    epochRead.catch(() => undefined);
     try {
-      const epoch = await this.events.epoch();
       await userChannel;
+      // Read once the user's channel flows: a membership change after this read arrives live.
       await stream.follow(await this.domain.conversationsOf(user.id, null));
       // Read once every channel is in place: whatever comes later arrives live.
       const newest = await this.events.newestIds();
+      const epoch = await epochRead;
       const start: StreamStart = request.lastEventId
         ? resumePoint(epoch, newest, request.lastEventId)
         : { last: newest, resync: false, backfill: false };
       stream.begin(epoch, start);
-      // Counted (and announced online) once it is in place: from then on nothing sent is missed.
+      // Counted once it is in place: from then on nothing sent is missed. Contacts hear it next.
       if (!(await this.presence.connect(user.id, stream.key, limits.maxConnectionsPerUser))) {
         throw new RateLimited('Too many connections for this user', 5);
       }
