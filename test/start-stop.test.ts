@@ -45,7 +45,17 @@ class NpmProcess {
   readonly lines: string[] = [];
   readonly exited: Promise<number | null>;
   private constructor(readonly child: ChildProcess & { pid: number }) {
-    this.exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+    // `exit` can come before the last of the output is read: wait for the output's end too,
+    // unless a process left behind holds it open (the checks after an exit find that one).
+    this.exited = new Promise((resolve) =>
+      child.once('exit', (code) => {
+        const late = setTimeout(() => resolve(code), 5_000);
+        child.once('close', () => {
+          clearTimeout(late);
+          resolve(code);
+        });
+      }),
+    );
     let partial = '';
     const collect = (chunk: Buffer) => {
       partial += chunk.toString();
@@ -70,7 +80,8 @@ class NpmProcess {
       };
       this.child.stdout?.on('data', check);
       this.child.stderr?.on('data', check);
-      this.child.once('exit', () => reject(new Error(`exited before the line:\n${this.lines.join('\n')}`)));
+      // Once the output has ended, not at `exit`: the line may still be on its way then.
+      this.child.once('close', () => reject(new Error(`exited before the line:\n${this.lines.join('\n')}`)));
     });
   }
 
