@@ -112,7 +112,7 @@ export class Realtime {
     const userChannel = this.hub.add(stream);
     userChannel.catch(() => undefined);
     stream.iterateWith(request.signal, request.response);
-    // Read while the channels are put in place; it is only compared with the newest ids below.
+    // Read while the channels are put in place: nothing before the newest ids depends on it.
     const epochRead = this.events.epoch();
     epochRead.catch(() => undefined);
     try {
