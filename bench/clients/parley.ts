@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import WebSocket from 'ws';
-import { createParleyClient } from '../../client-sdk/src/index.js';
+import { createParleyClient } from '@parley/client';
 import type { Child } from '../lib/children.js';
 import type { ClientAdapter, ClientSpec } from './types.js';
 

@@ -7,7 +7,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import WebSocket from 'ws';
-import { createParleyClient, errorCode, type ParleyClient } from '../../client-sdk/src/index.js';
+import { createParleyClient, errorCode, type ParleyClient } from '@parley/client';
 import type { Tokens } from '../../server/src/credentials/schemas.js';
 import { Histogram, summarize } from '../lib/histogram.js';
 import { commandMicros, deleteKeys, keyBytes, usedMemory } from '../lib/redis.js';

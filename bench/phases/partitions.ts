@@ -9,7 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import WebSocket from 'ws';
-import { createParleyClient, type ParleyClient } from '../../client-sdk/src/index.js';
+import { createParleyClient, type ParleyClient } from '@parley/client';
 import type { Tokens } from '../../server/src/credentials/schemas.js';
 import { startRedisCluster } from '../../test/support/redis-cluster.js';
 import { hasRedisServer } from '../../test/support/redis-server.js';

@@ -1,17 +1,31 @@
 /**
- * Parley as deployed: `createApp` on PostgreSQL + Redis, in its own process. `BENCH_SERVE=off`
- * runs only the persistence worker; `BENCH_WORKER=off` serves without it (to build a backlog).
+ * Parley as deployed: `createApp` on PostgreSQL + Redis, in its own process, from its build.
+ * `BENCH_SERVE=off` runs only the persistence worker; `BENCH_WORKER=off` serves without it (to
+ * build a backlog).
  */
 import { randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
 
-import { users } from '../../drizzle/schema.js';
-import { createApp } from '../../server/src/app.js';
-import { hashPassword } from '../../server/src/credentials/passwords.js';
-import { uuidv7 } from '../../server/src/ids.js';
-import { loadConfig } from '../../server/src/config/index.js';
+import type * as Schema from '../../drizzle/schema.js';
+import type * as AppModule from '../../server/src/app.js';
+import type * as Passwords from '../../server/src/credentials/passwords.js';
+import type * as Ids from '../../server/src/ids.js';
+import type * as ConfigModule from '../../server/src/config/index.js';
 import { announceReady, gcHandler, serveCalls } from '../lib/children.js';
+
+/**
+ * A module of the server as `npm start` runs it: the JavaScript the build writes to server/dist
+ * (`npm run bench` builds it first when a source is newer), typed by its source. Through tsx the
+ * sources would run with what its transform adds (a call naming every function created).
+ */
+const built = async <T>(file: string): Promise<T> =>
+  (await import(new URL(`../../server/dist/${file}`, import.meta.url).href)) as T;
+const { users } = await built<typeof Schema>('drizzle/schema.js');
+const { createApp } = await built<typeof AppModule>('server/src/app.js');
+const { hashPassword } = await built<typeof Passwords>('server/src/credentials/passwords.js');
+const { uuidv7 } = await built<typeof Ids>('server/src/ids.js');
+const { loadConfig } = await built<typeof ConfigModule>('server/src/config/index.js');
 
 const env = process.env;
 const config = loadConfig(

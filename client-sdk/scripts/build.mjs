@@ -10,8 +10,10 @@
 //
 // With --install (npm's `prepare`, so the package resolves and `parley-chat` exists in the
 // repository right after `npm install`), a tree without the sources or the dev dependencies
-// (a production install) skips the build: nothing there needs the SDK.
-import { existsSync } from 'node:fs';
+// (a production install) skips the build: nothing there needs the SDK. With --if-stale (before
+// `npm run bench`, whose clients run the package as published), it builds only when a source is
+// newer than the build.
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -40,7 +42,37 @@ async function cannotBuild() {
   return null;
 }
 
-const install = process.argv[2] === '--install';
+const mode = process.argv[2];
+if (mode !== undefined && mode !== '--install' && mode !== '--if-stale') {
+  console.error(`unknown option ${mode} (expected --install or --if-stale)`);
+  process.exit(64);
+}
+const install = mode === '--install';
+/** Written last, so that its time is the build's. */
+const stamp = path.join(distDir, 'build.json');
+
+/** The time of the newest file the build reads. */
+function newestInput() {
+  let newest = 0;
+  const visit = (file) => {
+    if (!existsSync(file)) return;
+    const stats = statSync(file);
+    if (stats.isDirectory()) for (const name of readdirSync(file)) visit(path.join(file, name));
+    else newest = Math.max(newest, stats.mtimeMs);
+  };
+  for (const input of [
+    srcDir,
+    serverSrcDir,
+    path.join(sdkDir, 'package.json'),
+    path.join(repoDir, 'tsconfig.json'),
+  ])
+    visit(input);
+  visit(fileURLToPath(import.meta.url));
+  return newest;
+}
+
+if (mode === '--if-stale' && existsSync(stamp) && newestInput() <= statSync(stamp).mtimeMs) process.exit(0);
+
 const missing = await cannotBuild();
 if (missing) {
   if (!install) fail(missing);
@@ -182,6 +214,7 @@ for (const [file, original] of outputs) {
   await writeFile(file, text);
 }
 await chmod(path.join(distDir, 'cli.js'), 0o755);
+await writeFile(stamp, `${JSON.stringify({ builtAt: new Date().toISOString() })}\n`);
 
 /** Where a dist file came from, to resolve its original relative imports. */
 function toSourcePath(distFile) {
